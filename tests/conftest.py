@@ -1,0 +1,10 @@
+"""Shared test setup: import the package from this checkout, quiet and deterministic."""
+
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+os.environ.setdefault("MPLBACKEND", "Agg")

@@ -1,0 +1,616 @@
+"""FLOP formulas per aten op, and the explicit set of ops that do no arithmetic.
+
+Conventions (each formula below repeats the one it follows):
+
+* **Matrix work** (mm, addmm, bmm, baddbmm, convolution and its backward, attention):
+  2 FLOPs per multiply-accumulate, MACs = FLOPs / 2. These come from
+  ``torch.utils.flop_counter.flop_registry`` unchanged, so our count equals
+  ``FlopCounterMode``'s for every op it counts. As there, a bias add is not counted
+  (fvcore does not count it either). We add the matrix ops torch counts as zero:
+  CPU flash attention, ``_native_multi_head_attention`` and
+  ``_transformer_encoder_layer_fwd`` (the fused eval-mode paths of ``nn.MultiheadAttention``
+  and ``nn.TransformerEncoderLayer``).
+* **Elementwise ops**: FLOPs per output element = the number of arithmetic operations in
+  the op's definition (``add`` 1, ``addcmul`` 2, ``lerp`` 3, ...). A transcendental or an
+  activation function (exp, tanh, sigmoid, gelu, ...) counts 1 per element: hardware
+  spends several instructions on it, but no single count is right across devices, and
+  1 per element is what ptflops and thop use. MACs are 0 for everything that is not matrix
+  work.
+* **Reductions**: one FLOP per input element (sum, mean, max, ...).
+* **Only floating-point arithmetic counts.** Integer and bool elementwise ops have 0 FLOPs
+  (they are counted, and move bytes); integer matmuls (int8) count ops like FLOPs, since
+  the int8 roofs are quoted in operations per second.
+* **Complex tensors**: matrix work x4 (a complex MAC is 4 real multiplies and 4 adds),
+  add/sub/neg x2, mul x6; other complex ops are listed as uncounted rather than guessed.
+
+An op with no formula and not in :data:`NO_ARITHMETIC` is *uncounted*: it still moves
+bytes, its time is still measured, and it is listed in the result's ``uncounted`` view.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
+
+import torch
+from torch.utils import flop_counter as _tfc
+from torch.utils._pytree import tree_flatten
+
+__all__ = [
+    "Formula",
+    "FlopCount",
+    "register_formula",
+    "NO_ARITHMETIC",
+    "lookup",
+    "op_key",
+]
+
+aten = torch.ops.aten
+
+
+@dataclass(frozen=True)
+class FlopCount:
+    """The result of a formula: FLOPs and MACs of one op call, and the unit that does it."""
+
+    flops: int
+    macs: int = 0
+    unit: str = "vector"
+
+
+#: A formula takes the op's ``args``, ``kwargs`` and its output, and returns the FLOPs
+#: (an int) or a :class:`FlopCount`.
+Formula = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    fn: Formula
+    unit: str
+    raw: bool  # False: tensors are replaced by their shapes before the call
+
+
+_REGISTRY: Dict[Any, _Entry] = {}
+
+
+def op_key(func: Any) -> Any:
+    """The registry key of an op: its overload packet (``aten.add`` for ``aten.add.Tensor``)."""
+    return getattr(func, "overloadpacket", func)
+
+
+def register_formula(*ops: Any, unit: str = "vector", raw: bool = False) -> Callable[[Formula], Formula]:
+    """Decorator registering a FLOP formula for one or more ops (overload packets or overloads).
+
+    The formula is called as ``fn(*args, out=output, **kwargs)``. With ``raw=False`` (default)
+    every tensor in ``args``, ``kwargs`` and ``out`` is replaced by its shape (a
+    ``torch.Size``); with ``raw=True`` the tensors are passed as they are (use it when the
+    formula needs dtypes or values of non-tensor arguments only available raw).
+    It returns FLOPs (int; MACs are FLOPs/2 when ``unit="matrix"``, else 0) or a
+    :class:`FlopCount`.
+
+    Example::
+
+        @register_formula(torch.ops.mylib.fused_gelu)
+        def fused_gelu_flops(x, *, out=None, **kw):
+            return math.prod(x)  # x is a torch.Size: 1 FLOP per element
+
+    Registering replaces an earlier formula for the same op. For a formula that should
+    apply to one ``count()`` call only, pass ``formulas={op: fn}`` to :func:`count` instead.
+    """
+    if unit not in ("matrix", "vector"):
+        raise ValueError(f"register_formula(unit={unit!r}): expected 'matrix' or 'vector'")
+
+    def deco(fn: Formula) -> Formula:
+        for op in ops:
+            _REGISTRY[op_key(op)] = _Entry(fn, unit, raw)
+        return fn
+
+    return deco
+
+
+def _shape(x: Any) -> Any:
+    return x.shape if isinstance(x, torch.Tensor) else x
+
+
+def _shapes(tree: Any) -> Any:
+    return torch.utils._pytree.tree_map(_shape, tree)
+
+
+def evaluate(entry: _Entry, args: Sequence[Any], kwargs: Mapping[str, Any], out: Any) -> Optional[FlopCount]:
+    """Run one registry entry on an op call and normalise its answer to a :class:`FlopCount`.
+
+    ``None`` means the formula declined (no honest count for these arguments).
+    """
+    if entry.raw:
+        res = entry.fn(*args, out=out, **kwargs)
+    else:
+        a, k, o = _shapes((tuple(args), dict(kwargs), out))
+        res = entry.fn(*a, out=o, **k)
+    if res is None or isinstance(res, FlopCount):
+        return res
+    flops = int(res)
+    return FlopCount(flops, flops // 2 if entry.unit == "matrix" else 0, entry.unit)
+
+
+def lookup(func: Any, extra: Optional[Mapping[Any, Formula]] = None) -> Optional[_Entry]:
+    """The formula for ``func``: the per-call mapping first, then ours, then torch's registry."""
+    key = op_key(func)
+    if extra:
+        for cand in (func, key):
+            if cand in extra:
+                return _Entry(extra[cand], "vector", False)
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    if key in _tfc.flop_registry:
+        return _Entry(_torch_formula(_tfc.flop_registry[key]), "matrix", True)
+    return None
+
+
+def _torch_formula(fn: Callable[..., int]) -> Formula:
+    # torch's registered formulas are already shape-wrapped: they take raw args and out_val.
+    def call(*args: Any, out: Any = None, **kwargs: Any) -> int:
+        return int(fn(*args, out_val=out, **kwargs))
+
+    return call
+
+
+def _numel(shape: Any) -> int:
+    return math.prod(shape) if shape is not None else 0
+
+
+def _first_shape(tree: Any) -> Any:
+    for leaf in tree_flatten(tree)[0]:
+        if isinstance(leaf, torch.Size):
+            return leaf
+    return None
+
+
+def _out_numel(out: Any) -> int:
+    """Elements of the (first) output tensor; foreach ops: summed over the list."""
+    if isinstance(out, (list, tuple)) and out and all(isinstance(o, torch.Size) for o in out):
+        return sum(_numel(o) for o in out)
+    return _numel(_first_shape(out))
+
+
+# --------------------------------------------------------------------------------------
+# Ops that do no arithmetic: 0 FLOPs, counted (not "uncounted"). Views among them move
+# 0 bytes (traffic.py decides that from the op schema); copies and fills move bytes.
+# --------------------------------------------------------------------------------------
+def _collect_no_arithmetic() -> frozenset:
+    names = (
+        # views and metadata
+        "view _unsafe_view reshape _reshape_alias as_strided expand permute transpose t slice "
+        "select split split_with_sizes unbind squeeze unsqueeze detach alias lift_fresh "
+        "view_as_real view_as_complex unfold diagonal narrow chunk flatten unflatten "
+        "expand_as view_as movedim _conj _neg_view resolve_conj resolve_neg set_ resize_ "
+        # allocation (writes nothing), fills, copies and gathers (move bytes, no arithmetic)
+        "empty empty_like empty_strided new_empty new_empty_strided zeros zeros_like ones "
+        "ones_like full full_like new_zeros new_ones new_full fill fill_ zero_ scalar_tensor "
+        "arange clone copy copy_ _to_copy contiguous cat stack constant_pad_nd flip roll "
+        "repeat index_select gather index embedding masked_fill masked_fill_ where tril triu "
+        "tril_ triu_ scatter scatter_ index_copy index_copy_ slice_scatter select_scatter "
+        "as_strided_scatter select_backward slice_backward expand_copy permute_copy t_copy "
+        "transpose_copy view_copy _unsafe_index reflection_pad1d reflection_pad2d "
+        "replication_pad1d replication_pad2d upsample_nearest1d upsample_nearest2d "
+        "upsample_nearest3d pixel_shuffle pixel_unshuffle channel_shuffle native_channel_shuffle "
+        "max_pool2d_with_indices_backward lift_fresh_copy "
+        # random numbers: integer generator work, not floating-point arithmetic
+        "rand randn rand_like randn_like randint randperm normal_ uniform_ bernoulli "
+        "bernoulli_ random_ exponential_ "
+        # comparisons and logic produce bools: no floating-point arithmetic
+        "eq ne lt le gt ge logical_not logical_and logical_or bitwise_not bitwise_and "
+        "bitwise_or isnan isinf isfinite sign argmax argmin _local_scalar_dense item equal "
+        "is_nonzero"
+    ).split()
+    return frozenset(getattr(aten, n) for n in names if hasattr(aten, n))
+
+
+#: Overload packets of ops that do no floating-point arithmetic: views, copies, fills,
+#: gathers, random-number generation, comparisons. They count 0 FLOPs (and are *not*
+#: listed as uncounted); the copies among them still move bytes.
+NO_ARITHMETIC = _collect_no_arithmetic()
+
+
+# --------------------------------------------------------------------------------------
+# Elementwise: FLOPs per output element.
+# --------------------------------------------------------------------------------------
+_ELEMENTWISE_1 = (
+    "add sub mul div neg abs reciprocal sqrt rsqrt exp exp2 expm1 log log2 log10 log1p pow "
+    "sin cos tan tanh sigmoid relu relu6 gelu silu mish elu selu celu leaky_relu hardtanh "
+    "hardswish hardsigmoid softplus clamp clamp_min clamp_max maximum minimum threshold "
+    "threshold_backward hardtanh_backward leaky_relu_backward elu_backward gelu_backward "
+    "silu_backward hardswish_backward hardsigmoid_backward mish_backward softplus_backward "
+    "erf erfc floor ceil round trunc frac square rsub sgn atan atan2 asin acos sinh cosh "
+    "fmod remainder"
+).split()
+# NB: activation backwards count 1 per element like their forwards (a derivative
+# evaluation); sigmoid/tanh backward are written out below because their definition is short.
+_ELEMENTWISE_K = {
+    "addcmul": 2,  # self + value * t1 * t2: one multiply, one add (value == 1)
+    "addcdiv": 2,  # self + value * t1 / t2: one divide, one add (value == 1)
+    "lerp": 3,  # start + weight * (end - start): sub, mul, add
+    "sigmoid_backward": 3,  # grad * y * (1 - y)
+    "tanh_backward": 3,  # grad * (1 - y * y)
+    "native_dropout": 1,  # x * mask * scale, folded into one multiply
+    "native_dropout_backward": 1,
+    "xlogy": 2,
+    "hypot": 3,
+}
+_SCALED_BY_ALPHA = {"add", "sub", "rsub", "addcmul", "addcdiv"}  # alpha/value != 1: +1 multiply
+
+
+def _is_complex(t: Any) -> bool:
+    return isinstance(t, torch.Tensor) and t.is_complex()
+
+
+def _is_float(t: Any) -> bool:
+    return isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex())
+
+
+def _elementwise(per_elem: int, base: str) -> Formula:
+    def formula(*args: Any, out: Any = None, **kwargs: Any) -> Any:
+        tensors = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
+        outs = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
+        if not any(_is_float(t) for t in tensors + outs):
+            return FlopCount(0)  # integer/bool arithmetic is not floating-point work
+        k = per_elem
+        if base in _SCALED_BY_ALPHA:
+            scale = kwargs.get("alpha", kwargs.get("value", 1))
+            if len(args) > 3 and base in ("addcmul", "addcdiv"):
+                scale = args[3]
+            if scale != 1:
+                k += 1
+        if any(_is_complex(t) for t in tensors + outs):
+            factor = {"add": 2, "sub": 2, "neg": 2, "rsub": 2, "mul": 6}.get(base)
+            if factor is None:
+                return None  # no honest per-element count for this complex op
+            k *= factor
+        numel = sum(o.numel() for o in outs) if outs else 0
+        return FlopCount(k * numel)
+
+    return formula
+
+
+def _register_elementwise() -> None:
+    table = {name: 1 for name in _ELEMENTWISE_1}
+    table.update(_ELEMENTWISE_K)
+    for name, k in table.items():
+        for variant in (name, name + "_"):
+            packet = getattr(aten, variant, None)
+            if packet is not None:
+                _REGISTRY[op_key(packet)] = _Entry(_elementwise(k, name), "vector", True)
+        fe = getattr(aten, f"_foreach_{name}", None)
+        fe_ = getattr(aten, f"_foreach_{name}_", None)
+        for packet in (fe, fe_):
+            if packet is not None:
+                _REGISTRY[op_key(packet)] = _Entry(_foreach(k, name), "vector", True)
+
+
+def _foreach(per_elem: int, base: str) -> Formula:
+    """``_foreach_<op>(_)``: the elementwise count summed over the tensor list."""
+
+    def formula(*args: Any, out: Any = None, **kwargs: Any) -> Any:
+        first = args[0]
+        written = out if out is not None and tree_flatten(out)[0] else first
+        tensors = [t for t in tree_flatten(written)[0] if isinstance(t, torch.Tensor)]
+        if not tensors or not any(_is_float(t) for t in tensors):
+            return FlopCount(0)
+        k = per_elem
+        if base in _SCALED_BY_ALPHA:
+            scale = kwargs.get("alpha", kwargs.get("value", 1))
+            if isinstance(scale, (int, float)) and scale != 1:
+                k += 1
+            elif isinstance(scale, (list, tuple)) or isinstance(scale, torch.Tensor):
+                k += 1  # per-tensor scalars: assume a scaling multiply
+        if any(_is_complex(t) for t in tensors):
+            return None
+        return FlopCount(k * sum(t.numel() for t in tensors))
+
+    return formula
+
+
+_register_elementwise()
+
+
+# --------------------------------------------------------------------------------------
+# Reductions: 1 FLOP per input element.
+# --------------------------------------------------------------------------------------
+def _reduction(per_elem: int) -> Formula:
+    def formula(x: Any, *args: Any, out: Any = None, **kwargs: Any) -> int:
+        return per_elem * _numel(x)
+
+    return formula
+
+
+for _name, _k in {
+    "sum": 1, "mean": 1, "prod": 1, "amax": 1, "amin": 1, "max": 1, "min": 1, "logsumexp": 3,
+    "cumsum": 1, "cumprod": 1, "nansum": 1,
+    # var/std: (x - mean) then square-and-accumulate: 3 per element (plus the mean's 1)
+    "var": 4, "std": 4, "var_mean": 4, "std_mean": 4,
+    "linalg_vector_norm": 2, "norm": 2,  # square and accumulate
+}.items():
+    if hasattr(aten, _name):
+        register_formula(getattr(aten, _name))(_reduction(_k))
+
+
+@register_formula(aten._foreach_norm)
+def _foreach_norm_flops(tensors: Any, *args: Any, out: Any = None, **kwargs: Any) -> int:
+    """2 per element (square and accumulate), summed over the list."""
+    return 2 * sum(_numel(s) for s in tensors)
+
+
+# --------------------------------------------------------------------------------------
+# Softmax family.
+# --------------------------------------------------------------------------------------
+@register_formula(aten._softmax, aten._log_softmax)
+def _softmax_flops(x: Any, dim: int, half_to_float: bool = False, *, out: Any = None) -> int:
+    """5 per element: running max, subtract, exp, accumulate, divide (log_softmax: log, sub).
+
+    NB: the per-row max/sum/log are amortised into the per-element count.
+    """
+    return 5 * _numel(x)
+
+
+@register_formula(aten._softmax_backward_data, aten._log_softmax_backward_data)
+def _softmax_backward_flops(grad: Any, output: Any, dim: int, dtype: Any, *, out: Any = None) -> int:
+    """4 per element: grad * y, row sum, y * sum, subtract (log_softmax: exp, sum, mul, sub)."""
+    return 4 * _numel(grad)
+
+
+# --------------------------------------------------------------------------------------
+# Normalisation. Statistics: 3 per element (accumulate x, subtract mean, square-accumulate);
+# normalise: 2 per element ((x - mean) * rstd); affine: 2 per element (* weight + bias).
+# --------------------------------------------------------------------------------------
+def _norm_flops(numel: int, training_stats: bool, affine: bool) -> int:
+    return numel * ((3 if training_stats else 0) + 2 + (2 if affine else 0))
+
+
+@register_formula(aten.native_batch_norm, aten._native_batch_norm_legit)
+def _batch_norm_flops(x: Any, weight: Any, bias: Any, *args: Any, out: Any = None, **kw: Any) -> int:
+    """Training batch norm: batch statistics 3 + normalise 2 + affine 2 per element.
+
+    NB: in eval mode (training=False) this op uses running stats: 4 per element.
+    """
+    training = bool(args[2]) if len(args) > 2 and isinstance(args[2], bool) else kw.get("training", True)
+    if len(args) >= 1 and isinstance(args[0], bool):  # _native_batch_norm_legit(x, w, b, training, ...)
+        training = args[0]
+    return _norm_flops(_numel(x), bool(training), weight is not None)
+
+
+@register_formula(aten._native_batch_norm_legit_no_training)
+def _batch_norm_eval_flops(x: Any, weight: Any, bias: Any, *args: Any, out: Any = None, **kw: Any) -> int:
+    """Eval batch norm (running statistics): normalise 2 + affine 2 per element."""
+    return _norm_flops(_numel(x), False, weight is not None)
+
+
+if hasattr(aten, "_native_batch_norm_legit_functional"):
+    register_formula(aten._native_batch_norm_legit_functional)(_batch_norm_flops)
+
+
+@register_formula(aten.native_layer_norm)
+def _layer_norm_flops(x: Any, normalized_shape: Any, weight: Any, bias: Any, eps: float, *, out: Any = None) -> int:
+    """Layer norm: statistics 3 + normalise 2 + affine 2 per element."""
+    return _norm_flops(_numel(x), True, weight is not None)
+
+
+@register_formula(aten.native_group_norm)
+def _group_norm_flops(x: Any, weight: Any, bias: Any, *args: Any, out: Any = None, **kw: Any) -> int:
+    """Group norm: statistics 3 + normalise 2 + affine 2 per element."""
+    return _norm_flops(_numel(x), True, weight is not None)
+
+
+if hasattr(aten, "_fused_rms_norm"):
+
+    @register_formula(aten._fused_rms_norm)
+    def _rms_norm_flops(x: Any, *args: Any, out: Any = None, **kw: Any) -> int:
+        """RMS norm: square-accumulate 2 + scale 1 + weight 1 per element."""
+        weight = args[1] if len(args) > 1 else kw.get("weight")
+        return _numel(x) * (3 + (1 if weight is not None else 0))
+
+
+@register_formula(
+    aten.native_batch_norm_backward, aten.native_layer_norm_backward, aten.native_group_norm_backward
+)
+def _norm_backward_flops(grad: Any, x: Any, *args: Any, out: Any = None, **kw: Any) -> int:
+    """Norm backward: 2 reductions (sum g, sum g*xhat: 3 per element) + input grad (5) +
+    weight/bias grads (2) = 10 per element.
+
+    NB: an operation count of the textbook backward; kernels may recompute xhat (+2).
+    """
+    return 10 * _numel(grad)
+
+
+if hasattr(aten, "_fused_rms_norm_backward"):
+
+    @register_formula(aten._fused_rms_norm_backward)
+    def _rms_norm_backward_flops(grad: Any, x: Any, *args: Any, out: Any = None, **kw: Any) -> int:
+        """RMS norm backward: 7 per element (one reduction, input grad, weight grad)."""
+        return 7 * _numel(grad)
+
+
+# --------------------------------------------------------------------------------------
+# Pooling.
+# --------------------------------------------------------------------------------------
+def _window(kernel: Any, ndim: int) -> int:
+    ks = list(kernel) if isinstance(kernel, (list, tuple)) else [kernel]
+    if len(ks) == 1:
+        ks = ks * ndim
+    return math.prod(ks)
+
+
+@register_formula(aten.max_pool2d_with_indices, aten.max_pool2d, aten.avg_pool2d)
+def _pool2d_flops(x: Any, kernel_size: Any, *args: Any, out: Any = None, **kw: Any) -> int:
+    """One compare (max) or add (avg) per window element per output: out x kh x kw.
+
+    NB: avg pooling's final divide (1 per output) is folded in.
+    """
+    return _out_numel(out) * _window(kernel_size, 2)
+
+
+@register_formula(aten.max_pool3d_with_indices, aten.avg_pool3d)
+def _pool3d_flops(x: Any, kernel_size: Any, *args: Any, out: Any = None, **kw: Any) -> int:
+    """out x kd x kh x kw compares/adds."""
+    return _out_numel(out) * _window(kernel_size, 3)
+
+
+@register_formula(aten.max_pool1d, aten.avg_pool1d)
+def _pool1d_flops(x: Any, kernel_size: Any, *args: Any, out: Any = None, **kw: Any) -> int:
+    """out x k compares/adds."""
+    return _out_numel(out) * _window(kernel_size, 1)
+
+
+@register_formula(aten._adaptive_avg_pool2d, aten._adaptive_avg_pool3d, aten.adaptive_max_pool2d)
+def _adaptive_pool_flops(x: Any, output_size: Any, *, out: Any = None) -> int:
+    """Each input element is added (compared) once into its window: numel(input)."""
+    return _numel(x)
+
+
+@register_formula(aten._adaptive_avg_pool2d_backward, aten.avg_pool2d_backward)
+def _avg_pool_backward_flops(grad: Any, x: Any, *args: Any, out: Any = None, **kw: Any) -> int:
+    """Spread each output grad over its window: one add per input element."""
+    return _numel(x)
+
+
+# --------------------------------------------------------------------------------------
+# Losses.
+# --------------------------------------------------------------------------------------
+@register_formula(aten.nll_loss_forward, aten.nll_loss2d_forward)
+def _nll_flops(x: Any, target: Any, *args: Any, out: Any = None, **kw: Any) -> int:
+    """Gather -log p[target] and accumulate: 1 per target element (+ the mean's divide)."""
+    return _numel(target)
+
+
+@register_formula(aten.nll_loss_backward, aten.nll_loss2d_backward)
+def _nll_backward_flops(grad: Any, x: Any, target: Any, *args: Any, out: Any = None, **kw: Any) -> int:
+    """Scatter -grad/N to the target class: 1 per target element."""
+    return _numel(target)
+
+
+@register_formula(aten.mse_loss)
+def _mse_flops(x: Any, target: Any, *args: Any, out: Any = None, **kw: Any) -> int:
+    """subtract, square, accumulate: 3 per element."""
+    return 3 * _numel(x)
+
+
+@register_formula(aten.mse_loss_backward)
+def _mse_backward_flops(grad: Any, x: Any, target: Any, *args: Any, out: Any = None, **kw: Any) -> int:
+    """2 * (x - t) * grad / N: 3 per element."""
+    return 3 * _numel(x)
+
+
+@register_formula(aten.binary_cross_entropy_with_logits)
+def _bce_logits_flops(x: Any, target: Any, *args: Any, out: Any = None, **kw: Any) -> int:
+    """max(x,0) - x*t + log(1 + exp(-|x|)) and accumulate: 7 per element."""
+    return 7 * _numel(x)
+
+
+# --------------------------------------------------------------------------------------
+# Embedding backward and fused optimizer updates.
+# --------------------------------------------------------------------------------------
+@register_formula(aten.embedding_dense_backward)
+def _embedding_backward_flops(grad: Any, indices: Any, *args: Any, out: Any = None, **kw: Any) -> int:
+    """Accumulate each gradient row into the weight's row: 1 add per gradient element."""
+    return _numel(grad)
+
+
+# Per-element operation counts of the fused optimizer updates (torch.optim's algorithms):
+# Adam:  m = lerp(m, g, 1-b1) 3; v = b2*v + (1-b2)*g*g 4; denom = sqrt(v)/sqrt(bc2) + eps 3;
+#        p -= (lr/bc1) * m / denom 3  -> 13.  AdamW adds the decoupled decay p *= 1-lr*wd: 14.
+#        Adam with weight_decay adds g += wd * p: 2.  SGD: p -= lr * g: 2 (+ momentum 2, + wd 2).
+_FUSED_OPT = {"_fused_adam": 13, "_fused_adamw": 14, "_fused_sgd": 2}
+
+
+def _fused_opt(base: int, name: str) -> Formula:
+    def formula(params: Any, grads: Any, *args: Any, out: Any = None, **kw: Any) -> int:
+        k = base
+        wd = kw.get("weight_decay", 0)
+        if name == "_fused_adam" and wd:
+            k += 2
+        if name == "_fused_sgd":
+            if wd:
+                k += 2
+            if kw.get("momentum", 0):
+                k += 2
+        return k * sum(_numel(s) for s in params)
+
+    return formula
+
+
+for _name, _k in _FUSED_OPT.items():
+    for _variant in (_name, _name + "_"):
+        if hasattr(aten, _variant):
+            register_formula(getattr(aten, _variant))(_fused_opt(_k, _name))
+
+
+# --------------------------------------------------------------------------------------
+# Matrix work torch's registry leaves at zero.
+# --------------------------------------------------------------------------------------
+def _attention_matmul_flops(b: int, h: int, s_q: int, s_k: int, d_qk: int, d_v: int) -> int:
+    """Q @ K^T and P @ V: 2*b*h*s_q*s_k*d_qk + 2*b*h*s_q*s_k*d_v.
+
+    NB: as torch's sdpa formulas, the softmax between the two matmuls is not counted, and a
+    causal mask does not halve the count (an upper bound for masked attention).
+    """
+    return 2 * b * h * s_q * s_k * d_qk + 2 * b * h * s_q * s_k * d_v
+
+
+def _sdpa_cpu_flops(q: Any, k: Any, v: Any, *args: Any, out: Any = None, **kw: Any) -> int:
+    """[b,h,s_q,d] @ [b,h,d,s_k] -> [b,h,s_q,s_k] @ [b,h,s_k,d_v] -> [b,h,s_q,d_v]."""
+    b, h, s_q, d = q
+    s_k, d_v = k[-2], v[-1]
+    return _attention_matmul_flops(b, h, s_q, s_k, d, d_v)
+
+
+def _sdpa_cpu_backward_flops(grad_out: Any, q: Any, k: Any, v: Any, *args: Any, out: Any = None, **kw: Any) -> int:
+    """Backward: recompute S = QK^T, dV = P^T dO, dP = dO V^T, dQ = dS K, dK = dS^T Q: 5 matmuls.
+
+    NB: 2.5x the forward's two matmuls, as torch's flash/efficient backward formulas count.
+    """
+    b, h, s_q, d = q
+    s_k, d_v = k[-2], v[-1]
+    return 2 * b * h * s_q * s_k * (3 * d + 2 * d_v)
+
+
+for _name in ("_scaled_dot_product_flash_attention_for_cpu",):
+    if hasattr(aten, _name):
+        register_formula(getattr(aten, _name), unit="matrix")(_sdpa_cpu_flops)
+for _name in ("_scaled_dot_product_flash_attention_for_cpu_backward",):
+    if hasattr(aten, _name):
+        register_formula(getattr(aten, _name), unit="matrix")(_sdpa_cpu_backward_flops)
+
+
+@register_formula(aten._native_multi_head_attention, unit="matrix")
+def _mha_flops(query: Any, key: Any, value: Any, embed_dim: int, num_heads: int, *args: Any,
+               out: Any = None, **kw: Any) -> int:
+    """Fused eval-mode multi-head attention (batch first [b, s, e]):
+
+    in-projection  q: 2*b*s_q*e*e, k: 2*b*s_k*e*e, v: 2*b*s_k*e*e;
+    attention      2*b*s_q*s_k*e (QK^T, all heads) + 2*b*s_q*s_k*e (PV);
+    out-projection 2*b*s_q*e*e.
+    NB: bias adds and the softmax are not counted, as in torch's linear and sdpa formulas.
+    """
+    q_shape, k_shape = query, key
+    b, s_q, e = (q_shape[0], q_shape[1], q_shape[2]) if len(q_shape) == 3 else (1, q_shape[0], q_shape[1])
+    s_k = k_shape[1] if len(k_shape) == 3 else k_shape[0]
+    proj = 2 * b * (s_q + 2 * s_k) * e * e + 2 * b * s_q * e * e
+    return proj + 4 * b * s_q * s_k * e
+
+
+@register_formula(aten._transformer_encoder_layer_fwd, unit="matrix")
+def _encoder_layer_flops(src: Any, embed_dim: int, num_heads: int, qkv_weight: Any, qkv_bias: Any,
+                         proj_weight: Any, proj_bias: Any, use_gelu: bool, norm_first: bool,
+                         eps: float, norm_weight_1: Any, norm_bias_1: Any, norm_weight_2: Any,
+                         norm_bias_2: Any, ffn_weight_1: Any, ffn_bias_1: Any, ffn_weight_2: Any,
+                         *args: Any, out: Any = None, **kw: Any) -> FlopCount:
+    """Fused eval-mode ``nn.TransformerEncoderLayer`` ([b, s, e], feed-forward width f):
+
+    self-attention as in ``_native_multi_head_attention`` with s_q = s_k = s: 8*b*s*e*e + 4*b*s*s*e;
+    feed-forward 2*b*s*e*f + 2*b*s*f*e (MACs: half of these matrix FLOPs);
+    plus vector work: 2 layer norms (7 per element each), the activation (1 per b*s*f) and
+    the two residual adds (1 per element each).
+    """
+    b, s, e = src if len(src) == 3 else (1, src[0], src[1])
+    f = ffn_weight_1[0]
+    matrix = 8 * b * s * e * e + 4 * b * s * s * e + 4 * b * s * e * f
+    vector = 2 * 7 * b * s * e + b * s * f + 2 * b * s * e
+    return FlopCount(matrix + vector, matrix // 2, "matrix")

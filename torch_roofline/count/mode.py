@@ -1,0 +1,243 @@
+"""The counter: a private TorchDispatchMode plus module and phase attribution.
+
+Forward ops are attributed to the innermost module whose forward is running (module
+forward pre/post hooks maintain the call stack). Backward ops are attributed to the module
+whose forward *created* the autograd node being executed: during forward we note the range
+of autograd sequence numbers each module call allocated; during backward,
+``torch._C._current_autograd_node()`` gives the node and its sequence number. Optimizer
+ops are those run inside ``Optimizer.step`` (global step hooks), attributed to the root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import warnings
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.optim.optimizer as _optim
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from torch_roofline.count import formulas as _f
+from torch_roofline.count.traffic import StepTraffic
+from torch_roofline.records import ModuleInfo, OpCost
+
+__all__ = ["OpCounter", "module_infos", "op_name", "compute_dtype"]
+
+_ACTIVE = threading.local()
+
+
+def op_name(func: Any) -> str:
+    """Dotted op name of an overload: ``aten.convolution`` for ``aten.convolution.default``."""
+    packet = getattr(func, "overloadpacket", None)
+    if packet is None:
+        return str(func)
+    return f"{getattr(func, 'namespace', 'aten')}.{packet.__name__}"
+
+
+def compute_dtype(args: Sequence[Any], kwargs: Mapping[str, Any], out: Any, unit: str) -> Optional[str]:
+    """The dtype an op computes in: matrix ops, their first floating input; others, the output."""
+    ins = [t for t in tree_flatten((list(args), dict(kwargs)))[0] if isinstance(t, torch.Tensor)]
+    outs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+    order = ins + outs if unit == "matrix" else outs + ins
+    for t in order:
+        if t.is_floating_point() or t.is_complex():
+            return str(t.dtype).replace("torch.", "")
+    return str(order[0].dtype).replace("torch.", "") if order else None
+
+
+def module_infos(model: Optional[nn.Module], root_type: Optional[str] = None) -> List[ModuleInfo]:
+    """Static facts of every module (``named_modules`` order, shared modules once).
+
+    Parameter counts are inclusive of children; a parameter shared by two modules is
+    counted once per subtree.
+    """
+    if model is None:
+        return [ModuleInfo("", root_type or "step", 0, 0)]
+    infos = []
+    for name, mod in model.named_modules():
+        params = {id(p): p for p in mod.parameters()}
+        own = {id(p): p for p in mod.parameters(recurse=False)}
+        infos.append(
+            ModuleInfo(
+                name=name,
+                type=type(mod).__name__,
+                params=sum(p.numel() for p in params.values()),
+                param_bytes=sum(p.numel() * p.element_size() for p in params.values()),
+                self_params=sum(p.numel() for p in own.values()),
+                self_param_bytes=sum(p.numel() * p.element_size() for p in own.values()),
+            )
+        )
+    return infos
+
+
+class _Mode(TorchDispatchMode):
+    def __init__(self, counter: "OpCounter") -> None:
+        super().__init__()
+        self.counter = counter
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Tuple = (), kwargs: Optional[Dict] = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        self.counter._record(func, args, kwargs, out)
+        return out
+
+
+class OpCounter:
+    """Counts every aten op run inside it and attributes it to module and phase.
+
+    Private engine behind :func:`torch_roofline.count`; use that instead. One instance
+    counts one step. Hooks, the dispatch mode and optimizer hooks are installed on
+    ``__enter__`` and removed on ``__exit__``, exceptions included.
+    """
+
+    def __init__(self, model: Optional[nn.Module] = None, formulas: Optional[Mapping[Any, Callable]] = None) -> None:
+        self.model = model
+        self.formulas = dict(formulas or {})
+        self.ops: List[OpCost] = []
+        self.calls: Dict[str, int] = {}
+        self.optimizer_steps = 0
+        self._stack: List[str] = []
+        self._seq_start: List[int] = []
+        self._seq_scope: Dict[int, Tuple[str, ...]] = {}
+        self._phase_override: Optional[str] = None
+        self._traffic = StepTraffic()
+        self._handles: List[Any] = []
+        self._exit = contextlib.ExitStack()
+
+    # ---- context management -------------------------------------------------------
+    def __enter__(self) -> "OpCounter":
+        if getattr(_ACTIVE, "on", False):
+            raise RuntimeError(
+                "torch_roofline.count() is already running in this thread; nested counting "
+                "would count every op twice. Count the outer call only."
+            )
+        _ACTIVE.on = True
+        try:
+            self._install_module_hooks()
+            self._handles.append(_optim.register_optimizer_step_pre_hook(self._opt_pre))
+            self._handles.append(_optim.register_optimizer_step_post_hook(self._opt_post))
+            self._exit.enter_context(_Mode(self))
+        except BaseException:
+            self._cleanup()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        try:
+            self._exit.close()
+        finally:
+            for h in self._handles:
+                h.remove()
+            self._handles.clear()
+            _ACTIVE.on = False
+
+    def _install_module_hooks(self) -> None:
+        if self.model is None or isinstance(self.model, torch.jit.ScriptModule):
+            return
+        for name, mod in self.model.named_modules():
+            self._handles.append(mod.register_forward_pre_hook(self._pre_hook(name)))
+            self._handles.append(mod.register_forward_hook(self._post_hook(name), always_call=True))
+
+    # ---- attribution ----------------------------------------------------------------
+    def _pre_hook(self, name: str) -> Callable:
+        def hook(module: nn.Module, args: Any) -> None:
+            self._stack.append(name)
+            self._seq_start.append(torch._C._autograd._get_sequence_nr())
+            if torch._C._current_autograd_node() is None:
+                self.calls[name] = self.calls.get(name, 0) + 1
+
+        return hook
+
+    def _post_hook(self, name: str) -> Callable:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            if not self._stack or self._stack[-1] != name:
+                # Inconsistent (a forward raised inside a child): log, never raise in the step.
+                warnings.warn(f"torch_roofline: module stack out of order at {name!r}", RuntimeWarning)
+                while self._stack and self._stack[-1] != name:
+                    self._stack.pop()
+                    self._seq_start.pop()
+                if not self._stack:
+                    return
+            scope = self.scope()
+            start = self._seq_start.pop()
+            self._stack.pop()
+            for seq in range(start, torch._C._autograd._get_sequence_nr()):
+                self._seq_scope.setdefault(seq, scope)
+
+        return hook
+
+    def scope(self) -> Tuple[str, ...]:
+        """The current module call stack, root first."""
+        if self.model is None:
+            return ("",)
+        stack = tuple(self._stack)
+        return stack if stack and stack[0] == "" else ("",) + stack
+
+    def _opt_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._phase_override = "optimizer"
+        self.optimizer_steps += 1
+
+    def _opt_post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._phase_override = None
+
+    def _where(self) -> Tuple[str, Tuple[str, ...]]:
+        if self._phase_override:
+            return self._phase_override, ("",)
+        node = torch._C._current_autograd_node()
+        if node is not None:
+            return "backward", self._seq_scope.get(node._sequence_nr(), ("",))
+        return "forward", self.scope()
+
+    # ---- counting -------------------------------------------------------------------
+    def _record(self, func: Any, args: Tuple, kwargs: Dict, out: Any) -> None:
+        phase, scope = self._where()
+        entry = _f.lookup(func, self.formulas)
+        key = _f.op_key(func)
+        flops = macs = 0
+        unit = "vector"
+        counted = True
+        if entry is not None:
+            result = _f.evaluate(entry, args, kwargs, out)
+            if result is None or result.flops is None:
+                counted = False
+            else:
+                flops, macs, unit = result.flops, result.macs, result.unit
+        elif key not in _f.NO_ARITHMETIC and not _is_view(func) and not _is_marker(func):
+            counted = False
+        traffic = self._traffic.measure(func, args, kwargs, out)
+        self.ops.append(
+            OpCost(
+                op=op_name(func),
+                module=scope[-1],
+                scope=scope,
+                phase=phase,
+                flops=int(flops),
+                macs=int(macs),
+                bytes_read=traffic.bytes_read,
+                bytes_written=traffic.bytes_written,
+                compulsory_bytes_read=traffic.compulsory_bytes_read,
+                compulsory_bytes_written=traffic.compulsory_bytes_written,
+                dtype=compute_dtype(args, kwargs, out, unit),
+                unit=unit,
+                counted=counted,
+                index=len(self.ops),
+            )
+        )
+
+
+def _is_marker(func: Any) -> bool:
+    """Profiler range markers (``profiler._record_function_enter_new``): no work at all."""
+    return getattr(func, "namespace", "") == "profiler"
+
+
+def _is_view(func: Any) -> bool:
+    from torch_roofline.count.traffic import is_view_op
+
+    return is_view_op(func)

@@ -1,0 +1,195 @@
+"""Bytes read and written per aten op, under two memory models.
+
+``op`` model (the unfused cost): every op reads its inputs and writes its outputs.
+
+* A tensor moves the bytes of the elements it addresses: ``min(numel, span) x itemsize``,
+  where ``span = 1 + sum((size_i - 1) x |stride_i|)``. So a broadcast (expanded, stride 0)
+  input counts its real storage, not its logical size, and a transpose counts its numel.
+* View and metadata ops (outputs alias inputs in the op schema: ``view``, ``transpose``,
+  ``expand``, ...) move 0 bytes; ``empty*`` allocates without writing (0 bytes).
+* An in-place op (``relu_``) reads the mutated tensor once and writes it once; ``out=``
+  tensors are written, not read. ``copy_`` and ``fill_`` do not read their destination.
+* The same tensor passed twice (``x * x``) is read once.
+* Gathers (``embedding``, ``index_select``, ``index``) read the rows they gather (the
+  output's size), not the whole table, plus the indices.
+
+``compulsory`` model (the lower bound a perfectly fused step could reach): each distinct
+storage is read at most once (weights, inputs: the first time an op reads them) and
+written at most once (activations: the first time an op writes them); a storage the step
+itself produced is never read back from memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
+
+import torch
+from torch.utils._pytree import tree_flatten
+
+from torch_roofline.count.formulas import op_key
+
+__all__ = ["Traffic", "tensor_bytes", "is_view_op", "StepTraffic"]
+
+aten = torch.ops.aten
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Bytes of one op call: op model and compulsory model."""
+
+    bytes_read: int
+    bytes_written: int
+    compulsory_bytes_read: int
+    compulsory_bytes_written: int
+
+
+def tensor_bytes(t: torch.Tensor) -> int:
+    """Bytes a tensor addresses: min(numel, span) x itemsize (0 for an empty tensor).
+
+    Sparse COO tensors count their values and indices; nested tensors their buffer.
+    """
+    if t.is_sparse:
+        return tensor_bytes(t._values()) + tensor_bytes(t._indices())
+    if t.is_nested:
+        return int(t.values().numel()) * t.element_size() if hasattr(t, "values") else 0
+    numel = t.numel()
+    if numel == 0:
+        return 0
+    try:
+        span = 1 + sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride()) if s > 0)
+    except RuntimeError:  # tensors without strides (e.g. some subclasses)
+        span = numel
+    return int(min(numel, span)) * t.element_size()
+
+
+def _schema_flags(func: Any) -> Tuple[bool, bool]:
+    """(is_view, mutates): outputs alias inputs read-only / some argument is written."""
+    schema = getattr(func, "_schema", None)
+    if schema is None:
+        return False, False
+    rets = schema.returns
+    mutates = any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments)
+    is_view = bool(rets) and all(
+        r.alias_info is not None and not r.alias_info.is_write for r in rets
+    )
+    return is_view, mutates
+
+
+_VIEW_LIKE = {
+    op_key(o)
+    for o in (aten._unsafe_view, aten.lift_fresh, aten.detach, aten._reshape_alias)
+    if o is not None
+}
+_ALLOC_ONLY = {op_key(getattr(aten, n)) for n in
+               ("empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided")}
+_NO_READ_OF_DEST = {op_key(getattr(aten, n)) for n in ("copy_", "fill_", "zero_", "normal_",
+                                                        "uniform_", "random_", "bernoulli_",
+                                                        "exponential_")}
+_GATHERS = {op_key(getattr(aten, n)) for n in ("embedding", "index_select", "index", "_unsafe_index")}
+
+
+def is_view_op(func: Any) -> bool:
+    """True when an op only creates views or changes metadata (moves 0 bytes)."""
+    if op_key(func) in _VIEW_LIKE:
+        return True
+    return _schema_flags(func)[0]
+
+
+def _tensors(tree: Any) -> List[torch.Tensor]:
+    return [x for x in tree_flatten(tree)[0] if isinstance(x, torch.Tensor)]
+
+
+def _identity(t: torch.Tensor) -> Tuple[Any, ...]:
+    """Same storage, same offset, same shape and strides: the same data."""
+    try:
+        return (_storage_key(t), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
+    except RuntimeError:
+        return (id(t),)
+
+
+def _storage_key(t: torch.Tensor) -> Any:
+    try:
+        return t.untyped_storage()._cdata
+    except (RuntimeError, NotImplementedError, AttributeError):
+        return ("tensor", id(t))
+
+
+def _unique(ts: Iterable[torch.Tensor]) -> List[torch.Tensor]:
+    seen, out = set(), []
+    for t in ts:
+        key = _identity(t)
+        if key not in seen:
+            seen.add(key)
+            out.append(t)
+    return out
+
+
+class StepTraffic:
+    """Measures each op's traffic and keeps the per-step state the compulsory model needs.
+
+    One instance per counted step. Storages are remembered through ``StorageWeakRef``s, which
+    keep the storage's bookkeeping object (not its data) alive, so a freed storage's address
+    cannot be reused for a new one and mistaken for it within the step.
+    """
+
+    def __init__(self) -> None:
+        from torch.multiprocessing.reductions import StorageWeakRef
+
+        self._weakref = StorageWeakRef
+        self._read: Dict[Any, Any] = {}
+        self._written: Dict[Any, Any] = {}
+
+    def _remember(self, table: Dict[Any, Any], t: torch.Tensor) -> bool:
+        """True the first time ``t``'s storage enters ``table``."""
+        key = _storage_key(t)
+        if key in table:
+            return False
+        try:
+            table[key] = self._weakref(t.untyped_storage())
+        except (RuntimeError, NotImplementedError, AttributeError):
+            table[key] = t
+        return True
+
+    def measure(self, func: Any, args: Sequence[Any], kwargs: Mapping[str, Any], out: Any) -> Traffic:
+        """Bytes read and written by one op call (both memory models)."""
+        key = op_key(func)
+        if key in _VIEW_LIKE or key in _ALLOC_ONLY or getattr(func, "namespace", "") == "profiler":
+            return Traffic(0, 0, 0, 0)
+        is_view, mutates = _schema_flags(func)
+        if is_view:
+            return Traffic(0, 0, 0, 0)
+        out_kw = kwargs.get("out") if kwargs else None
+        kw_in = {k: v for k, v in (kwargs or {}).items() if k != "out"}
+        inputs = _unique(_tensors((list(args), kw_in)))
+        outputs = _unique(_tensors(out) + _tensors(out_kw))
+        if key in _NO_READ_OF_DEST and args and isinstance(args[0], torch.Tensor):
+            dest = _identity(args[0])
+            inputs = [t for t in inputs if _identity(t) != dest]
+        if key in _GATHERS:
+            reads = self._gather_reads(key, args, outputs)
+        else:
+            reads = [(t, tensor_bytes(t)) for t in inputs]
+        writes = [(t, tensor_bytes(t)) for t in outputs]
+        bytes_read = sum(b for _, b in reads)
+        bytes_written = sum(b for _, b in writes)
+        comp_read = 0
+        for t, b in reads:
+            produced = _storage_key(t) in self._written
+            if self._remember(self._read, t) and not produced:
+                comp_read += b
+        comp_written = sum(b for t, b in writes if self._remember(self._written, t))
+        return Traffic(bytes_read, bytes_written, comp_read, comp_written)
+
+    @staticmethod
+    def _gather_reads(key: Any, args: Sequence[Any], outputs: List[torch.Tensor]) -> List[Tuple[torch.Tensor, int]]:
+        """A gather reads its indices and the rows it gathers (the output's bytes)."""
+        gathered = sum(tensor_bytes(o) for o in outputs)
+        tensors = _tensors(list(args))
+        if not tensors:
+            return []
+        # embedding(weight, indices); index_select(self, dim, index); index(self, indices)
+        source, index_tensors = tensors[0], tensors[1:]
+        reads = [(source, min(gathered, tensor_bytes(source)))]
+        reads += [(t, tensor_bytes(t)) for t in index_tensors]
+        return reads
