@@ -1,0 +1,102 @@
+"""Count a step again on fake copies: the same ops, no compute, no side effects.
+
+The profiler times the user's real step and counts it by replaying the captured call on
+FakeTensors (``torch._subclasses.fake_tensor``): parameters, buffers, inputs and optimizer
+state are fake copies, so the replay allocates nothing, does no arithmetic and leaves the
+real weights, gradients, running statistics and optimizer state untouched, while the
+dispatch-mode counter sees the same aten ops the real step ran.
+
+NB: optimizers read their step counter with ``.item()``, which a fake tensor cannot answer;
+the replay answers it with the real counter's value.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_map
+
+from torch_roofline.count.mode import OpCounter, module_infos
+from torch_roofline.count.result import CountResult
+
+__all__ = ["count_replay"]
+
+
+def count_replay(
+    model: nn.Module,
+    args: Tuple[Any, ...] = (),
+    kwargs: Optional[Mapping[str, Any]] = None,
+    *,
+    backward: bool = False,
+    loss_fn: Optional[Callable[[Any], torch.Tensor]] = None,
+    optimizer: Optional[torch.optim.Optimizer] = None,
+    memory_model: str = "op",
+    formulas: Optional[Mapping[Any, Callable[..., Any]]] = None,
+) -> CountResult:
+    """Count ``model(*args, **kwargs)`` (+ backward, + one optimizer step) on fake copies.
+
+    Same arguments and result as :func:`torch_roofline.count`; the model, its gradients
+    and the optimizer are left exactly as they were.
+    """
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.func import functional_call
+
+    from torch_roofline.count import run_step
+
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+    fake: Dict[int, torch.Tensor] = {}
+
+    def to_fake(t: Any) -> Any:
+        if not isinstance(t, torch.Tensor):
+            return t
+        if id(t) not in fake:
+            fake[id(t)] = fake_mode.from_tensor(t)
+        return fake[id(t)]
+
+    state = {n: to_fake(p) for n, p in model.named_parameters(remove_duplicate=False)}
+    state.update({n: to_fake(b) for n, b in model.named_buffers(remove_duplicate=False)})
+    fargs = tree_map(to_fake, tuple(args))
+    fkwargs = tree_map(to_fake, dict(kwargs or {}))
+    scalars: Dict[int, Any] = {}
+    fopt = _fake_optimizer(optimizer, to_fake, scalars) if optimizer is not None else None
+
+    def step() -> Any:
+        return functional_call(model, state, fargs, fkwargs, strict=False, tie_weights=True)
+
+    with fake_mode:
+        with OpCounter(model, formulas, scalar_values=scalars) as counter:
+            run_step(step, None, backward=backward, loss_fn=loss_fn, optimizer=fopt)
+    return CountResult(
+        ops=tuple(counter.ops),
+        modules=tuple(module_infos(model)),
+        memory_model=memory_model,
+        backend="dispatch",
+        module_calls=dict(counter.calls) or {"": 1},
+        optimizer_steps=counter.optimizer_steps,
+        notes=("counted by replaying the step on fake tensors",),
+    )
+
+
+def _fake_optimizer(optimizer: torch.optim.Optimizer, to_fake: Callable[[Any], Any], scalars: Dict[int, Any]) -> Optional[torch.optim.Optimizer]:
+    """A new optimizer of the same class and settings over the fake parameters and state."""
+    groups = [
+        {**{k: v for k, v in g.items() if k != "params"}, "params": [to_fake(p) for p in g["params"]]}
+        for g in optimizer.param_groups
+    ]
+    accepted = inspect.signature(type(optimizer).__init__).parameters
+    defaults = {k: v for k, v in optimizer.defaults.items() if k in accepted}
+    fopt = type(optimizer)(groups, **defaults)
+    for p, st in optimizer.state.items():
+        fst = {}
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                fst[k] = to_fake(v)
+                if v.dim() == 0 and not v.is_meta:
+                    scalars[id(fst[k])] = v.item()
+            else:
+                fst[k] = v
+        fopt.state[to_fake(p)] = fst
+    return fopt
