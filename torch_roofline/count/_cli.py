@@ -1,0 +1,42 @@
+"""``torch-roofline count``: FLOPs, MACs, parameters and bytes per module."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["add_parser"]
+
+
+def add_parser(sub: "argparse._SubParsersAction") -> None:
+    p = sub.add_parser("count", help="count FLOPs, MACs, parameters and bytes per module",
+                       description="Count one step of MODEL: FLOPs (2 per MAC), MACs, parameters and bytes per module.")
+    p.add_argument("model", metavar="MODEL", help="torchvision:NAME, package.module:factory, or a .py file")
+    p.add_argument("--input-shape", action="append", default=[], metavar="SHAPE",
+                   help="input tensor shape, e.g. 1,3,224,224 (repeat for several inputs)")
+    p.add_argument("--train", action="store_true", help="count forward + backward + one AdamW step")
+    p.add_argument("--memory-model", choices=("op", "compulsory"), default="op",
+                   help="op: every op reads inputs and writes outputs (default); compulsory: each storage once")
+    p.add_argument("--dtype", default=None, help="fp32 (default), bf16 or fp16")
+    p.add_argument("--device", default="cpu", help="cpu (default) or meta (no weights allocated)")
+    p.add_argument("--backend", choices=("dispatch", "fvcore"), default="dispatch")
+    p.add_argument("--depth", type=int, default=None, help="table depth (default: all modules)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from torch_roofline._models import load_model
+    from torch_roofline.count import count
+
+    spec = load_model(args.model, args.input_shape, dtype=args.dtype, device=args.device, train=args.train)
+    optimizer = torch.optim.AdamW(spec.model.parameters()) if args.train else None
+    result = count(spec.model, spec.inputs, backward=args.train, loss_fn=spec.loss_fn if args.train else None,
+                   optimizer=optimizer, memory_model=args.memory_model, backend=args.backend)
+    if args.json:
+        sys.stdout.write(result.to_json() + "\n")
+    else:
+        print(result.table(depth=args.depth))
+    return 0

@@ -1,0 +1,333 @@
+"""RooflineProfiler: time a real step, count it, and place every module on the roofline.
+
+Two passes that never disturb each other:
+
+* **time**: the user's step runs under torch.profiler with a ``record_function`` range
+  around every module's forward (:class:`~torch_roofline.timing.ranges.ModuleRanges`);
+  the profiler's Chrome trace is read back by the same reader and attribution that
+  read saved GPU traces (:mod:`torch_roofline.timing`), so CPU and CUDA share one path.
+* **count**: the model's first call is captured (a reference to its arguments) and, when
+  the report is asked for, replayed on fake tensors under the counter
+  (:func:`torch_roofline.count.replay.count_replay`): the same aten ops, no arithmetic,
+  no side effects, and none of the counter's Python work inside the timed step.
+
+The two are joined per (module, phase, op) by :func:`torch_roofline.analysis.analyse`.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+
+import torch
+import torch.optim.optimizer as _optim
+from torch import nn
+
+from torch_roofline.analysis import analyse
+from torch_roofline.count.replay import count_replay
+from torch_roofline.count.result import CountResult
+from torch_roofline.records import Roof
+from torch_roofline.report import DeviceInfo, RooflineReport
+from torch_roofline.timing.attribution import TraceTiming, attribute
+from torch_roofline.timing.ranges import ModuleRanges
+from torch_roofline.timing.session import ProfileSession
+
+__all__ = ["RooflineProfiler", "schedule", "device_roofs", "device_info"]
+
+_ACTIVE = threading.local()
+
+
+def schedule(*, wait: int = 0, warmup: int = 1, active: int = 1, repeat: int = 1, skip_first: int = 0) -> Callable[[int], Any]:
+    """A torch.profiler-style step -> action function (``torch.profiler.schedule``).
+
+    ``wait`` steps are ignored, ``warmup`` steps run the profiler without keeping results
+    (first-call costs: allocator growth, oneDNN/cuDNN plan selection), ``active`` steps are
+    recorded and their times averaged; ``repeat`` cycles (0 = until the block ends).
+    """
+    return torch.profiler.schedule(wait=wait, warmup=warmup, active=active, repeat=repeat, skip_first=skip_first)
+
+
+def device_roofs(device: Any, costs: CountResult) -> Dict[Tuple[Optional[str], str], Roof]:
+    """The roof of every (dtype, unit) pair the counted ops use, on ``device``.
+
+    A floating-point dtype the device has no roof for (fp8 on a V100) gets no entry: those
+    ops are reported without a roof, never against another dtype's compute peak. Integer
+    and bool ops other than int8 matrix work do no floating-point arithmetic (0 FLOPs), so
+    only their bytes matter: they are placed against the device's memory roof, carried by
+    its fp32 vector roof.
+    """
+    from torch_roofline.devices import UnsupportedDtypeError
+
+    roofs: Dict[Tuple[Optional[str], str], Roof] = {}
+    for op in costs.ops:
+        key = (op.dtype, op.unit)
+        if key in roofs or op.dtype is None:
+            continue
+        try:
+            roofs[key] = device.roof(op.dtype, op.unit)
+        except (UnsupportedDtypeError, ValueError, KeyError):
+            if _is_integer_dtype(op.dtype) and not (op.unit == "matrix" and op.dtype in ("int8", "uint8")):
+                try:
+                    roofs[key] = device.roof("float32", "vector")
+                except (UnsupportedDtypeError, ValueError, KeyError):
+                    pass
+    return roofs
+
+
+def _is_integer_dtype(name: str) -> bool:
+    return name.startswith(("int", "uint")) or name == "bool"
+
+
+def device_info(device: Any) -> DeviceInfo:
+    """The report's device section for a :class:`~torch_roofline.devices.Device`."""
+    return DeviceInfo(
+        id=device.id,
+        name=device.name,
+        source=device.source,
+        memory_bandwidth=device.memory_bandwidth,
+        roofs=tuple(device.roofs()),
+    )
+
+
+def resolve_device(roof: Any, torch_device: Optional[torch.device]) -> Any:
+    """The :class:`~torch_roofline.devices.Device` whose roofs a report uses.
+
+    ``roof``: ``"auto"`` (catalog row for a known GPU; computed peak and measured bandwidth
+    for a CPU), ``"datasheet"`` (the catalog row; an error if the device has none),
+    ``"measured"`` (micro-benchmarked on the spot, cached), a catalog id or name, a path to
+    a TOML/YAML roofs file, or a ``Device``.
+    """
+    from torch_roofline import devices
+
+    if isinstance(roof, devices.Device):
+        return roof
+    if not isinstance(roof, str):
+        raise TypeError(f"roof={roof!r}: expected 'auto', 'datasheet', 'measured', a device name or a Device")
+    kind = (torch_device or torch.device("cpu")).type
+    if roof == "auto":
+        return devices.detect(torch_device)
+    if roof == "measured":
+        return devices.measure(device=kind)
+    if roof == "datasheet":
+        dev = devices.detect(torch_device)
+        if dev.source != "datasheet":
+            raise ValueError(
+                f"roof='datasheet': {dev.name!r} has no datasheet row in the catalog (its roofs are "
+                f"{dev.source}); use roof='auto' or 'measured', or name a catalog device"
+            )
+        return dev
+    if roof.endswith((".toml", ".yaml", ".yml")):
+        loaded = devices.load_file(roof)
+        return loaded[0] if isinstance(loaded, (list, tuple)) else loaded
+    return devices.get(roof)
+
+
+class RooflineProfiler:
+    """Measure a model's step and place each module and op on the device's roofline.
+
+    Args:
+        model: the module to analyse.
+        device: the torch device it runs on; default: the device of its parameters.
+        roof: which roofs to use: ``"auto"`` (default), ``"datasheet"``, ``"measured"``, a
+            catalog name (``"h100-sxm"``), a roofs file, or a ``Device``.
+        schedule: ``None`` records the whole block (one-shot); or a step -> action function
+            (:func:`schedule`, ``torch.profiler.schedule``) and call :meth:`step` once per step.
+        backward: whether the step runs backward; default: detected from the trace.
+        loss_fn: the loss the step uses (for counting its backward exactly; default
+            ``output.sum()``, whose few root ops then differ from a real loss's).
+        memory_model: ``"op"`` or ``"compulsory"`` bytes for the roofline.
+        hardware_counters: on CUDA, also record CUPTI FLOP counters per kernel.
+        profile_memory: record allocator events (the report's peak memory).
+        export_trace: also keep the profiler's trace here (``.json`` or ``.json.gz``).
+        formulas: per-call FLOP formulas, as for :func:`torch_roofline.count`.
+
+    Example::
+
+        model, x = torchvision.models.resnet18(), torch.randn(8, 3, 224, 224)
+        with RooflineProfiler(model) as prof:
+            model(x).sum().backward()
+        print(prof.report())
+
+    Overhead: the profiler adds a few microseconds per op and per module (its ranges);
+    counting happens after the block, on fake tensors, and never inside the timed step.
+    Limits: the count replays the model's first call of the step; a step that calls the
+    model several times is counted from that one call (a note says so).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        device: Union[str, torch.device, None] = None,
+        roof: Any = "auto",
+        schedule: Optional[Callable[[int], Any]] = None,
+        backward: Optional[bool] = None,
+        loss_fn: Optional[Callable[[Any], torch.Tensor]] = None,
+        memory_model: str = "op",
+        hardware_counters: bool = False,
+        profile_memory: bool = True,
+        export_trace: Optional[str] = None,
+        formulas: Optional[Mapping[Any, Callable[..., Any]]] = None,
+        overhead_threshold_s: Optional[float] = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"RooflineProfiler(model=...): expected an nn.Module, got {type(model).__name__}")
+        if memory_model not in ("op", "compulsory"):
+            raise ValueError(f"RooflineProfiler(memory_model={memory_model!r}): expected 'op' or 'compulsory'")
+        self.model = model
+        self.torch_device = torch.device(device) if device is not None else _model_device(model)
+        self.roof = roof
+        self.backward = backward
+        self.loss_fn = loss_fn
+        self.memory_model = memory_model
+        self.formulas = formulas
+        self.overhead_threshold_s = overhead_threshold_s
+        self._session = ProfileSession(
+            schedule=schedule,
+            profile_memory=profile_memory,
+            hardware_counters=hardware_counters,
+            export_path=export_trace,
+        )
+        self._ranges = ModuleRanges(model)
+        self._handles: List[Any] = []
+        self._call: Optional[Tuple[Tuple[Any, ...], Dict[str, Any]]] = None
+        self._calls_in_first_step = 0
+        self._steps_seen = 0
+        self._optimizer: Optional[torch.optim.Optimizer] = None
+        self._device_obj: Any = None
+        self._report: Optional[RooflineReport] = None
+        self._costs: Optional[CountResult] = None
+
+    # ---- context ----------------------------------------------------------------------
+    def __enter__(self) -> "RooflineProfiler":
+        if getattr(_ACTIVE, "on", False):
+            raise RuntimeError("RooflineProfiler is already running in this thread: profilers cannot nest")
+        _ACTIVE.on = True
+        try:
+            self._report = None
+            self._handles.append(self.model.register_forward_pre_hook(self._capture, with_kwargs=True))
+            self._handles.append(_optim.register_optimizer_step_pre_hook(self._capture_optimizer))
+            self._ranges.__enter__()
+            self._session.__enter__()
+        except BaseException:
+            self._cleanup(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._cleanup(exc_type, exc, tb)
+
+    def _cleanup(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            self._session.__exit__(exc_type, exc, tb)
+        finally:
+            self._ranges.__exit__(exc_type, exc, tb)
+            for h in self._handles:
+                h.remove()
+            self._handles.clear()
+            _ACTIVE.on = False
+
+    def step(self) -> None:
+        """Mark the end of one training/inference step (drives the schedule)."""
+        self._steps_seen += 1
+        self._session.step()
+
+    def _capture(self, module: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
+        if self._steps_seen == 0:
+            self._calls_in_first_step += 1
+        if self._call is None:
+            self._call = (tuple(args), dict(kwargs))
+
+    def _capture_optimizer(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if self._optimizer is None:
+            self._optimizer = optimizer
+
+    # ---- results ----------------------------------------------------------------------
+    @property
+    def timing(self) -> TraceTiming:
+        """The measured times (per op and module, summed over the active steps)."""
+        return attribute(self._session.trace, op_names=self._op_names())
+
+    def _op_names(self) -> Optional[set]:
+        return {op.op for op in self.costs().ops} if self._call is not None else None
+
+    def costs(self) -> CountResult:
+        """The counted step (FLOPs, MACs, bytes per op call), replayed on fake tensors."""
+        if self._costs is None:
+            if self._call is None:
+                raise RuntimeError(
+                    "RooflineProfiler: the model was never called inside the profiled block, so there "
+                    "is no step to count; call model(inputs) inside `with prof:`"
+                )
+            backward = self.backward
+            if backward is None:
+                backward = self._trace_has_backward()
+            args, kwargs = self._call
+            self._costs = count_replay(
+                self.model, args, kwargs, backward=backward, loss_fn=self.loss_fn,
+                optimizer=self._optimizer if backward else None, memory_model=self.memory_model,
+                formulas=self.formulas,
+            )
+        return self._costs
+
+    def _trace_has_backward(self) -> bool:
+        trace = self._session.trace
+        return any(e.name.startswith("autograd::engine::evaluate_function") for e in trace.events)
+
+    def device(self) -> Any:
+        """The :class:`~torch_roofline.devices.Device` whose roofs the report uses."""
+        if self._device_obj is None:
+            self._device_obj = resolve_device(self.roof, self.torch_device)
+        return self._device_obj
+
+    def report(self) -> RooflineReport:
+        """The :class:`~torch_roofline.report.RooflineReport` of the profiled step(s)."""
+        if self._report is not None:
+            return self._report
+        if getattr(_ACTIVE, "on", False) and self._handles:
+            raise RuntimeError("RooflineProfiler.report(): leave the `with` block first")
+        costs = self.costs()
+        timing = attribute(self._session.trace, op_names={op.op for op in costs.ops})
+        dev = self.device()
+        kwargs = {}
+        if self.overhead_threshold_s is not None:
+            kwargs["overhead_threshold_s"] = self.overhead_threshold_s
+        report = analyse(
+            costs.ops,
+            timing.ops,
+            timing.modules,
+            costs.modules,
+            device_roofs(dev, costs),
+            device=device_info(dev),
+            steps=timing.steps,
+            memory_model=self.memory_model,
+            step_time_s=timing.step_time_s,
+            peak_memory_bytes=timing.peak_memory_bytes,
+            model=type(self.model).__name__,
+            **kwargs,
+        )
+        notes = list(report.notes)
+        if self._calls_in_first_step > 1:
+            notes.append(
+                f"the model was called {self._calls_in_first_step} times in the first step; the count replays "
+                "its first call only"
+            )
+        if notes != list(report.notes):
+            report = _with_notes(report, notes)
+        self._report = report
+        return report
+
+
+def _with_notes(report: RooflineReport, notes: List[str]) -> RooflineReport:
+    import dataclasses
+
+    return dataclasses.replace(report, notes=tuple(notes))
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
