@@ -1,0 +1,88 @@
+"""CPU peak formula, measured roofs on this machine, and the measurement cache."""
+
+import argparse
+import json
+
+import pytest
+
+from torch_roofline import devices
+from torch_roofline.devices import bench, cpu_peak_flops
+from torch_roofline.devices._cpu import CpuInfo, flops_per_cycle
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_ROOFLINE_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_cpu_formula_reproduces_the_seed_arithmetic():
+    # i9-10980XE (seed): 16 cores x 4.5 GHz x 64 FP32 FLOP/cycle (2 AVX-512 FMA units:
+    # 2 units x 16 lanes x 2 FLOP) = 4.608e12 FLOP/s
+    assert cpu_peak_flops(16, 4.5e9, 64) == pytest.approx(4.608e12)
+    with pytest.raises(ValueError, match="positive"):
+        cpu_peak_flops(0, 4.5e9, 64)
+
+
+def test_flops_per_cycle_from_isa_flags():
+    def info(*flags, vendor="GenuineIntel", family=6):
+        return CpuInfo("x", vendor, family, 1, 1e9, "test", frozenset(flags), None)
+
+    # AVX2 + FMA: 2 units x 8 fp32 lanes x 2 FLOP = 32; fp64 half of it
+    assert flops_per_cycle(info("avx", "avx2", "fma"))["fp32:vector"] == 32
+    assert flops_per_cycle(info("avx", "avx2", "fma"))["fp64:vector"] == 16
+    # AVX-512 (two 512-bit FMA units) = 64; Zen 4 (AMD family 25) runs them on 256-bit units = 32
+    assert flops_per_cycle(info("avx2", "fma", "avx512f"))["fp32:vector"] == 64
+    assert flops_per_cycle(info("avx2", "fma", "avx512f", vendor="AuthenticAMD", family=25))["fp32:vector"] == 32
+    # AMX (Sapphire Rapids): 1024 bf16 / 2048 int8 operations per cycle per core
+    amx = flops_per_cycle(info("avx512f", "amx_tile", "amx_bf16", "amx_int8"))
+    assert amx["bf16:matrix"] == 1024 and amx["int8:matrix"] == 2048
+    assert "bf16:matrix" not in flops_per_cycle(info("avx2", "fma"))
+
+
+def test_quick_measure_is_below_the_computed_peak():
+    measured = devices.measure("cpu", ("fp32",), quick=True, progress=False)
+    computed = devices.detect("cpu")
+    gemm = measured.peak_flops("fp32", "matrix")
+    assert measured.source == "measured" and computed.source == "estimated"
+    assert gemm > 0 and measured.memory_bandwidth > 0
+    # a measured rate above the roof means the roof (or the timing) is wrong
+    assert gemm < computed.peak_flops("fp32", "matrix")
+    assert computed.provenance["memory_bandwidth"].startswith("measured")
+
+
+def test_cache_is_reused_and_refresh_redoes(monkeypatch):
+    calls = []
+    real = bench._time_gemm
+
+    def counting(*args):
+        calls.append(args[:2])
+        return real(*args)
+
+    monkeypatch.setattr(bench, "_time_gemm", counting)
+    first = bench.run_bench("cpu", ("fp32",), quick=True, progress=False)
+    assert calls and first.copy.max > 0 and first.triad.max > 0
+    n = len(calls)
+    second = bench.run_bench("cpu", ("float32",), quick=True, progress=False)
+    assert len(calls) == n and second == first           # served from the cache
+    bench.run_bench("cpu", ("fp32",), quick=True, refresh=True, progress=False)
+    assert len(calls) == 2 * n                           # measured again
+
+
+def test_bench_result_stats_and_stream_bytes(monkeypatch):
+    # triad a = b + 3*c moves 3 arrays of float32 per element: 12 bytes, copy 8 bytes
+    times = iter([0.5, 0.25] * 100)
+    monkeypatch.setattr(bench, "_time_call", lambda fn, device: next(times))
+    copies, triads = bench._time_stream(1000, 2, bench.torch.device("cpu"))
+    assert copies == [8000 / 0.5, 8000 / 0.25]   # 2 x 4 B x 1000 elements / s
+    assert triads == [12000 / 0.5, 12000 / 0.25]
+    stats = bench.BenchStats.of([1.0, 3.0, 2.0], 7)
+    assert (stats.min, stats.median, stats.max, stats.samples) == (1.0, 2.0, 3.0, 3)
+
+
+def test_cli_bench_json(capsys):
+    from torch_roofline.devices._cli import run_bench_cmd
+
+    args = argparse.Namespace(device="cpu", dtype=["fp32"], json=True, refresh=False, quick=True)
+    assert run_bench_cmd(args) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["gemm_flops_per_s"]["fp32"]["max"] > 0 and data["copy_bytes_per_s"]["median"] > 0

@@ -1,0 +1,115 @@
+"""Roofs: the datasheet catalog, detection of this machine's device, and measured ceilings.
+
+The rest of the package reads roofs only through :class:`Device`: ``id``, ``name``,
+``source``, ``memory_bandwidth`` (B/s), ``peak_flops(dtype, unit)`` (FLOP/s),
+``ridge(dtype, unit)`` (FLOP/B) and ``roof(dtype, unit)`` (the one place that picks the roof
+an op is measured against: TF32, GeForce accumulate rates, matrix -> vector fallback).
+
+Where roofs come from (``Device.source``):
+
+* ``"datasheet"``: :func:`get` / :func:`catalog`, rows of ``catalog.toml`` (dense peaks,
+  provenance per number; ``Roof.source`` says ``"estimated"`` where a number is one);
+* ``"estimated"``: :func:`detect` on an unlisted GPU or on a CPU (cores x clock x FLOP/cycle);
+* ``"measured"``: :func:`measure` (GEMM sweep and STREAM copy/triad, cached);
+* ``"user"``: ``Device(name=..., peak_flops={...}, bandwidth=...)`` or :func:`load_file`.
+
+Catalog ids are short and lower case: vendor dropped, form factor and memory kept where
+they change the numbers: ``h100-sxm``, ``h100-pcie``, ``h100-nvl``, ``h200``, ``b200``,
+``a100-sxm4-80gb``, ``a100-pcie-40gb``, ``a10``, ``a10g``, ``l4``, ``l40s``, ``t4``,
+``v100-sxm2-16gb``, ``v100s-pcie``, ``gtx-1080-ti``, ``rtx-4090``, ``mi300x``, ``mi250x``,
+``tpu-v4``, ``i9-10980xe``... (``torch-roofline devices`` lists them all).
+
+Example::
+
+    >>> from torch_roofline import devices
+    >>> h100 = devices.get("NVIDIA H100 80GB HBM3")
+    >>> h100.peak_flops("bf16") / 1e12           # dense, not the 2:4-sparse 1979
+    989.4
+    >>> devices.get("gtx-1080-ti").roof("fp32")  # no tensor cores: the vector roof
+    Roof(dtype='fp32', unit='vector', peak_flops_per_s=11340000000000.0, ...)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import List, Optional, Union
+
+from torch_roofline.devices._catalog import CatalogError, catalog_entries, read_entries
+from torch_roofline.devices._cpu import cpu_peak_flops
+from torch_roofline.devices._detect import detect
+from torch_roofline.devices._device import (
+    DTYPES,
+    UNITS,
+    Device,
+    UnsupportedDtypeError,
+    dtype_key,
+    tf32_allowed,
+)
+from torch_roofline.devices._lookup import UnknownDeviceError, find_entry
+from torch_roofline.devices.bench import BenchResult, BenchStats, measure, run_bench
+
+__all__ = [
+    "DTYPES",
+    "UNITS",
+    "Device",
+    "UnknownDeviceError",
+    "UnsupportedDtypeError",
+    "CatalogError",
+    "BenchResult",
+    "BenchStats",
+    "get",
+    "catalog",
+    "detect",
+    "load_file",
+    "measure",
+    "run_bench",
+    "cpu_peak_flops",
+    "dtype_key",
+    "tf32_allowed",
+]
+
+
+def get(
+    name: str,
+    *,
+    multi_processor_count: Optional[int] = None,
+    total_memory: Optional[int] = None,
+) -> Device:
+    """The catalog Device for an id, a marketing name or a ``torch.cuda.get_device_name()``.
+
+    Args:
+        name: ``"h100-sxm"``, ``"L40S"``, ``"NVIDIA A100-SXM4-40GB"``,
+            ``"AMD Instinct MI250X / MI250"``...
+        multi_processor_count: SMs/CUs of the actual device: picks among rows that share a
+            name (104 CUs -> MI250, 110 -> MI250X).
+        total_memory: bytes of device memory, for the same purpose.
+
+    Raises:
+        UnknownDeviceError: no row matches; the message lists the closest catalog names.
+    """
+    return find_entry(name, units=multi_processor_count, memory_bytes=total_memory).device
+
+
+def catalog() -> List[Device]:
+    """Every catalog Device, most specific names first (the order lookup tries them)."""
+    return [e.device for e in catalog_entries()]
+
+
+def load_file(path: Union[str, os.PathLike]) -> List[Device]:
+    """Devices (``source="user"``) from a roofs file in the catalog's format.
+
+    TOML (``[[device]]`` tables) or YAML (``device:`` list; needs PyYAML). Units as in
+    ``catalog.toml``: ``matrix``/``vector`` peaks in TFLOP/s, ``memory_bandwidth_gbs`` in
+    GB/s. Example file::
+
+        [[device]]
+        name = "my-gpu"
+        memory_bandwidth_gbs = 1000
+        vector = { fp32 = 20 }
+        matrix = { bf16 = 200 }
+
+    Raises:
+        FileNotFoundError: no such file.
+        CatalogError: the file does not follow the format (the message says where).
+    """
+    return [e.device for e in read_entries(os.fspath(path), source="user")]

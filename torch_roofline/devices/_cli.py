@@ -1,0 +1,129 @@
+"""``torch-roofline devices`` and ``torch-roofline bench``, plus :func:`resolve` for --device flags."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import List, Sequence
+
+from torch_roofline.devices import DTYPES, Device, catalog, detect, get, load_file, measure
+from torch_roofline.devices.bench import run_bench
+
+__all__ = ["add_parser", "resolve", "devices_table", "run_devices", "run_bench_cmd"]
+
+
+def resolve(spec: str) -> Device:
+    """A Device from a command-line spec.
+
+    ``"detect"``/``"auto"``: :func:`detect`; ``"measured"``: :func:`measure` on CUDA if
+    available else CPU (cached); a path ending in .toml/.yaml/.yml: the file's single
+    device (or ``path:id`` to pick one of several); anything else: :func:`get`.
+    """
+    if spec in ("detect", "auto"):
+        return detect()
+    if spec == "measured":
+        import torch
+
+        return measure("cuda" if torch.cuda.is_available() else "cpu", progress=True)
+    path, _, pick = spec.partition(":") if not os.path.exists(spec) else (spec, "", "")
+    if path.endswith((".toml", ".yaml", ".yml")):
+        found = load_file(path)
+        if pick:
+            for device in found:
+                if device.id == pick or device.name == pick:
+                    return device
+            raise ValueError(f"{path} has no device {pick!r}; it has {[d.id for d in found]}")
+        if len(found) != 1:
+            raise ValueError(f"{path} holds {len(found)} devices; pick one with {path}:<id> ({[d.id for d in found]})")
+        return found[0]
+    return get(spec)
+
+
+def _row(device: Device) -> dict:
+    """One device as a JSON-ready dict (SI units)."""
+    return {
+        "id": device.id,
+        "name": device.name,
+        "source": device.source,
+        "memory_bandwidth_bytes_per_s": device.memory_bandwidth,
+        "memory_bytes": device.memory_bytes,
+        "l2_bytes": device.l2_bytes,
+        "interconnect_bandwidth_bytes_per_s": device.interconnect_bandwidth,
+        "roofs": [
+            {"dtype": r.dtype, "unit": r.unit, "peak_flops_per_s": r.peak_flops_per_s,
+             "ridge_flops_per_byte": r.ridge, "source": r.source}
+            for r in device.roofs()
+        ],
+        "provenance": dict(device.provenance),
+    }
+
+
+def devices_table(devices: Sequence[Device]) -> str:
+    """A text table: id, name, GB/s, then per dtype 'TFLOP/s (ridge FLOP/B)' of the matrix roof
+    (the vector roof where the device has no matrix unit for it; '~' marks estimates)."""
+    from tabulate import tabulate
+
+    headers = ["id", "name", "GB/s"] + [f"{d} TFLOP/s (ridge)" for d in DTYPES]
+    rows: List[list] = []
+    for device in devices:
+        row = [device.id, device.name, f"{device.memory_bandwidth / 1e9:,.0f}"]
+        listed = {k.split(":")[0] for k in device.peaks}
+        for dtype in DTYPES:
+            if dtype not in listed:
+                row.append("-")
+                continue
+            roof = device.roof(dtype, "matrix", allow_tf32=False)
+            mark = "~" if roof.source == "estimated" else ""
+            unit = "" if roof.unit == "matrix" else " v"
+            row.append(f"{mark}{roof.peak_flops_per_s / 1e12:,.1f}{unit} ({roof.ridge:,.0f})")
+        rows.append(row)
+    return tabulate(rows, headers=headers, disable_numparse=True)
+
+
+def run_devices(args: argparse.Namespace) -> int:
+    """``torch-roofline devices [--json]``."""
+    devices = catalog()
+    if args.json:
+        json.dump([_row(d) for d in devices], sys.stdout, indent=1, sort_keys=True)
+        sys.stdout.write("\n")
+    else:
+        print(devices_table(devices))
+        print("\nv = vector units (no matrix unit for the dtype); ~ = estimated; dense peaks, "
+              "decimal units (1 TB/s = 1e12 B/s)")
+    return 0
+
+
+def run_bench_cmd(args: argparse.Namespace) -> int:
+    """``torch-roofline bench [--device cpu|cuda] [--dtype ...] [--json] [--refresh] [--quick]``."""
+    dtypes = args.dtype or ["fp32"]
+    result = run_bench(args.device, dtypes, quick=args.quick, refresh=args.refresh,
+                       progress=not args.json)
+    if args.json:
+        json.dump(result.to_dict(), sys.stdout, indent=1, sort_keys=True)
+        sys.stdout.write("\n")
+        return 0
+    print(f"{result.device_name}  (torch {result.torch_version}, {'quick' if result.quick else 'full'} run)")
+    for key, s in result.gemm.items():
+        print(f"  GEMM {key:<5} n={s.size:<5} TFLOP/s  min {s.min / 1e12:8.3f}  median {s.median / 1e12:8.3f}  max {s.max / 1e12:8.3f}")
+    for label, s in (("copy", result.copy), ("triad", result.triad)):
+        if s is not None:
+            print(f"  {label:<10} {result.array_bytes / 1e6:5.0f} MB  GB/s  min {s.min / 1e9:8.1f}  median {s.median / 1e9:8.1f}  max {s.max / 1e9:8.1f}")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    """Register ``devices`` and ``bench`` on the torch-roofline command."""
+    p = subparsers.add_parser("devices", help="list the catalog's roofs (id, bandwidth, peaks, ridge points)")
+    p.add_argument("--json", action="store_true", help="print JSON (SI units) instead of a table")
+    p.set_defaults(func=run_devices)
+
+    b = subparsers.add_parser("bench", help="measure GEMM FLOP/s and STREAM bandwidth on this machine (cached)")
+    b.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    b.add_argument("--dtype", action="append", metavar="DTYPE",
+                   help=f"GEMM dtype, repeatable ({', '.join(DTYPES)}); default fp32")
+    b.add_argument("--json", action="store_true", help="print the raw measurement as JSON")
+    b.add_argument("--refresh", action="store_true", help="measure again instead of reusing the cache")
+    b.add_argument("--quick", action="store_true", help="a few seconds instead of about a minute (rougher)")
+    b.set_defaults(func=run_bench_cmd)

@@ -1,0 +1,366 @@
+"""Measured roofs: achievable GEMM FLOP/s per dtype and STREAM-style memory bandwidth.
+
+* GEMM: square ``n x n @ n x n`` products over a size sweep, ``2 n^3`` FLOPs each; the
+  size with the best median is reported (min/median/max over its repeats).
+* Bandwidth: STREAM's copy (``b = a``) and triad (``a = b + s*c``) on float32 arrays of at
+  least 4x the last-level cache, bytes counted as STREAM does: read + write (copy 2 x 4 B,
+  triad 3 x 4 B per element), no write-allocate traffic.
+* Results are cached per device + torch version + mode (quick/full) as JSON in
+  ``$TORCH_ROOFLINE_CACHE_DIR``, else ``$XDG_CACHE_HOME/torch_roofline``, else
+  ``~/.cache/torch_roofline``; a later call reuses them, ``refresh=True`` redoes them.
+
+Honest limits: a busy machine gives low and spread-out numbers (min/median/max show it);
+CPU runs use torch's intra-op threads (``torch.get_num_threads()``); the full run takes
+about a minute on a 2-core machine, ``quick=True`` a few seconds (for tests, not for roofs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+import types
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+
+from torch_roofline.devices._device import Device, dtype_key
+
+__all__ = ["BenchStats", "BenchResult", "cache_dir", "run_bench", "measure", "result_to_device"]
+
+_TORCH_DTYPES = {
+    "fp64": torch.float64, "fp32": torch.float32, "tf32": torch.float32,
+    "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.int8,
+}
+_SIZES = {"quick": (128, 256), "cpu": (512, 1024, 2048), "cuda": (1024, 2048, 4096, 8192)}
+_REPEATS = {"quick": 3, "full": 7}
+
+
+@dataclass(frozen=True)
+class BenchStats:
+    """Spread of one measured rate over repeats.
+
+    Attributes:
+        min, median, max: the rate in FLOP/s (GEMM) or B/s (copy, triad).
+        samples: number of repeats.
+        size: GEMM side n, or array length in elements for copy/triad.
+    """
+
+    min: float
+    median: float
+    max: float
+    samples: int
+    size: int
+
+    @classmethod
+    def of(cls, rates: Sequence[float], size: int) -> "BenchStats":
+        return cls(min(rates), statistics.median(rates), max(rates), len(rates), int(size))
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """A measurement of one device.
+
+    Attributes:
+        device: ``"cpu"`` or ``"cuda:0"``.
+        device_name: CPU model or ``torch.cuda.get_device_name()``.
+        torch_version: ``torch.__version__`` it was measured with.
+        threads: torch intra-op threads (CPU) or 0.
+        quick: whether it was the quick (few seconds) mode.
+        gemm: dtype key -> GEMM FLOP/s stats at the best size (read-only mapping).
+        copy: STREAM copy B/s (2 x 4 bytes per element).
+        triad: STREAM triad B/s (3 x 4 bytes per element).
+        array_bytes: bytes of one copy/triad array.
+        created_s: UNIX time of the measurement.
+    """
+
+    device: str
+    device_name: str
+    torch_version: str
+    threads: int
+    quick: bool
+    gemm: Mapping[str, BenchStats]
+    copy: Optional[BenchStats]
+    triad: Optional[BenchStats]
+    array_bytes: int
+    created_s: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (rates in FLOP/s and B/s)."""
+        stats = lambda s: None if s is None else dict(s.__dict__)  # noqa: E731
+        return {
+            "device": self.device, "device_name": self.device_name,
+            "torch_version": self.torch_version, "threads": self.threads, "quick": self.quick,
+            "gemm_flops_per_s": {k: stats(v) for k, v in self.gemm.items()},
+            "copy_bytes_per_s": stats(self.copy), "triad_bytes_per_s": stats(self.triad),
+            "array_bytes": self.array_bytes, "created_s": self.created_s,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "BenchResult":
+        stats = lambda d: None if d is None else BenchStats(**d)  # noqa: E731
+        return cls(
+            device=data["device"], device_name=data["device_name"],
+            torch_version=data["torch_version"], threads=int(data["threads"]),
+            quick=bool(data["quick"]),
+            gemm=types.MappingProxyType({k: stats(v) for k, v in data["gemm_flops_per_s"].items()}),
+            copy=stats(data["copy_bytes_per_s"]), triad=stats(data["triad_bytes_per_s"]),
+            array_bytes=int(data["array_bytes"]), created_s=float(data["created_s"]),
+        )
+
+
+def cache_dir() -> str:
+    """Where measurements are cached (see the module docstring for the order)."""
+    if os.environ.get("TORCH_ROOFLINE_CACHE_DIR"):
+        return os.environ["TORCH_ROOFLINE_CACHE_DIR"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "torch_roofline")
+
+
+# -- timing -------------------------------------------------------------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_call(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds one call of ``fn`` takes (device work included)."""
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _gemm_call(dtype: str, n: int, device: torch.device) -> Callable[[], object]:
+    """A zero-argument closure running one n x n x n product in ``dtype``."""
+    if dtype == "tf32" and device.type != "cuda":
+        raise ValueError("tf32 GEMMs exist on CUDA only; measure 'fp32' on cpu")
+    if dtype == "int8":
+        a = torch.randint(-8, 8, (n, n), dtype=torch.int8, device=device)
+        b = torch.randint(-8, 8, (n, n), dtype=torch.int8, device=device)
+        return lambda: torch._int_mm(a, b)
+    if dtype == "fp8":
+        if device.type != "cuda":
+            raise ValueError("fp8 GEMMs are measured on CUDA only (torch._scaled_mm); pick another dtype for cpu")
+        a = torch.randn(n, n, device=device).to(torch.float8_e4m3fn)
+        b = torch.randn(n, n, device=device).to(torch.float8_e4m3fn).t()
+        one = torch.ones((), device=device)
+        return lambda: torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
+    a = torch.randn(n, n, device=device, dtype=_TORCH_DTYPES[dtype])
+    b = torch.randn(n, n, device=device, dtype=_TORCH_DTYPES[dtype])
+    return lambda: torch.mm(a, b)
+
+
+def _time_gemm(dtype: str, n: int, repeats: int, device: torch.device) -> List[float]:
+    """FLOP/s of ``repeats`` GEMMs of side ``n`` (after one warm-up call)."""
+    call = _gemm_call(dtype, n, device)
+    tf32 = dtype == "tf32"
+    old = torch.backends.cuda.matmul.allow_tf32, torch.get_float32_matmul_precision()
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.set_float32_matmul_precision("high" if tf32 else "highest")
+        call()
+        return [2.0 * n**3 / _time_call(call, device) for _ in range(repeats)]
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old[0]
+        torch.set_float32_matmul_precision(old[1])
+
+
+def _stream_elements(device: torch.device, llc_bytes: Optional[int], quick: bool) -> int:
+    """float32 elements per array: >= 4x the last-level cache (STREAM's rule)."""
+    if device.type == "cuda":
+        llc = torch.cuda.get_device_properties(device).L2_cache_size or 64 * 2**20
+    else:
+        llc = llc_bytes or 32 * 2**20
+    return max(4 * llc, (16 if quick else 64) * 2**20) // 4
+
+
+def _time_stream(n: int, repeats: int, device: torch.device) -> Tuple[List[float], List[float]]:
+    """(copy B/s, triad B/s) samples on float32 arrays of ``n`` elements."""
+    a = torch.ones(n, device=device)
+    b = torch.full((n,), 2.0, device=device)
+    c = torch.full((n,), 0.5, device=device)
+    copy = lambda: b.copy_(a)  # noqa: E731
+    triad = lambda: torch.add(b, c, alpha=3.0, out=a)  # noqa: E731
+    copy(), triad()  # first touch: page faults are not bandwidth
+    copies = [2 * 4 * n / _time_call(copy, device) for _ in range(repeats)]
+    triads = [3 * 4 * n / _time_call(triad, device) for _ in range(repeats)]
+    return copies, triads
+
+
+# -- progress -----------------------------------------------------------------------------
+class _Progress:
+    """A one-line progress bar on stderr; silent when disabled."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.done, self.enabled = max(total, 1), 0, enabled
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        if self.enabled:
+            filled = int(30 * self.done / self.total)
+            sys.stderr.write(f"\rbench [{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} {label:<28}")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+# -- the measurement ----------------------------------------------------------------------
+def _device_name(device: torch.device) -> Tuple[str, int]:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device), 0
+    from torch_roofline.devices._cpu import read_cpu_info
+
+    info = read_cpu_info()
+    return f"{info.model} ({info.cores} cores)", torch.get_num_threads()
+
+
+def _cache_path(device: torch.device, name: str, threads: int, quick: bool) -> str:
+    slug = "".join(c if c.isalnum() else "-" for c in f"{device.type}-{name}-t{threads}".lower())
+    mode = "quick" if quick else "full"
+    return os.path.join(cache_dir(), f"bench-{slug}-torch{torch.__version__}-{mode}.json")
+
+
+def _load(path: str) -> Optional[BenchResult]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return BenchResult.from_dict(json.load(f))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no cache, or a stale format: measure again
+
+
+def run_bench(
+    device: str = "cpu",
+    dtypes: Sequence[str] = ("fp32",),
+    *,
+    quick: bool = False,
+    refresh: bool = False,
+    progress: bool = True,
+    bandwidth: bool = True,
+) -> BenchResult:
+    """Measure (or reuse the cached measurement of) GEMM rates and STREAM bandwidth.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        dtypes: dtypes to measure GEMMs in (``"fp32"``, ``"bf16"``, ``torch.float16``,
+            ``"tf32"`` on CUDA, ``"int8"`` via ``torch._int_mm``, ``"fp8"`` on CUDA).
+        quick: a few seconds (small sizes, few repeats): for tests, not for roofs.
+        refresh: measure again even if a cached result exists.
+        progress: draw a progress bar on stderr.
+        bandwidth: also measure copy/triad.
+
+    Returns:
+        The :class:`BenchResult`; dtypes already in the cache are not measured again.
+    """
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("bench --device cuda: torch sees no CUDA device here; use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={device!r}: expected 'cpu', 'cuda' or 'cuda:N'")
+    keys = list(dict.fromkeys(dtype_key(d) for d in dtypes))
+    name, threads = _device_name(dev)
+    path = _cache_path(dev, name, threads, quick)
+    cached = None if refresh else _load(path)
+    gemm: Dict[str, BenchStats] = dict(cached.gemm) if cached else {}
+    todo = [k for k in keys if k not in gemm]
+    need_stream = bandwidth and (cached is None or cached.copy is None)
+    if cached is not None and not todo and not need_stream:
+        return cached
+    mode = "quick" if quick else ("cuda" if dev.type == "cuda" else "cpu")
+    sizes, repeats = _SIZES["quick" if quick else mode], _REPEATS["quick" if quick else "full"]
+    bar = _Progress(len(todo) * len(sizes) + (1 if need_stream else 0), progress)
+    try:
+        for key in todo:
+            best = None
+            for n in sizes:
+                bar.step(f"gemm {key} n={n}")
+                stats = BenchStats.of(_time_gemm(key, n, repeats, dev), n)
+                if best is None or stats.median > best.median:
+                    best = stats
+            gemm[key] = best
+        copy = cached.copy if cached else None
+        triad = cached.triad if cached else None
+        elements = cached.array_bytes // 4 if cached else 0
+        if need_stream:
+            from torch_roofline.devices._cpu import read_cpu_info
+
+            bar.step("stream copy/triad")
+            llc = read_cpu_info().llc_bytes if dev.type == "cpu" else None
+            elements = _stream_elements(dev, llc, quick)
+            copies, triads = _time_stream(elements, repeats + 3, dev)
+            copy, triad = BenchStats.of(copies, elements), BenchStats.of(triads, elements)
+    finally:
+        bar.close()
+    result = BenchResult(
+        device=str(dev), device_name=name, torch_version=torch.__version__, threads=threads,
+        quick=quick, gemm=types.MappingProxyType(gemm), copy=copy, triad=triad,
+        array_bytes=4 * elements,
+    )
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(result.to_dict(), f, indent=1, sort_keys=True)
+    return result
+
+
+def stream_bandwidth(result: BenchResult) -> float:
+    """The bandwidth roof from a measurement: the best copy or triad sample, B/s."""
+    rates = [s.max for s in (result.copy, result.triad) if s is not None]
+    if not rates:
+        raise ValueError(f"the measurement of {result.device_name} has no copy/triad bandwidth")
+    return max(rates)
+
+
+def result_to_device(result: BenchResult) -> Device:
+    """A ``source="measured"`` Device from a measurement.
+
+    Matrix peaks are the best GEMM samples per dtype. The fp32/fp64 GEMMs are timed with
+    TF32 off, so they also stand for the vector units (CUDA cores / CPU FMA units) and are
+    listed as vector peaks too (on GPUs with fp64 tensor cores, fp64 is a matrix figure).
+    """
+    peaks = {f"{k}:matrix": s.max for k, s in result.gemm.items()}
+    for k in ("fp32", "fp64"):
+        if k in result.gemm:
+            peaks[f"{k}:vector"] = result.gemm[k].max
+    mode = "quick" if result.quick else "full"
+    provenance = {
+        key: f"measured (best of {result.gemm[key.split(':')[0]].samples} GEMMs, n={result.gemm[key.split(':')[0]].size}, {mode})"
+        for key in peaks
+    }
+    provenance["memory_bandwidth"] = "measured (best STREAM copy/triad sample, bytes = read + write)"
+    return Device(
+        name=f"{result.device_name} (measured)",
+        id=f"measured-{result.device.replace(':', '')}",
+        source="measured",
+        peaks=peaks,
+        memory_bandwidth=stream_bandwidth(result),
+        provenance=provenance,
+        kind="gpu" if result.device.startswith("cuda") else "cpu",
+        notes=f"torch {result.torch_version}, {result.threads or 'all'} threads, {mode} mode",
+    )
+
+
+def measure(
+    device: str = "cpu",
+    dtypes: Sequence[str] = ("fp32",),
+    *,
+    quick: bool = False,
+    refresh: bool = False,
+    progress: bool = True,
+) -> Device:
+    """Measured roofs of ``device`` as a ``source="measured"`` :class:`Device` (cached).
+
+    Example::
+
+        >>> roofs = measure("cpu", ("fp32", "bf16"))      # about a minute the first time
+        >>> roofs.roof("fp32").peak_flops_per_s          # FLOP/s actually reached
+    """
+    return result_to_device(
+        run_bench(device, dtypes, quick=quick, refresh=refresh, progress=progress)
+    )
