@@ -1,0 +1,686 @@
+"""Profiler trace → measured time per aten op and per module (forward, backward, optimizer).
+
+One code path for saved traces and live sessions: :class:`~torch_roofline.timing.session.
+ProfileSession` exports its trace and this module reads it back, so the attribution tested
+on the A100 fixture is the attribution that runs on a user's GPU.
+
+Rules (each one is a choice; the docstrings below state them once):
+
+**Op rows.** An op is a ``cpu_op`` event. With ``op_names`` (dotted aten names, e.g.
+``{"aten.convolution", "aten.addmm"}``, the ops the dispatch-mode counter saw), the rows are
+the *outermost* ``cpu_op`` events whose dotted name is in ``op_names``: composite wrappers
+(``aten::conv2d``, ``aten::linear``) are descended into, and ops nested inside a row are
+not rows of their own. Without ``op_names`` the rows are the outermost ``aten::`` ops.
+
+**Device time.** Each kernel, memcpy and memset → the ``cuda_runtime``/``cuda_driver`` call
+with the same correlation id → the innermost ``cpu_op`` enclosing that call on its thread
+→ the op row enclosing that. An op's ``device_time_s`` is the exact sum of its device
+activities' durations (``math.fsum``); its ``time_s`` is that device time when the op ran
+device work, else its inclusive CPU time (the :class:`~torch_roofline.records.OpTiming`
+contract). Device activity that reaches no op row is listed in
+:attr:`TraceTiming.unattributed` with the reason, never dropped.
+
+**Modules and phases.** An op's module is the innermost ``roofline::<fqn>`` range enclosing
+it on its thread (``scope``: every enclosing module range, outermost first, always starting
+with the root ``""``); ops outside every range belong to the root. Ops inside an autograd
+engine event (``autograd::engine::evaluate_function: XBackward0``, on whichever thread) are
+phase ``"backward"`` and belong to the module of the *forward* op with the same autograd
+sequence number (the last forward op showing that number before the backward event: the
+one that created the autograd node). Ops inside ``Optimizer.step#...`` /
+``Optimizer.zero_grad#...`` or ``roofline::phase::optimizer`` are phase ``"optimizer"`` on
+the root. Everything else is ``"forward"``.
+
+**Module times** (totals over all profiled steps; divide by :attr:`TraceTiming.steps`).
+
+* CPU traces (no device activity): forward ``time_s`` is the summed duration of the
+  module's ranges; backward ``time_s`` the summed duration of the autograd engine events
+  whose node was created inside the module; ``self_time_s`` excludes child modules.
+* GPU traces: a module's time in a phase is the device time of the kernels, memcpys and
+  memsets launched inside it in that phase.
+* The root carries everything not in a child: its backward/optimizer time is the phase's
+  wall time on the CPU (union of its engine events / optimizer ranges) or its device time
+  on a GPU, and its forward row takes the rest of the step, so the self times of all rows
+  sum to :attr:`TraceTiming.step_time_s` (idle time and host gaps included).
+* ``calls``: forward, the number of ranges; backward, the number of distinct forward calls
+  its backward ops came from; root rows, the number of root ranges / optimizer events, else
+  the number of steps.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
+
+from torch_roofline.records import ModuleTiming, OpTiming
+from torch_roofline.timing.ranges import parse_range_name
+from torch_roofline.timing.trace import DEVICE_KINDS, DeviceProperties, Trace, TraceEvent
+
+__all__ = ["DeviceActivity", "TraceTiming", "attribute", "dotted_op_name"]
+
+_log = logging.getLogger(__name__)
+
+_BACKWARD_PREFIX = "autograd::engine::evaluate_function:"
+_OPTIMIZER_PREFIXES = ("Optimizer.step#", "Optimizer.zero_grad#")
+_PROFILER_STEP = re.compile(r"^ProfilerStep#\d+$")
+_HOST_KINDS = ("cpu_op", "user_annotation", "cuda_runtime", "cuda_driver")
+_KIND_RANK = {"user_annotation": 0, "cpu_op": 1, "cuda_runtime": 2, "cuda_driver": 3}
+_LAUNCH_KINDS = ("cuda_runtime", "cuda_driver")
+# Traces store microseconds with nanosecond decimals; containment tolerates 1 ns.
+_TOL_S = 1e-9
+_ROOT_SCOPE: Tuple[str, ...] = ("",)
+_NOT_FORWARD = ("backward", "optimizer")
+# (start of a forward op, its rooted module scope, its module range indices)
+_SeqEntry = Tuple[float, Tuple[str, ...], Tuple[int, ...]]
+
+
+def dotted_op_name(name: str) -> str:
+    """``"aten::convolution"`` → ``"aten.convolution"``; overload suffixes are dropped
+    (``"aten::add.Tensor"`` → ``"aten.add"``); names without ``::`` are returned as is."""
+    ns, sep, rest = name.partition("::")
+    if not sep:
+        return name
+    return f"{ns}.{rest.split('.', 1)[0]}"
+
+
+@dataclass(frozen=True)
+class DeviceActivity:
+    """One kernel, memcpy or memset and where it was attributed.
+
+    Attributes:
+        kind: ``"kernel"``, ``"gpu_memcpy"`` or ``"gpu_memset"``.
+        name: kernel name or ``"Memcpy HtoD (Pageable -> Device)"``-style label.
+        start_s: start in seconds from the trace origin.
+        dur_s: device duration in seconds.
+        device: GPU index.
+        stream: CUDA stream.
+        correlation: CUPTI correlation id.
+        bytes: bytes moved (memcpy/memset), ``None`` for kernels.
+        op_index: index into :attr:`TraceTiming.ops` of the op row it belongs to, ``None``
+            when unattributed.
+        op: dotted name of that op row (``"aten.conv2d"``), ``None`` when unattributed.
+        cpu_op: original name of the innermost ``cpu_op`` around the launch
+            (``"aten::cudnn_convolution"``), ``None`` if the launch is outside every op.
+        module: module the launch ran in (``""`` root).
+        scope: enclosing modules, outermost first.
+        phase: ``"forward"``, ``"backward"`` or ``"optimizer"``.
+        reason: why it has no op row (``None`` when attributed).
+    """
+
+    kind: str
+    name: str
+    start_s: float
+    dur_s: float
+    device: Optional[int]
+    stream: Optional[int]
+    correlation: Optional[int]
+    bytes: Optional[int]
+    op_index: Optional[int]
+    op: Optional[str]
+    cpu_op: Optional[str]
+    module: str
+    scope: Tuple[str, ...]
+    phase: str
+    reason: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class TraceTiming:
+    """Measured time of a profiled step (or steps), per op and per module.
+
+    All times are totals over :attr:`steps` profiled steps, in seconds.
+
+    Attributes:
+        ops: one row per op call (see the module docstring for which events are rows).
+        modules: one row per (module, phase).
+        step_time_s: wall time of the profiled steps: the summed ``ProfilerStep#N`` spans,
+            else the span of the main thread's events (extended to the last device
+            activity on GPU traces).
+        steps: number of ``ProfilerStep#N`` events (at least 1).
+        on_device: True when the trace holds device activity (op and module times are then
+            device times).
+        device_name: name of the GPU the kernels ran on, ``None`` on CPU traces.
+        device: that GPU's properties from the trace header.
+        activities: every kernel, memcpy and memset, attributed or not, in time order.
+        unattributed: the activities that reach no op row.
+        device_busy_s: union of device activity intervals (seconds), ``None`` on CPU traces.
+        peak_memory_bytes: the largest ``Total Allocated`` of the profiler's memory events
+            on the device that ran the work (CUDA on GPU traces, CPU otherwise); ``None``
+            when the trace has none (``profile_memory=False``).
+    """
+
+    ops: Tuple[OpTiming, ...]
+    modules: Tuple[ModuleTiming, ...]
+    step_time_s: float
+    steps: int
+    on_device: bool
+    device_name: Optional[str]
+    device: Optional[DeviceProperties]
+    activities: Tuple[DeviceActivity, ...]
+    unattributed: Tuple[DeviceActivity, ...]
+    device_busy_s: Optional[float]
+    peak_memory_bytes: Optional[int]
+
+    @property
+    def unattributed_time_s(self) -> float:
+        """Device time in seconds of the activities with no op row."""
+        return math.fsum(a.dur_s for a in self.unattributed)
+
+    def module(self, name: str, phase: str = "forward") -> Optional[ModuleTiming]:
+        """The row of module ``name`` in ``phase``, ``None`` if it has none."""
+        for row in self.modules:
+            if row.name == name and row.phase == phase:
+                return row
+        return None
+
+
+# --------------------------------------------------------------------------- host timeline
+
+
+class _Node:
+    """A host event placed in its thread's nesting tree (internal, mutable while built)."""
+
+    __slots__ = ("event", "scope", "ranges", "mark", "bwd_seq", "bwd_start", "cpu_op", "row",
+                 "parent_range", "engine_depth")
+
+    def __init__(self, event: TraceEvent) -> None:
+        self.event = event
+        self.scope: Tuple[str, ...] = ()  # enclosing module fqns, self included
+        self.ranges: Tuple[int, ...] = ()  # event indices of those module ranges
+        self.mark: Optional[str] = None  # nearest phase marker: "backward"/"optimizer"/...
+        self.bwd_seq: Optional[int] = None  # sequence number of the enclosing engine event
+        self.bwd_start: float = 0.0
+        self.cpu_op: Optional[_Node] = None  # innermost cpu_op, self included
+        self.row: Optional[_Node] = None  # op row (outermost matched op), self included
+        self.parent_range: Optional[int] = None  # nearest enclosing module range (index)
+        self.engine_depth = 0  # autograd engine events enclosing it, self included
+
+
+def _contains(outer: TraceEvent, inner: TraceEvent) -> bool:
+    return outer.start_s <= inner.start_s + _TOL_S and inner.end_s <= outer.end_s + _TOL_S
+
+
+def _rooted(scope: Tuple[str, ...]) -> Tuple[str, ...]:
+    return scope if scope and scope[0] == "" else _ROOT_SCOPE + scope
+
+
+class _HostTimeline:
+    """Nesting of host events per thread, and each event's op row, module and phase.
+
+    Shared by :func:`attribute` and :mod:`torch_roofline.timing.counters`.
+    """
+
+    def __init__(self, trace: Trace, op_names: Optional[Set[str]]) -> None:
+        self.op_names = op_names
+        self.nodes: Dict[int, _Node] = {}
+        self.order: List[_Node] = []  # every node, parents before children
+        threads: Dict[Tuple[object, object], List[TraceEvent]] = defaultdict(list)
+        for ev in trace.events:
+            if ev.kind in _HOST_KINDS:
+                threads[(ev.pid, ev.tid)].append(ev)
+        self.threads = threads
+        for events in threads.values():
+            events.sort(key=lambda e: (e.start_s, -e.dur_s, _KIND_RANK[e.kind], e.index))
+            self._sweep(events)
+        self._fwd_by_seq = self._forward_sequence_map()
+
+    def _matches(self, ev: TraceEvent) -> bool:
+        if ev.kind != "cpu_op":
+            return False
+        if self.op_names is None:
+            return ev.name.startswith("aten::")
+        return dotted_op_name(ev.name) in self.op_names
+
+    def _sweep(self, events: Sequence[TraceEvent]) -> None:
+        stack: List[_Node] = []
+        for ev in events:
+            while stack and not _contains(stack[-1].event, ev):
+                stack.pop()
+            parent = stack[-1] if stack else None
+            node = _Node(ev)
+            if parent is not None:
+                node.scope, node.ranges = parent.scope, parent.ranges
+                node.mark, node.bwd_seq = parent.mark, parent.bwd_seq
+                node.bwd_start = parent.bwd_start
+                node.cpu_op, node.row = parent.cpu_op, parent.row
+                node.parent_range = parent.ranges[-1] if parent.ranges else None
+                node.engine_depth = parent.engine_depth
+            if ev.kind == "user_annotation":
+                parsed = parse_range_name(ev.name)
+                if parsed is not None and parsed[0] == "module":
+                    node.scope = node.scope + (parsed[1],)
+                    node.ranges = node.ranges + (ev.index,)
+                elif parsed is not None and parsed[0] == "phase":
+                    node.mark = parsed[1]
+                elif ev.name.startswith(_OPTIMIZER_PREFIXES):
+                    node.mark = "optimizer"
+            elif ev.kind == "cpu_op":
+                node.cpu_op = node
+                if ev.name.startswith(_BACKWARD_PREFIX):
+                    node.mark, node.bwd_seq, node.bwd_start = "backward", ev.seq, ev.start_s
+                    node.engine_depth += 1
+                if node.row is None and self._matches(ev):
+                    node.row = node
+            self.nodes[ev.index] = node
+            self.order.append(node)
+            stack.append(node)
+
+    def _forward_sequence_map(self) -> Dict[int, List[_SeqEntry]]:
+        by_seq: Dict[int, List[_SeqEntry]] = defaultdict(list)
+        for node in self.order:
+            ev = node.event
+            if ev.kind == "cpu_op" and ev.seq is not None and node.mark not in _NOT_FORWARD:
+                by_seq[ev.seq].append((ev.start_s, _rooted(node.scope), node.ranges))
+        for entries in by_seq.values():
+            entries.sort(key=lambda t: t[0])
+        return by_seq
+
+    def context(self, node: _Node) -> Tuple[str, Tuple[str, ...], Tuple[int, ...]]:
+        """(phase, rooted module scope, module range indices) of a host event."""
+        if node.mark == "optimizer":
+            return "optimizer", _ROOT_SCOPE, ()
+        if node.mark == "backward":
+            entries = self._fwd_by_seq.get(node.bwd_seq) if node.bwd_seq is not None else None
+            if not entries:
+                return "backward", _ROOT_SCOPE, ()
+            # The node's creator is the last forward op showing this number before backward.
+            i = bisect.bisect_right([t[0] for t in entries], node.bwd_start) - 1
+            _, scope, ranges = entries[max(i, 0)]
+            return "backward", scope, ranges
+        return "forward", _rooted(node.scope), node.ranges
+
+    def launch_site(self, event_index: int) -> Optional[_Node]:
+        return self.nodes.get(event_index)
+
+
+# --------------------------------------------------------------------------- attribution
+
+
+def attribute(trace: Trace, *, op_names: Optional[Iterable[str]] = None) -> TraceTiming:
+    """Measured time per op and per module of a parsed trace.
+
+    Args:
+        trace: from :func:`~torch_roofline.timing.trace.load_trace` or a live session.
+        op_names: dotted aten op names to make rows of (``{"aten.convolution"}``); ``None``
+            makes a row of every outermost ``aten::`` op.
+
+    Returns:
+        A :class:`TraceTiming` (rules in the module docstring).
+
+    Example::
+
+        timing = attribute(load_trace("trace.json.gz"), op_names={"aten.convolution"})
+        for op in timing.ops:
+            print(op.op, op.module, op.time_s)
+    """
+    names = _check_op_names(op_names)
+    timeline = _HostTimeline(trace, names)
+    on_device = trace.has_device_activity
+
+    row_nodes = [n for n in timeline.order if n.row is n]
+    row_nodes.sort(key=lambda n: (n.event.start_s, n.event.index))
+    row_index = {n.event.index: i for i, n in enumerate(row_nodes)}
+
+    activities = _attribute_activities(trace, timeline, row_nodes, row_index)
+    per_row: Dict[int, List[DeviceActivity]] = defaultdict(list)
+    for act in activities:
+        if act.op_index is not None:
+            per_row[act.op_index].append(act)
+
+    ops = _op_rows(timeline, row_nodes, per_row)
+    steps, step_time_s = _step_time(trace, timeline, activities)
+    if on_device:
+        modules = _gpu_module_rows(timeline, activities, steps, step_time_s)
+    else:
+        modules = _cpu_module_rows(timeline, steps, step_time_s)
+    device = trace.device() if on_device else None
+    return TraceTiming(
+        ops=tuple(ops),
+        modules=tuple(modules),
+        step_time_s=step_time_s,
+        steps=steps,
+        on_device=on_device,
+        device_name=device.name if device is not None else None,
+        device=device,
+        activities=tuple(activities),
+        unattributed=tuple(a for a in activities if a.op_index is None),
+        device_busy_s=_union_length([(a.start_s, a.start_s + a.dur_s) for a in activities])
+        if on_device else None,
+        peak_memory_bytes=_peak_memory(trace, on_device),
+    )
+
+
+def _check_op_names(op_names: Optional[Iterable[str]]) -> Optional[Set[str]]:
+    if op_names is None:
+        return None
+    if isinstance(op_names, str):
+        raise TypeError(
+            f"attribute(op_names={op_names!r}): expected a collection of dotted op names, "
+            "e.g. {'aten.convolution', 'aten.addmm'}, got a single string; wrap it in a set."
+        )
+    names = set(op_names)
+    bad = sorted(n for n in names if "::" in n)
+    if bad:
+        raise ValueError(
+            f"attribute(op_names=...): expected dotted aten names like 'aten.convolution', "
+            f"got {bad[:3]}; replace '::' with '.' (dotted_op_name() does it)."
+        )
+    return names
+
+
+def _attribute_activities(
+    trace: Trace, timeline: _HostTimeline, row_nodes: List[_Node], row_index: Mapping[int, int]
+) -> List[DeviceActivity]:
+    launches: Dict[int, TraceEvent] = {}
+    for ev in trace.events:
+        if ev.kind in _LAUNCH_KINDS and ev.correlation is not None:
+            launches.setdefault(ev.correlation, ev)
+    result: List[DeviceActivity] = []
+    device_events = sorted(
+        (e for e in trace.events if e.kind in DEVICE_KINDS), key=lambda e: (e.start_s, e.index)
+    )
+    for ev in device_events:
+        launch = launches.get(ev.correlation) if ev.correlation is not None else None
+        node = timeline.launch_site(launch.index) if launch is not None else None
+        base = dict(
+            kind=ev.kind, name=ev.name, start_s=ev.start_s, dur_s=ev.dur_s, device=ev.device,
+            stream=ev.stream, correlation=ev.correlation,
+            bytes=ev.bytes if ev.kind != "kernel" else None,
+        )
+        if node is None:
+            result.append(DeviceActivity(
+                **base, op_index=None, op=None, cpu_op=None, module="", scope=_ROOT_SCOPE,
+                phase="forward",
+                reason=f"no cuda_runtime/cuda_driver launch with correlation id {ev.correlation}",
+            ))
+            continue
+        phase, scope, _ = timeline.context(node)
+        cpu_op = node.cpu_op.event.name if node.cpu_op is not None else None
+        if node.row is None:
+            reason = (f"launched by {cpu_op}, which is not inside a counted op" if cpu_op
+                      else f"launched by {launch.name} outside every cpu_op")
+            result.append(DeviceActivity(
+                **base, op_index=None, op=None, cpu_op=cpu_op, module=scope[-1], scope=scope,
+                phase=phase, reason=reason,
+            ))
+            continue
+        index = row_index[node.row.event.index]
+        result.append(DeviceActivity(
+            **base, op_index=index, op=dotted_op_name(node.row.event.name), cpu_op=cpu_op,
+            module=scope[-1], scope=scope, phase=phase,
+        ))
+    return result
+
+
+def _as_int(value: Union[int, str]) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _op_rows(
+    timeline: _HostTimeline, row_nodes: List[_Node], per_row: Mapping[int, List[DeviceActivity]]
+) -> List[OpTiming]:
+    rows: List[OpTiming] = []
+    phase_counter: Dict[str, int] = defaultdict(int)
+    for i, node in enumerate(row_nodes):
+        ev = node.event
+        phase, scope, _ = timeline.context(node)
+        acts = per_row.get(i, ())
+        device_time_s = math.fsum(a.dur_s for a in acts)
+        rows.append(OpTiming(
+            op=dotted_op_name(ev.name),
+            module=scope[-1],
+            scope=scope,
+            phase=phase,
+            time_s=device_time_s if acts else ev.dur_s,
+            cpu_time_s=ev.dur_s,
+            device_time_s=device_time_s,
+            kernels=sum(1 for a in acts if a.kind == "kernel"),
+            start_s=ev.start_s,
+            thread=_as_int(ev.tid),
+            seq=node.bwd_seq if phase == "backward" else ev.seq,
+            index=phase_counter[phase],
+        ))
+        phase_counter[phase] += 1
+    return rows
+
+
+# --------------------------------------------------------------------------- step, phases
+
+
+def _main_thread(timeline: _HostTimeline) -> Optional[Tuple[object, object]]:
+    best, best_count = None, -1
+    for key, events in timeline.threads.items():
+        count = sum(1 for e in events if e.kind == "cpu_op")
+        if count > best_count:
+            best, best_count = key, count
+    return best
+
+
+def _step_time(
+    trace: Trace, timeline: _HostTimeline, activities: Sequence[DeviceActivity]
+) -> Tuple[int, float]:
+    steps = [e for e in trace.events if e.kind in ("user_annotation", "cpu_op")
+             and _PROFILER_STEP.match(e.name)]
+    if steps:
+        return len(steps), math.fsum(e.dur_s for e in steps)
+    key = _main_thread(timeline)
+    events = timeline.threads.get(key, []) if key is not None else []
+    if not events and not activities:
+        return 1, 0.0
+    starts = [e.start_s for e in events] + [a.start_s for a in activities]
+    ends = [e.end_s for e in events] + [a.start_s + a.dur_s for a in activities]
+    return 1, max(ends) - min(starts)
+
+
+def _union_length(intervals: Iterable[Tuple[float, float]]) -> float:
+    total, cur_start, cur_end = 0.0, None, None
+    for start, end in sorted(intervals):
+        if cur_end is None or start > cur_end:
+            if cur_end is not None:
+                total += cur_end - cur_start
+            cur_start, cur_end = start, end
+        else:
+            cur_end = max(cur_end, end)
+    if cur_end is not None:
+        total += cur_end - cur_start
+    return total
+
+
+def _phase_markers(timeline: _HostTimeline, phase: str) -> List[_Node]:
+    """Host events that mark ``phase``: autograd engine events or optimizer annotations, and
+    ``roofline::phase::<phase>`` ranges (nested ones included; callers take unions)."""
+    found = []
+    for node in timeline.order:
+        ev = node.event
+        if phase == "backward":
+            marks = ev.kind == "cpu_op" and ev.name.startswith(_BACKWARD_PREFIX)
+        else:
+            marks = ev.kind == "user_annotation" and ev.name.startswith(_OPTIMIZER_PREFIXES)
+        parsed = parse_range_name(ev.name) if ev.kind == "user_annotation" else None
+        marks = marks or (parsed is not None and parsed == ("phase", phase))
+        if marks:
+            found.append(node)
+    return found
+
+
+def _peak_memory(trace: Trace, on_device: bool) -> Optional[int]:
+    device_type = 1 if on_device else 0
+    totals = [m.total_allocated_bytes for m in trace.memory if m.device_type == device_type]
+    return max(totals) if totals else None
+
+
+# --------------------------------------------------------------------------- module rows
+
+
+class _Acc:
+    """Per (module, phase) accumulator."""
+
+    __slots__ = ("time", "self_time", "calls", "scope", "range_ids")
+
+    def __init__(self, scope: Tuple[str, ...]) -> None:
+        self.time: List[float] = []
+        self.self_time: List[float] = []
+        self.calls = 0
+        self.scope = scope
+        self.range_ids: Set[int] = set()
+
+
+def _scope_of(fqn: str, scope: Tuple[str, ...]) -> Tuple[str, ...]:
+    return scope[: scope.index(fqn) + 1] if fqn in scope else _ROOT_SCOPE
+
+
+def _forward_ranges(timeline: _HostTimeline) -> List[_Node]:
+    return [n for n in timeline.order
+            if n.ranges and n.ranges[-1] == n.event.index and n.mark not in _NOT_FORWARD]
+
+
+def _finish(accs: Mapping[Tuple[str, str], _Acc], root_rows: Mapping[str, Tuple[float, float, int]]
+            ) -> List[ModuleTiming]:
+    rows: List[ModuleTiming] = []
+    for phase in ("forward", "backward", "optimizer"):
+        if phase in root_rows:
+            time_s, self_s, calls = root_rows[phase]
+            rows.append(ModuleTiming("", phase, calls, time_s, self_s, _ROOT_SCOPE))
+        for (name, p), acc in accs.items():
+            if p != phase or name == "":
+                continue
+            calls = acc.calls if phase == "forward" else max(len(acc.range_ids), 1)
+            rows.append(ModuleTiming(name, phase, calls, math.fsum(acc.time),
+                                     math.fsum(acc.self_time), acc.scope))
+    return rows
+
+
+def _top_level_sum(accs: Mapping[Tuple[str, str], _Acc], phase: str) -> float:
+    return math.fsum(math.fsum(a.time) for (name, p), a in accs.items()
+                     if p == phase and name != "" and len(a.scope) == 2)
+
+
+def _root_forward(step_time_s: float, other_self_s: float, top_level_s: float
+                  ) -> Tuple[float, float]:
+    self_s = step_time_s - other_self_s
+    if self_s < 0.0:
+        _log.warning(
+            "measured module time exceeds the step's wall time by %.3g s (overlapping "
+            "streams or threads); the root's forward self time is reported as 0.", -self_s)
+        self_s = 0.0
+    return self_s + top_level_s, self_s
+
+
+def _cpu_module_rows(timeline: _HostTimeline, steps: int, step_time_s: float) -> List[ModuleTiming]:
+    accs: Dict[Tuple[str, str], _Acc] = {}
+    child_time: Dict[int, float] = defaultdict(float)
+    ranges = _forward_ranges(timeline)
+    for node in ranges:
+        if node.parent_range is not None:
+            child_time[node.parent_range] += node.event.dur_s
+    root_calls = 0
+    for node in ranges:
+        scope = _rooted(node.scope)
+        fqn = scope[-1]
+        if fqn == "":
+            root_calls += 1
+            continue
+        acc = accs.setdefault((fqn, "forward"), _Acc(scope))
+        acc.calls += 1
+        acc.time.append(node.event.dur_s)
+        acc.self_time.append(node.event.dur_s - child_time[node.event.index])
+
+    engine = _phase_markers(timeline, "backward")
+    for node in engine:
+        if node.event.kind != "cpu_op" or node.engine_depth != 1:
+            continue  # phase ranges and nested (reentrant) engine events
+        _, scope, range_ids = timeline.context(node)
+        _add_backward(accs, scope, range_ids, node.event.dur_s)
+    bwd_wall = _union_length((n.event.start_s, n.event.end_s) for n in engine)
+    opt_markers = _phase_markers(timeline, "optimizer")
+    opt_wall = _union_length((n.event.start_s, n.event.end_s) for n in opt_markers)
+
+    root_rows: Dict[str, Tuple[float, float, int]] = {}
+    other_self = 0.0
+    if engine:
+        bwd_self = bwd_wall - _top_level_sum(accs, "backward")
+        root_rows["backward"] = (bwd_wall, bwd_self, _count_calls(engine, "backward", steps))
+        other_self += bwd_self
+    if opt_markers:
+        root_rows["optimizer"] = (opt_wall, opt_wall, _count_calls(opt_markers, "optimizer", steps))
+        other_self += opt_wall
+    other_self += math.fsum(math.fsum(a.self_time) for a in accs.values())
+    fwd_time, fwd_self = _root_forward(step_time_s, other_self, _top_level_sum(accs, "forward"))
+    root_rows["forward"] = (fwd_time, fwd_self, root_calls or steps)
+    return _finish(accs, root_rows)
+
+
+def _add_backward(accs: Dict[Tuple[str, str], _Acc], scope: Tuple[str, ...],
+                  range_ids: Tuple[int, ...], time_s: float) -> None:
+    for depth, fqn in enumerate(scope):
+        if fqn == "":
+            continue
+        acc = accs.setdefault((fqn, "backward"), _Acc(scope[: depth + 1]))
+        acc.time.append(time_s)
+        # range_ids lists the non-root module ranges; match by position from the end.
+        offset = len(scope) - 1 - depth
+        if offset < len(range_ids):
+            acc.range_ids.add(range_ids[len(range_ids) - 1 - offset])
+    if scope[-1] != "":
+        accs[(scope[-1], "backward")].self_time.append(time_s)
+
+
+def _count_calls(markers: Sequence[_Node], phase: str, steps: int) -> int:
+    if phase == "optimizer":
+        named = [n for n in markers if n.event.name.startswith("Optimizer.step#")]
+        ranged = [n for n in markers if parse_range_name(n.event.name) == ("phase", "optimizer")]
+        return len(named) or len(ranged) or steps
+    ranged = [n for n in markers if parse_range_name(n.event.name) == ("phase", "backward")]
+    return len(ranged) or steps
+
+
+def _gpu_module_rows(timeline: _HostTimeline, activities: Sequence[DeviceActivity], steps: int,
+                     step_time_s: float) -> List[ModuleTiming]:
+    accs: Dict[Tuple[str, str], _Acc] = {}
+    root: Dict[str, List[float]] = defaultdict(list)
+    root_self: Dict[str, List[float]] = defaultdict(list)
+    root_calls = 0
+    for node in _forward_ranges(timeline):
+        scope = _rooted(node.scope)
+        if scope[-1] == "":
+            root_calls += 1
+        else:
+            accs.setdefault((scope[-1], "forward"), _Acc(scope)).calls += 1
+    for act in activities:
+        root[act.phase].append(act.dur_s)
+        if act.scope[-1] == "":
+            root_self[act.phase].append(act.dur_s)
+        for depth, fqn in enumerate(act.scope):
+            if fqn == "":
+                continue
+            acc = accs.setdefault((fqn, act.phase), _Acc(act.scope[: depth + 1]))
+            acc.time.append(act.dur_s)
+            if depth == len(act.scope) - 1:
+                acc.self_time.append(act.dur_s)
+    # Backward calls: distinct forward calls reached, through the launches' contexts.
+    for node in timeline.order:
+        if node.mark == "backward" and node.event.kind in _LAUNCH_KINDS:
+            _, scope, range_ids = timeline.context(node)
+            for depth, fqn in enumerate(scope[1:], start=1):
+                offset = len(scope) - 1 - depth
+                if (fqn, "backward") in accs and offset < len(range_ids):
+                    accs[(fqn, "backward")].range_ids.add(range_ids[len(range_ids) - 1 - offset])
+
+    root_rows: Dict[str, Tuple[float, float, int]] = {}
+    other_self = math.fsum(math.fsum(a.self_time) for a in accs.values())
+    for phase in ("backward", "optimizer"):
+        if root.get(phase):
+            markers = _phase_markers(timeline, phase)
+            self_s = math.fsum(root_self[phase])
+            root_rows[phase] = (math.fsum(root[phase]), self_s, _count_calls(markers, phase, steps))
+            other_self += self_s
+    fwd_time, fwd_self = _root_forward(step_time_s, other_self, _top_level_sum(accs, "forward"))
+    root_rows["forward"] = (fwd_time, fwd_self, root_calls or steps)
+    return _finish(accs, root_rows)

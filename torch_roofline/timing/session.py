@@ -1,0 +1,222 @@
+"""The live path: run torch.profiler, export its trace, read it back with :func:`load_trace`.
+
+:class:`ProfileSession` is a thin, quiet wrapper around ``torch.profiler.profile``. Every
+time the profiler has a trace ready (at exit for a one-shot session, at the end of each
+active window for a scheduled one) the trace is exported to a temporary Chrome/Kineto
+file and parsed by the same reader that reads saved GPU traces, so live timing and
+``from_trace`` share one code path (:mod:`torch_roofline.timing.attribution`).
+
+Activities: CPU, plus CUDA when ``torch.cuda.is_available()``. Stacks are never recorded
+(``with_stack=False``): they cost a lot and attribution does not need them.
+
+Hardware counters (``hardware_counters=True``, CUDA only) ask Kineto's CUPTI range
+profiler for per-kernel metrics through ``torch._C._profiler._ExperimentalConfig(
+profiler_metrics=[...], profiler_measure_per_kernel=True)``; the trace then carries one
+``cuda_profiler_range`` event per kernel, read by :mod:`torch_roofline.timing.counters`.
+Range profiling replays kernels, so timings from such a session are not representative;
+record counters in a separate session from the one you time. Some torch builds (2.14 among
+them) document ``profiler_metrics`` as deprecated and ignored: the session warns when the
+exported trace holds no counter events.
+
+Example::
+
+    with ModuleRanges(model), ProfileSession() as session:
+        model(x)
+    timing = attribute(session.trace)
+
+    # Stepped, with a torch.profiler schedule:
+    sched = torch.profiler.schedule(wait=1, warmup=1, active=2)
+    with ProfileSession(schedule=sched) as session:
+        for batch in loader:
+            train_step(batch)
+            session.step()
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import tempfile
+import warnings
+from typing import Any, Callable, Iterable, List, Optional, Sequence
+
+import torch
+from torch.profiler import ProfilerActivity
+
+from torch_roofline.timing.quiet import quiet_native_stderr
+from torch_roofline.timing.trace import Trace, load_trace
+
+__all__ = ["DEFAULT_COUNTER_METRICS", "ProfileSession"]
+
+DEFAULT_COUNTER_METRICS: Sequence[str] = tuple(
+    f"smsp__sass_thread_inst_executed_op_{p}{op}_pred_on.sum"
+    for p in ("d", "f", "h")
+    for op in ("add", "mul", "fma")
+) + ("dram__bytes_read.sum", "dram__bytes_write.sum")
+"""CUPTI metrics asked for by ``hardware_counters=True``: SASS FP instruction counts per
+precision (for FLOPs, see :mod:`~torch_roofline.timing.counters`) and DRAM bytes."""
+
+
+class ProfileSession:
+    """A torch.profiler session whose traces come back as :class:`Trace` records.
+
+    Args:
+        activities: ``torch.profiler.ProfilerActivity`` values; default CPU, plus CUDA when
+            available.
+        schedule: a ``torch.profiler.schedule(...)`` step → action function for stepped
+            use (call :meth:`step` once per step); ``None`` records the whole block.
+        record_shapes: record input shapes (lets a saved trace be counted without the model).
+        profile_memory: record allocator events (peak memory in
+            :attr:`TraceTiming.peak_memory_bytes`).
+        hardware_counters: ask CUPTI for :data:`DEFAULT_COUNTER_METRICS` (or
+            ``counter_metrics``) per kernel; CUDA only.
+        counter_metrics: metric names to ask for instead of the defaults.
+        export_path: also keep each exported trace here (``.json`` or ``.json.gz``; with a
+            schedule that repeats, ``{n}`` in the name is replaced by the cycle number).
+
+    After the block, :attr:`traces` holds one :class:`Trace` per completed active window
+    and :attr:`trace` the last one. The profiler is stopped on exit, exceptions included;
+    a block that raises records no trace.
+    """
+
+    def __init__(
+        self,
+        *,
+        activities: Optional[Iterable[ProfilerActivity]] = None,
+        schedule: Optional[Callable[[int], Any]] = None,
+        record_shapes: bool = False,
+        profile_memory: bool = True,
+        hardware_counters: bool = False,
+        counter_metrics: Optional[Sequence[str]] = None,
+        export_path: Optional[str] = None,
+    ) -> None:
+        self._activities = _activities(activities)
+        if hardware_counters and ProfilerActivity.CUDA not in self._activities:
+            raise ValueError(
+                "ProfileSession(hardware_counters=True): hardware counters are read by CUPTI "
+                "on NVIDIA GPUs, but this session profiles "
+                f"{sorted(a.name for a in self._activities)} only "
+                f"(torch.cuda.is_available() is {torch.cuda.is_available()}); run on a CUDA "
+                "machine or pass hardware_counters=False."
+            )
+        self._schedule = schedule
+        self._record_shapes = record_shapes
+        self._profile_memory = profile_memory
+        self._hardware_counters = hardware_counters
+        self._metrics = tuple(counter_metrics or DEFAULT_COUNTER_METRICS)
+        self._export_path = export_path
+        self._prof: Optional[torch.profiler.profile] = None
+        self._discard = False
+        self.traces: List[Trace] = []
+
+    # ----------------------------------------------------------------- context manager
+    def __enter__(self) -> "ProfileSession":
+        if self._prof is not None:
+            raise RuntimeError("ProfileSession is already running; use one `with` per session.")
+        if torch.autograd.profiler._is_profiler_enabled:
+            raise RuntimeError(
+                "ProfileSession: another torch.profiler session is already running in this "
+                "thread; torch.profiler cannot nest. Stop the outer profiler first."
+            )
+        self.traces = []
+        self._discard = False
+        prof = torch.profiler.profile(
+            activities=sorted(self._activities, key=lambda a: a.name),
+            schedule=self._schedule,
+            on_trace_ready=self._on_trace_ready,
+            record_shapes=self._record_shapes,
+            profile_memory=self._profile_memory,
+            with_stack=False,
+            experimental_config=self._experimental_config(),
+        )
+        with quiet_native_stderr():
+            prof.__enter__()
+        self._prof = prof
+        return self
+
+    def step(self) -> None:
+        """Mark the end of a step (drives the schedule, like ``torch.profiler.profile.step``)."""
+        if self._prof is None:
+            raise RuntimeError("ProfileSession.step() called outside its `with` block.")
+        with quiet_native_stderr():
+            self._prof.step()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        prof, self._prof = self._prof, None
+        if prof is None:
+            return
+        # A failed block records nothing: parsing a partial trace could raise and hide
+        # the user's exception.
+        self._discard = exc_type is not None
+        with quiet_native_stderr():
+            prof.__exit__(exc_type, exc, tb)
+
+    # ----------------------------------------------------------------- results
+    @property
+    def trace(self) -> Trace:
+        """The last trace recorded (raises if the schedule never completed a window)."""
+        if not self.traces:
+            raise RuntimeError(
+                "ProfileSession recorded no trace: the block has not ended, it raised, or the "
+                "schedule's active window never completed (call session.step() once per step "
+                "for wait + warmup + active steps)."
+            )
+        return self.traces[-1]
+
+    # ----------------------------------------------------------------- internals
+    def _experimental_config(self) -> Optional[Any]:
+        if not self._hardware_counters:
+            return None
+        return torch._C._profiler._ExperimentalConfig(
+            profiler_metrics=list(self._metrics), profiler_measure_per_kernel=True
+        )
+
+    def _on_trace_ready(self, prof: torch.profiler.profile) -> None:
+        if self._discard:
+            return
+        fd, tmp = tempfile.mkstemp(prefix="roofline-", suffix=".json")
+        os.close(fd)
+        try:
+            with quiet_native_stderr():
+                prof.export_chrome_trace(tmp)
+            trace = load_trace(tmp)
+            if self._export_path is not None:
+                _keep(tmp, self._export_path.replace("{n}", str(len(self.traces))))
+        finally:
+            os.unlink(tmp)
+        if self._hardware_counters and not trace.of_kind("cuda_profiler_range"):
+            warnings.warn(
+                "ProfileSession(hardware_counters=True): the trace holds no CUPTI counter "
+                "events (cuda_profiler_range); this torch build may ignore "
+                "_ExperimentalConfig.profiler_metrics. Record counters with a torch that "
+                "supports the CUPTI range profiler, or with Nsight Compute.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        self.traces.append(trace)
+
+
+def _activities(activities: Optional[Iterable[ProfilerActivity]]) -> frozenset:
+    if activities is None:
+        chosen = {ProfilerActivity.CPU}
+        if torch.cuda.is_available():
+            chosen.add(ProfilerActivity.CUDA)
+        return frozenset(chosen)
+    chosen = frozenset(activities)
+    bad = [a for a in chosen if not isinstance(a, ProfilerActivity)]
+    if bad or not chosen:
+        raise ValueError(
+            f"ProfileSession(activities=...): expected torch.profiler.ProfilerActivity values, "
+            f"e.g. [ProfilerActivity.CPU], got {list(activities) if not bad else bad}."
+        )
+    return chosen
+
+
+def _keep(src: str, dest: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+    if dest.endswith(".gz"):
+        with open(src, "rb") as fin, gzip.open(dest, "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+    else:
+        shutil.copyfile(src, dest)
