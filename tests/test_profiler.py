@@ -1,0 +1,237 @@
+"""RooflineProfiler end to end on this CPU (issue 4's acceptance points)."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import torch_roofline
+from torch_roofline import RooflineProfiler, schedule
+from torch_roofline.devices import Device
+
+
+def _small_net():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10),
+    )
+
+
+# A user-defined device, so these tests never depend on the machine's measured roofs:
+# 100 GFLOP/s for every dtype and unit, 10 GB/s.
+FLAT = Device(name="flat-test-device", peak_flops={"fp32": 1e11, "fp64": 1e11}, bandwidth=1e10)
+
+
+def _no_leftovers(model):
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    assert _get_current_dispatch_mode() is None
+    assert not torch.autograd.profiler._is_profiler_enabled
+    for m in model.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks
+    import torch.optim.optimizer as optim_mod
+
+    assert not optim_mod._global_optimizer_pre_hooks
+
+
+@pytest.fixture(scope="module")
+def resnet18_report():
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    x = torch.randn(8, 3, 224, 224)
+    prof = RooflineProfiler(model, roof="measured", schedule=schedule(wait=0, warmup=1, active=2))
+    with torch.no_grad():
+        model(x)  # warm-up: oneDNN plan selection, allocator growth
+        with prof:
+            for _ in range(3):
+                model(x)
+                prof.step()
+    return prof.report(), model
+
+
+def test_resnet18_coverage_and_self_times(resnet18_report):
+    report, model = resnet18_report
+    _no_leftovers(model)
+    t = report.totals
+    assert t.coverage >= 0.95
+    self_sum = sum(m.self_time_s for m in report.modules if m.phase == "forward" and m.self_time_s is not None)
+    assert self_sum == pytest.approx(t.time_s, rel=0.10)
+
+
+def test_resnet18_conv_efficiency_in_range_or_flagged(resnet18_report):
+    report, model = resnet18_report
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 20
+    for name in convs:
+        row = report.module(name, "forward")
+        assert row.efficiency is not None and row.efficiency > 0
+        assert row.efficiency <= 1.0 or row.suspect, name
+
+
+def test_resnet18_flops_match_independent_count(resnet18_report):
+    # FlopCounterMode is the oracle for the matrix work (convs + the fc).
+    from torch.utils.flop_counter import FlopCounterMode
+
+    report, model = resnet18_report
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        model(torch.randn(8, 3, 224, 224))
+    matrix = sum(o.flops for o in report.ops if o.op in ("aten.convolution", "aten.addmm"))
+    assert matrix == fc.get_total_flops()
+
+
+def test_large_gemm_against_measured_roof():
+    from torch_roofline import devices
+
+    class Gemm(nn.Module):
+        def forward(self, a, b):
+            return a @ b
+
+    n = 2048
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    model = Gemm()
+    dev = devices.measure(device="cpu", dtypes=("fp32",), quick=True, progress=False)
+    model(a, b)
+    prof = RooflineProfiler(model, roof=dev, schedule=schedule(wait=0, warmup=1, active=3))
+    with prof:
+        for _ in range(4):
+            model(a, b)
+            prof.step()
+    report = prof.report()
+    (op,) = [o for o in report.ops if o.op == "aten.mm"]
+    assert op.flops == 2 * n ** 3  # 2 * 2048^3 = 17179869184
+    assert op.roofline_time_s <= op.time_s or op.suspect
+    assert 0.5 <= op.efficiency <= 1.0 or op.suspect
+
+
+def test_one_shot_and_stepped_training_give_same_flops():
+    model = _small_net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(4, 3, 16, 16)
+
+    def train_step():
+        opt.zero_grad()
+        model(x).sum().backward()
+        opt.step()
+
+    with RooflineProfiler(model, roof=FLAT) as one:
+        train_step()
+    stepped = RooflineProfiler(model, roof=FLAT, schedule=schedule(wait=1, warmup=1, active=2))
+    with stepped:
+        for _ in range(4):
+            train_step()
+            stepped.step()
+    r1, r2 = one.report(), stepped.report()
+    assert r2.steps == 2
+    f1 = {(m.name, m.phase): m.flops for m in r1.modules}
+    f2 = {(m.name, m.phase): m.flops for m in r2.modules}
+    assert f1 == f2
+    # the counted step is the training step: forward + backward + optimizer
+    phases = {m.phase for m in r1.modules if m.flops}
+    assert {"forward", "backward", "optimizer"} <= phases
+    # and agrees with count() on the same step (the replay is exact)
+    direct = torch_roofline.count(_small_net(), x, backward=True,
+                                  optimizer=torch.optim.SGD(_small_net().parameters(), lr=0.01))
+    fwd = {m.name: m.flops for m in r1.modules if m.phase == "forward"}
+    assert fwd == {k: v.flops for k, v in direct.by_module("forward").items()}
+    _no_leftovers(model)
+
+
+def test_forward_only_matches_count():
+    model = _small_net().eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad(), RooflineProfiler(model, roof=FLAT) as prof:
+        model(x)
+    report = prof.report()
+    expected = torch_roofline.count(model, x)
+    assert report.totals.flops == expected.total.flops
+    assert report.totals.macs == expected.total.macs
+
+
+def test_counting_happens_outside_the_timed_block():
+    # Counting must not distort timing: no dispatch mode is active while the step runs.
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    model = _small_net()
+    seen = []
+    model[0].register_forward_hook(lambda *a: seen.append(_get_current_dispatch_mode()))
+    with RooflineProfiler(model, roof=FLAT) as prof:
+        model(torch.randn(2, 3, 16, 16))
+    assert seen == [None]
+    prof.report()
+    assert len(seen) == 2  # the replay ran the hook once more, under the counter
+
+
+def test_replay_leaves_model_and_optimizer_untouched():
+    model = _small_net()
+    opt = torch.optim.AdamW(model.parameters())
+    x = torch.randn(2, 3, 16, 16)
+    with RooflineProfiler(model, roof=FLAT) as prof:
+        model(x).sum().backward()
+        opt.step()
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = [p.grad.clone() for p in model.parameters()]
+    state = {k: v.clone() for k, v in opt.state[model[0].weight].items()}
+    prof.report()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, weights[k]), k
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads))
+    assert all(torch.equal(opt.state[model[0].weight][k], v) for k, v in state.items())
+
+
+def test_exception_inside_block_propagates_and_cleans_up():
+    model = _small_net()
+
+    class Boom(RuntimeError):
+        pass
+
+    with pytest.raises(Boom, match="inside the block"):
+        with RooflineProfiler(model, roof=FLAT):
+            model(torch.randn(1, 3, 8, 8))
+            raise Boom("inside the block")
+    _no_leftovers(model)
+
+
+def test_nested_profilers_refused():
+    model = _small_net()
+    with RooflineProfiler(model, roof=FLAT):
+        with pytest.raises(RuntimeError, match="cannot nest"):
+            with RooflineProfiler(model, roof=FLAT):
+                pass
+    _no_leftovers(model)
+
+
+def test_block_without_model_call_is_a_clear_error():
+    model = _small_net()
+    with RooflineProfiler(model, roof=FLAT) as prof:
+        torch.randn(3) + 1
+    with pytest.raises(RuntimeError, match="never called"):
+        prof.report()
+
+
+def test_json_has_no_nan_and_round_trips(tmp_path):
+    import json
+
+    model = _small_net()
+    with RooflineProfiler(model, roof=FLAT) as prof:
+        model(torch.randn(2, 3, 16, 16))
+    report = prof.report()
+    path = tmp_path / "r.json"
+    report.to_json(path)
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    data = json.loads(text)
+    assert data["schema"] == "torch_roofline.report/1"
+    assert data["device"]["id"] == FLAT.id
+    again = torch_roofline.RooflineReport.from_json(path)
+    assert again.totals.flops == report.totals.flops
+
+
+def test_unsupported_roof_spec_is_a_clear_error():
+    model = _small_net()
+    with RooflineProfiler(model, roof="no-such-gpu-xyz") as prof:
+        model(torch.randn(1, 3, 8, 8))
+    with pytest.raises(KeyError, match="no-such-gpu-xyz"):
+        prof.report()
