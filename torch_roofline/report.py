@@ -1,0 +1,830 @@
+"""The roofline report: frozen rows, a table for people, JSON/CSV/DataFrame for programs.
+
+:class:`RooflineReport` is what :func:`torch_roofline.analysis.analyse` returns and what
+``RooflineProfiler.report()`` hands the user. It holds data only; the math lives in
+``analysis.py`` and the chart in ``plot.py``. Its JSON form is the public contract
+``torch_roofline.report/1`` documented in ``docs/report-schema.md``; the field names of the
+row records below are exactly that document's keys.
+
+Units everywhere are SI and undecorated: FLOPs, bytes, seconds, FLOP/s, B/s. Unknown numbers
+are ``None`` (``null`` in JSON), never NaN or infinity. Only the table scales numbers for
+people (µs/ms/s, MFLOP/GFLOP, MB/GB), and every column header names its unit.
+
+This module imports neither torch nor pandas nor matplotlib at import time: pandas and
+matplotlib are loaded by the methods that need them.
+
+Example::
+
+    report = RooflineReport.from_json("report.json")
+    print(report.table(depth=2, top=10, sort="time_lost"))
+    report.to_csv("modules.csv")
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+from torch_roofline.records import PHASES, Roof
+
+__all__ = [
+    "SCHEMA",
+    "BOUNDS",
+    "RoofRef",
+    "DeviceInfo",
+    "ModuleRow",
+    "OpRow",
+    "BoundShare",
+    "Totals",
+    "UncountedOp",
+    "TimeLostItem",
+    "RooflineReport",
+    "human_time",
+]
+
+SCHEMA = "torch_roofline.report/1"
+BOUNDS: Tuple[str, ...] = ("compute", "memory", "overhead")
+_LEVELS = ("module", "op")
+_SORTS = ("time", "self_time", "time_lost", "roofline_time", "flops", "bytes", "efficiency", "tree")
+
+
+# --------------------------------------------------------------------------------------------
+# Records
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RoofRef:
+    """Which roof a row was placed against.
+
+    Attributes:
+        dtype: short dtype key of the roof (``"fp32"``).
+        unit: ``"matrix"`` or ``"vector"``.
+        source: ``"datasheet"``, ``"estimated"``, ``"measured"`` or ``"user"``.
+    """
+
+    dtype: str
+    unit: str
+    source: str = "datasheet"
+
+    @classmethod
+    def of(cls, roof: Roof) -> "RoofRef":
+        """The reference to ``roof``."""
+        return cls(roof.dtype, roof.unit, roof.source)
+
+    def matches(self, roof: Roof) -> bool:
+        """True when this reference names ``roof``."""
+        return (self.dtype, self.unit, self.source) == (roof.dtype, roof.unit, roof.source)
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """The device a report was made for: what the report's ``"device"`` section holds.
+
+    Attributes:
+        id: catalog id (``"nvidia-a100-sxm4-80gb"``, ``"cpu-detected"``).
+        name: human-readable name.
+        source: where the roofs come from: ``"datasheet"``, ``"estimated"``, ``"measured"``,
+            ``"user"`` (or ``"mixed"``).
+        memory_bandwidth: main memory bandwidth in B/s; ``None`` when unknown.
+        roofs: every roof of the device (the JSON marks the ones the report used).
+    """
+
+    id: str
+    name: str
+    source: str
+    memory_bandwidth: Optional[float]
+    roofs: Tuple[Roof, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "roofs", tuple(self.roofs))
+
+
+@dataclass(frozen=True)
+class ModuleRow:
+    """One module in one phase (``"all"`` sums the phases); numbers per step, SI units.
+
+    Sums (``flops``, ``bytes_*``, ``roofline_time_s``) cover the module's counted ops,
+    inclusively (every op whose scope holds the module). See ``docs/report-schema.md``.
+    """
+
+    name: str
+    type: str
+    phase: str
+    depth: int
+    calls: int
+    flops: int
+    macs: int
+    params: int
+    param_bytes: int
+    bytes_read: int
+    bytes_written: int
+    compulsory_bytes: int
+    intensity: Optional[float]
+    time_s: Optional[float]
+    self_time_s: Optional[float]
+    achieved_flops_per_s: Optional[float]
+    achieved_bytes_per_s: Optional[float]
+    attainable_flops_per_s: Optional[float]
+    roof: Optional[RoofRef]
+    efficiency: Optional[float]
+    suspect: bool
+    bound: Optional[str]
+    roofline_time_s: Optional[float]
+    time_lost_s: Optional[float]
+    self_roofline_time_s: Optional[float]
+    self_time_lost_s: Optional[float]
+    fusion_headroom: Optional[float]
+    activation_bytes: Optional[int]
+
+
+@dataclass(frozen=True)
+class OpRow:
+    """One aten op in one module and phase, summed over its calls in one step.
+
+    ``flops`` and ``macs`` are ``None`` for uncounted ops (no FLOP formula). See
+    ``docs/report-schema.md``.
+    """
+
+    name: str
+    op: str
+    type: str
+    phase: str
+    depth: int
+    calls: int
+    flops: Optional[int]
+    macs: Optional[int]
+    params: int
+    param_bytes: int
+    bytes_read: int
+    bytes_written: int
+    compulsory_bytes: int
+    intensity: Optional[float]
+    time_s: Optional[float]
+    achieved_flops_per_s: Optional[float]
+    achieved_bytes_per_s: Optional[float]
+    attainable_flops_per_s: Optional[float]
+    roof: Optional[RoofRef]
+    dtype: Optional[str]
+    efficiency: Optional[float]
+    suspect: bool
+    bound: Optional[str]
+    roofline_time_s: Optional[float]
+    time_lost_s: Optional[float]
+    fusion_headroom: Optional[float]
+    counted: bool
+
+
+@dataclass(frozen=True)
+class BoundShare:
+    """Share (0-1) of the step's bounded op time per bound class (roofline time when predicted)."""
+
+    compute: Optional[float] = None
+    memory: Optional[float] = None
+    overhead: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class Totals:
+    """The step as a whole; see ``docs/report-schema.md`` for each key."""
+
+    time_s: Optional[float]
+    roofline_time_s: Optional[float]
+    time_lost_s: Optional[float]
+    efficiency: Optional[float]
+    coverage: Optional[float]
+    flops: int
+    macs: int
+    params: int
+    param_bytes: int
+    bytes_read: int
+    bytes_written: int
+    compulsory_bytes: int
+    peak_memory_bytes: Optional[int]
+    bound_time_share: BoundShare = field(default_factory=BoundShare)
+
+
+@dataclass(frozen=True)
+class UncountedOp:
+    """An op with no FLOP formula (or timed but never counted), summed over modules and phases.
+
+    Attributes:
+        op: aten op, dotted.
+        calls: calls in one step.
+        time_s: measured seconds per step; ``None`` when predicted or not timed.
+    """
+
+    op: str
+    calls: int
+    time_s: Optional[float]
+
+
+@dataclass(frozen=True)
+class TimeLostItem:
+    """One entry of "where the time goes": a module's own (self) time lost, why, and a hint.
+
+    Attributes:
+        name: module name (``""`` root).
+        type: module class name.
+        phase: ``"forward"``, ``"backward"`` or ``"optimizer"``.
+        time_lost_s: self time minus self roofline time, seconds per step.
+        self_time_s: measured self time, seconds per step.
+        bound: bound class holding most of the module's own op time (``None``: no counted op).
+        reason: e.g. ``"memory-bound at 38% of bandwidth"``.
+        hint: what usually helps, after seed 001's advice.
+    """
+
+    name: str
+    type: str
+    phase: str
+    time_lost_s: float
+    self_time_s: Optional[float]
+    bound: Optional[str]
+    reason: str
+    hint: str
+
+
+@dataclass(frozen=True)
+class RooflineReport:
+    """Per-module and per-op roofline analysis of one (averaged) step.
+
+    Views: :attr:`modules` and :attr:`ops` (row records), :attr:`totals`, :attr:`uncounted`
+    (ops without a FLOP formula, with their time), :attr:`time_lost` ("where the time goes"),
+    :attr:`device`. Exporters: :meth:`table`, :meth:`to_json`/:meth:`from_json` (exact round
+    trip), :meth:`to_csv`, :meth:`to_dataframe`, :meth:`plot`, :meth:`to_tensorboard`.
+
+    Conventions: numbers are per step (``steps`` profiled steps averaged); module sums are
+    inclusive of children; ``predicted`` reports carry roofline times only (``time_s`` is
+    ``None``). The root module ``""`` is shown as :attr:`model` (its class name).
+    """
+
+    model: str
+    predicted: bool
+    memory_model: str
+    steps: int
+    device: DeviceInfo
+    totals: Totals
+    modules: Tuple[ModuleRow, ...]
+    ops: Tuple[OpRow, ...]
+    uncounted: Tuple[UncountedOp, ...] = ()
+    time_lost: Tuple[TimeLostItem, ...] = ()
+    notes: Tuple[str, ...] = ()
+    created: Optional[str] = None
+    torch_version: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        for name in ("modules", "ops", "uncounted", "time_lost", "notes"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    # ---------------------------------------------------------------- lookups
+
+    def module(self, name: str, phase: str = "all") -> ModuleRow:
+        """The row of module ``name`` in ``phase``; ``KeyError`` naming the known modules."""
+        for row in self.modules:
+            if row.name == name and row.phase == phase:
+                return row
+        known = sorted({r.name for r in self.modules})[:10]
+        raise KeyError(
+            f"RooflineReport.module: no row for module {name!r} in phase {phase!r}; "
+            f"known modules include {known}"
+        )
+
+    def display_name(self, name: str) -> str:
+        """``name`` as shown to people: the root ``""`` becomes the model's class name."""
+        return name if name else self.model
+
+    # ---------------------------------------------------------------- JSON
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The report as the plain dict of schema ``torch_roofline.report/1`` (no NaN/inf)."""
+        used = [r for r in self.device.roofs if any(_uses(row, r) for row in self.ops)]
+        device = {
+            "id": self.device.id,
+            "name": self.device.name,
+            "source": self.device.source,
+            "memory_bandwidth": self.device.memory_bandwidth,
+            "roofs": [
+                {
+                    "dtype": r.dtype,
+                    "unit": r.unit,
+                    "peak_flops_per_s": r.peak_flops_per_s,
+                    "bandwidth_bytes_per_s": r.bandwidth_bytes_per_s,
+                    "ridge": r.ridge if r.bandwidth_bytes_per_s else None,
+                    "source": r.source,
+                    "used": r in used,
+                }
+                for r in self.device.roofs
+            ],
+        }
+        out = {
+            "schema": SCHEMA,
+            "model": self.model,
+            "predicted": self.predicted,
+            "memory_model": self.memory_model,
+            "steps": self.steps,
+            "created": self.created,
+            "torch_version": self.torch_version,
+            "device": device,
+            "totals": _record_dict(self.totals),
+            "modules": [_record_dict(r) for r in self.modules],
+            "ops": [_record_dict(r) for r in self.ops],
+            "uncounted": [_record_dict(r) for r in self.uncounted],
+            "time_lost": [_record_dict(r) for r in self.time_lost],
+            "notes": list(self.notes),
+        }
+        return _finite(out)
+
+    def to_json(self, path: Union[str, os.PathLike, None] = None) -> str:
+        """The JSON text (compact, sorted keys, ``null`` for unknowns); also written to ``path``.
+
+        Compact because the indenting encoder is pure Python and slow on 1,000-module models;
+        ``python -m json.tool report.json`` pretty-prints it.
+        """
+        text = json.dumps(self.to_dict(), sort_keys=True, allow_nan=False)
+        if path is not None:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+        return text
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RooflineReport":
+        """Rebuild a report from :meth:`to_dict`'s output (unknown extra keys are ignored)."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"RooflineReport.from_dict: expected a JSON object, got {type(data).__name__}")
+        schema = data.get("schema")
+        if schema != SCHEMA:
+            raise ValueError(
+                f"RooflineReport.from_dict: schema {schema!r} is not {SCHEMA!r}; this version of "
+                f"torch_roofline reads only {SCHEMA!r} reports (upgrade torch_roofline to read newer ones)"
+            )
+        try:
+            return cls._from_dict(data)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(
+                f"RooflineReport.from_dict: malformed {SCHEMA} report ({type(exc).__name__}: {exc}); "
+                f"expected the output of RooflineReport.to_json (see docs/report-schema.md)"
+            ) from None
+
+    @classmethod
+    def _from_dict(cls, data: Mapping[str, Any]) -> "RooflineReport":
+        dev = data.get("device") or {}
+        device = DeviceInfo(
+            id=dev.get("id", ""),
+            name=dev.get("name", ""),
+            source=dev.get("source", ""),
+            memory_bandwidth=dev.get("memory_bandwidth"),
+            roofs=tuple(
+                Roof(
+                    r["dtype"],
+                    r["unit"],
+                    r["peak_flops_per_s"],
+                    r["bandwidth_bytes_per_s"],
+                    r.get("source", "datasheet"),
+                )
+                for r in dev.get("roofs", ())
+            ),
+        )
+        totals = dict(data["totals"])
+        totals["bound_time_share"] = BoundShare(**_known(BoundShare, totals.get("bound_time_share") or {}))
+        return cls(
+            model=data.get("model", ""),
+            predicted=bool(data.get("predicted", False)),
+            memory_model=data.get("memory_model", "op"),
+            steps=int(data.get("steps", 1)),
+            device=device,
+            totals=Totals(**_known(Totals, totals)),
+            modules=tuple(_row_from_dict(ModuleRow, r) for r in data.get("modules", ())),
+            ops=tuple(_row_from_dict(OpRow, r) for r in data.get("ops", ())),
+            uncounted=tuple(UncountedOp(**_known(UncountedOp, r)) for r in data.get("uncounted", ())),
+            time_lost=tuple(TimeLostItem(**_known(TimeLostItem, r)) for r in data.get("time_lost", ())),
+            notes=tuple(data.get("notes", ())),
+            created=data.get("created"),
+            torch_version=data.get("torch_version"),
+        )
+
+    @classmethod
+    def from_json(cls, path_or_text: Union[str, os.PathLike]) -> "RooflineReport":
+        """Read a report written by :meth:`to_json`: a file path or the JSON text itself."""
+        if isinstance(path_or_text, str) and path_or_text.lstrip().startswith("{"):
+            text = path_or_text
+        else:
+            if not os.path.exists(path_or_text):
+                raise FileNotFoundError(
+                    f"RooflineReport.from_json: no file {os.fspath(path_or_text)!r}; pass the path "
+                    f"of a report.json written by to_json(path), or its JSON text"
+                )
+            with open(path_or_text, encoding="utf-8") as f:
+                text = f.read()
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"RooflineReport.from_json: not valid JSON ({exc})") from None
+        return cls.from_dict(data)
+
+    # ---------------------------------------------------------------- tables for programs
+
+    def records(self, level: str = "module") -> List[Dict[str, Any]]:
+        """Flat dicts, one per row, in declared column order (``roof`` split into
+        ``roof_dtype``, ``roof_unit``, ``roof_source``). ``level``: ``"module"``, ``"op"``,
+        ``"uncounted"`` or ``"time_lost"``."""
+        rows, cls = self._level_rows(level)
+        names = _flat_columns(cls)
+        out = []
+        for row in rows:
+            d = _finite(_record_dict(row))
+            roof = d.pop("roof", None) if "roof" in d else None
+            if cls in (ModuleRow, OpRow):
+                roof = roof or {}
+                d["roof_dtype"] = roof.get("dtype")
+                d["roof_unit"] = roof.get("unit")
+                d["roof_source"] = roof.get("source")
+            out.append({k: d[k] for k in names})
+        return out
+
+    def to_csv(self, path: Union[str, os.PathLike, None] = None, level: str = "module") -> str:
+        """CSV of the ``level`` rows (columns as :meth:`records`; empty cell = unknown).
+
+        Returns the CSV text and writes it to ``path`` when given.
+        """
+        rows, cls = self._level_rows(level)
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=_flat_columns(cls), lineterminator="\n")
+        writer.writeheader()
+        for d in self.records(level):
+            writer.writerow({k: ("" if v is None else v) for k, v in d.items()})
+        text = buf.getvalue()
+        if path is not None:
+            with open(path, "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+        return text
+
+    def to_dataframe(self, level: str = "module"):
+        """A pandas DataFrame of the ``level`` rows, columns as :meth:`records` (units in names).
+
+        Needs pandas (``pip install torch_roofline[pandas]``).
+        """
+        try:
+            import pandas as pd
+        except ImportError as exc:
+            raise ImportError(
+                "RooflineReport.to_dataframe needs pandas, which is not installed; install it "
+                "with `pip install torch_roofline[pandas]` (or use to_csv / records instead)"
+            ) from exc
+        rows, cls = self._level_rows(level)
+        return pd.DataFrame(self.records(level), columns=_flat_columns(cls))
+
+    def _level_rows(self, level: str):
+        table = {
+            "module": (self.modules, ModuleRow),
+            "op": (self.ops, OpRow),
+            "uncounted": (self.uncounted, UncountedOp),
+            "time_lost": (self.time_lost, TimeLostItem),
+        }
+        if level not in table:
+            raise ValueError(
+                f"RooflineReport: level {level!r} is not one of {sorted(table)}; e.g. level='op'"
+            )
+        return table[level]
+
+    # ---------------------------------------------------------------- sinks
+
+    def plot(self, path: Union[str, os.PathLike, None] = None, level: str = "module", **kwargs):
+        """The roofline chart (matplotlib Figure); see :func:`torch_roofline.plot.plot_roofline`."""
+        from torch_roofline.plot import plot_roofline
+
+        return plot_roofline(self, path=path, level=level, **kwargs)
+
+    def to_tensorboard(self, writer_or_logdir, step: int = 0, tag: str = "roofline", top_n: int = 10):
+        """Write this report for TensorBoard's Roofline tab (and scalars) at ``step``.
+
+        Delegates to :func:`torch_roofline.tensorboard.summary.write_report`.
+        """
+        from torch_roofline.tensorboard.summary import write_report
+
+        return write_report(writer_or_logdir, self, step=step, tag=tag, top_n=top_n)
+
+    # ---------------------------------------------------------------- tables for people
+
+    def table(
+        self,
+        depth: Optional[int] = None,
+        top: Optional[int] = None,
+        sort: str = "time",
+        phase: Optional[str] = "all",
+        level: str = "module",
+        extras: bool = True,
+    ) -> str:
+        """A table for people, units in the headers, numbers scaled (µs/ms/s, GFLOP, MB, ...).
+
+        Args:
+            depth: keep modules (and ops of modules) at most this deep (root 0); ``None``: all.
+            top: keep the first ``top`` rows after sorting; ``None``: all.
+            sort: ``"time"`` (measured, or roofline time when predicted), ``"self_time"``,
+                ``"time_lost"``, ``"roofline_time"``, ``"flops"``, ``"bytes"``,
+                ``"efficiency"`` (lowest first) or ``"tree"`` (model order).
+            phase: ``"all"``, ``"forward"``, ``"backward"``, ``"optimizer"``; ``None``: every
+                phase (op rows have no ``"all"``: it means every phase for them).
+            level: ``"module"`` or ``"op"``.
+            extras: append "where the time goes", the uncounted ops and the notes.
+        """
+        return _format_table(self, depth=depth, top=top, sort=sort, phase=phase, level=level, extras=extras)
+
+    def __str__(self) -> str:
+        n = sum(1 for r in self.modules if r.phase == "all")
+        head = _summary(self)
+        if n <= 60:
+            return head + "\n\n" + self.table(sort="tree")
+        return head + "\n\n" + self.table(sort="time", top=40)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers: dicts
+# --------------------------------------------------------------------------------------------
+
+
+def _uses(row: OpRow, roof: Roof) -> bool:
+    return row.roof is not None and row.roof.matches(roof)
+
+
+def _record_dict(obj: Any) -> Dict[str, Any]:
+    """A frozen record as a plain dict (nested records as dicts), without deep copies."""
+    out = {}
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        if hasattr(v, "__dataclass_fields__"):
+            v = _record_dict(v)
+        out[f.name] = v
+    return out
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by ``None`` (JSON ``null``)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _known(cls: type, d: Mapping[str, Any]) -> Dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
+
+
+def _row_from_dict(cls: type, d: Mapping[str, Any]):
+    kwargs = {}
+    for f in fields(cls):
+        v = d.get(f.name)
+        if f.name == "roof" and v is not None:
+            v = RoofRef(**_known(RoofRef, v))
+        elif f.name == "suspect":
+            v = bool(v)
+        elif f.name == "counted":
+            v = True if v is None else bool(v)
+        kwargs[f.name] = v
+    if kwargs.get("name") is None:
+        raise ValueError(f"RooflineReport.from_dict: a {cls.__name__} has no 'name': {dict(d)!r:.200}")
+    return cls(**kwargs)
+
+
+def _flat_columns(cls: type) -> List[str]:
+    names = []
+    for f in fields(cls):
+        if f.name == "roof":
+            names += ["roof_dtype", "roof_unit", "roof_source"]
+        else:
+            names.append(f.name)
+    return names
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers: text
+# --------------------------------------------------------------------------------------------
+
+_TIME_UNITS = (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9))
+_FLOP_UNITS = (("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6), ("kFLOP", 1e3), ("FLOP", 1.0))
+_BYTE_UNITS = (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3), ("B", 1.0))
+_RATE_UNITS = (("PFLOP/s", 1e15), ("TFLOP/s", 1e12), ("GFLOP/s", 1e9), ("MFLOP/s", 1e6), ("FLOP/s", 1.0))
+
+
+def _pick_unit(values: Iterable[Optional[float]], units) -> Tuple[str, float]:
+    """The largest unit in which the biggest value reads >= 1 (the smallest unit if none does;
+    the middle one when every value is zero or unknown)."""
+    big = max((abs(v) for v in values if v is not None), default=0.0)
+    if big == 0:
+        return units[len(units) // 2]
+    for name, scale in units:
+        if big >= scale:
+            return name, scale
+    return units[-1]
+
+
+def _num(v: Optional[float], scale: float = 1.0) -> str:
+    if v is None:
+        return "-"
+    x = v / scale
+    a = abs(x)
+    if a == 0:
+        return "0"
+    if a >= 100:
+        return f"{x:,.0f}"
+    if a >= 10:
+        return f"{x:.1f}"
+    return f"{x:.2f}"
+
+
+def human_time(seconds: Optional[float]) -> str:
+    """``seconds`` as text for people: ``"6.1 µs"``, ``"12.3 ms"``; ``"-"`` when unknown."""
+    if seconds is None:
+        return "-"
+    name, scale = _pick_unit([seconds], _TIME_UNITS)
+    return f"{_num(seconds, scale)} {name}"
+
+
+def _pct(v: Optional[float]) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def _summary(report: RooflineReport) -> str:
+    t = report.totals
+    dev = report.device
+    kind = "predicted" if report.predicted else f"measured, {report.steps} step(s) averaged"
+    lines = [
+        f"Roofline report: {report.model} on {dev.name or dev.id} ({dev.source} roofs; {kind}; "
+        f"memory model {report.memory_model!r})",
+    ]
+    time_part = (
+        f"step {human_time(t.time_s)}, roofline {human_time(t.roofline_time_s)}, "
+        f"lost {human_time(t.time_lost_s)}, efficiency {_pct(t.efficiency)}%, coverage {_pct(t.coverage)}%"
+        if not report.predicted
+        else f"roofline time {human_time(t.roofline_time_s)} (a lower bound, not a prediction of speed)"
+    )
+    lines.append("  " + time_part)
+    fl, fs = _pick_unit([t.flops], _FLOP_UNITS)
+    bl, bs = _pick_unit([t.bytes_read + t.bytes_written, t.compulsory_bytes], _BYTE_UNITS)
+    peak = "-" if t.peak_memory_bytes is None else f"{t.peak_memory_bytes / 1e6:.1f} MB"
+    lines.append(
+        f"  {_num(t.flops, fs)} {fl}, {t.macs / 1e9:.3g} GMAC, {t.params / 1e6:.3g} M params, "
+        f"traffic {_num(t.bytes_read + t.bytes_written, bs)} {bl} "
+        f"(compulsory {_num(t.compulsory_bytes, bs)} {bl}), "
+        f"peak memory {peak}"
+    )
+    share = t.bound_time_share
+    if any(v is not None for v in (share.compute, share.memory, share.overhead)):
+        lines.append(
+            f"  {'roofline' if report.predicted else 'measured'} op time by bound: "
+            f"compute {_pct(share.compute)}%, memory {_pct(share.memory)}%, overhead {_pct(share.overhead)}%"
+        )
+    return "\n".join(lines)
+
+
+def _sort_key(sort: str, predicted: bool):
+    def time_of(r):
+        v = r.roofline_time_s if predicted else r.time_s
+        return v
+
+    keys = {
+        "time": lambda r: time_of(r),
+        "self_time": lambda r: getattr(r, "self_roofline_time_s" if predicted else "self_time_s", None),
+        "time_lost": lambda r: r.time_lost_s,
+        "roofline_time": lambda r: r.roofline_time_s,
+        "flops": lambda r: r.flops,
+        "bytes": lambda r: r.bytes_read + r.bytes_written,
+    }
+    return keys.get(sort)
+
+
+def _filter_sort(report: RooflineReport, rows: Sequence[Any], depth, top, sort, phase) -> List[Any]:
+    if sort not in _SORTS:
+        raise ValueError(
+            f"RooflineReport.table: sort {sort!r} is not one of {list(_SORTS)}; e.g. sort='time_lost'"
+        )
+    valid_phases = ("all",) + PHASES
+    if phase is not None and phase not in valid_phases:
+        raise ValueError(
+            f"RooflineReport.table: phase {phase!r} is not one of {list(valid_phases)} or None"
+        )
+    if depth is not None and depth < 0:
+        raise ValueError(f"RooflineReport.table: depth must be >= 0 (root is 0), got {depth}")
+    if top is not None and top < 1:
+        raise ValueError(f"RooflineReport.table: top must be >= 1 or None, got {top}")
+    out = [r for r in rows if depth is None or r.depth <= depth]
+    if phase is not None and not (phase == "all" and rows and isinstance(rows[0], OpRow)):
+        out = [r for r in out if r.phase == phase]
+    if sort == "efficiency":
+        out.sort(key=lambda r: (r.efficiency is None, r.efficiency if r.efficiency is not None else 0.0))
+    elif sort != "tree":
+        key = _sort_key(sort, report.predicted)
+        out.sort(key=lambda r: (key(r) is None, -(key(r) or 0.0)))
+    return out[:top] if top is not None else out
+
+
+def _format_table(report: RooflineReport, *, depth, top, sort, phase, level, extras) -> str:
+    from tabulate import tabulate
+
+    if level not in _LEVELS:
+        raise ValueError(f"RooflineReport.table: level {level!r} is not one of {list(_LEVELS)}; e.g. level='op'")
+    rows = _filter_sort(report, report.modules if level == "module" else report.ops, depth, top, sort, phase)
+    pred = report.predicted
+    tu, ts = _pick_unit(
+        [v for r in rows for v in (r.time_s, r.roofline_time_s, r.time_lost_s)], _TIME_UNITS
+    )
+    fu, fs = _pick_unit([r.flops for r in rows], _FLOP_UNITS)
+    bu, bs = _pick_unit([r.bytes_read + r.bytes_written for r in rows], _BYTE_UNITS)
+    rate_values = [(r.attainable_flops_per_s if pred else r.achieved_flops_per_s) for r in rows]
+    ru, rs = _pick_unit(rate_values, _RATE_UNITS)
+
+    headers = ["module"]
+    if level == "op":
+        headers += ["op"]
+    else:
+        headers += ["type"]
+    show_phase = phase is None or level == "op"
+    if show_phase:
+        headers += ["phase"]
+    headers += ["calls"]
+    if not pred:
+        headers += [f"time ({tu})"]
+        if level == "module":
+            headers += [f"self ({tu})"]
+    headers += [f"roofline ({tu})"]
+    if not pred:
+        headers += [f"lost ({tu})"]
+    headers += [fu, f"traffic ({bu})", "FLOP/B", (f"attainable ({ru})" if pred else f"achieved ({ru})")]
+    if not pred:
+        headers += ["eff. (%)"]
+    headers += ["bound", "roof"]
+
+    body = []
+    any_suspect = False
+    for r in rows:
+        line = [report.display_name(r.name)]
+        line += [r.op if level == "op" else r.type]
+        if show_phase:
+            line += [r.phase]
+        line += [r.calls]
+        if not pred:
+            line += [_num(r.time_s, ts)]
+            if level == "module":
+                line += [_num(r.self_time_s, ts)]
+        line += [_num(r.roofline_time_s, ts)]
+        if not pred:
+            line += [_num(r.time_lost_s, ts)]
+        line += [
+            _num(r.flops, fs) if r.flops is not None else "?",
+            _num(r.bytes_read + r.bytes_written, bs),
+            _num(r.intensity),
+            _num(r.attainable_flops_per_s if pred else r.achieved_flops_per_s, rs),
+        ]
+        if not pred:
+            eff = _pct(r.efficiency)
+            if r.suspect:
+                eff += "!"
+                any_suspect = True
+            line += [eff]
+        line += [r.bound or "-", f"{r.roof.dtype}/{r.roof.unit}" if r.roof else "-"]
+        body.append(line)
+    n_text = 3 if show_phase else 2  # name, type/op (and phase) read left-aligned
+    colalign = ["left"] * n_text + ["right"] * (len(headers) - n_text - 2) + ["left", "left"]
+    text = tabulate(body, headers=headers, tablefmt="simple", disable_numparse=True, colalign=colalign)
+    parts = [text if body else f"(no {level} rows for phase={phase!r}, depth={depth!r})"]
+    if any_suspect:
+        parts.append("! above its roof (suspect: wrong roof, sparse peak or a measurement error)")
+    if extras:
+        parts.append(_time_lost_text(report))
+        parts.append(_uncounted_text(report))
+        if report.notes:
+            parts.append("Notes:\n" + "\n".join(f"  - {n}" for n in report.notes))
+    return "\n\n".join(p for p in parts if p)
+
+
+def _time_lost_text(report: RooflineReport) -> str:
+    if not report.time_lost:
+        return ""
+    lines = ["Where the time goes (modules' own time lost to the roofline):"]
+    for i, item in enumerate(report.time_lost, 1):
+        lines.append(
+            f"  {i:2d}. {report.display_name(item.name)} ({item.type}, {item.phase}): "
+            f"{human_time(item.time_lost_s)} lost; {item.reason}"
+        )
+        lines.append(f"      hint: {item.hint}")
+    return "\n".join(lines)
+
+
+def _uncounted_text(report: RooflineReport) -> str:
+    if not report.uncounted:
+        return ""
+    lines = ["Uncounted ops (no FLOP formula; their time is outside coverage):"]
+    for u in report.uncounted[:15]:
+        timed = f", {human_time(u.time_s)}" if u.time_s is not None else ""
+        lines.append(f"  {u.op}: {u.calls} call(s){timed}")
+    if len(report.uncounted) > 15:
+        lines.append(f"  ... {len(report.uncounted) - 15} more (report.uncounted)")
+    return "\n".join(lines)
