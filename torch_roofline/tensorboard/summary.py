@@ -1,0 +1,525 @@
+"""Write a roofline report to TensorBoard: scalars, text, image and the Roofline tab's data.
+
+One call writes, for one step:
+
+* scalars under ``<tag>/…`` (model efficiency %, measured and roofline step time,
+  coverage %, share of time per bound class %, and per-module efficiency % and
+  achieved FLOP/s of the ``top_n`` modules that take the most time);
+* a text summary ``<tag>/summary``: the report table and the top time-lost list,
+  as Markdown code blocks;
+* the roofline chart as an image ``<tag>/chart``;
+* the whole report as the Roofline plugin's summary under ``<tag>``: the schema
+  JSON (``docs/report-schema.md``) in a rank-0 ``DT_STRING`` tensor, plugin name
+  ``roofline``, data class tensor. NaN and infinities are written as ``null``.
+
+It works with torch's ``SummaryWriter`` (also Lightning's
+``TensorBoardLogger.experiment``, and the logger itself), with any object that has
+``add_scalar``, ``add_text`` and a ``log_dir``, and with a plain log directory
+(TensorBoard's own event writer; torch's writer is not needed).
+
+Example:
+    >>> from torch.utils.tensorboard import SummaryWriter   # doctest: +SKIP
+    >>> write_report(SummaryWriter("runs/exp1"), report, step=100)  # doctest: +SKIP
+    >>> write_report("runs/exp1", report, step=100)          # doctest: +SKIP
+
+Limits: TensorBoard keeps only 10 (Python loader) or 100 (Rust data server) steps of
+the plugin's tag unless started with ``--samples_per_plugin=roofline=0``. The module
+set behind the per-module scalars is chosen at each :func:`write_report` call; a
+:class:`TensorBoardSink` fixes it at its first write so the tag count stays at
+``2 * top_n``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import struct
+import sys
+import time
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+
+from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+
+from torch_roofline.tensorboard.metadata import create_summary_metadata
+
+__all__ = ["write_report", "TensorBoardSink", "report_summary_pb", "report_json"]
+
+_BOUNDS = ("compute", "memory", "overhead")
+_MAX_TOP_N = 50  # per-module scalars: 2 tags per module; more than ~100 tags drowns the Scalars tab
+_MAX_TAG_PART = 80  # characters of a module name kept in a tag (the tail: the most specific part)
+_TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+# ----------------------------------------------------------------------------- JSON
+
+
+def _clean_json(value: Any, path: str = "report") -> Any:
+    """A copy of ``value`` that ``json.dumps(allow_nan=False)`` accepts: NaN/inf -> None."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _clean_json(v, f"{path}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean_json(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    item = getattr(value, "item", None)  # numpy / torch scalars
+    if callable(item):
+        return _clean_json(item(), path)
+    raise TypeError(
+        f"write_report: {path} holds a {type(value).__name__}, which JSON cannot encode; "
+        "expected numbers, strings, lists and dicts as report.to_dict() returns them."
+    )
+
+
+def report_json(report_dict: Mapping[str, Any]) -> str:
+    """The report as the compact JSON text the plugin serves (keys sorted, NaN/inf as null)."""
+    return json.dumps(_clean_json(report_dict), sort_keys=True, allow_nan=False, separators=(",", ":"))
+
+
+def report_summary_pb(report_dict: Mapping[str, Any], *, tag: str = "roofline") -> summary_pb2.Summary:
+    """A ``Summary`` proto holding the whole report for the Roofline tab.
+
+    Args:
+        report_dict: the schema dict, as ``RooflineReport.to_dict()`` returns it.
+        tag: the tag the tab lists the report under.
+
+    Returns:
+        One value, plugin ``roofline``, data class tensor, the JSON in a rank-0
+        ``DT_STRING`` tensor (UTF-8).
+    """
+    tensor = tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING,
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(),
+        string_val=[report_json(report_dict).encode("utf-8")],
+    )
+    metadata = create_summary_metadata("torch_roofline report (schema JSON); shown in the Roofline tab")
+    return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, metadata=metadata, tensor=tensor)])
+
+
+# ----------------------------------------------------------------------------- pure selection
+
+
+def _finite(value: Any) -> Optional[float]:
+    """``value`` as a float when it is a finite real number, else ``None``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _percent(share: Any) -> Optional[float]:
+    """A 0-1 share as a percentage (0-100), or ``None`` when unknown."""
+    value = _finite(share)
+    return None if value is None else 100.0 * value
+
+
+def _row_time_s(row: Mapping[str, Any]) -> Optional[float]:
+    """Measured time of a row in seconds, or its roofline time for predicted reports."""
+    measured = _finite(row.get("time_s"))
+    return measured if measured is not None else _finite(row.get("roofline_time_s"))
+
+
+def _tag_part(name: str) -> str:
+    """A module name as a tag-safe string: root -> ``model``, unsafe characters -> ``_``."""
+    safe = _TAG_UNSAFE.sub("_", name) if name else "model"
+    return safe[-_MAX_TAG_PART:]
+
+
+def _top_modules(report_dict: Mapping[str, Any], top_n: int) -> List[str]:
+    """Names of the ``top_n`` non-root modules with the most time (phase ``all`` rows if any)."""
+    rows = [r for r in report_dict.get("modules") or [] if isinstance(r, Mapping)]
+    summed = [r for r in rows if r.get("phase") == "all"]
+    candidates = summed or rows
+    timed = [(t, str(r.get("name", ""))) for r in candidates if r.get("name") and (t := _row_time_s(r)) is not None]
+    names: List[str] = []
+    for _, name in sorted(timed, key=lambda pair: -pair[0]):
+        if name not in names:
+            names.append(name)
+        if len(names) == top_n:
+            break
+    return names
+
+
+def _module_tags(names: Sequence[str]) -> Dict[str, str]:
+    """Module name -> unique tag part (collisions after sanitising get ``_2``, ``_3`` …)."""
+    tags: Dict[str, str] = {}
+    used: set = set()
+    for name in names:
+        base = candidate = _tag_part(name)
+        n = 1
+        while candidate in used:
+            n += 1
+            candidate = f"{base}_{n}"
+        used.add(candidate)
+        tags[name] = candidate
+    return tags
+
+
+def _scalars(report_dict: Mapping[str, Any], *, tag: str, modules: Mapping[str, str]) -> Dict[str, float]:
+    """Scalar tag -> value for one report; unknown values are left out, never NaN.
+
+    Percentages are 0-100; times in seconds; achieved in FLOP/s. ``modules`` maps
+    module names to their tag parts.
+    """
+    totals = report_dict.get("totals") or {}
+    pct = _percent
+    out: Dict[str, Optional[float]] = {
+        f"{tag}/efficiency_pct": pct(totals.get("efficiency")),
+        f"{tag}/step_time_s/measured": _finite(totals.get("time_s")),
+        f"{tag}/step_time_s/roofline": _finite(totals.get("roofline_time_s")),
+        f"{tag}/time_lost_s": _finite(totals.get("time_lost_s")),
+        f"{tag}/coverage_pct": pct(totals.get("coverage")),
+    }
+    share = totals.get("bound_time_share") or {}
+    for bound in _BOUNDS:
+        out[f"{tag}/bound_time_share_pct/{bound}"] = pct(share.get(bound))
+    rows = [r for r in report_dict.get("modules") or [] if isinstance(r, Mapping)]
+    phase_all = any(r.get("phase") == "all" for r in rows)
+    by_name: Dict[str, Mapping[str, Any]] = {}
+    for row in rows:
+        if (not phase_all or row.get("phase") == "all") and row.get("name") in modules:
+            best = by_name.get(row["name"])
+            if best is None or (_row_time_s(row) or 0.0) > (_row_time_s(best) or 0.0):
+                by_name[row["name"]] = row
+    for name, part in modules.items():
+        row = by_name.get(name)
+        if row is not None:
+            out[f"{tag}/module_efficiency_pct/{part}"] = pct(row.get("efficiency"))
+            out[f"{tag}/module_achieved_flops_per_s/{part}"] = _finite(row.get("achieved_flops_per_s"))
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _fmt_seconds(value: Any) -> str:
+    seconds = _finite(value)
+    if seconds is None:
+        return "n/a"
+    for scale, unit in ((1.0, "s"), (1e-3, "ms"), (1e-6, "us")):
+        if abs(seconds) >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def _fmt_pct(value: Any) -> str:
+    share = _finite(value)
+    return "n/a" if share is None else f"{100.0 * share:.1f} %"
+
+
+def _markdown(report_dict: Mapping[str, Any], table: str, *, step: int, top_n: int) -> str:
+    """The text summary: headline numbers, the table and the top time-lost list (Markdown).
+
+    User-controlled strings (module names, the model name) only appear inside code
+    blocks, which TensorBoard's Markdown renders as literal text.
+    """
+    totals = report_dict.get("totals") or {}
+    device = report_dict.get("device") or {}
+    share = totals.get("bound_time_share") or {}
+    headline = [
+        f"model: {report_dict.get('model', '?')}   device: {device.get('name', '?')} (roofs: {device.get('source', '?')})",
+        f"efficiency: {_fmt_pct(totals.get('efficiency'))}   coverage: {_fmt_pct(totals.get('coverage'))}",
+        f"step time: measured {_fmt_seconds(totals.get('time_s'))}, roofline {_fmt_seconds(totals.get('roofline_time_s'))}, "
+        f"lost {_fmt_seconds(totals.get('time_lost_s'))}",
+        "time share: " + ", ".join(f"{b} {_fmt_pct(share.get(b))}" for b in _BOUNDS),
+    ]
+    lost_lines = []
+    for i, rec in enumerate((report_dict.get("time_lost") or [])[:top_n], start=1):
+        if not isinstance(rec, Mapping):
+            continue
+        name = rec.get("name") or report_dict.get("model") or "model"
+        lost_lines.append(
+            f"{i:>2}. {name} ({rec.get('type', '?')}, {rec.get('phase', '?')}): {_fmt_seconds(rec.get('time_lost_s'))} lost, "
+            f"{rec.get('bound', '?')}-bound: {rec.get('reason', '')}"
+        )
+        if rec.get("hint"):
+            lost_lines.append(f"    hint: {rec['hint']}")
+    fence = _fence(headline + [table] + lost_lines)
+    parts = [
+        f"**Roofline report, step {step}**",
+        "",
+        fence,
+        *headline,
+        fence,
+        "",
+        fence,
+        table,
+        fence,
+        "",
+        f"**Top {top_n} time lost**",
+        "",
+        fence,
+        *(lost_lines or ["(no time lost recorded)"]),
+        fence,
+    ]
+    return "\n".join(parts)
+
+
+def _fence(texts: Iterable[str]) -> str:
+    """A code fence longer than any backtick run in ``texts`` (a name cannot close it)."""
+    longest = max((len(run) for t in texts for run in re.findall(r"`+", t)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def _png_size(png: bytes) -> tuple:
+    """(width, height) in pixels from a PNG's IHDR chunk."""
+    return struct.unpack(">II", png[16:24])
+
+
+# ----------------------------------------------------------------------------- backends
+
+
+class _EventBackend:
+    """TensorBoard's own ``EventFileWriter`` in a log directory (no torch needed)."""
+
+    def __init__(self, logdir: str) -> None:
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+        self._writer = EventFileWriter(logdir)
+
+    def _add(self, summary: summary_pb2.Summary, step: int) -> None:
+        self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        self._add(summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, simple_value=value)]), step)
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        metadata = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="text"),
+            data_class=summary_pb2.DATA_CLASS_TENSOR,
+        )
+        tensor = tensor_pb2.TensorProto(
+            dtype=types_pb2.DT_STRING,
+            tensor_shape=tensor_shape_pb2.TensorShapeProto(),
+            string_val=[text.encode("utf-8")],
+        )
+        self._add(summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, metadata=metadata, tensor=tensor)]), step)
+
+    def figure(self, tag: str, figure: Any, step: int) -> None:
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png")
+        _close_figure(figure)
+        png = buffer.getvalue()
+        width, height = _png_size(png)
+        image = summary_pb2.Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=png)
+        self._add(summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, image=image)]), step)
+
+    def summary(self, summary: summary_pb2.Summary, step: int) -> None:
+        self._add(summary, step)
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class _WriterBackend:
+    """A ``SummaryWriter``-like object: its public ``add_*`` methods, its event file for ours."""
+
+    def __init__(self, writer: Any) -> None:
+        self._writer = writer
+        self._own: Optional[_EventBackend] = None
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        self._writer.add_scalar(tag, value, global_step=step)
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        self._writer.add_text(tag, text, global_step=step)
+
+    def figure(self, tag: str, figure: Any, step: int) -> None:
+        if callable(getattr(self._writer, "add_figure", None)):
+            self._writer.add_figure(tag, figure, global_step=step, close=True)
+        else:
+            self._event_backend().figure(tag, figure, step)
+
+    def summary(self, summary: summary_pb2.Summary, step: int) -> None:
+        file_writer = getattr(self._writer, "file_writer", None)  # torch / tensorboardX: public attribute
+        if file_writer is None and callable(getattr(self._writer, "_get_file_writer", None)):
+            # torch creates file_writer lazily after a close(); this private getter re-opens it.
+            file_writer = self._writer._get_file_writer()
+        if file_writer is not None and callable(getattr(file_writer, "add_summary", None)):
+            file_writer.add_summary(summary, step, time.time())
+        else:
+            self._event_backend().summary(summary, step)
+
+    def _event_backend(self) -> _EventBackend:
+        if self._own is None:
+            self._own = _EventBackend(_log_dir(self._writer))
+        return self._own
+
+    def flush(self) -> None:
+        if callable(getattr(self._writer, "flush", None)):
+            self._writer.flush()
+        if self._own is not None:
+            self._own.flush()
+
+    def close(self) -> None:
+        # The user's writer stays open: it is theirs. Only our own event file is closed.
+        if self._own is not None:
+            self._own.close()
+            self._own = None
+
+
+def _log_dir(writer: Any) -> str:
+    for attribute in ("log_dir", "logdir"):
+        value = getattr(writer, attribute, None)
+        if value is None and callable(getattr(writer, "get_logdir", None)):
+            value = writer.get_logdir()
+        if value is not None:
+            return os.fspath(value)
+    raise TypeError(
+        f"write_report: the writer {type(writer).__name__} has add_scalar/add_text but no add_figure, "
+        "file_writer or log_dir; expected a torch.utils.tensorboard.SummaryWriter or an object with a "
+        "log_dir attribute. Fix: pass the writer's log directory as a string instead."
+    )
+
+
+def _close_figure(figure: Any) -> None:
+    """Release a pyplot-managed figure (a plain ``Figure`` needs nothing)."""
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        pyplot.close(figure)
+
+
+def _backend(writer_or_logdir: Any):
+    """The backend for a log directory or a writer object."""
+    if isinstance(writer_or_logdir, (str, os.PathLike)):
+        return _EventBackend(os.fspath(writer_or_logdir))
+    target = writer_or_logdir
+    if not callable(getattr(target, "add_scalar", None)) and hasattr(target, "experiment"):
+        target = target.experiment  # Lightning's TensorBoardLogger: its experiment is a SummaryWriter
+    if callable(getattr(target, "add_scalar", None)) and callable(getattr(target, "add_text", None)):
+        return _WriterBackend(target)
+    raise TypeError(
+        f"write_report: writer_or_logdir is a {type(writer_or_logdir).__name__}; expected a log directory "
+        "(str or path), a torch SummaryWriter, a Lightning TensorBoardLogger, or an object with add_scalar, "
+        "add_text and log_dir. Example: write_report('runs/exp1', report, step=0)."
+    )
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def _report_dict(report: Any) -> Mapping[str, Any]:
+    _check_report(report)
+    report_dict = report.to_dict()
+    if not isinstance(report_dict, Mapping):
+        raise TypeError(f"write_report: report.to_dict() returned a {type(report_dict).__name__}; expected a dict.")
+    return report_dict
+
+
+def _check_report(report: Any) -> None:
+    missing = [f"{m}()" for m in ("to_dict", "table", "plot") if not callable(getattr(report, m, None))]
+    if missing:
+        raise TypeError(
+            f"write_report: report is a {type(report).__name__} without {', '.join(missing)}; expected a "
+            "torch_roofline RooflineReport (e.g. RooflineReport.from_json('report.json'))."
+        )
+
+
+def _check_top_n(top_n: int) -> int:
+    if isinstance(top_n, bool) or not isinstance(top_n, int) or not 0 <= top_n <= _MAX_TOP_N:
+        raise ValueError(
+            f"write_report: top_n={top_n!r}; expected an int from 0 to {_MAX_TOP_N} (2 scalar tags per module). "
+            "The Roofline tab shows every module whatever top_n is."
+        )
+    return top_n
+
+
+class TensorBoardSink:
+    """Writes one report per step to TensorBoard; reused by the Lightning callback.
+
+    Args:
+        writer_or_logdir: a log directory (str or path; opens TensorBoard's own event
+            writer, closed by :meth:`close`), a torch ``SummaryWriter``, a Lightning
+            ``TensorBoardLogger`` (or its ``.experiment``), or an object with
+            ``add_scalar``, ``add_text`` and ``log_dir``. A writer you pass stays open.
+        tag: tag of the plugin summary and prefix of the scalars, text and image.
+        top_n: modules with per-module scalars (0-50). The set is chosen at the first
+            :meth:`write`, so the scalar tag count stays bounded over a run.
+        plot: also write the roofline chart image (``report.plot()``).
+
+    Example:
+        >>> with TensorBoardSink("runs/exp1") as sink:   # doctest: +SKIP
+        ...     sink.write(report, step=0)
+    """
+
+    def __init__(self, writer_or_logdir: Any, *, tag: str = "roofline", top_n: int = 10, plot: bool = True) -> None:
+        if not isinstance(tag, str) or not tag or tag.startswith("/"):
+            raise ValueError(f"TensorBoardSink: tag={tag!r}; expected a non-empty string such as 'roofline'.")
+        self._top_n = _check_top_n(top_n)
+        self._tag = tag
+        self._plot = plot
+        self._backend = _backend(writer_or_logdir)
+        self._modules: Optional[Dict[str, str]] = None
+
+    def write(self, report: Any, step: int = 0) -> None:
+        """Write ``report`` at ``step``: scalars, text, image and the tab's summary."""
+        self._write(report, step, fixed_modules=True)
+
+    def _write(self, report: Any, step: int, *, fixed_modules: bool) -> None:
+        report_dict = _report_dict(report)
+        if not fixed_modules or self._modules is None:
+            self._modules = _module_tags(_top_modules(report_dict, self._top_n))
+        summary = report_summary_pb(report_dict, tag=self._tag)  # fails on bad values before anything is written
+        for tag, value in _scalars(report_dict, tag=self._tag, modules=self._modules).items():
+            self._backend.scalar(tag, value, step)
+        self._backend.text(f"{self._tag}/summary", _markdown(report_dict, report.table(), step=step, top_n=self._top_n), step)
+        if self._plot:
+            self._backend.figure(f"{self._tag}/chart", report.plot(), step)
+        self._backend.summary(summary, step)
+        self._backend.flush()
+
+    def flush(self) -> None:
+        self._backend.flush()
+
+    def close(self) -> None:
+        """Flush; close the event file this sink opened (never a writer you passed)."""
+        self._backend.flush()
+        self._backend.close()  # a passed writer's backend only closes its fallback event file
+
+    def __enter__(self) -> "TensorBoardSink":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def write_report(
+    writer_or_logdir: Any,
+    report: Any,
+    *,
+    step: int = 0,
+    tag: str = "roofline",
+    top_n: int = 10,
+    plot: bool = True,
+) -> None:
+    """Write one roofline report to TensorBoard at ``step`` (see the module docstring).
+
+    Args:
+        writer_or_logdir: a log directory (str or path), a torch ``SummaryWriter``,
+            a Lightning ``TensorBoardLogger`` or its ``.experiment``, or an object with
+            ``add_scalar``, ``add_text`` and ``log_dir``.
+        report: a ``RooflineReport`` (``to_dict()``, ``table()``, ``plot()``).
+        step: global step of the summaries.
+        tag: tag of the Roofline tab's data and prefix of the scalars/text/image.
+        top_n: modules (by time, root excluded) given per-module scalars, 0-50.
+        plot: also write the roofline chart as an image.
+
+    Example:
+        >>> write_report("runs/exp1", report, step=0)  # doctest: +SKIP
+        then ``tensorboard --logdir runs --samples_per_plugin=roofline=0``.
+
+    Each call with a log directory opens and closes one event file; to write many
+    steps, keep a :class:`TensorBoardSink` (or a ``SummaryWriter``) open instead.
+    """
+    _check_report(report)  # before an event file is created
+    sink = TensorBoardSink(writer_or_logdir, tag=tag, top_n=top_n, plot=plot)
+    try:
+        sink._write(report, step, fixed_modules=False)
+    finally:
+        sink.close()
+
