@@ -97,6 +97,12 @@ def count(
         run_step(model, inputs, backward=backward, loss_fn=loss_fn, optimizer=optimizer)
     if not counter.ops:
         notes.append("no aten op ran in the step: every count is zero because nothing was computed")
+    for layout in sorted(counter.unusual_layouts):
+        notes.append(
+            f"{layout} tensors: FLOP formulas assume dense tensors, so ops on {layout} tensors are "
+            "listed as uncounted (their bytes are counted); densify the inputs (to_dense(), "
+            "to_padded_tensor()) to count the dense equivalent"
+        )
     if isinstance(model, torch.jit.ScriptModule):
         notes.append("scripted module: forward hooks do not run in TorchScript, so every op is attributed to the root")
     return CountResult(

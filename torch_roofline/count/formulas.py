@@ -22,6 +22,9 @@ Conventions (each formula below repeats the one it follows):
   the int8 roofs are quoted in operations per second.
 * **Complex tensors**: matrix work x4 (a complex MAC is 4 real multiplies and 4 adds),
   add/sub/neg x2, mul x6; other complex ops are listed as uncounted rather than guessed.
+* **Sparse and nested tensors**: the formulas assume dense strided tensors (a sparse op
+  works per stored element, a nested op per sequence), so an op with arithmetic on such a
+  tensor is listed as uncounted (its bytes still count) and the result carries a note.
 
 An op with no formula and not in :data:`NO_ARITHMETIC` is *uncounted*: it still moves
 bytes, its time is still measured, and it is listed in the result's ``uncounted`` view.
@@ -42,6 +45,7 @@ __all__ = [
     "FlopCount",
     "register_formula",
     "NO_ARITHMETIC",
+    "METADATA_OP_NAMES",
     "lookup",
     "op_key",
 ]
@@ -148,8 +152,13 @@ def lookup(func: Any, extra: Optional[Mapping[Any, Formula]] = None) -> Optional
 
 def _torch_formula(fn: Callable[..., int]) -> Formula:
     # torch's registered formulas are already shape-wrapped: they take raw args and out_val.
+    # NB: they count real arithmetic; a complex multiply-accumulate is 4 real MACs (4 real
+    # multiplies, 4 adds), so complex matrix work is x4 (see the module docstring).
     def call(*args: Any, out: Any = None, **kwargs: Any) -> int:
-        return int(fn(*args, out_val=out, **kwargs))
+        flops = int(fn(*args, out_val=out, **kwargs))
+        if any(_is_complex(t) for t in tree_flatten((args, kwargs))[0]):
+            flops *= 4
+        return flops
 
     return call
 
@@ -176,6 +185,16 @@ def _out_numel(out: Any) -> int:
 # Ops that do no arithmetic: 0 FLOPs, counted (not "uncounted"). Views among them move
 # 0 bytes (traffic.py decides that from the op schema); copies and fills move bytes.
 # --------------------------------------------------------------------------------------
+#: Metadata queries: they read sizes, strides, device or layout, never tensor data, so they
+#: do no arithmetic and move 0 bytes (``prim.device`` and ``prim.layout`` too; they show up
+#: under FakeTensorMode and for nested tensors).
+METADATA_OP_NAMES = (
+    "sym_size", "sym_stride", "sym_numel", "sym_storage_offset", "is_contiguous", "is_same_size",
+    "dim", "size", "stride", "_nested_tensor_size", "_nested_tensor_strides",
+    "_nested_tensor_storage_offsets",
+)
+
+
 def _collect_no_arithmetic() -> frozenset:
     names = (
         # views and metadata
@@ -200,9 +219,13 @@ def _collect_no_arithmetic() -> frozenset:
         # comparisons and logic produce bools: no floating-point arithmetic
         "eq ne lt le gt ge logical_not logical_and logical_or bitwise_not bitwise_and "
         "bitwise_or isnan isinf isfinite sign argmax argmin _local_scalar_dense item equal "
-        "is_nonzero"
+        "is_nonzero "
+        # metadata queries (sizes, strides, device, layout): no data is touched at all
+        + " ".join(METADATA_OP_NAMES)
     ).split()
-    return frozenset(getattr(aten, n) for n in names if hasattr(aten, n))
+    ops = {getattr(aten, n) for n in names if hasattr(aten, n)}
+    ops |= {getattr(torch.ops.prim, n) for n in ("device", "layout") if hasattr(torch.ops.prim, n)}
+    return frozenset(ops)
 
 
 #: Overload packets of ops that do no floating-point arithmetic: views, copies, fills,
@@ -342,11 +365,15 @@ def _foreach_norm_flops(tensors: Any, *args: Any, out: Any = None, **kwargs: Any
 # --------------------------------------------------------------------------------------
 # Softmax family.
 # --------------------------------------------------------------------------------------
-@register_formula(aten._softmax, aten._log_softmax)
-def _softmax_flops(x: Any, dim: int, half_to_float: bool = False, *, out: Any = None) -> int:
+_SOFTMAX_OPS = [aten._softmax, aten._log_softmax] + ([aten._safe_softmax] if hasattr(aten, "_safe_softmax") else [])
+
+
+@register_formula(*_SOFTMAX_OPS)
+def _softmax_flops(x: Any, dim: int, half_to_float: Any = False, *, out: Any = None) -> int:
     """5 per element: running max, subtract, exp, accumulate, divide (log_softmax: log, sub).
 
-    NB: the per-row max/sum/log are amortised into the per-element count.
+    NB: the per-row max/sum/log are amortised into the per-element count. ``_safe_softmax``
+    (the math SDPA path's softmax, which zeroes fully masked rows) counts the same.
     """
     return 5 * _numel(x)
 

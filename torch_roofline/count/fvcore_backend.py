@@ -62,6 +62,7 @@ def count_fvcore(model: nn.Module, inputs: Any, *, memory_model: str = "op") -> 
         for op, macs in own.items():
             if macs:
                 ops.append(_row(f"fvcore.{op}", name, int(macs), True, len(ops)))
+    uncalled = analysis.uncalled_modules()
     unsupported = analysis.unsupported_ops("")
     for op, calls in unsupported.items():
         for _ in range(int(calls)):
@@ -72,7 +73,8 @@ def count_fvcore(model: nn.Module, inputs: Any, *, memory_model: str = "op") -> 
         memory_model=memory_model,
         backend="fvcore",
         has_bytes=False,
-        module_calls={n: 1 for n in names},
+        # NB: fvcore traces one forward; it knows which modules ran, not how often.
+        module_calls={n: 0 if n in uncalled else 1 for n in names},
         notes=("fvcore backend: forward only; its 'flops' are MACs (FLOPs = 2 x MACs); no bytes counted",),
     )
 

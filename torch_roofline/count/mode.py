@@ -112,6 +112,7 @@ class OpCounter:
         self.ops: List[OpCost] = []
         self.calls: Dict[str, int] = {}
         self.optimizer_steps = 0
+        self.unusual_layouts: set = set()  # "sparse" / "nested" when such tensors were seen
         self._stack: List[str] = []
         self._seq_start: List[int] = []
         self._seq_scope: Dict[int, Tuple[str, ...]] = {}
@@ -223,6 +224,13 @@ class OpCounter:
                 flops, macs, unit = result.flops, result.macs, result.unit
         elif key not in _f.NO_ARITHMETIC and not _is_view(func) and not _is_marker(func):
             counted = False
+        layout = _unusual_layout((args, kwargs, out))
+        if layout is not None:
+            self.unusual_layouts.add(layout)
+            if flops or (entry is not None and counted):
+                # Formulas assume dense strided tensors: a sparse op does work per stored
+                # element, a nested op per sequence. List it as uncounted, never guess.
+                flops, macs, counted = 0, 0, False
         traffic = self._traffic.measure(func, args, kwargs, out)
         self.ops.append(
             OpCost(
@@ -242,6 +250,17 @@ class OpCounter:
                 index=len(self.ops),
             )
         )
+
+
+def _unusual_layout(tree: Any) -> Optional[str]:
+    """``"nested"`` or ``"sparse"`` when a tensor in ``tree`` is not a dense strided tensor."""
+    for t in tree_flatten(tree)[0]:
+        if isinstance(t, torch.Tensor):
+            if t.is_nested:
+                return "nested"
+            if t.layout != torch.strided:
+                return "sparse"
+    return None
 
 
 def _is_marker(func: Any) -> bool:

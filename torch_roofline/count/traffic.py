@@ -6,7 +6,9 @@
   where ``span = 1 + sum((size_i - 1) x |stride_i|)``. So a broadcast (expanded, stride 0)
   input counts its real storage, not its logical size, and a transpose counts its numel.
 * View and metadata ops (outputs alias inputs in the op schema: ``view``, ``transpose``,
-  ``expand``, ...) move 0 bytes; ``empty*`` allocates without writing (0 bytes).
+  ``expand``, ...; size/stride/device queries) move 0 bytes; ``empty*`` allocates without
+  writing (0 bytes). Factories shaped like an input (``zeros_like``, ``new_ones``, ...) write
+  their output but read nothing: only the input's metadata is used.
 * An in-place op (``relu_``) reads the mutated tensor once and writes it once; ``out=``
   tensors are written, not read. ``copy_`` and ``fill_`` do not read their destination.
 * The same tensor passed twice (``x * x``) is read once.
@@ -27,7 +29,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
 import torch
 from torch.utils._pytree import tree_flatten
 
-from torch_roofline.count.formulas import op_key
+from torch_roofline.count.formulas import METADATA_OP_NAMES, op_key
 
 __all__ = ["Traffic", "tensor_bytes", "is_view_op", "StepTraffic"]
 
@@ -81,6 +83,10 @@ _VIEW_LIKE = {
     for o in (aten._unsafe_view, aten.lift_fresh, aten.detach, aten._reshape_alias)
     if o is not None
 }
+_METADATA = {op_key(getattr(aten, n)) for n in METADATA_OP_NAMES if hasattr(aten, n)}
+_FACTORY_LIKE = {op_key(getattr(aten, n)) for n in
+                 ("zeros_like", "ones_like", "full_like", "rand_like", "randn_like", "randint_like",
+                  "new_zeros", "new_ones", "new_full") if hasattr(aten, n)}
 _ALLOC_ONLY = {op_key(getattr(aten, n)) for n in
                ("empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided")}
 _NO_READ_OF_DEST = {op_key(getattr(aten, n)) for n in ("copy_", "fill_", "zero_", "normal_",
@@ -154,7 +160,8 @@ class StepTraffic:
     def measure(self, func: Any, args: Sequence[Any], kwargs: Mapping[str, Any], out: Any) -> Traffic:
         """Bytes read and written by one op call (both memory models)."""
         key = op_key(func)
-        if key in _VIEW_LIKE or key in _ALLOC_ONLY or getattr(func, "namespace", "") == "profiler":
+        no_data = key in _VIEW_LIKE or key in _ALLOC_ONLY or key in _METADATA
+        if no_data or getattr(func, "namespace", "") in ("profiler", "prim"):
             return Traffic(0, 0, 0, 0)
         is_view, mutates = _schema_flags(func)
         if is_view:
@@ -166,6 +173,8 @@ class StepTraffic:
         if key in _NO_READ_OF_DEST and args and isinstance(args[0], torch.Tensor):
             dest = _identity(args[0])
             inputs = [t for t in inputs if _identity(t) != dest]
+        if key in _FACTORY_LIKE:
+            inputs = []
         if key in _GATHERS:
             reads = self._gather_reads(key, args, outputs)
         else:

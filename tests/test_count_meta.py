@@ -1,0 +1,123 @@
+"""A 7B-parameter decoder-only transformer counted on the meta device: nothing is allocated.
+
+The model (LLaMA-7B shapes: d=4096, 32 layers, 32 heads, SwiGLU FFN 11008, vocab 32000,
+RMSNorm, no rotary) is defined here in plain PyTorch. Counted in a subprocess so that its
+peak resident memory (``ru_maxrss``, which includes importing torch) can be measured.
+
+Forward matrix FLOPs for T tokens (batch 1):
+  * every matmul parameter does one multiply-accumulate per token: 2 x P_matmul x T;
+  * attention, per layer: QK^T 2*T*T*d and PV 2*T*T*d (all heads together; the causal
+    mask does not halve it, as torch's sdpa formulas count). On the meta device SDPA takes
+    the math path, so this work shows up as ``bmm``.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+VOCAB, D, LAYERS, HEADS, FFN, T = 32000, 4096, 32, 32, 11008, 128
+
+_SCRIPT = textwrap.dedent(
+    f"""
+    import json, resource, time
+    import torch, torch.nn as nn, torch.nn.functional as F
+    from torch_roofline.count import count
+
+    class Block(nn.Module):
+        def __init__(self, d, h, f):
+            super().__init__()
+            self.h = h
+            self.attn_norm = nn.RMSNorm(d)
+            self.q = nn.Linear(d, d, bias=False)
+            self.k = nn.Linear(d, d, bias=False)
+            self.v = nn.Linear(d, d, bias=False)
+            self.o = nn.Linear(d, d, bias=False)
+            self.ffn_norm = nn.RMSNorm(d)
+            self.gate = nn.Linear(d, f, bias=False)
+            self.up = nn.Linear(d, f, bias=False)
+            self.down = nn.Linear(f, d, bias=False)
+
+        def forward(self, x):
+            b, t, d = x.shape
+            y = self.attn_norm(x)
+            q, k, v = (p(y).view(b, t, self.h, d // self.h).transpose(1, 2) for p in (self.q, self.k, self.v))
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            x = x + self.o(a.transpose(1, 2).reshape(b, t, d))
+            y = self.ffn_norm(x)
+            return x + self.down(F.silu(self.gate(y)) * self.up(y))
+
+    class Decoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding({VOCAB}, {D})
+            self.layers = nn.ModuleList(Block({D}, {HEADS}, {FFN}) for _ in range({LAYERS}))
+            self.norm = nn.RMSNorm({D})
+            self.head = nn.Linear({D}, {VOCAB}, bias=False)
+
+        def forward(self, ids):
+            x = self.embed(ids)
+            for layer in self.layers:
+                x = layer(x)
+            return self.head(self.norm(x))
+
+    with torch.device("meta"):
+        model = Decoder()
+    ids = torch.randint(0, {VOCAB}, (1, {T}), device="meta")
+    start = time.perf_counter()
+    r = count(model, ids)
+    seconds = time.perf_counter() - start
+    print(json.dumps({{
+        "seconds": seconds,
+        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "params": sum(p.numel() for p in model.parameters()),
+        "root_params": r.module("").params,
+        "matrix_flops": sum(o.flops for o in r.ops if o.unit == "matrix" and o.phase == "forward"),
+        "bmm_flops": sum(o.flops for o in r.ops if o.op == "aten.bmm"),
+        "uncounted": r.uncounted,
+        "embed_read": r.by_op("embed")["aten.embedding"].bytes_read,
+    }}))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def seven_b():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_parameter_count_is_7b(seven_b):
+    # embed 32000*4096 = 131072000; per layer 4*4096^2 + 3*4096*11008 + 2*4096 (norms)
+    # = 67108864 + 135266304 + 8192 = 202383360; x32 = 6476267520; final norm 4096;
+    # head 131072000 -> 6738415616
+    assert seven_b["params"] == seven_b["root_params"] == 6738415616
+
+
+def test_forward_matrix_flops(seven_b):
+    matmul_params = LAYERS * (4 * D * D + 3 * D * FFN) + D * VOCAB
+    # 32 * (67108864 + 135266304) + 131072000 = 6476005376 + 131072000 = 6607077376
+    assert matmul_params == 6607077376
+    attention = LAYERS * 2 * (2 * T * T * D)  # 32 * 2 * 134217728 = 8589934592
+    assert seven_b["bmm_flops"] == attention
+    # 2 * 6607077376 * 128 + 8589934592 = 1691411808256 + 8589934592 = 1700001742848
+    assert seven_b["matrix_flops"] == 2 * matmul_params * T + attention == 1700001742848
+    assert seven_b["uncounted"] == {}
+
+
+def test_embedding_reads_rows_not_the_table(seven_b):
+    # 128 rows of 4096 float32 (2097152 bytes) + 128 int64 ids (1024), not the 524 MB table
+    assert seven_b["embed_read"] == 128 * 4096 * 4 + 128 * 8
+
+
+def test_fast_and_small(seven_b):
+    # Acceptance: under a minute and under 2 GB. Generous bounds (the count itself takes
+    # about a second here); the peak includes importing torch.
+    assert seven_b["seconds"] < 60
+    assert seven_b["maxrss_kb"] * 1024 < 2e9
