@@ -35,11 +35,14 @@ def count_replay(
     optimizer: Optional[torch.optim.Optimizer] = None,
     memory_model: str = "op",
     formulas: Optional[Mapping[Any, Callable[..., Any]]] = None,
+    grad_enabled: bool = True,
 ) -> CountResult:
     """Count ``model(*args, **kwargs)`` (+ backward, + one optimizer step) on fake copies.
 
     Same arguments and result as :func:`torch_roofline.count`; the model, its gradients
-    and the optimizer are left exactly as they were.
+    and the optimizer are left exactly as they were. ``grad_enabled``: the autograd mode the
+    real step ran in (a step under ``torch.no_grad()`` runs different ops, e.g. no saved
+    clones, and must be replayed the same way).
     """
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.func import functional_call
@@ -66,7 +69,7 @@ def count_replay(
     def step() -> Any:
         return functional_call(model, state, fargs, fkwargs, strict=False, tie_weights=True)
 
-    with fake_mode:
+    with fake_mode, torch.set_grad_enabled(grad_enabled or backward):
         with OpCounter(model, formulas, scalar_values=scalars) as counter:
             run_step(step, None, backward=backward, loss_fn=loss_fn, optimizer=fopt)
     return CountResult(
