@@ -38,7 +38,7 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, T
 
 import torch
 from torch.utils import flop_counter as _tfc
-from torch.utils._pytree import tree_flatten
+from torch_roofline.count._tree import shapes as _tree_shapes, tensors as _tensors
 
 __all__ = [
     "Formula",
@@ -117,7 +117,7 @@ def _shape(x: Any) -> Any:
 
 
 def _shapes(tree: Any) -> Any:
-    return torch.utils._pytree.tree_map(_shape, tree)
+    return _tree_shapes(tree)
 
 
 def evaluate(entry: _Entry, args: Sequence[Any], kwargs: Mapping[str, Any], out: Any) -> Optional[FlopCount]:
@@ -156,7 +156,7 @@ def _torch_formula(fn: Callable[..., int]) -> Formula:
     # multiplies, 4 adds), so complex matrix work is x4 (see the module docstring).
     def call(*args: Any, out: Any = None, **kwargs: Any) -> int:
         flops = int(fn(*args, out_val=out, **kwargs))
-        if any(_is_complex(t) for t in tree_flatten((args, kwargs))[0]):
+        if any(_is_complex(t) for t in _tensors(args, kwargs)):
             flops *= 4
         return flops
 
@@ -168,9 +168,14 @@ def _numel(shape: Any) -> int:
 
 
 def _first_shape(tree: Any) -> Any:
-    for leaf in tree_flatten(tree)[0]:
-        if isinstance(leaf, torch.Size):
-            return leaf
+    """The first ``torch.Size`` in a tree of shapes (a Size is a tuple: test it first)."""
+    if isinstance(tree, torch.Size):
+        return tree
+    items = tree.values() if isinstance(tree, dict) else tree if isinstance(tree, (list, tuple)) else ()
+    for item in items:
+        found = _first_shape(item)
+        if found is not None:
+            return found
     return None
 
 
@@ -272,8 +277,8 @@ def _is_float(t: Any) -> bool:
 
 def _elementwise(per_elem: int, base: str) -> Formula:
     def formula(*args: Any, out: Any = None, **kwargs: Any) -> Any:
-        tensors = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
-        outs = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
+        tensors = _tensors(args, kwargs)
+        outs = _tensors(out)
         if not any(_is_float(t) for t in tensors + outs):
             return FlopCount(0)  # integer/bool arithmetic is not floating-point work
         k = per_elem
@@ -314,8 +319,8 @@ def _foreach(per_elem: int, base: str) -> Formula:
 
     def formula(*args: Any, out: Any = None, **kwargs: Any) -> Any:
         first = args[0]
-        written = out if out is not None and tree_flatten(out)[0] else first
-        tensors = [t for t in tree_flatten(written)[0] if isinstance(t, torch.Tensor)]
+        written = out if out is not None and _tensors(out) else first
+        tensors = _tensors(written)
         if not tensors or not any(_is_float(t) for t in tensors):
             return FlopCount(0)
         k = per_elem

@@ -19,7 +19,7 @@ import torch
 import torch.optim.optimizer as _optim
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+from torch_roofline.count._tree import tensors as _tensors
 
 from torch_roofline.count import formulas as _f
 from torch_roofline.count.traffic import StepTraffic
@@ -40,8 +40,8 @@ def op_name(func: Any) -> str:
 
 def compute_dtype(args: Sequence[Any], kwargs: Mapping[str, Any], out: Any, unit: str) -> Optional[str]:
     """The dtype an op computes in: matrix ops, their first floating input; others, the output."""
-    ins = [t for t in tree_flatten((list(args), dict(kwargs)))[0] if isinstance(t, torch.Tensor)]
-    outs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+    ins = _tensors(args, kwargs)
+    outs = _tensors(out)
     order = ins + outs if unit == "matrix" else outs + ins
     for t in order:
         if t.is_floating_point() or t.is_complex():
@@ -254,12 +254,11 @@ class OpCounter:
 
 def _unusual_layout(tree: Any) -> Optional[str]:
     """``"nested"`` or ``"sparse"`` when a tensor in ``tree`` is not a dense strided tensor."""
-    for t in tree_flatten(tree)[0]:
-        if isinstance(t, torch.Tensor):
-            if t.is_nested:
-                return "nested"
-            if t.layout != torch.strided:
-                return "sparse"
+    for t in _tensors(tree):
+        if t.is_nested:
+            return "nested"
+        if t.layout != torch.strided:
+            return "sparse"
     return None
 
 

@@ -23,11 +23,12 @@ itself produced is never read back from memory.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
 
 import torch
-from torch.utils._pytree import tree_flatten
+from torch_roofline.count._tree import tensors as _all_tensors
 
 from torch_roofline.count.formulas import METADATA_OP_NAMES, op_key
 
@@ -65,6 +66,7 @@ def tensor_bytes(t: torch.Tensor) -> int:
     return int(min(numel, span)) * t.element_size()
 
 
+@functools.lru_cache(maxsize=None)
 def _schema_flags(func: Any) -> Tuple[bool, bool]:
     """(is_view, mutates): outputs alias inputs read-only / some argument is written."""
     schema = getattr(func, "_schema", None)
@@ -103,7 +105,7 @@ def is_view_op(func: Any) -> bool:
 
 
 def _tensors(tree: Any) -> List[torch.Tensor]:
-    return [x for x in tree_flatten(tree)[0] if isinstance(x, torch.Tensor)]
+    return _all_tensors(tree)
 
 
 def _identity(t: torch.Tensor) -> Tuple[Any, ...]:
