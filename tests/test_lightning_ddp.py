@@ -1,0 +1,88 @@
+"""The callback under DDP: two CPU processes (gloo), one fit, only rank 0 writes.
+
+The fit runs in a subprocess (Lightning's DDP launcher re-runs the script for rank 1),
+with a timeout so a hang in a collective fails the test instead of the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("lightning.pytorch")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SCRIPT = textwrap.dedent(
+    '''
+    import json, os, sys, warnings
+    import torch
+    from torch import nn
+    import lightning.pytorch as L
+    from torch_roofline.lightning import Roofline
+
+    warnings.filterwarnings("ignore")
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                     nn.Flatten(), nn.Linear(8, 4))
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return nn.functional.cross_entropy(self(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    if __name__ == "__main__":
+        out = sys.argv[1]
+        torch.manual_seed(0)
+        ds = torch.utils.data.TensorDataset(torch.randn(64, 3, 8, 8), torch.randint(0, 4, (64,)))
+        callback = Roofline(roof="i9-10980xe", plot=False)
+        trainer = L.Trainer(
+            max_steps=6, accelerator="cpu", devices=2, strategy="ddp", default_root_dir=out, callbacks=[callback],
+            logger=L.loggers.CSVLogger(out, name="ddp", version=0), enable_progress_bar=False,
+            enable_model_summary=False, enable_checkpointing=False,
+        )
+        trainer.fit(Module(), torch.utils.data.DataLoader(ds, batch_size=8))
+        with open(os.path.join(out, f"files-rank{trainer.global_rank}.json"), "w") as f:
+            json.dump({"files": callback.files, "reports": len(callback.reports)}, f)
+    '''
+)
+
+
+def test_ddp_two_cpu_processes_rank_zero_writes_once(tmp_path):
+    script = tmp_path / "fit_ddp.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "MASTER_ADDR": "127.0.0.1", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    env.pop("MASTER_PORT", None)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], cwd=str(tmp_path), env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0 = json.loads((tmp_path / "files-rank0.json").read_text())
+    rank1 = json.loads((tmp_path / "files-rank1.json").read_text())
+    assert rank0["reports"] == 1 and rank1["reports"] == 1  # every rank measures
+    assert rank1["files"] == []  # ... only rank 0 writes
+    step_dir = os.path.join(str(tmp_path), "ddp", "version_0", "roofline", "step5")
+    assert sorted(os.path.relpath(p, step_dir) for p in rank0["files"]) == [
+        "ranks.json", "report-rank0.json", "report-rank1.json", "report.json"]
+    ranks = json.loads(open(os.path.join(step_dir, "ranks.json")).read())
+    assert ranks["world_size"] == 2 and ranks["ranks"] == [0, 1] and ranks["missing_ranks"] == []
+    assert len(ranks["step_time_s"]) == 2 and all(t > 0 for t in ranks["step_time_s"])
+    conv = next(m for m in ranks["modules"] if m["name"] == "net.0" and m["phase"] == "forward")
+    assert conv["time_s_min"] <= conv["time_s_mean"] <= conv["time_s_max"]
+    with open(os.path.join(str(tmp_path), "ddp", "version_0", "metrics.csv")) as f:
+        header, *rows = f.read().splitlines()
+    assert "roofline/ranks/straggler_spread_pct" in header.split(",")
+    assert sum(1 for r in rows if r.split(",")[header.split(",").index("roofline/efficiency_pct")]) == 1

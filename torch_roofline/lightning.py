@@ -1,0 +1,663 @@
+"""The Lightning callback: ``Trainer(callbacks=[Roofline()])``.
+
+A thin adapter over :class:`~torch_roofline.profiler.RooflineProfiler`: it opens a profiler
+around a few real training steps, asks for the report once the window closes, and hands
+the report to the trainer's loggers. All the measuring, counting and analysis happens in
+the profiler; this module only decides *when* and *where to*.
+
+Two namespaces, one logic. A Trainer accepts only callbacks derived from its own
+namespace's ``Callback``, so the same logic is offered twice, each class built on first
+use (importing Lightning is slow, and either namespace may be missing):
+
+* ``torch_roofline.lightning.Roofline``: for ``lightning.pytorch`` (``import lightning``);
+* ``torch_roofline.lightning.RooflinePL``: for ``pytorch_lightning``.
+
+**Schedule** (torch.profiler-style; a *step* is an optimizer step, ``trainer.global_step``;
+with ``accumulate_grad_batches=k`` one step is ``k`` batches)::
+
+    steps:   0 .. wait-1 | wait .. wait+warmup-1 | .. +active-1 | (every_n_steps later: again)
+    action:  nothing     | profiler on, discarded | recorded     |
+
+``wait`` (default 2) skips first-step costs (allocator growth, cuDNN/oneDNN autotune,
+``torch.compile``); ``warmup`` (1) runs the profiler without keeping its results (its own
+start-up cost); ``active`` (2) steps are recorded and averaged. ``every_n_steps=None``
+(default) profiles once; ``every_n_steps=N`` opens a new window every ``N`` steps after the
+first. Outside a window the callback costs two integer comparisons per batch.
+
+**Logging** (rank zero only; every rank measures). For each logger in ``trainer.loggers``:
+a ``TensorBoardLogger`` gets the full TensorBoard output of
+:meth:`~torch_roofline.report.RooflineReport.to_tensorboard` at the trainer's global step
+(scalars under ``roofline/``, text, chart image, the Roofline tab's data); any other
+logger gets the scalars through ``log_metrics``. Files always go to
+``<log_dir>/roofline/step<N>/``: ``report.json``, ``roofline.png``, and under distributed
+training ``report-rank<r>.json`` for every rank and ``ranks.json``, the cross-rank
+summary. Without a logger the files go to ``<default_root_dir>/roofline/`` and one
+warning says so.
+
+**Distributed** (DDP, ``ddp_spawn``): each rank profiles its own steps; the reports are
+gathered to rank 0 with ``torch.distributed.gather_object`` (a few kB each). Rank 0 writes
+its own report as ``report.json`` (and to the loggers), every rank's as
+``report-rank<r>.json``, and ``ranks.json``: per (module, phase) the mean, min and max time
+across ranks and the straggler spread ``(max - min) / mean``; scalars
+``roofline/ranks/step_time_s_mean``, ``…/step_time_s_max`` and
+``…/straggler_spread_pct``.
+
+Limits, honestly:
+
+* The count replays the LightningModule's ``forward`` (its first call in the window, on
+  fake tensors), plus a backward of ``output.sum()`` and one step of the optimizer that
+  ran. ``training_step`` code outside ``self(...)`` (the loss, metrics) is timed but not
+  counted (it lands in the uncounted ops and lowers coverage); a ``training_step`` that
+  never calls ``self(...)`` cannot be counted: a warning says so and no report is made.
+  With gradient accumulation the count is one micro-batch while the time is the whole
+  optimizer step (a note in the report says the model was called ``k`` times).
+* AMP (``bf16-mixed``, ``16-mixed``): the replay runs under the trainer's precision
+  context, so the counted ops carry the dtypes they really ran in and meet those roofs.
+* ``torch.compile``: compiled regions run fused kernels that the module ranges cannot see
+  inside; their time lands on the module that calls the compiled region, while the count
+  stays the eager (unfused) op count. A warning says so at setup.
+* Collective communication (``all_reduce`` of DDP's gradient buckets) is timed as part of
+  the backward; it is not yet counted as bytes against an interconnect roof.
+* FSDP / DeepSpeed: untested. The count replays the sharded module on fake copies of its
+  *local* shards, so FLOPs and bytes are wrong for sharded layers; use DDP to profile.
+
+Example::
+
+    import lightning.pytorch as L
+    from torch_roofline.lightning import Roofline
+
+    trainer = L.Trainer(max_steps=100, callbacks=[Roofline()])
+    trainer.fit(model, loader)
+    # then: tensorboard --logdir lightning_logs --samples_per_plugin=roofline=0
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import warnings
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+
+__all__ = ["Roofline", "RooflinePL", "RooflineSchedule", "rank_summary", "report_scalars"]
+
+_INSTALL_HINT = "pip install torch_roofline[lightning]"
+_BOUNDS = ("compute", "memory", "overhead")
+_FORWARD_RANGE = "roofline::phase::forward"
+
+
+# ----------------------------------------------------------------------------- schedule
+
+
+@dataclasses.dataclass(frozen=True)
+class RooflineSchedule:
+    """When the callback profiles, in optimizer steps (``trainer.global_step``).
+
+    Args:
+        wait: steps skipped before the first window (first-step costs).
+        warmup: steps run under the profiler, results discarded.
+        active: steps recorded and averaged into the report.
+        every_n_steps: distance between window starts; ``None``: one window only.
+
+    Example:
+        >>> s = RooflineSchedule(wait=2, warmup=1, active=2, every_n_steps=10)
+        >>> [s.window_start(k) for k in range(3)]
+        [2, 12, 22]
+    """
+
+    wait: int = 2
+    warmup: int = 1
+    active: int = 2
+    every_n_steps: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        for name, low in (("wait", 0), ("warmup", 0), ("active", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"Roofline({name}={value!r}): expected an int >= {low}, e.g. {name}=2")
+        n = self.every_n_steps
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < self.length):
+            raise ValueError(
+                f"Roofline(every_n_steps={n!r}): expected None (profile once) or an int >= warmup + active "
+                f"= {self.length}, so that windows do not overlap"
+            )
+
+    @property
+    def length(self) -> int:
+        """Steps in one window: ``warmup + active``."""
+        return self.warmup + self.active
+
+    def window_start(self, index: int) -> Optional[int]:
+        """First step of window ``index`` (0-based); ``None`` when there is no such window."""
+        if index == 0:
+            return self.wait
+        if self.every_n_steps is None:
+            return None
+        return self.wait + index * self.every_n_steps
+
+
+# ----------------------------------------------------------------------------- pure helpers
+
+
+def _finite(value: Any) -> Optional[float]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def report_scalars(report_dict: Mapping[str, Any], tag: str = "roofline") -> Dict[str, float]:
+    """The headline scalars of a report (``RooflineReport.to_dict()``), unknowns left out.
+
+    Same tags as the TensorBoard writer: ``<tag>/efficiency_pct`` (0-100),
+    ``<tag>/step_time_s/measured`` and ``/roofline`` (seconds per step),
+    ``<tag>/time_lost_s``, ``<tag>/coverage_pct`` and ``<tag>/bound_time_share_pct/<bound>``.
+
+    Example:
+        >>> report_scalars({"totals": {"efficiency": 0.25, "time_s": 0.002}})
+        {'roofline/efficiency_pct': 25.0, 'roofline/step_time_s/measured': 0.002}
+    """
+    totals = report_dict.get("totals") or {}
+
+    def pct(value: Any) -> Optional[float]:
+        f = _finite(value)
+        return None if f is None else 100.0 * f
+
+    out: Dict[str, Optional[float]] = {
+        f"{tag}/efficiency_pct": pct(totals.get("efficiency")),
+        f"{tag}/step_time_s/measured": _finite(totals.get("time_s")),
+        f"{tag}/step_time_s/roofline": _finite(totals.get("roofline_time_s")),
+        f"{tag}/time_lost_s": _finite(totals.get("time_lost_s")),
+        f"{tag}/coverage_pct": pct(totals.get("coverage")),
+    }
+    share = totals.get("bound_time_share") or {}
+    for bound in _BOUNDS:
+        out[f"{tag}/bound_time_share_pct/{bound}"] = pct(share.get(bound))
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def rank_summary(reports: Sequence[Optional[Mapping[str, Any]]]) -> Dict[str, Any]:
+    """Cross-rank summary of per-rank report dicts (index = rank; ``None`` = no report).
+
+    Returns a dict: ``world_size``; ``missing_ranks``; ``step_time_s`` per rank and its
+    ``mean``/``max``; ``straggler_spread`` = ``(max - min) / mean`` of the step times
+    (0 = all ranks equally fast); ``modules``: per (name, phase) the time per step on
+    each rank (seconds, ``None`` where a rank has no time) with mean, min, max and spread.
+
+    Example (hand-computed: times 1 and 3 -> mean 2, spread (3 - 1) / 2 = 1):
+        >>> r = lambda t: {"totals": {"time_s": t}, "modules": [{"name": "", "phase": "all", "time_s": t}]}
+        >>> rank_summary([r(1.0), r(3.0)])["straggler_spread"]
+        1.0
+    """
+    present = [(rank, rep) for rank, rep in enumerate(reports) if rep is not None]
+    step_times = [_finite((rep.get("totals") or {}).get("time_s")) for _, rep in present]
+    per_module: Dict[Tuple[str, str], List[Optional[float]]] = {}
+    for slot, (_, rep) in enumerate(present):
+        for row in rep.get("modules") or ():
+            key = (str(row.get("name", "")), str(row.get("phase", "all")))
+            per_module.setdefault(key, [None] * len(present))[slot] = _finite(row.get("time_s"))
+    modules = [
+        {"name": name, "phase": phase, "time_s": times, **_spread(times)}
+        for (name, phase), times in sorted(per_module.items())
+    ]
+    times = _spread(step_times)
+    return {
+        "world_size": len(reports),
+        "ranks": [rank for rank, _ in present],
+        "missing_ranks": [rank for rank, rep in enumerate(reports) if rep is None],
+        "step_time_s": step_times,
+        "step_time_s_mean": times["time_s_mean"],
+        "step_time_s_max": times["time_s_max"],
+        "straggler_spread": times["spread"],
+        "modules": modules,
+    }
+
+
+def _spread(values: Sequence[Optional[float]]) -> Dict[str, Optional[float]]:
+    known = [v for v in values if v is not None]
+    if not known:
+        return {"time_s_mean": None, "time_s_min": None, "time_s_max": None, "spread": None}
+    mean = math.fsum(known) / len(known)
+    lo, hi = min(known), max(known)
+    return {
+        "time_s_mean": mean,
+        "time_s_min": lo,
+        "time_s_max": hi,
+        "spread": (hi - lo) / mean if mean > 0 else None,
+    }
+
+
+def _rank_scalars(summary: Mapping[str, Any], tag: str) -> Dict[str, float]:
+    out = {
+        f"{tag}/ranks/step_time_s_mean": summary.get("step_time_s_mean"),
+        f"{tag}/ranks/step_time_s_max": summary.get("step_time_s_max"),
+        f"{tag}/ranks/straggler_spread_pct": None if summary.get("straggler_spread") is None
+        else 100.0 * summary["straggler_spread"],
+    }
+    return {k: float(v) for k, v in out.items() if _finite(v) is not None}
+
+
+def _compiled_parts(module: torch.nn.Module) -> List[str]:
+    """Names of the parts of ``module`` that run under ``torch.compile`` (``""`` = root)."""
+    found = []
+    for name, sub in module.named_modules():
+        if type(sub).__name__ == "OptimizedModule" or getattr(sub, "_compiled_call_impl", None) is not None:
+            found.append(name)
+    if "forward" in vars(module):  # Lightning's from_compiled() swaps in the compiled forward
+        found.append("")
+    return sorted(set(found))
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+def _gather_to_rank_zero(obj: Any) -> Optional[List[Any]]:
+    """``[obj of rank 0, obj of rank 1, …]`` on rank 0, ``None`` elsewhere; ``[obj]`` alone."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    rank = dist.get_rank()
+    out: Optional[List[Any]] = [None] * dist.get_world_size() if rank == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
+# ----------------------------------------------------------------------------- the window
+
+
+def _is_forward_redirect(module: torch.nn.Module) -> bool:
+    """Whether a call of ``module`` right now is a forward *redirection*, not its forward.
+
+    Under DDP/FSDP/DeepSpeed, Lightning calls ``pl_module(batch, batch_idx)`` through the
+    wrapper with ``forward`` briefly replaced (on the instance) by a function that runs
+    ``training_step`` instead; that call is not the model's forward and must not be the
+    one the count replays. A compiled forward (``torch.compile``) keeps the name
+    ``forward``, so only a renamed instance-level ``forward`` is taken for a redirect.
+    """
+    patched = vars(module).get("forward")
+    return patched is not None and getattr(patched, "__name__", "forward") != "forward"
+
+
+def _profiler_class() -> type:
+    from torch_roofline.profiler import RooflineProfiler
+
+    class _LightningProfiler(RooflineProfiler):
+        """RooflineProfiler that skips Lightning's forward redirection when capturing."""
+
+        def _capture(self, module: Any, args: Any, kwargs: Any) -> None:
+            if not _is_forward_redirect(module):
+                super()._capture(module, args, kwargs)
+
+    return _LightningProfiler
+
+
+
+class _Window:
+    """One profiling window: the profiler, the closure range and the step count."""
+
+    def __init__(self, profiler: Any, start_step: int, length: int) -> None:
+        self.profiler = profiler
+        self.start_step = start_step
+        self.length = length
+        self.steps_done = 0
+        self._hook: Any = None
+
+    def open(self) -> None:
+        import torch.optim.optimizer as optim
+
+        self.profiler.__enter__()
+        try:
+            self._hook = optim.register_optimizer_step_pre_hook(_range_the_closure)
+        except BaseException:
+            self.profiler.__exit__(None, None, None)
+            raise
+
+    def step(self) -> bool:
+        """Mark one optimizer step; ``True`` once the window is complete."""
+        self.steps_done += 1
+        self.profiler.step()
+        return self.steps_done >= self.length
+
+    def close(self, exc: Optional[BaseException] = None) -> None:
+        try:
+            if exc is None:
+                self.profiler.__exit__(None, None, None)
+            else:
+                self.profiler.__exit__(type(exc), exc, exc.__traceback__)
+        finally:
+            if self._hook is not None:
+                self._hook.remove()
+                self._hook = None
+
+
+def _range_the_closure(optimizer: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optional[Tuple[Any, Any]]:
+    """Optimizer-step pre-hook: run Lightning's closure inside a forward phase range.
+
+    Lightning runs ``training_step`` and ``backward`` inside ``optimizer.step(closure)``,
+    which torch records as ``Optimizer.step#…``; without this range every forward op of
+    the step would be read as optimizer work.
+    """
+    closure = kwargs.get("closure")
+    if closure is None and args:
+        closure, args = args[0], args[1:]
+    if closure is None:
+        return None
+
+    def ranged() -> Any:
+        with torch.autograd.profiler.record_function(_FORWARD_RANGE):
+            return closure()
+
+    return tuple(args), {**kwargs, "closure": ranged}
+
+
+# ----------------------------------------------------------------------------- the logic
+
+
+class _RooflineLogic:
+    """The callback's logic, shared by both namespaces' classes (see the module docstring).
+
+    Args:
+        wait, warmup, active, every_n_steps: the schedule (:class:`RooflineSchedule`).
+        roof: roofs to use, as for :class:`~torch_roofline.profiler.RooflineProfiler`
+            (``"auto"``, ``"datasheet"``, ``"measured"``, a catalog name, a file, a Device).
+        memory_model: ``"op"`` or ``"compulsory"`` bytes for the roofline.
+        tag: TensorBoard tag and scalar prefix.
+        top_n: modules given per-module TensorBoard scalars (0-50).
+        dirpath: where the files go (default: each logger's log dir, see above).
+        profile_memory: record allocator events (peak memory).
+        export_trace: also keep the profiler's Chrome trace next to the report.
+        plot: write ``roofline.png`` (and the TensorBoard image).
+    """
+
+    _namespace = "lightning.pytorch"
+
+    def __init__(
+        self,
+        *,
+        wait: int = 2,
+        warmup: int = 1,
+        active: int = 2,
+        every_n_steps: Optional[int] = None,
+        roof: Any = "auto",
+        memory_model: str = "op",
+        tag: str = "roofline",
+        top_n: int = 10,
+        dirpath: Optional[str] = None,
+        profile_memory: bool = True,
+        export_trace: bool = False,
+        plot: bool = True,
+    ) -> None:
+        super().__init__()
+        if memory_model not in ("op", "compulsory"):
+            raise ValueError(f"Roofline(memory_model={memory_model!r}): expected 'op' or 'compulsory'")
+        if not isinstance(tag, str) or not tag or tag.startswith("/"):
+            raise ValueError(f"Roofline(tag={tag!r}): expected a non-empty string such as 'roofline'")
+        self.schedule = RooflineSchedule(wait=wait, warmup=warmup, active=active, every_n_steps=every_n_steps)
+        self.roof = roof
+        self.memory_model = memory_model
+        self.tag = tag
+        self.top_n = top_n
+        self.dirpath = dirpath
+        self.profile_memory = profile_memory
+        self.export_trace = export_trace
+        self.plot = plot
+        self.reports: List[Any] = []  # this rank's reports, one per completed window
+        self.files: List[str] = []  # files written by this process (rank zero only)
+        self._windows_done: List[int] = []  # start steps of completed windows (checkpointed)
+        self._window: Optional[_Window] = None
+        self._last_global_step: Optional[int] = None
+        self._warned_no_logger = False
+
+    # ---- state ----------------------------------------------------------------------
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(tag=self.tag)
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"windows_done": list(self._windows_done)}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        self._windows_done = [int(s) for s in state_dict.get("windows_done", ())]
+
+    def _next_start(self) -> Optional[int]:
+        return self.schedule.window_start(len(self._windows_done))
+
+    # ---- hooks ----------------------------------------------------------------------
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        compiled = _compiled_parts(pl_module)
+        if compiled:
+            names = ", ".join(repr(n) if n else "the LightningModule's forward" for n in compiled)
+            warnings.warn(
+                f"Roofline: {names} run(s) under torch.compile. Compiled regions run fused kernels: their "
+                "time is attributed to the module that calls the compiled region (no per-submodule times "
+                "inside it), while FLOPs and bytes are counted from the eager, unfused ops, so efficiency "
+                "there compares fused time with unfused traffic. Profile without torch.compile for "
+                "per-module attribution.",
+                UserWarning,
+                stacklevel=2,
+            )
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if self._window is not None:
+            return
+        start = self._next_start()
+        if start is None or trainer.global_step < start:
+            return
+        if batch_idx % max(int(trainer.accumulate_grad_batches), 1) != 0:
+            return  # open at the first micro-batch of an optimizer step
+        self._open(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        window = self._window
+        if window is None:
+            return
+        if trainer.global_step == self._last_global_step:
+            return  # a micro-batch of gradient accumulation: the optimizer step is not over
+        self._last_global_step = trainer.global_step
+        if window.step():
+            self._finish(trainer, pl_module)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        if self._window is not None:
+            done = self._window.steps_done
+            self._abort(None)
+            warnings.warn(
+                f"Roofline: training ended {done} step(s) into a {self.schedule.length}-step profiling window "
+                f"(warmup {self.schedule.warmup} + active {self.schedule.active}); no report was made. Train "
+                "longer or lower wait/warmup/active.",
+                UserWarning,
+                stacklevel=2,
+            )
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        self._abort(exception)
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        self._abort(None)
+
+    # ---- window ---------------------------------------------------------------------
+    def _open(self, trainer: Any, pl_module: Any) -> None:
+        from torch_roofline.profiler import schedule
+
+        profiler = _profiler_class()(
+            pl_module,
+            roof=self.roof,
+            schedule=schedule(wait=0, warmup=self.schedule.warmup, active=self.schedule.active, repeat=1),
+            backward=True,
+            memory_model=self.memory_model,
+            profile_memory=self.profile_memory,
+        )
+        window = _Window(profiler, trainer.global_step, self.schedule.length)
+        window.open()
+        self._window = window
+        self._last_global_step = trainer.global_step
+
+    def _abort(self, exc: Optional[BaseException]) -> None:
+        window, self._window = self._window, None
+        if window is not None:
+            window.close(exc)
+
+    def _finish(self, trainer: Any, pl_module: Any) -> None:
+        window, self._window = self._window, None
+        window.close()
+        self._windows_done.append(window.start_step)
+        report = self._build_report(trainer, window)
+        if report is not None:
+            self.reports.append(report)
+        gathered = _gather_to_rank_zero(report.to_dict() if report is not None else None)
+        if trainer.is_global_zero and gathered is not None:
+            self._write(trainer, report, gathered)
+
+    def _build_report(self, trainer: Any, window: _Window) -> Any:
+        """This rank's report, or ``None`` (with a warning) when it cannot be made."""
+        # The replay reruns forward under the trainer's precision context (autocast), so the
+        # ops carry the dtypes they ran in; fork_rng: roof="measured"/"auto" may draw random
+        # benchmark data, which must not shift the training's random stream.
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+        try:
+            with torch.random.fork_rng(devices=devices), _precision_context(trainer):
+                report = window.profiler.report()
+        except RuntimeError as exc:
+            warnings.warn(
+                f"Roofline: no report for the window starting at step {window.start_step}: {exc}. The count "
+                "replays the LightningModule's forward: make training_step call self(inputs).",
+                UserWarning,
+                stacklevel=2,
+            )
+            return None
+        note = (
+            f"Lightning: steps {window.start_step + self.schedule.warmup}.."
+            f"{window.start_step + self.schedule.length - 1} (global_step) averaged; the count replays the "
+            "LightningModule's forward and a backward of output.sum(), not training_step's own code"
+        )
+        return dataclasses.replace(report, notes=tuple(report.notes) + (note,))
+
+    # ---- sinks (rank zero) ----------------------------------------------------------
+    def _write(self, trainer: Any, report: Any, gathered: List[Optional[Mapping[str, Any]]]) -> None:
+        step = int(trainer.global_step)
+        summary = rank_summary(gathered) if len(gathered) > 1 else None
+        scalars = report_scalars(report.to_dict(), self.tag) if report is not None else {}
+        extra = _rank_scalars(summary, self.tag) if summary is not None else {}
+        tb_logger = self._tensorboard_logger_class()
+        for logger in trainer.loggers:
+            if tb_logger is not None and isinstance(logger, tb_logger) and report is not None:
+                report.to_tensorboard(logger.experiment, step=step, tag=self.tag, top_n=self.top_n)
+                if extra:
+                    logger.log_metrics(extra, step=step)
+            elif scalars or extra:
+                logger.log_metrics({**scalars, **extra}, step=step)
+            logger.save()
+        for directory in self._output_dirs(trainer):
+            self.files.extend(_write_files(os.path.join(directory, f"step{step}"), report, gathered, summary, self.plot))
+
+    def _output_dirs(self, trainer: Any) -> List[str]:
+        if self.dirpath is not None:
+            return [os.fspath(self.dirpath)]
+        if not trainer.loggers:
+            if not self._warned_no_logger:
+                self._warned_no_logger = True
+                warnings.warn(
+                    f"Roofline: the trainer has no logger, so the roofline reports are written as files only, "
+                    f"under {os.path.join(trainer.default_root_dir, 'roofline')}. Pass a TensorBoardLogger "
+                    "to see them in TensorBoard's Roofline tab.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            return [os.path.join(trainer.default_root_dir, "roofline")]
+        dirs: List[str] = []
+        for logger in trainer.loggers:
+            base = getattr(logger, "log_dir", None) or trainer.log_dir or trainer.default_root_dir
+            path = os.path.join(base, "roofline")
+            if path not in dirs:
+                dirs.append(path)
+        return dirs
+
+    def _tensorboard_logger_class(self) -> Optional[type]:
+        try:
+            module = __import__(f"{self._namespace}.loggers", fromlist=["TensorBoardLogger"])
+        except ImportError:
+            return None
+        return getattr(module, "TensorBoardLogger", None)
+
+
+def _precision_context(trainer: Any) -> Any:
+    plugin = getattr(trainer, "precision_plugin", None)
+    forward_context = getattr(plugin, "forward_context", None)
+    return forward_context() if callable(forward_context) else contextlib.nullcontext()
+
+
+def _write_files(
+    directory: str,
+    report: Any,
+    gathered: Sequence[Optional[Mapping[str, Any]]],
+    summary: Optional[Mapping[str, Any]],
+    plot: bool,
+) -> List[str]:
+    """Write report.json, roofline.png and, for several ranks, per-rank JSON and ranks.json."""
+    os.makedirs(directory, exist_ok=True)
+    written: List[str] = []
+    if report is not None:
+        written.append(os.path.join(directory, "report.json"))
+        report.to_json(written[-1])
+        if plot:
+            written.append(os.path.join(directory, "roofline.png"))
+            _close(report.plot(written[-1]))
+    if summary is not None:
+        for rank, rep in enumerate(gathered):
+            if rep is not None:
+                written.append(os.path.join(directory, f"report-rank{rank}.json"))
+                with open(written[-1], "w", encoding="utf-8") as f:
+                    json.dump(rep, f, sort_keys=True, allow_nan=False)
+        written.append(os.path.join(directory, "ranks.json"))
+        with open(written[-1], "w", encoding="utf-8") as f:
+            json.dump(summary, f, sort_keys=True, allow_nan=False, indent=1)
+    return written
+
+
+def _close(figure: Any) -> None:
+    try:
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+    except Exception:  # a figure not managed by pyplot needs no closing
+        pass
+
+
+# ----------------------------------------------------------------------------- the classes
+
+
+_CLASSES: Dict[str, type] = {}
+_NAMESPACES = {"Roofline": "lightning.pytorch", "RooflinePL": "pytorch_lightning"}
+
+
+def _build(name: str) -> type:
+    namespace = _NAMESPACES[name]
+    try:
+        module = __import__(namespace, fromlist=["Callback"])
+    except ImportError as exc:
+        raise ImportError(
+            f"torch_roofline.lightning.{name} needs the {namespace!r} package, which is not installed "
+            f"({exc}). Install it with `{_INSTALL_HINT}`"
+            + (" (or `pip install pytorch-lightning`)." if namespace == "pytorch_lightning" else ".")
+        ) from exc
+    doc = (_RooflineLogic.__doc__ or "").replace(
+        "The callback's logic, shared by both namespaces' classes",
+        f"Roofline callback for ``{namespace}``: profiles a few training steps and logs the roofline report",
+    )
+    cls = type(name, (_RooflineLogic, module.Callback), {"__module__": __name__, "__doc__": doc,
+                                                          "_namespace": namespace})
+    return cls
+
+
+def __getattr__(name: str) -> Any:
+    """Build ``Roofline`` / ``RooflinePL`` on first use (PEP 562)."""
+    if name in _NAMESPACES:
+        if name not in _CLASSES:
+            _CLASSES[name] = _build(name)
+        globals()[name] = _CLASSES[name]
+        return _CLASSES[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
