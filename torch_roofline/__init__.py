@@ -17,6 +17,7 @@ from torch_roofline.records import Cost, ModuleInfo, ModuleTiming, OpCost, OpTim
 from torch_roofline.report import RooflineReport
 from torch_roofline.profiler import RooflineProfiler, schedule
 from torch_roofline.predict import predict
+from torch_roofline.offline import from_trace
 from torch_roofline import devices
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "schedule",
     "RooflineReport",
     "predict",
+    "from_trace",
     "devices",
     "Cost",
     "OpCost",

@@ -18,7 +18,7 @@ from torch_roofline.analysis import analyse
 from torch_roofline.count import Inputs, count
 from torch_roofline.count.replay import count_replay
 from torch_roofline.count.result import CountResult
-from torch_roofline.profiler import device_info, device_roofs, resolve_device
+from torch_roofline.profiler import device_info, place, resolve_device
 from torch_roofline.report import RooflineReport
 
 __all__ = ["predict", "retype", "WHAT_IF_DTYPES"]
@@ -127,8 +127,9 @@ def predict(
         costs = retype(costs, dtype)
     reports: Dict[str, RooflineReport] = {}
     for dev in devices:
+        ops, roofs = place(costs.ops, dev)
         reports[dev.id] = analyse(
-            costs.ops, (), (), costs.modules, device_roofs(dev, costs), device=device_info(dev),
+            ops, (), (), costs.modules, roofs, device=device_info(dev),
             predicted=True, memory_model=memory_model, model=type(model).__name__,
         )
     return reports

@@ -16,9 +16,10 @@ The two are joined per (module, phase, op) by :func:`torch_roofline.analysis.ana
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import warnings
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.optim.optimizer as _optim
@@ -27,13 +28,13 @@ from torch import nn
 from torch_roofline.analysis import analyse
 from torch_roofline.count.replay import count_replay
 from torch_roofline.count.result import CountResult
-from torch_roofline.records import Roof
+from torch_roofline.records import OpCost, Roof
 from torch_roofline.report import DeviceInfo, RooflineReport
 from torch_roofline.timing.attribution import TraceTiming, attribute
 from torch_roofline.timing.ranges import ModuleRanges
 from torch_roofline.timing.session import ProfileSession
 
-__all__ = ["RooflineProfiler", "schedule", "device_roofs", "device_info"]
+__all__ = ["RooflineProfiler", "schedule", "device_roofs", "device_info", "conv_tf32", "place"]
 
 _ACTIVE = threading.local()
 
@@ -48,7 +49,27 @@ def schedule(*, wait: int = 0, warmup: int = 1, active: int = 1, repeat: int = 1
     return torch.profiler.schedule(wait=wait, warmup=warmup, active=active, repeat=repeat, skip_first=skip_first)
 
 
-def device_roofs(device: Any, costs: CountResult) -> Dict[Tuple[Optional[str], str], Roof]:
+_CONVOLUTIONS = frozenset({"aten.convolution", "aten.convolution_backward", "aten._convolution",
+                           "aten.cudnn_convolution", "aten.convolution_overrideable"})
+
+
+def conv_tf32(ops: Sequence[OpCost], device: Any) -> Tuple[OpCost, ...]:
+    """fp32 convolutions relabelled ``tf32`` where cuDNN runs them on TF32 tensor cores.
+
+    torch lets cuDNN use TF32 for fp32 convolutions by default
+    (``torch.backends.cudnn.allow_tf32``), independently of the matmul setting that
+    :meth:`Device.roof` follows; on a device with a TF32 matrix roof those convolutions are
+    measured against it, not against the fp32 CUDA-core peak.
+    """
+    if not torch.backends.cudnn.allow_tf32 or not device.has_peak("tf32", "matrix"):
+        return tuple(ops)
+    return tuple(
+        dataclasses.replace(o, dtype="tf32") if o.op in _CONVOLUTIONS and o.dtype == "float32" else o
+        for o in ops
+    )
+
+
+def device_roofs(device: Any, ops: Sequence[OpCost]) -> Dict[Tuple[Optional[str], str], Roof]:
     """The roof of every (dtype, unit) pair the counted ops use, on ``device``.
 
     A floating-point dtype the device has no roof for (fp8 on a V100) gets no entry: those
@@ -60,7 +81,7 @@ def device_roofs(device: Any, costs: CountResult) -> Dict[Tuple[Optional[str], s
     from torch_roofline.devices import UnsupportedDtypeError
 
     roofs: Dict[Tuple[Optional[str], str], Roof] = {}
-    for op in costs.ops:
+    for op in ops:
         key = (op.dtype, op.unit)
         if key in roofs or op.dtype is None:
             continue
@@ -73,6 +94,12 @@ def device_roofs(device: Any, costs: CountResult) -> Dict[Tuple[Optional[str], s
                 except (UnsupportedDtypeError, ValueError, KeyError):
                     pass
     return roofs
+
+
+def place(ops: Sequence[OpCost], device: Any) -> Tuple[Tuple[OpCost, ...], Dict[Tuple[Optional[str], str], Roof]]:
+    """The ops as the device runs them (:func:`conv_tf32`) and the roofs they are placed on."""
+    ops = conv_tf32(ops, device)
+    return ops, device_roofs(device, ops)
 
 
 def _is_integer_dtype(name: str) -> bool:
@@ -295,12 +322,13 @@ class RooflineProfiler:
         kwargs = {}
         if self.overhead_threshold_s is not None:
             kwargs["overhead_threshold_s"] = self.overhead_threshold_s
+        ops, roofs = place(costs.ops, dev)
         report = analyse(
-            costs.ops,
+            ops,
             timing.ops,
             timing.modules,
             costs.modules,
-            device_roofs(dev, costs),
+            roofs,
             device=device_info(dev),
             steps=timing.steps,
             memory_model=self.memory_model,

@@ -1,0 +1,109 @@
+"""Roofline from saved traces (issue 8): the A100 fixtures and our own CPU traces."""
+
+import gzip
+import json
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from torch_roofline import RooflineProfiler
+from torch_roofline.cli import main as cli
+from torch_roofline.devices import Device
+from torch_roofline.offline import compare_counters, from_trace
+from torch_roofline.predict import _count
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+TRACE = os.path.join(DATA, "alexnet_a100_forward.kineto.json.gz")
+COUNTERS = os.path.join(DATA, "alexnet_a100_forward_cupti_counters.kineto.json.gz")
+FLAT = Device(name="flat-offline-test", peak_flops={"fp32": 1e11}, bandwidth=1e10)
+
+
+@pytest.fixture(scope="module")
+def alexnet_meta():
+    torchvision = pytest.importorskip("torchvision")
+    with torch.device("meta"):
+        # The fixture's workload: torchvision AlexNet, batch 128 at 224x224 (its first sgemm's SASS
+        # FP32 count, 9667346432, is 2*128*9216*4096 = 9663676416 + 0.04%).
+        return torchvision.models.alexnet().eval(), torch.empty(128, 3, 224, 224)
+
+
+def _raw_kernel_time_by_op(path):
+    """Oracle straight from the JSON: device activity (kernels, memsets, memcpys; s) summed per
+    outermost aten::conv2d / aten::linear, joined by correlation id to the launch on the op's thread."""
+    with gzip.open(path, "rt") as fh:
+        events = json.load(fh)["traceEvents"]
+    launches = {e["args"]["correlation"]: e for e in events
+                if e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {})}
+    ops = [e for e in events if e.get("cat") == "cpu_op" and e["name"] in ("aten::conv2d", "aten::linear")]
+    total = {"aten::conv2d": 0.0, "aten::linear": 0.0}
+    for k in (e for e in events if e.get("cat") in ("kernel", "gpu_memset", "gpu_memcpy")):
+        launch = launches.get(k["args"].get("correlation"))
+        if launch is None:
+            continue
+        for op in ops:
+            if op["tid"] == launch["tid"] and op["ts"] <= launch["ts"] <= op["ts"] + op["dur"]:
+                total[op["name"]] += k["dur"] * 1e-6
+                break
+    return total
+
+
+def test_a100_trace_with_model(alexnet_meta):
+    model, x = alexnet_meta
+    report = from_trace(TRACE, model, x, steps=2)  # the trace holds a warm-up and a measured forward
+    assert report.device.id == "a100-sxm4-40gb"  # "NVIDIA A100-PG509-200", 108 SMs, 40 GiB
+    raw = _raw_kernel_time_by_op(TRACE)
+    (conv,) = [o for o in report.ops if o.op == "aten.convolution"]
+    (addmm,) = [o for o in report.ops if o.op == "aten.addmm"]
+    # device time per step = the kernels under aten::conv2d / aten::linear, halved (2 forwards)
+    assert conv.time_s == pytest.approx(raw["aten::conv2d"] / 2, rel=1e-9)
+    assert addmm.time_s == pytest.approx(raw["aten::linear"] / 2, rel=1e-9)
+    # fp32 convolutions run on TF32 tensor cores under cuDNN's default: the tf32 roof (156 TFLOP/s)
+    assert (conv.roof.dtype, conv.roof.unit) == ("tf32", "matrix")
+    assert 0 < conv.efficiency <= 1
+    # forward FLOPs of AlexNet at batch 128 (2 x 714.2 MMACs x 128, torchvision's AlexNet)
+    assert report.totals.flops == _count(model, x, False, "op", None).total.flops
+
+
+def test_counters_side_by_side(alexnet_meta):
+    model, x = alexnet_meta
+    rows = {r.op: r for r in compare_counters(COUNTERS, _count(model, x, False, "op", None), steps=2)}
+    # 3 linear layers: 2*128*(9216*4096 + 4096*4096 + 4096*1000) = 15007219712 analytic FLOPs
+    assert rows["aten.addmm"].analytic_flops == 15_007_219_712
+    # sgemm runs on CUDA cores: SASS add + mul + 2*fma agrees within 1%
+    assert rows["aten.addmm"].ratio == pytest.approx(1.0, abs=0.01)
+    # cuDNN's convolutions use FFT and tensor-core kernels the SASS FP counters barely see
+    assert rows["aten.convolution"].ratio < 0.5
+
+
+def test_counters_without_model():
+    report = from_trace(COUNTERS, steps=2)
+    assert report.totals.flops > 0
+    assert any("CUPTI" in n for n in report.notes)
+
+
+def test_own_cpu_trace_round_trips(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 14 * 14, 4))
+    x = torch.randn(2, 3, 16, 16)
+    path = str(tmp_path / "trace.json.gz")
+    with RooflineProfiler(model, roof=FLAT, export_trace=path) as prof:
+        model(x)
+    live = prof.report()
+    offline = from_trace(path, model, x, roof=FLAT)
+    times = lambda r: {(m.name, m.phase): m.time_s for m in r.modules}
+    assert times(offline) == times(live)
+    assert offline.totals.flops == live.totals.flops
+
+
+def test_cli_trace(capsys):
+    rc = cli(["trace", COUNTERS, "--model", "torchvision:alexnet", "--input-shape", "128,3,224,224", "--steps", "2"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "Analytic vs hardware-counter FLOPs" in out and "aten.addmm" in out
+
+
+def test_model_without_inputs_is_an_error(alexnet_meta):
+    with pytest.raises(ValueError, match="inputs="):
+        from_trace(TRACE, alexnet_meta[0])

@@ -1,0 +1,216 @@
+"""A roofline from a saved torch.profiler / Kineto trace (GPU traces included).
+
+The trace gives the times (the same reader and attribution the live profiler uses:
+:mod:`torch_roofline.timing`); the work comes from one of:
+
+1. ``model`` and ``inputs``: the counter's analytic FLOPs and bytes, joined to the trace's
+   ops by (module, phase, op);
+2. CUPTI hardware counters in the trace (``cuda_profiler_range`` events): measured FLOPs per
+   kernel, summed per op (bytes from DRAM counters where recorded, else unknown);
+3. neither: a timing-only report, every op listed as uncounted.
+
+The roofs come from the trace header's GPU name (``deviceProperties``) looked up in the
+catalog, or from ``roof=``; a CPU trace uses this machine's CPU roofs, with a note.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+from torch_roofline.analysis import analyse
+from torch_roofline.count.result import CountResult
+from torch_roofline.records import OpCost
+from torch_roofline.report import RooflineReport
+from torch_roofline.timing.attribution import TraceTiming, attribute
+from torch_roofline.timing.counters import KernelCounters, kernel_counters
+from torch_roofline.timing.trace import Trace, load_trace
+
+__all__ = ["from_trace", "trace_device", "counter_costs", "CounterComparison", "compare_counters"]
+
+_PRECISION_DTYPE = {"fp64": "float64", "fp32": "float32", "fp16": "float16"}
+
+
+@dataclass(frozen=True)
+class CounterComparison:
+    """Analytic and hardware-counter FLOPs of one (module, phase, op), side by side.
+
+    Attributes:
+        module: module name (``""`` root).
+        phase: ``"forward"``, ``"backward"`` or ``"optimizer"``.
+        op: aten op, dotted.
+        analytic_flops: FLOPs from the counter's formulas (2 per MAC).
+        counter_flops: FLOPs from SASS instruction counters (add + mul + 2 x fma, all precisions).
+        kernels: kernels whose counters were summed.
+    """
+
+    module: str
+    phase: str
+    op: str
+    analytic_flops: int
+    counter_flops: int
+    kernels: int
+
+    @property
+    def ratio(self) -> Optional[float]:
+        """counter / analytic; ``None`` when the analytic count is 0. Tensor-core work is
+        invisible to the SASS FP counters, so a ratio far below 1 on a GEMM is expected."""
+        return self.counter_flops / self.analytic_flops if self.analytic_flops else None
+
+
+def trace_device(trace: Trace, roof: Any = None) -> Any:
+    """The :class:`~torch_roofline.devices.Device` for a trace: ``roof`` when given, else the
+    catalog row of the GPU named in the trace header (SM count and memory disambiguate), else
+    this machine's CPU (for CPU traces)."""
+    from torch_roofline import devices
+    from torch_roofline.profiler import resolve_device
+
+    if roof is not None:
+        return resolve_device(roof, None)
+    props = trace.device()
+    if props is None:
+        return devices.detect(torch.device("cpu"))
+    try:
+        return devices.get(props.name, multi_processor_count=props.num_sms, total_memory=props.total_memory_bytes)
+    except KeyError as exc:
+        raise KeyError(
+            f"from_trace: the trace's GPU {props.name!r} is not in the catalog ({exc}); pass roof= a catalog "
+            "name, a roofs file or a Device"
+        ) from None
+
+
+def counter_costs(counters: Iterable[KernelCounters]) -> Tuple[OpCost, ...]:
+    """One :class:`OpCost` per kernel with counters: FLOPs measured, bytes from DRAM counters.
+
+    The dtype is the precision holding most of the kernel's FLOPs. Bytes are 0 when the trace
+    has no DRAM counters (then the roofline time is the compute time alone, a lower bound).
+    """
+    ops = []
+    for i, k in enumerate(counters):
+        total = sum(k.flops.values())
+        precision = max(k.flops, key=lambda p: k.flops[p]) if total else "fp32"
+        ops.append(OpCost(
+            op=k.op or "unattributed", module=k.module, scope=k.scope or ("",), phase=k.phase,
+            flops=int(total), macs=0, bytes_read=int(k.dram_bytes_read or 0),
+            bytes_written=int(k.dram_bytes_written or 0), compulsory_bytes_read=int(k.dram_bytes_read or 0),
+            compulsory_bytes_written=int(k.dram_bytes_written or 0), dtype=_PRECISION_DTYPE[precision],
+            unit="vector", counted=k.op is not None, index=i,
+        ))
+    return tuple(ops)
+
+
+def _has_module_ranges(timing: TraceTiming) -> bool:
+    return any(m.name for m in timing.modules)
+
+
+def _model_costs(model: nn.Module, inputs: Any, backward: bool, loss_fn: Any, memory_model: str) -> CountResult:
+    from torch_roofline.predict import _count
+
+    return _count(model, inputs, backward, memory_model, loss_fn)
+
+
+def compare_counters(trace: Union[str, Trace], costs: CountResult, *, steps: int = 1) -> List[CounterComparison]:
+    """Analytic vs hardware-counter FLOPs per (module, phase, op) for a trace with counters.
+
+    ``costs`` counts one step; the trace holds ``steps`` steps (counter FLOPs are divided by
+    it). Without module ranges in the trace, both sides are compared on the root module.
+    """
+    trace = trace if isinstance(trace, Trace) else load_trace(trace)
+    kcs = kernel_counters(trace, op_names={o.op for o in costs.ops})
+    on_root = not any(k.module for k in kcs)
+    analytic: Dict[Tuple[str, str, str], int] = defaultdict(int)
+    for o in costs.ops:
+        analytic[("" if on_root else o.module, o.phase, o.op)] += o.flops
+    measured: Dict[Tuple[str, str, str], List[int]] = defaultdict(lambda: [0, 0])
+    for k in kcs:
+        if k.op is None:
+            continue
+        m = measured[(k.module, k.phase, k.op)]
+        m[0] += sum(k.flops.values())
+        m[1] += 1
+    return [CounterComparison(mod, ph, op, analytic.get((mod, ph, op), 0), f // steps, n // steps)
+            for (mod, ph, op), (f, n) in sorted(measured.items())]
+
+
+def from_trace(
+    path: Union[str, "os.PathLike[str]", Trace],
+    model: Optional[nn.Module] = None,
+    inputs: Any = None,
+    *,
+    roof: Any = None,
+    backward: bool = False,
+    loss_fn: Optional[Callable[[Any], torch.Tensor]] = None,
+    memory_model: str = "op",
+    steps: Optional[int] = None,
+) -> RooflineReport:
+    """The roofline report of a saved trace.
+
+    Args:
+        path: a Chrome/Kineto trace (``.json`` or ``.json.gz``) or a loaded :class:`Trace`.
+        model, inputs: the traced model and its inputs (a meta model with meta inputs is fine):
+            FLOPs and bytes then come from the counter. Without them, from the trace's CUPTI
+            counters when present, else the report is timing-only.
+        roof: roofs to use (catalog name, roofs file, ``Device``); default: the trace's GPU.
+        backward: the traced step ran backward too (for counting with ``model``).
+        loss_fn: the loss the traced step used (for counting its backward exactly).
+        memory_model: ``"op"`` or ``"compulsory"``.
+        steps: how many model steps the trace holds (default: its ``ProfilerStep#N`` count, or
+            1); times are divided by it, so per-step counts and times line up.
+
+    A trace without our module ranges (recorded without :class:`RooflineProfiler`) has no
+    module structure: the counted ops are then joined on the root. On GPU traces the step
+    time is the device's busy time (kernels, memcpys, memsets), not the host's wall span.
+
+    Example::
+
+        report = from_trace("trace.json.gz", torchvision.models.alexnet(), torch.randn(128, 3, 224, 224))
+    """
+    trace = path if isinstance(path, Trace) else load_trace(path)
+    if model is not None and inputs is None:
+        raise ValueError("from_trace(model=...): pass inputs= too (the shapes the traced step ran with)")
+    notes: List[str] = []
+    modules: Tuple = ()
+    if model is not None:
+        counted = _model_costs(model, inputs, backward, loss_fn, memory_model)
+        costs, modules = counted.ops, counted.modules
+        timing = attribute(trace, op_names={o.op for o in costs})
+        if not _has_module_ranges(timing):
+            costs = tuple(dataclasses.replace(o, module="", scope=("",)) for o in costs)
+            notes.append("the trace has no torch_roofline module ranges: every op is joined on the root module")
+    else:
+        timing = attribute(trace)
+        kcs = kernel_counters(trace, op_names={o.op for o in timing.ops}) if trace.of_kind("cuda_profiler_range") else ()
+        costs = counter_costs(kcs)
+        if costs:
+            notes.append("FLOPs from CUPTI SASS counters (CUDA-core instructions; tensor-core work is not counted)")
+        else:
+            notes.append("no model and no hardware counters: timing only, every op uncounted")
+    dev = trace_device(trace, roof)
+    if trace.device() is None and roof is None:
+        notes.append(f"CPU trace: roofs of this machine's CPU ({dev.name}) are used")
+    from torch_roofline.profiler import device_info, place
+
+    costs, roofs = place(costs, dev)
+    if steps is not None and steps < 1:
+        raise ValueError(f"from_trace(steps={steps}): expected a positive number of steps")
+    n_steps = steps or timing.steps
+    step_time = timing.device_busy_s if timing.on_device and timing.device_busy_s else timing.step_time_s
+    # Without our ranges the module rows would only hold the host's wall span: let the analysis
+    # derive module times from the op times instead.
+    module_timings = timing.modules if _has_module_ranges(timing) else ()
+    report = analyse(
+        costs, timing.ops, module_timings, modules, roofs, device=device_info(dev),
+        steps=n_steps, memory_model=memory_model, step_time_s=step_time,
+        peak_memory_bytes=timing.peak_memory_bytes, predicted=False,
+        model=type(model).__name__ if model is not None else "trace",
+    )
+    if timing.unattributed:
+        notes.append(f"{len(timing.unattributed)} device activities reached no op (unattributed, "
+                     f"{timing.unattributed_time_s * 1e3:.3f} ms)")
+    return dataclasses.replace(report, notes=tuple(report.notes) + tuple(notes)) if notes else report
