@@ -218,6 +218,9 @@ class _HostTimeline:
         self.op_names = op_names
         self.nodes: Dict[int, _Node] = {}
         self.order: List[_Node] = []  # every node, parents before children
+        # Forward/backward work nested inside an optimizer mark (Lightning runs training_step and
+        # backward inside optimizer.step(closure)): (start, end) of each such outermost event.
+        self.in_optimizer: List[Tuple[float, float]] = []
         threads: Dict[Tuple[object, object], List[TraceEvent]] = defaultdict(list)
         for ev in trace.events:
             if ev.kind in _HOST_KINDS:
@@ -249,11 +252,14 @@ class _HostTimeline:
                 node.cpu_op, node.row = parent.cpu_op, parent.row
                 node.parent_range = parent.ranges[-1] if parent.ranges else None
                 node.engine_depth = parent.engine_depth
+            in_opt = node.mark == "optimizer"
             if ev.kind == "user_annotation":
                 parsed = parse_range_name(ev.name)
                 if parsed is not None and parsed[0] == "module":
                     node.scope = node.scope + (parsed[1],)
                     node.ranges = node.ranges + (ev.index,)
+                    if node.mark == "optimizer":  # a module's forward run by an optimizer closure
+                        node.mark = None
                 elif parsed is not None and parsed[0] == "phase":
                     node.mark = parsed[1]
                 elif ev.name.startswith(_OPTIMIZER_PREFIXES):
@@ -265,6 +271,8 @@ class _HostTimeline:
                     node.engine_depth += 1
                 if node.row is None and self._matches(ev):
                     node.row = node
+            if in_opt and node.mark != "optimizer":
+                self.in_optimizer.append((ev.start_s, ev.end_s))
             self.nodes[ev.index] = node
             self.order.append(node)
             stack.append(node)
@@ -600,7 +608,9 @@ def _cpu_module_rows(timeline: _HostTimeline, steps: int, step_time_s: float) ->
         _add_backward(accs, scope, range_ids, node.event.dur_s)
     bwd_wall = _union_length((n.event.start_s, n.event.end_s) for n in engine)
     opt_markers = _phase_markers(timeline, "optimizer")
-    opt_wall = _union_length((n.event.start_s, n.event.end_s) for n in opt_markers)
+    # The optimizer's own time: its marks' span less the forward/backward work run inside them.
+    opt_wall = max(0.0, _union_length((n.event.start_s, n.event.end_s) for n in opt_markers)
+                   - _union_length(timeline.in_optimizer))
 
     root_rows: Dict[str, Tuple[float, float, int]] = {}
     other_self = 0.0
