@@ -8,3 +8,9 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+# Measured roofs are cached per machine; tests measure afresh into a private directory so a
+# cache written on a busy machine (or by another checkout) never leaks into assertions.
+import tempfile  # noqa: E402
+
+os.environ["TORCH_ROOFLINE_CACHE_DIR"] = tempfile.mkdtemp(prefix="torch-roofline-test-cache-")

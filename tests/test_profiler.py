@@ -92,7 +92,7 @@ def test_large_gemm_against_measured_roof():
     n = 2048
     a, b = torch.randn(n, n), torch.randn(n, n)
     model = Gemm()
-    dev = devices.measure(device="cpu", dtypes=("fp32",), quick=True, progress=False)
+    dev = devices.measure(device="cpu", dtypes=("fp32",), progress=False)  # full sweep: real roofs
     model(a, b)
     prof = RooflineProfiler(model, roof=dev, schedule=schedule(wait=0, warmup=1, active=3))
     with prof:

@@ -1,7 +1,8 @@
 """Measured roofs: achievable GEMM FLOP/s per dtype and STREAM-style memory bandwidth.
 
-* GEMM: square ``n x n @ n x n`` products over a size sweep, ``2 n^3`` FLOPs each; the
-  size with the best median is reported (min/median/max over its repeats).
+* GEMM: square ``n x n @ n x n`` products over a size sweep, ``2 n^3`` FLOPs each, and one
+  3x3 convolution probe (``_CONV_PROBE``; convolution libraries can beat the BLAS GEMM); the
+  candidate with the best median is reported (min/median/max over its repeats).
 * Bandwidth: STREAM's copy (``b = a``) and triad (``a = b + s*c``) on float32 arrays of at
   least 4x the last-level cache, bytes counted as STREAM does: read + write (copy 2 x 4 B,
   triad 3 x 4 B per element), no write-allocate traffic.
@@ -46,7 +47,8 @@ class BenchStats:
     Attributes:
         min, median, max: the rate in FLOP/s (GEMM) or B/s (copy, triad).
         samples: number of repeats.
-        size: GEMM side n, or array length in elements for copy/triad.
+        size: GEMM side n (0: the convolution probe won), or array length in elements for
+            copy/triad.
     """
 
     min: float
@@ -170,6 +172,35 @@ def _time_gemm(dtype: str, n: int, repeats: int, device: torch.device) -> List[f
         torch.set_float32_matmul_precision(old[1])
 
 
+#: The convolution probe (batch, channels, height = width): a 3x3, stride-1 convolution.
+#: Convolution libraries (oneDNN, cuDNN) can beat the BLAS GEMM on the same machine, and a
+#: roof must be above every kernel's rate, so the measured matrix roof is the best of both.
+_CONV_PROBE = {"cpu": (8, 64, 56), "cuda": (64, 256, 56)}
+
+
+def _time_conv(dtype: str, repeats: int, device: torch.device) -> List[float]:
+    """FLOP/s of ``repeats`` 3x3 convolutions (2 x MACs; after one warm-up call)."""
+    if dtype not in ("fp32", "bf16", "fp16", "fp64"):
+        return []
+    b, c, hw = _CONV_PROBE["cuda" if device.type == "cuda" else "cpu"]
+    dt = _TORCH_DTYPES[dtype]
+    x = torch.randn(b, c, hw, hw, device=device, dtype=dt)
+    w = torch.randn(c, c, 3, 3, device=device, dtype=dt)
+    flops = 2.0 * b * c * c * 9 * hw * hw  # padding 1: output hw x hw
+
+    def call() -> object:
+        return torch.nn.functional.conv2d(x, w, padding=1)
+
+    old = torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = False  # an fp32 roof, not a TF32 one
+        with torch.no_grad():
+            call()
+            return [flops / _time_call(call, device) for _ in range(repeats)]
+    finally:
+        torch.backends.cudnn.allow_tf32 = old
+
+
 def _stream_elements(device: torch.device, llc_bytes: Optional[int], quick: bool) -> int:
     """float32 elements per array: >= 4x the last-level cache (STREAM's rule)."""
     if device.type == "cuda":
@@ -222,10 +253,14 @@ def _device_name(device: torch.device) -> Tuple[str, int]:
     return f"{info.model} ({info.cores} cores)", torch.get_num_threads()
 
 
+#: Bumped whenever what is measured changes, so older cached results are not reused.
+_BENCH_VERSION = 2
+
+
 def _cache_path(device: torch.device, name: str, threads: int, quick: bool) -> str:
     slug = "".join(c if c.isalnum() else "-" for c in f"{device.type}-{name}-t{threads}".lower())
     mode = "quick" if quick else "full"
-    return os.path.join(cache_dir(), f"bench-{slug}-torch{torch.__version__}-{mode}.json")
+    return os.path.join(cache_dir(), f"bench-v{_BENCH_VERSION}-{slug}-torch{torch.__version__}-{mode}.json")
 
 
 def _load(path: str) -> Optional[BenchResult]:
@@ -275,7 +310,7 @@ def run_bench(
         return cached
     mode = "quick" if quick else ("cuda" if dev.type == "cuda" else "cpu")
     sizes, repeats = _SIZES["quick" if quick else mode], _REPEATS["quick" if quick else "full"]
-    bar = _Progress(len(todo) * len(sizes) + (1 if need_stream else 0), progress)
+    bar = _Progress(len(todo) * (len(sizes) + 1) + (1 if need_stream else 0), progress)
     try:
         for key in todo:
             best = None
@@ -283,6 +318,12 @@ def run_bench(
                 bar.step(f"gemm {key} n={n}")
                 stats = BenchStats.of(_time_gemm(key, n, repeats, dev), n)
                 if best is None or stats.median > best.median:
+                    best = stats
+            bar.step(f"conv {key}")
+            conv = _time_conv(key, repeats, dev)
+            if conv:
+                stats = BenchStats.of(conv, 0)  # size 0: the convolution probe
+                if stats.median > best.median:
                     best = stats
             gemm[key] = best
         copy = cached.copy if cached else None
@@ -317,6 +358,11 @@ def stream_bandwidth(result: BenchResult) -> float:
     return max(rates)
 
 
+def _peak_provenance(stats: BenchStats, mode: str) -> str:
+    what = "3x3 convolutions (the probe beat every GEMM size)" if stats.size == 0 else f"GEMMs, n={stats.size}"
+    return f"measured (best of {stats.samples} {what}, {mode})"
+
+
 def result_to_device(result: BenchResult) -> Device:
     """A ``source="measured"`` Device from a measurement.
 
@@ -330,7 +376,7 @@ def result_to_device(result: BenchResult) -> Device:
             peaks[f"{k}:vector"] = result.gemm[k].max
     mode = "quick" if result.quick else "full"
     provenance = {
-        key: f"measured (best of {result.gemm[key.split(':')[0]].samples} GEMMs, n={result.gemm[key.split(':')[0]].size}, {mode})"
+        key: _peak_provenance(result.gemm[key.split(":")[0]], mode)
         for key in peaks
     }
     provenance["memory_bandwidth"] = "measured (best STREAM copy/triad sample, bytes = read + write)"
