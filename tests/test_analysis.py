@@ -188,10 +188,12 @@ def test_inclusive_and_self_aggregation_on_a_three_module_tree():
     assert report.module("block", "forward").flops == block.flops
     assert [r.depth for r in (root, block, fc)] == [0, 1, 2]
     assert root.params == 1_000_100 and root.type == "Net"
-    # totals: step time = root's 4 ms; counted op time 2.4e-3 + 1.6e-4 + 1.6e-4 = 2.72e-3
+    # totals: step time = root's 4 ms; op time 2.4e-3 + 1.6e-4 + 1.6e-4 = 2.72e-3, all of it
+    # in counted ops -> coverage 1; the other 1.28 ms of the step lies outside every op
     t = report.totals
     assert t.time_s == 4e-3
-    assert t.coverage == pytest.approx(0.68)
+    assert t.op_time_s == pytest.approx(2.72e-3)
+    assert t.coverage == pytest.approx(1.0)
     assert t.roofline_time_s == pytest.approx(2.16e-3)
     assert t.flops == 2_002_000_000 and t.params == 1_000_100
     assert t.bound_time_share.compute == pytest.approx(2.4e-3 / 2.72e-3)
@@ -259,8 +261,9 @@ def test_coverage_counts_uncounted_ops_in_the_denominator():
     ]
     mts = [ModuleTiming("", "forward", 1, 1e-2, 6e-3), ModuleTiming("fc", "forward", 1, 5e-3, 5e-3)]
     report = analyse(costs, timings, mts, [], ROOFS)
-    # counted time 4e-3 of the 1e-2 s step -> coverage 0.4
-    assert report.totals.coverage == pytest.approx(0.4)
+    # counted op time 4e-3 of 7e-3 s measured in ops (4e-3 + 1e-3 + 2e-3) -> coverage 4/7
+    assert report.totals.coverage == pytest.approx(4 / 7)
+    assert report.totals.op_time_s == pytest.approx(7e-3)
     by_op = {u.op: u for u in report.uncounted}
     assert set(by_op) == {"aten.foo", "aten.bar"}
     assert by_op["aten.foo"].time_s == pytest.approx(1e-3) and by_op["aten.foo"].calls == 1
@@ -271,13 +274,15 @@ def test_coverage_counts_uncounted_ops_in_the_denominator():
     # module sums cover counted ops only
     assert report.module("fc").flops == GEMM_FLOPS
     assert report.module("fc").bytes_read == GEMM_READ
-    # step time from a caller overrides the root's range
-    assert analyse(costs, timings, mts, [], ROOFS, step_time_s=8e-3).totals.coverage == pytest.approx(0.5)
+    # step time from a caller overrides the root's range (coverage is about op time: unchanged)
+    over = analyse(costs, timings, mts, [], ROOFS, step_time_s=8e-3).totals
+    assert over.time_s == pytest.approx(8e-3) and over.coverage == pytest.approx(4 / 7)
     # ... and, like every measured input, it is summed over the profiled steps:
-    # 2 steps of 8e-3 s -> 8e-3 s per step; op times 2 x (4e-3 counted) -> coverage 0.5 again
+    # 2 steps of 8e-3 s -> 8e-3 s per step; op times summed over 2 steps -> the same per step
     mts2 = [ModuleTiming(m.name, m.phase, 2, 2 * m.time_s, 2 * m.self_time_s) for m in mts]
     two = analyse(costs, timings * 2, mts2, [], ROOFS, steps=2, step_time_s=1.6e-2)
-    assert two.totals.time_s == pytest.approx(8e-3) and two.totals.coverage == pytest.approx(0.5)
+    assert two.totals.time_s == pytest.approx(8e-3) and two.totals.coverage == pytest.approx(4 / 7)
+    assert two.totals.op_time_s == pytest.approx(7e-3)
 
 
 def test_point_above_its_roof_is_flagged_suspect_not_clipped():
@@ -449,7 +454,8 @@ def test_report_for_a_thousand_module_model_builds():
     assert sum(1 for r in report.modules if r.phase == "all") == 1011
     assert report.module("").flops == 4500 * 10**6
     assert report.module("s3.b4").flops == 9 * 5 * 10**6
-    assert report.totals.coverage == pytest.approx(4500 * 2e-5 / 9.4e-2)
+    assert report.totals.coverage == pytest.approx(1.0)  # every timed op is counted
+    assert report.totals.op_time_s == pytest.approx(4500 * 2e-5)
     assert len(report.table(top=20).splitlines()) > 20
     assert report.to_json()
 

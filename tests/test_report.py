@@ -80,7 +80,7 @@ DEVICE_KEYS = {"id", "name", "source", "memory_bandwidth", "roofs"}
 ROOF_KEYS = {"dtype", "unit", "peak_flops_per_s", "bandwidth_bytes_per_s", "ridge", "source", "used"}
 TOTAL_KEYS = {"time_s", "roofline_time_s", "time_lost_s", "efficiency", "coverage", "flops", "macs",
               "params", "param_bytes", "bytes_read", "bytes_written", "compulsory_bytes",
-              "peak_memory_bytes", "bound_time_share"}
+              "peak_memory_bytes", "bound_time_share", "op_time_s"}
 ROW_KEYS = {"name", "type", "phase", "depth", "calls", "flops", "macs", "params", "param_bytes",
             "bytes_read", "bytes_written", "compulsory_bytes", "intensity", "time_s",
             "achieved_flops_per_s", "achieved_bytes_per_s", "attainable_flops_per_s", "roof",

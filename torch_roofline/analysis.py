@@ -36,7 +36,10 @@ Aggregation: inclusive module sums add every counted op call whose ``scope`` hol
 module (O(calls x depth)); self sums add the calls whose ``module`` is the module. Module
 and total FLOPs and bytes cover counted ops only (they are what roofline times are computed
 from); uncounted ops keep their bytes in their op rows and are listed with their time, and
-``coverage`` = measured time of counted ops / measured step time says how much that leaves.
+``coverage`` = measured time of counted ops / measured time of all ops says how much that
+leaves. Time outside every op (Python between ops, module and hook overhead, the user's loop
+between steps) is not an op without a formula, so it is not in coverage's denominator: it
+is ``time_s - op_time_s``, reported as such.
 
 Example::
 
@@ -660,13 +663,14 @@ def _totals(ops, rows, info, costs, memory_model, step_time_s, steps, peak_memor
             timed = [r.time_s for r in ops if r.time_s is not None]
             time_s = sum(timed) if timed else None
     counted_time = sum(r.time_s for r in ops if r.counted and r.time_s is not None)
+    op_time = sum(r.time_s for r in ops if r.time_s is not None) if not predicted else None
     root_info = info.get("")
     return Totals(
         time_s=time_s,
         roofline_time_s=rt,
         time_lost_s=time_lost(time_s, rt),
         efficiency=efficiency(rt, time_s),
-        coverage=counted_time / time_s if time_s else None,
+        coverage=counted_time / op_time if op_time else None,
         flops=sum(c.flops for c in counted_costs),
         macs=sum(c.macs for c in counted_costs),
         params=root_info.params if root_info else 0,
@@ -676,6 +680,7 @@ def _totals(ops, rows, info, costs, memory_model, step_time_s, steps, peak_memor
         compulsory_bytes=sum(c.compulsory_bytes_read + c.compulsory_bytes_written for c in counted_costs),
         peak_memory_bytes=peak_memory_bytes,
         bound_time_share=_bound_share(ops, predicted),
+        op_time_s=op_time,
     )
 
 

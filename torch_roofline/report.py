@@ -207,6 +207,7 @@ class Totals:
     compulsory_bytes: int
     peak_memory_bytes: Optional[int]
     bound_time_share: BoundShare = field(default_factory=BoundShare)
+    op_time_s: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -662,7 +663,8 @@ def _summary(report: RooflineReport) -> str:
     ]
     time_part = (
         f"step {human_time(t.time_s)}, roofline {human_time(t.roofline_time_s)}, "
-        f"lost {human_time(t.time_lost_s)}, efficiency {_pct(t.efficiency)}%, coverage {_pct(t.coverage)}%"
+        f"lost {human_time(t.time_lost_s)}, efficiency {_pct(t.efficiency)}%, coverage {_pct(t.coverage)}% "
+        f"of op time; outside every op {human_time(None if t.op_time_s is None or t.time_s is None else t.time_s - t.op_time_s)}"
         if not report.predicted
         else f"roofline time {human_time(t.roofline_time_s)} (a lower bound, not a prediction of speed)"
     )

@@ -53,22 +53,36 @@ def module_infos(model: Optional[nn.Module], root_type: Optional[str] = None) ->
     """Static facts of every module (``named_modules`` order, shared modules once).
 
     Parameter counts are inclusive of children; a parameter shared by two modules is
-    counted once per subtree.
+    counted once per subtree. Computed bottom-up: each module's parameter set is its own
+    parameters plus its children's sets.
     """
     if model is None:
         return [ModuleInfo("", root_type or "step", 0, 0)]
+    named = list(model.named_modules())
+    inclusive: Dict[int, Dict[int, torch.Tensor]] = {}
+
+    def params_of(mod: nn.Module) -> Dict[int, torch.Tensor]:
+        if id(mod) not in inclusive:
+            params = {id(p): p for p in mod.parameters(recurse=False)}
+            for child in mod.children():
+                params.update(params_of(child))
+            inclusive[id(mod)] = params
+        return inclusive[id(mod)]
+
+    for _, mod in named:
+        params_of(mod)
     infos = []
-    for name, mod in model.named_modules():
-        params = {id(p): p for p in mod.parameters()}
-        own = {id(p): p for p in mod.parameters(recurse=False)}
+    for name, mod in named:
+        params = inclusive[id(mod)]
+        own = list(mod.parameters(recurse=False))
         infos.append(
             ModuleInfo(
                 name=name,
                 type=type(mod).__name__,
                 params=sum(p.numel() for p in params.values()),
                 param_bytes=sum(p.numel() * p.element_size() for p in params.values()),
-                self_params=sum(p.numel() for p in own.values()),
-                self_param_bytes=sum(p.numel() * p.element_size() for p in own.values()),
+                self_params=sum(p.numel() for p in own),
+                self_param_bytes=sum(p.numel() * p.element_size() for p in own),
             )
         )
     return infos
@@ -114,6 +128,8 @@ class OpCounter:
         self.optimizer_steps = 0
         self.unusual_layouts: set = set()  # "sparse" / "nested" when such tensors were seen
         self._stack: List[str] = []
+        self._names: Dict[int, str] = {}
+        self._scope: Tuple[str, ...] = ("",)
         self._seq_start: List[int] = []
         self._seq_scope: Dict[int, Tuple[str, ...]] = {}
         self._phase_override: Optional[str] = None
@@ -152,46 +168,54 @@ class OpCounter:
             _ACTIVE.on = False
 
     def _install_module_hooks(self) -> None:
+        """Two global module hooks (cheaper than two per module), filtered to this model."""
         if self.model is None or isinstance(self.model, torch.jit.ScriptModule):
             return
+        self._names = {}
         for name, mod in self.model.named_modules():
-            self._handles.append(mod.register_forward_pre_hook(self._pre_hook(name)))
-            self._handles.append(mod.register_forward_hook(self._post_hook(name), always_call=True))
+            self._names.setdefault(id(mod), name)
+        self._handles.append(nn.modules.module.register_module_forward_pre_hook(self._pre_hook))
+        self._handles.append(nn.modules.module.register_module_forward_hook(self._post_hook, always_call=True))
 
     # ---- attribution ----------------------------------------------------------------
-    def _pre_hook(self, name: str) -> Callable:
-        def hook(module: nn.Module, args: Any) -> None:
-            self._stack.append(name)
-            self._seq_start.append(torch._C._autograd._get_sequence_nr())
-            if torch._C._current_autograd_node() is None:
-                self.calls[name] = self.calls.get(name, 0) + 1
+    def _pre_hook(self, module: nn.Module, args: Any) -> None:
+        name = self._names.get(id(module))
+        if name is None:
+            return
+        self._stack.append(name)
+        self._scope = self._scope_of(self._stack)
+        self._seq_start.append(torch._C._autograd._get_sequence_nr())
+        if torch._C._current_autograd_node() is None:
+            self.calls[name] = self.calls.get(name, 0) + 1
 
-        return hook
+    def _post_hook(self, module: nn.Module, args: Any, output: Any) -> None:
+        name = self._names.get(id(module))
+        if name is None:
+            return
+        if not self._stack or self._stack[-1] != name:
+            # Inconsistent (a forward raised inside a child): log, never raise in the step.
+            warnings.warn(f"torch_roofline: module stack out of order at {name!r}", RuntimeWarning)
+            while self._stack and self._stack[-1] != name:
+                self._stack.pop()
+                self._seq_start.pop()
+            if not self._stack:
+                self._scope = self._scope_of(self._stack)
+                return
+        scope = self._scope_of(self._stack)
+        start = self._seq_start.pop()
+        self._stack.pop()
+        self._scope = self._scope_of(self._stack)
+        for seq in range(start, torch._C._autograd._get_sequence_nr()):
+            self._seq_scope.setdefault(seq, scope)
 
-    def _post_hook(self, name: str) -> Callable:
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
-            if not self._stack or self._stack[-1] != name:
-                # Inconsistent (a forward raised inside a child): log, never raise in the step.
-                warnings.warn(f"torch_roofline: module stack out of order at {name!r}", RuntimeWarning)
-                while self._stack and self._stack[-1] != name:
-                    self._stack.pop()
-                    self._seq_start.pop()
-                if not self._stack:
-                    return
-            scope = self.scope()
-            start = self._seq_start.pop()
-            self._stack.pop()
-            for seq in range(start, torch._C._autograd._get_sequence_nr()):
-                self._seq_scope.setdefault(seq, scope)
-
-        return hook
+    def _scope_of(self, stack: List[str]) -> Tuple[str, ...]:
+        if self.model is None:
+            return ("",)
+        return tuple(stack) if stack and stack[0] == "" else ("",) + tuple(stack)
 
     def scope(self) -> Tuple[str, ...]:
         """The current module call stack, root first."""
-        if self.model is None:
-            return ("",)
-        stack = tuple(self._stack)
-        return stack if stack and stack[0] == "" else ("",) + stack
+        return self._scope
 
     def _opt_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._phase_override = "optimizer"
