@@ -93,7 +93,10 @@ def test_large_gemm_against_measured_roof():
     n = 2048
     a, b = torch.randn(n, n), torch.randn(n, n)
     model = Gemm()
+    from torch_roofline.devices import bench
+
     dev = devices.measure(device="cpu", dtypes=("fp32",), progress=False)  # full sweep: real roofs
+    gemm_rate = bench.run_bench("cpu", ("fp32",), progress=False).gemm["fp32"].max  # cached: same run
     model(a, b)
     prof = RooflineProfiler(model, roof=dev, schedule=schedule(wait=0, warmup=1, active=3))
     with prof:
@@ -104,7 +107,11 @@ def test_large_gemm_against_measured_roof():
     (op,) = [o for o in report.ops if o.op == "aten.mm"]
     assert op.flops == 2 * n ** 3  # 2 * 2048^3 = 17179869184
     assert op.roofline_time_s <= op.time_s or op.suspect
-    assert 0.5 <= op.efficiency <= 1.0 or op.suspect
+    assert 0 < op.efficiency <= 1.0 or op.suspect
+    # Against the measured GEMM rate (issue 3's GEMM sweep) the same GEMM runs at 50-100%. The
+    # measured matrix roof can be higher: it also holds a convolution probe, and on this
+    # project's AMD test machine oneDNN convolutions run at about twice MKL's sgemm rate.
+    assert 0.5 <= (op.flops / op.time_s) / gemm_rate <= 1.0
 
 
 def test_one_shot_and_stepped_training_give_same_flops():

@@ -107,6 +107,10 @@ def run_bench_cmd(args: argparse.Namespace) -> int:
     print(f"{result.device_name}  (torch {result.torch_version}, {'quick' if result.quick else 'full'} run)")
     for key, s in result.gemm.items():
         print(f"  GEMM {key:<5} n={s.size:<5} TFLOP/s  min {s.min / 1e12:8.3f}  median {s.median / 1e12:8.3f}  max {s.max / 1e12:8.3f}")
+    for key, s in result.conv.items():
+        print(f"  conv {key:<5} 3x3     TFLOP/s  min {s.min / 1e12:8.3f}  median {s.median / 1e12:8.3f}  max {s.max / 1e12:8.3f}")
+    for key in result.gemm:
+        print(f"  matrix roof {key}: {result.matrix_peak(key).max / 1e12:.3f} TFLOP/s (best of GEMM and conv)")
     for label, s in (("copy", result.copy), ("triad", result.triad)):
         if s is not None:
             print(f"  {label:<10} {result.array_bytes / 1e6:5.0f} MB  GB/s  min {s.min / 1e9:8.1f}  median {s.median / 1e9:8.1f}  max {s.max / 1e9:8.1f}")
