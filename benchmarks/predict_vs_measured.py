@@ -51,7 +51,7 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = devices.measure(device="cpu", dtypes=("fp32",))  # the full sweep: quick mode is for tests, not roofs
-    print(f"roofs: {dev.name}: fp32 {dev.peak_flops('fp32') / 1e9:.1f} GFLOP/s (measured GEMM), "
+    print(f"roofs: {dev.name}: fp32 {dev.peak_flops('fp32') / 1e9:.1f} GFLOP/s (measured matrix roof: best of GEMM and conv probe), "
           f"{dev.memory_bandwidth / 1e9:.1f} GB/s (STREAM); torch {torch.__version__}, {torch.get_num_threads()} threads")
     ratios = []
     print(f"{'case':32s} {'measured ms':>12s} {'predicted ms':>13s} {'measured/predicted':>19s}")
