@@ -83,10 +83,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from torch_roofline.scalars import finite as _finite, totals_scalars
+
 __all__ = ["Roofline", "RooflinePL", "RooflineSchedule", "rank_summary", "report_scalars"]
 
 _INSTALL_HINT = "pip install torch_roofline[lightning]"
-_BOUNDS = ("compute", "memory", "overhead")
 _FORWARD_RANGE = "roofline::phase::forward"
 
 
@@ -143,40 +144,15 @@ class RooflineSchedule:
 # ----------------------------------------------------------------------------- pure helpers
 
 
-def _finite(value: Any) -> Optional[float]:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 def report_scalars(report_dict: Mapping[str, Any], tag: str = "roofline") -> Dict[str, float]:
-    """The headline scalars of a report (``RooflineReport.to_dict()``), unknowns left out.
+    """The scalars a non-TensorBoard logger gets (:func:`torch_roofline.scalars.totals_scalars`).
 
-    Same tags as the TensorBoard writer: ``<tag>/efficiency_pct`` (0-100),
-    ``<tag>/step_time_s/measured`` and ``/roofline`` (seconds per step),
-    ``<tag>/time_lost_s``, ``<tag>/coverage_pct`` and ``<tag>/bound_time_share_pct/<bound>``.
+    Example::
 
-    Example:
         >>> report_scalars({"totals": {"efficiency": 0.25, "time_s": 0.002}})
         {'roofline/efficiency_pct': 25.0, 'roofline/step_time_s/measured': 0.002}
     """
-    totals = report_dict.get("totals") or {}
-
-    def pct(value: Any) -> Optional[float]:
-        f = _finite(value)
-        return None if f is None else 100.0 * f
-
-    out: Dict[str, Optional[float]] = {
-        f"{tag}/efficiency_pct": pct(totals.get("efficiency")),
-        f"{tag}/step_time_s/measured": _finite(totals.get("time_s")),
-        f"{tag}/step_time_s/roofline": _finite(totals.get("roofline_time_s")),
-        f"{tag}/time_lost_s": _finite(totals.get("time_lost_s")),
-        f"{tag}/coverage_pct": pct(totals.get("coverage")),
-    }
-    share = totals.get("bound_time_share") or {}
-    for bound in _BOUNDS:
-        out[f"{tag}/bound_time_share_pct/{bound}"] = pct(share.get(bound))
-    return {k: v for k, v in out.items() if v is not None}
+    return totals_scalars(report_dict, tag)
 
 
 def rank_summary(reports: Sequence[Optional[Mapping[str, Any]]]) -> Dict[str, Any]:

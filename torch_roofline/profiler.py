@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import warnings
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch

@@ -43,11 +43,11 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 
+from torch_roofline.scalars import BOUNDS as _BOUNDS, finite as _finite, percent as _percent, totals_scalars
 from torch_roofline.tensorboard.metadata import create_summary_metadata
 
 __all__ = ["write_report", "TensorBoardSink", "report_summary_pb", "report_json"]
 
-_BOUNDS = ("compute", "memory", "overhead")
 _MAX_TOP_N = 50  # per-module scalars: 2 tags per module; more than ~100 tags drowns the Scalars tab
 _MAX_TAG_PART = 80  # characters of a module name kept in a tag (the tail: the most specific part)
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
@@ -105,19 +105,6 @@ def report_summary_pb(report_dict: Mapping[str, Any], *, tag: str = "roofline") 
 # ----------------------------------------------------------------------------- pure selection
 
 
-def _finite(value: Any) -> Optional[float]:
-    """``value`` as a float when it is a finite real number, else ``None``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def _percent(share: Any) -> Optional[float]:
-    """A 0-1 share as a percentage (0-100), or ``None`` when unknown."""
-    value = _finite(share)
-    return None if value is None else 100.0 * value
-
-
 def _row_time_s(row: Mapping[str, Any]) -> Optional[float]:
     """Measured time of a row in seconds, or its roofline time for predicted reports."""
     measured = _finite(row.get("time_s"))
@@ -166,18 +153,8 @@ def _scalars(report_dict: Mapping[str, Any], *, tag: str, modules: Mapping[str, 
     Percentages are 0-100; times in seconds; achieved in FLOP/s. ``modules`` maps
     module names to their tag parts.
     """
-    totals = report_dict.get("totals") or {}
     pct = _percent
-    out: Dict[str, Optional[float]] = {
-        f"{tag}/efficiency_pct": pct(totals.get("efficiency")),
-        f"{tag}/step_time_s/measured": _finite(totals.get("time_s")),
-        f"{tag}/step_time_s/roofline": _finite(totals.get("roofline_time_s")),
-        f"{tag}/time_lost_s": _finite(totals.get("time_lost_s")),
-        f"{tag}/coverage_pct": pct(totals.get("coverage")),
-    }
-    share = totals.get("bound_time_share") or {}
-    for bound in _BOUNDS:
-        out[f"{tag}/bound_time_share_pct/{bound}"] = pct(share.get(bound))
+    out: Dict[str, Optional[float]] = dict(totals_scalars(report_dict, tag))
     rows = [r for r in report_dict.get("modules") or [] if isinstance(r, Mapping)]
     phase_all = any(r.get("phase") == "all" for r in rows)
     by_name: Dict[str, Mapping[str, Any]] = {}
