@@ -38,10 +38,11 @@ def op_name(func: Any) -> str:
     return f"{getattr(func, 'namespace', 'aten')}.{packet.__name__}"
 
 
-def compute_dtype(args: Sequence[Any], kwargs: Mapping[str, Any], out: Any, unit: str) -> Optional[str]:
-    """The dtype an op computes in: matrix ops, their first floating input; others, the output."""
-    ins = _tensors(args, kwargs)
-    outs = _tensors(out)
+def compute_dtype(ins: Sequence[torch.Tensor], outs: Sequence[torch.Tensor], unit: str) -> Optional[str]:
+    """The dtype an op computes in: matrix ops, their first floating input; others, the output.
+
+    ``ins`` and ``outs``: the op's input and output tensors.
+    """
     order = ins + outs if unit == "matrix" else outs + ins
     for t in order:
         if t.is_floating_point() or t.is_complex():
@@ -248,7 +249,8 @@ class OpCounter:
                 flops, macs, unit = result.flops, result.macs, result.unit
         elif key not in _f.NO_ARITHMETIC and not _is_view(func) and not _is_marker(func):
             counted = False
-        layout = _unusual_layout((args, kwargs, out))
+        ins, outs = _tensors(args, kwargs), _tensors(out)
+        layout = _unusual_layout(ins, outs)
         if layout is not None:
             self.unusual_layouts.add(layout)
             if flops or (entry is not None and counted):
@@ -268,7 +270,7 @@ class OpCounter:
                 bytes_written=traffic.bytes_written,
                 compulsory_bytes_read=traffic.compulsory_bytes_read,
                 compulsory_bytes_written=traffic.compulsory_bytes_written,
-                dtype=compute_dtype(args, kwargs, out, unit),
+                dtype=compute_dtype(ins, outs, unit),
                 unit=unit,
                 counted=counted,
                 index=len(self.ops),
@@ -276,9 +278,9 @@ class OpCounter:
         )
 
 
-def _unusual_layout(tree: Any) -> Optional[str]:
-    """``"nested"`` or ``"sparse"`` when a tensor in ``tree`` is not a dense strided tensor."""
-    for t in _tensors(tree):
+def _unusual_layout(ins: Sequence[torch.Tensor], outs: Sequence[torch.Tensor]) -> Optional[str]:
+    """``"nested"`` or ``"sparse"`` when a tensor is not a dense strided tensor."""
+    for t in (*ins, *outs):
         if t.is_nested:
             return "nested"
         if t.layout != torch.strided:

@@ -110,8 +110,12 @@ def _tensors(tree: Any) -> List[torch.Tensor]:
 
 def _identity(t: torch.Tensor) -> Tuple[Any, ...]:
     """Same storage, same offset, same shape and strides: the same data."""
+    return _identity_of(t, _storage_key(t))
+
+
+def _identity_of(t: torch.Tensor, storage_key: Any) -> Tuple[Any, ...]:
     try:
-        return (_storage_key(t), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
+        return (storage_key, t.storage_offset(), tuple(t.shape), tuple(t.stride()))
     except RuntimeError:
         return (id(t),)
 
@@ -123,13 +127,15 @@ def _storage_key(t: torch.Tensor) -> Any:
         return ("tensor", id(t))
 
 
-def _unique(ts: Iterable[torch.Tensor]) -> List[torch.Tensor]:
+def _unique(ts: Iterable[torch.Tensor]) -> List[Tuple[torch.Tensor, Any]]:
+    """Distinct tensors (by :func:`_identity`), each with its storage key (computed once)."""
     seen, out = set(), []
     for t in ts:
-        key = _identity(t)
+        sk = _storage_key(t)
+        key = _identity_of(t, sk)
         if key not in seen:
             seen.add(key)
-            out.append(t)
+            out.append((t, sk))
     return out
 
 
@@ -148,9 +154,8 @@ class StepTraffic:
         self._read: Dict[Any, Any] = {}
         self._written: Dict[Any, Any] = {}
 
-    def _remember(self, table: Dict[Any, Any], t: torch.Tensor) -> bool:
-        """True the first time ``t``'s storage enters ``table``."""
-        key = _storage_key(t)
+    def _remember(self, table: Dict[Any, Any], t: torch.Tensor, key: Any) -> bool:
+        """True the first time ``t``'s storage (``key``) enters ``table``."""
         if key in table:
             return False
         try:
@@ -174,26 +179,26 @@ class StepTraffic:
         outputs = _unique(_tensors(out) + _tensors(out_kw))
         if key in _NO_READ_OF_DEST and args and isinstance(args[0], torch.Tensor):
             dest = _identity(args[0])
-            inputs = [t for t in inputs if _identity(t) != dest]
+            inputs = [(t, sk) for t, sk in inputs if _identity_of(t, sk) != dest]
         if key in _FACTORY_LIKE:
             inputs = []
         if key in _GATHERS:
-            reads = self._gather_reads(key, args, outputs)
+            reads = self._gather_reads(key, args, [t for t, _ in outputs])
         else:
-            reads = [(t, tensor_bytes(t)) for t in inputs]
-        writes = [(t, tensor_bytes(t)) for t in outputs]
-        bytes_read = sum(b for _, b in reads)
-        bytes_written = sum(b for _, b in writes)
+            reads = [(t, sk, tensor_bytes(t)) for t, sk in inputs]
+        writes = [(t, sk, tensor_bytes(t)) for t, sk in outputs]
+        bytes_read = sum(b for _, _, b in reads)
+        bytes_written = sum(b for _, _, b in writes)
         comp_read = 0
-        for t, b in reads:
-            produced = _storage_key(t) in self._written
-            if self._remember(self._read, t) and not produced:
+        for t, sk, b in reads:
+            produced = sk in self._written
+            if self._remember(self._read, t, sk) and not produced:
                 comp_read += b
-        comp_written = sum(b for t, b in writes if self._remember(self._written, t))
+        comp_written = sum(b for t, sk, b in writes if self._remember(self._written, t, sk))
         return Traffic(bytes_read, bytes_written, comp_read, comp_written)
 
     @staticmethod
-    def _gather_reads(key: Any, args: Sequence[Any], outputs: List[torch.Tensor]) -> List[Tuple[torch.Tensor, int]]:
+    def _gather_reads(key: Any, args: Sequence[Any], outputs: List[torch.Tensor]) -> List[Tuple[torch.Tensor, Any, int]]:
         """A gather reads its indices and the rows it gathers (the output's bytes)."""
         gathered = sum(tensor_bytes(o) for o in outputs)
         tensors = _tensors(list(args))
@@ -201,6 +206,6 @@ class StepTraffic:
             return []
         # embedding(weight, indices); index_select(self, dim, index); index(self, indices)
         source, index_tensors = tensors[0], tensors[1:]
-        reads = [(source, min(gathered, tensor_bytes(source)))]
-        reads += [(t, tensor_bytes(t)) for t in index_tensors]
+        reads = [(source, _storage_key(source), min(gathered, tensor_bytes(source)))]
+        reads += [(t, _storage_key(t), tensor_bytes(t)) for t in index_tensors]
         return reads
