@@ -154,8 +154,16 @@ def _torch_formula(fn: Callable[..., int]) -> Formula:
     # torch's registered formulas are already shape-wrapped: they take raw args and out_val.
     # NB: they count real arithmetic; a complex multiply-accumulate is 4 real MACs (4 real
     # multiplies, 4 adds), so complex matrix work is x4 (see the module docstring).
+    # The registry's wrapper (``shape_wrapper``) maps tensors to shapes with torch's general
+    # pytree, the largest part of a call; the raw formula it wraps (``__wrapped__``) gets the
+    # same shapes from our aten-only walk instead.
+    raw = getattr(fn, "__wrapped__", None)
+
     def call(*args: Any, out: Any = None, **kwargs: Any) -> int:
-        flops = int(fn(*args, out_val=out, **kwargs))
+        if raw is not None:
+            flops = int(raw(*_tree_shapes(args), out_shape=_tree_shapes(out), **_tree_shapes(kwargs)))
+        else:
+            flops = int(fn(*args, out_val=out, **kwargs))
         if any(_is_complex(t) for t in _tensors(args, kwargs)):
             flops *= 4
         return flops
