@@ -881,7 +881,8 @@ def _notes(costs, ops, roofs, predicted, measured) -> List[str]:
         if suspect:
             notes.append(
                 f"{len(suspect)} op row(s) lie above their roof (efficiency > 100%, flagged "
-                f"suspect): check the roof (dtype, unit, measured vs datasheet) or the timing"
+                f"suspect): check the roof (dtype, unit, measured vs datasheet) or the timing; a memory-bound "
+                "op whose data stayed in cache can beat the DRAM bandwidth roof"
             )
     return notes
 

@@ -60,7 +60,9 @@ def conv_tf32(ops: Sequence[OpCost], device: Any) -> Tuple[OpCost, ...]:
     :meth:`Device.roof` follows; on a device with a TF32 matrix roof those convolutions are
     measured against it, not against the fp32 CUDA-core peak.
     """
-    if not torch.backends.cudnn.allow_tf32 or not device.has_peak("tf32", "matrix"):
+    # Only a device with real TF32 matrix units (a "tf32:matrix" peak of its own, not a
+    # fallback to another unit) runs cuDNN's TF32 convolutions.
+    if not torch.backends.cudnn.allow_tf32 or "tf32:matrix" not in getattr(device, "peaks", {}):
         return tuple(ops)
     return tuple(
         dataclasses.replace(o, dtype="tf32") if o.op in _CONVOLUTIONS and o.dtype == "float32" else o

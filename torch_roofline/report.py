@@ -798,7 +798,7 @@ def _format_table(report: RooflineReport, *, depth, top, sort, phase, level, ext
     text = tabulate(body, headers=headers, tablefmt="simple", disable_numparse=True, colalign=colalign)
     parts = [text if body else f"(no {level} rows for phase={phase!r}, depth={depth!r})"]
     if any_suspect:
-        parts.append("! above its roof (suspect: wrong roof, sparse peak or a measurement error)")
+        parts.append("! above its roof (suspect: wrong roof, sparse peak, cache-resident data or a measurement error)")
     if extras:
         parts.append(_time_lost_text(report))
         parts.append(_uncounted_text(report))
