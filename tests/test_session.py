@@ -84,12 +84,16 @@ def test_session_prints_no_kineto_noise(capfd, setup):
 
 def test_fresh_process_shows_no_device_count_error():
     # gpuGetDeviceCount is printed once per process, at the first export: use a new one.
+    # The block frees tensors allocated before the session: c10's allocator note about them
+    # ("Memory block of unknown size ...") must not reach the user either.
     code = ("import torch\nfrom torch_roofline.timing.session import ProfileSession\n"
-            "with ProfileSession() as s:\n    torch.ones(4) + 1\nassert s.trace.events\n")
+            "xs = [torch.randn(1000) for _ in range(3)]\n"
+            "with ProfileSession() as s:\n    torch.ones(4) + 1\n    del xs[:]\nassert s.trace.events\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=120, env={**os.environ, "PYTHONPATH": ROOT})
     assert proc.returncode == 0, proc.stderr
     assert "gpuGetDeviceCount" not in proc.stderr and "profiler_st" not in proc.stderr
+    assert "Memory block of unknown size" not in proc.stderr
 
 
 # ----------------------------------------------------------------------------- live CPU step

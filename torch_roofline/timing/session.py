@@ -130,8 +130,14 @@ class ProfileSession:
             with_stack=False,
             experimental_config=self._experimental_config(),
         )
+        # With profile_memory, the first free of a block allocated before the session makes
+        # c10 print "Memory block of unknown size was allocated before the profiling
+        # started" (once per process, straight to fd 2, usually mid-step). Free one such block
+        # right here, inside the quiet window, so that warning never reaches the user.
+        primer = torch.empty(1) if self._profile_memory else None
         with quiet_native_stderr():
             prof.__enter__()
+            del primer
         self._prof = prof
         return self
 
