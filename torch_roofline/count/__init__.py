@@ -93,7 +93,8 @@ def count(
     if isinstance(model, nn.Module):
         _check_devices(model, inputs)
     infos = module_infos(tree, root_type=getattr(model, "__name__", None))
-    with OpCounter(tree, formulas) as counter:
+    on_meta = any(t.is_meta for t in _tensors_of(tree, inputs))
+    with OpCounter(tree, formulas, meta_attention=on_meta) as counter:
         run_step(model, inputs, backward=backward, loss_fn=loss_fn, optimizer=optimizer)
     if not counter.ops:
         notes.append("no aten op ran in the step: every count is zero because nothing was computed")
@@ -153,6 +154,14 @@ def run_step(
         if optimizer is not None:
             optimizer.step()
     return output
+
+
+def _tensors_of(tree: Optional[nn.Module], inputs: Inputs) -> list:
+    """The model's parameters and buffers and the input tensors (to see which device they are on)."""
+    found = [x for x in tree_flatten(inputs)[0] if isinstance(x, torch.Tensor)]
+    if tree is not None:
+        found += list(tree.parameters()) + list(tree.buffers())
+    return found
 
 
 def _default_loss(output: Any) -> torch.Tensor:

@@ -18,6 +18,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.optim.optimizer as _optim
 from torch import nn
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch_roofline.count._tree import tensors as _tensors
 
@@ -89,6 +91,35 @@ def module_infos(model: Optional[nn.Module], root_type: Optional[str] = None) ->
     return infos
 
 
+class _MetaAttention(TorchFunctionMode):
+    """On the meta device, count ``F.scaled_dot_product_attention`` as the fused kernel.
+
+    CPU and CUDA runs dispatch SDPA to a fused kernel (flash / memory-efficient), which reads
+    Q, K and V once and writes the output once. Meta tensors have no fused kernel, so torch
+    falls back to its math path (matmul, softmax, and for bf16/fp16 an up-cast of K and V to
+    fp32): other ops and several times the traffic. This mode routes meta SDPA calls to
+    ``aten._scaled_dot_product_flash_attention_for_cpu``, which has meta and backward
+    kernels; calls it cannot express (grouped-query ``enable_gqa``, dropout) keep the default.
+    """
+
+    def __torch_function__(self, func: Any, types: Any, args: Tuple = (), kwargs: Optional[Dict] = None) -> Any:
+        kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention and args and getattr(args[0], "is_meta", False):
+            routed = _flash_on_meta(*args, **kwargs)
+            if routed is not None:
+                return routed
+        return func(*args, **kwargs)
+
+
+def _flash_on_meta(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: Any = None,
+                   dropout_p: float = 0.0, is_causal: bool = False, scale: Optional[float] = None,
+                   enable_gqa: bool = False) -> Optional[torch.Tensor]:
+    if enable_gqa or dropout_p or query.dim() != 4 or query.shape[1] != key.shape[1]:
+        return None
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        query, key, value, 0.0, is_causal, attn_mask=attn_mask, scale=scale)[0]
+
+
 class _Mode(TorchDispatchMode):
     def __init__(self, counter: "OpCounter") -> None:
         super().__init__()
@@ -120,8 +151,12 @@ class OpCounter:
         model: Optional[nn.Module] = None,
         formulas: Optional[Mapping[Any, Callable]] = None,
         scalar_values: Optional[Mapping[int, Any]] = None,
+        meta_attention: bool = False,
     ) -> None:
         self.model = model
+        # Only on the meta device: a TorchFunctionMode also switches off fast paths (e.g.
+        # nn.MultiheadAttention's) that a CPU or CUDA run would take, and meta runs take none.
+        self.meta_attention = meta_attention
         self.scalar_values = dict(scalar_values or {})
         self.formulas = dict(formulas or {})
         self.ops: List[OpCost] = []
@@ -150,6 +185,8 @@ class OpCounter:
             self._install_module_hooks()
             self._handles.append(_optim.register_optimizer_step_pre_hook(self._opt_pre))
             self._handles.append(_optim.register_optimizer_step_post_hook(self._opt_post))
+            if self.meta_attention:
+                self._exit.enter_context(_MetaAttention())
             self._exit.enter_context(_Mode(self))
         except BaseException:
             self._cleanup()

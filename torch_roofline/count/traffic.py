@@ -18,7 +18,9 @@
 ``compulsory`` model (the lower bound a perfectly fused step could reach): each distinct
 storage is read at most once (weights, inputs: the first time an op reads them) and
 written at most once (activations: the first time an op writes them); a storage the step
-itself produced is never read back from memory.
+itself produced whole is never read back from memory. A partial write (a slice, e.g. one
+new token's slot in a preallocated KV cache) does not make the rest of the storage
+"produced": reading it later still costs its bytes once.
 """
 
 from __future__ import annotations
@@ -127,6 +129,13 @@ def _storage_key(t: torch.Tensor) -> Any:
         return ("tensor", id(t))
 
 
+def _storage_nbytes(t: torch.Tensor) -> int:
+    try:
+        return t.untyped_storage().nbytes()
+    except (RuntimeError, NotImplementedError, AttributeError):
+        return 0
+
+
 def _unique(ts: Iterable[torch.Tensor]) -> List[Tuple[torch.Tensor, Any]]:
     """Distinct tensors (by :func:`_identity`), each with its storage key (computed once)."""
     seen, out = set(), []
@@ -153,6 +162,7 @@ class StepTraffic:
         self._weakref = StorageWeakRef
         self._read: Dict[Any, Any] = {}
         self._written: Dict[Any, Any] = {}
+        self._produced: set = set()  # storages an op wrote whole: later reads are free
 
     def _remember(self, table: Dict[Any, Any], t: torch.Tensor, key: Any) -> bool:
         """True the first time ``t``'s storage (``key``) enters ``table``."""
@@ -191,10 +201,13 @@ class StepTraffic:
         bytes_written = sum(b for _, _, b in writes)
         comp_read = 0
         for t, sk, b in reads:
-            produced = sk in self._written
+            produced = sk in self._produced
             if self._remember(self._read, t, sk) and not produced:
                 comp_read += b
         comp_written = sum(b for t, sk, b in writes if self._remember(self._written, t, sk))
+        for t, sk, b in writes:
+            if b >= _storage_nbytes(t):
+                self._produced.add(sk)
         return Traffic(bytes_read, bytes_written, comp_read, comp_written)
 
     @staticmethod
