@@ -112,7 +112,6 @@ def main(argv=None) -> int:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as root:
         fit_seconds(5, False, args.batch, root)  # imports, thread pools, allocator: for both kinds
-        fit_seconds(5, True, args.batch, root)
         if args.profile:
             print(_profile(args.steps, args.batch, root))
             return 0

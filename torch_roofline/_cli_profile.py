@@ -38,10 +38,11 @@ def run(args: argparse.Namespace) -> int:
 
     from torch_roofline._models import load_model
     from torch_roofline.count import run_step
-    from torch_roofline.profiler import RooflineProfiler, schedule
+    from torch_roofline.profiler import RooflineProfiler, resolve_device, schedule
 
     if args.steps < 1:
         raise ValueError(f"--steps {args.steps}: expected at least 1")
+    device = resolve_device(args.roof, torch.device(args.device))  # a bad --roof fails before any work
     spec = load_model(args.model, args.input_shape, dtype=args.dtype, device=args.device, train=args.train)
     model = spec.model
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3) if args.train else None
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
     _say(f"{spec.label}: warm-up step")
     one_step()
-    prof = RooflineProfiler(model, device=args.device, roof=args.roof, memory_model=args.memory_model,
+    prof = RooflineProfiler(model, device=args.device, roof=device, memory_model=args.memory_model,
                             backward=args.train, loss_fn=spec.loss_fn,
                             schedule=schedule(wait=0, warmup=1, active=args.steps))
     t0 = time.perf_counter()

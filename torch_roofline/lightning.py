@@ -260,25 +260,52 @@ def _is_forward_redirect(module: torch.nn.Module) -> bool:
 
 def _profiler_class() -> type:
     from torch_roofline.profiler import RooflineProfiler
+    from torch_roofline.timing.session import ProfileSession
 
     class _LightningProfiler(RooflineProfiler):
-        """RooflineProfiler that skips Lightning's forward redirection when capturing."""
+        """RooflineProfiler that skips Lightning's forward redirection when capturing.
+
+        ``record_shapes=True`` (distributed runs only: it costs a little per op) makes the
+        trace carry the collectives' tensor shapes, from which their bytes are read.
+        """
+
+        def __init__(self, model: Any, *, record_shapes: bool = False, **kwargs: Any) -> None:
+            super().__init__(model, **kwargs)
+            if record_shapes:
+                self._session = ProfileSession(schedule=kwargs.get("schedule"), record_shapes=True,
+                                               profile_memory=kwargs.get("profile_memory", True))
 
         def _capture(self, module: Any, args: Any, kwargs: Any) -> None:
             if not _is_forward_redirect(module):
                 super()._capture(module, args, kwargs)
 
+        @property
+        def trace(self) -> Any:
+            """The recorded trace of the window (:class:`~torch_roofline.timing.trace.Trace`)."""
+            return self._session.trace
+
     return _LightningProfiler
+
+
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 
 class _Window:
-    """One profiling window: the profiler, the closure range and the step count."""
+    """One profiling window: the profiler, the closure range and the step count.
 
-    def __init__(self, profiler: Any, start_step: int, length: int) -> None:
+    ``kind``: ``"train"`` (optimizer steps; Lightning's closure gets a forward range) or
+    ``"val"`` (validation batches, forward only).
+    """
+
+    def __init__(self, profiler: Any, start_step: int, length: int, kind: str = "train") -> None:
         self.profiler = profiler
         self.start_step = start_step
         self.length = length
+        self.kind = kind
         self.steps_done = 0
         self._hook: Any = None
 
@@ -287,7 +314,8 @@ class _Window:
 
         self.profiler.__enter__()
         try:
-            self._hook = optim.register_optimizer_step_pre_hook(_range_the_closure)
+            if self.kind == "train":
+                self._hook = optim.register_optimizer_step_pre_hook(_range_the_closure)
         except BaseException:
             self.profiler.__exit__(None, None, None)
             raise

@@ -5,9 +5,11 @@ The trace gives the times (the same reader and attribution the live profiler use
 
 1. ``model`` and ``inputs``: the counter's analytic FLOPs and bytes, joined to the trace's
    ops by (module, phase, op);
-2. CUPTI hardware counters in the trace (``cuda_profiler_range`` events): measured FLOPs per
+2. the trace's recorded shapes (``record_shapes=True``): each op row's call rebuilt with
+   meta tensors and counted (:mod:`torch_roofline.timing.shapes`);
+3. CUPTI hardware counters in the trace (``cuda_profiler_range`` events): measured FLOPs per
    kernel, summed per op (bytes from DRAM counters where recorded, else unknown);
-3. neither: a timing-only report, every op listed as uncounted.
+4. none of these: a timing-only report, every op listed as uncounted.
 
 The roofs come from the trace header's GPU name (``deviceProperties``) looked up in the
 catalog, or from ``roof=``; a CPU trace uses this machine's CPU roofs, with a note.
@@ -30,6 +32,7 @@ from torch_roofline.records import OpCost
 from torch_roofline.report import RooflineReport
 from torch_roofline.timing.attribution import TraceTiming, attribute
 from torch_roofline.timing.counters import KernelCounters, kernel_counters
+from torch_roofline.timing.shapes import has_recorded_shapes, per_step, shape_costs
 from torch_roofline.timing.trace import Trace, load_trace
 
 __all__ = ["from_trace", "trace_device", "counter_costs", "CounterComparison", "compare_counters"]
@@ -154,8 +157,9 @@ def from_trace(
     Args:
         path: a Chrome/Kineto trace (``.json`` or ``.json.gz``) or a loaded :class:`Trace`.
         model, inputs: the traced model and its inputs (a meta model with meta inputs is fine):
-            FLOPs and bytes then come from the counter. Without them, from the trace's CUPTI
-            counters when present, else the report is timing-only.
+            FLOPs and bytes then come from the counter. Without them, from the trace's recorded
+            shapes when present (ops named as the trace's outermost aten ops: ``aten.conv2d``,
+            ``aten.linear``), else its CUPTI counters, else the report is timing-only.
         roof: roofs to use (catalog name, roofs file, ``Device``); default: the trace's GPU.
         backward: the traced step ran backward too (for counting with ``model``).
         loss_fn: the loss the traced step used (for counting its backward exactly).
@@ -185,12 +189,19 @@ def from_trace(
             notes.append("the trace has no torch_roofline module ranges: every op is joined on the root module")
     else:
         timing = attribute(trace)
-        kcs = kernel_counters(trace, op_names={o.op for o in timing.ops}) if trace.of_kind("cuda_profiler_range") else ()
-        costs = counter_costs(kcs)
-        if costs:
-            notes.append("FLOPs from CUPTI SASS counters (CUDA-core instructions; tensor-core work is not counted)")
+        if timing.ops and has_recorded_shapes(trace):
+            shaped = shape_costs(trace, timing)
+            costs, step_notes = per_step(shaped.costs, max(steps or timing.steps, 1))
+            notes.append("FLOPs and bytes from the trace's recorded shapes (record_shapes=True), each op "
+                         "replayed on meta tensors; compulsory bytes per op (the trace records no tensor identities)")
+            notes.extend(shaped.summary() + step_notes)
         else:
-            notes.append("no model and no hardware counters: timing only, every op uncounted")
+            kcs = kernel_counters(trace, op_names={o.op for o in timing.ops}) if trace.of_kind("cuda_profiler_range") else ()
+            costs = counter_costs(kcs)
+            if costs:
+                notes.append("FLOPs from CUPTI SASS counters (CUDA-core instructions; tensor-core work is not counted)")
+            else:
+                notes.append("no model, no recorded shapes and no hardware counters: timing only, every op uncounted")
     dev = trace_device(trace, roof)
     if trace.device() is None and roof is None:
         notes.append(f"CPU trace: roofs of this machine's CPU ({dev.name}) are used")
