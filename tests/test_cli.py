@@ -57,7 +57,7 @@ def test_profile_writes_report_csv_and_chart(tmp_path, capsys):
     (["count", "nosuchpkg.mod:factory", "--input-shape", "1,3,8,8"], "cannot import"),
     (["count", "torchvision:resnet18", "--input-shape", "1,a,8"], "comma-separated integers"),
     (["count", "torchvision:resnet18"], "--input-shape"),
-    (["profile", "torchvision:resnet18", "--input-shape", "1,3,32,32", "--roof", "no-such-gpu"], "closest catalog devices"),
+    (["profile", "torchvision:resnet18", "--input-shape", "1,3,32,32", "--roof", "no-such-gpu"], "unknown device"),
 ])
 def test_bad_input_names_the_problem(argv, message, capsys):
     assert cli(argv) == 1

@@ -74,9 +74,6 @@ def test_forward_flops_from_recorded_shapes():
     assert _op(report, "aten.flatten").flops == 0  # a view
     assert report.totals.flops == CONV_FLOPS + RELU_FLOPS + LINEAR_FLOPS
     assert any("FLOPs and bytes from the trace's recorded shapes" in n for n in report.notes)
-    # conv and linear run on the matrix roof, relu on the vector roof
-    assert _op(report, "aten.conv2d").roof.unit == "matrix"
-    assert _op(report, "aten.relu").roof.unit == "vector"
 
 
 def test_same_as_counting_the_model_and_flop_counter_mode():
@@ -114,6 +111,9 @@ def test_costs_line_up_with_timing_rows():
     assert [(c.op, c.module, c.phase, c.index) for c in costs] == [
         (r.op, r.module, r.phase, r.index) for r in timing.ops]
     assert all(c.counted for c in costs)
+    # conv and linear are matrix work (the unit of their dispatched convolution / addmm), relu vector
+    assert {c.op: c.unit for c in costs} == {"aten.conv2d": "matrix", "aten.relu": "vector",
+                                             "aten.flatten": "vector", "aten.linear": "matrix"}
     sc = shape_costs(trace, timing)
     assert sc.dispatched["aten.conv2d"] == ("aten.convolution",)
     assert sc.dispatched["aten.linear"] == ("aten.t", "aten.addmm")
@@ -152,7 +152,9 @@ def test_scalars_lists_and_dtypes_are_rebuilt(tmp_path):
     for o in counted.ops:
         by_op[o.op] = by_op.get(o.op, 0) + o.flops
     assert _op(report, "aten.layer_norm").flops == by_op["aten.native_layer_norm"]
-    assert _op(report, "aten.add").flops == 2 * 4 * 6  # 1 per output element (alpha folded in)
+    # x + 2.5 * x: a multiply and an add per output element, 2 * (2*4*6) = 96; with alpha lost
+    # (default 1) it would be 48, so this checks the recorded scalar was read back
+    assert _op(report, "aten.add").flops == 2 * 2 * 4 * 6
     assert _op(report, "aten.matmul").flops == 2 * 3 * 4 * 3  # [3,4] @ [4,3]: 2*M*K*N
     assert _op(report, "aten.matmul").dtype == "float16"
     assert _op(report, "aten.cat").bytes_written == 2 * 8 * 6 * 4  # (2, 8, 6) float32
