@@ -20,7 +20,13 @@ from torch import nn
 
 L = pytest.importorskip("lightning.pytorch")
 
-from torch_roofline.lightning import Roofline, RooflineSchedule, rank_summary, report_scalars  # noqa: E402
+from torch_roofline.lightning import (  # noqa: E402
+    Roofline,
+    RooflineSchedule,
+    comm_scalars,
+    rank_summary,
+    report_scalars,
+)
 
 ROOF = "i9-10980xe"  # a catalog CPU: no bandwidth benchmark inside the tests
 STEPS = 6  # wait 2 + warmup 1 + active 2, plus one
@@ -56,6 +62,10 @@ def make_module(base, fail_at=None):
             loss = nn.functional.cross_entropy(self(x), y)
             self.losses.append(loss.item())
             return loss
+
+        def validation_step(self, batch, batch_idx):
+            x, y = batch
+            self.log("val_loss", nn.functional.cross_entropy(self(x), y))
 
         def configure_optimizers(self):
             return torch.optim.Adam(self.parameters(), lr=1e-2)
@@ -129,6 +139,11 @@ def test_report_scalars_and_rank_summary_by_hand():
     assert s["straggler_spread"] == pytest.approx(2 / 3)
     (row,) = s["modules"]
     assert (row["time_s_mean"], row["time_s_min"], row["time_s_max"], row["spread"]) == (2.0, 1.0, 3.0, 1.0)
+    # 2 ms of a 10 ms step in collectives -> 20 %; efficiency 0.5 -> 50 %; unknown bytes left out
+    assert comm_scalars({"time_s": 0.002, "bus_bytes": None, "step_time_share": 0.2, "efficiency": 0.5}) == {
+        "roofline/comm/time_s": 0.002, "roofline/comm/step_time_share_pct": 20.0, "roofline/comm/efficiency_pct": 50.0}
+    with pytest.raises(ValueError, match="interconnect_bandwidth=0"):
+        Roofline(interconnect_bandwidth=0)
 
 
 # ----------------------------------------------------------------------------- TensorBoard
@@ -188,6 +203,8 @@ def test_tensorboard_logger_feeds_the_roofline_tab_and_scalars(tensorboard_run):
                         .get_data(as_text=True))
     assert [point[1] for point in series] == [step]
     assert os.path.isfile(os.path.join(logger.log_dir, "roofline", f"step{step}", "report.json"))
+    images = json.loads(client.get("/data/plugin/images/tags").get_data(as_text=True))
+    assert "roofline/chart" in images["."]  # the chart, rendered once for the image and roofline.png
     assert len(callback.reports) == 1 and callback.state_dict() == {"windows_done": [2]}
     assert_nothing_left(module)
 
@@ -289,3 +306,65 @@ def test_missing_namespace_names_the_extra(monkeypatch):
     monkeypatch.delitem(vars(module), "RooflinePL", raising=False)
     with pytest.raises(ImportError, match=r"pip install torch_roofline\[lightning\]"):
         module.RooflinePL
+
+
+# ----------------------------------------------------------------------------- validation, compile
+
+
+def test_validation_is_off_by_default_and_profiled_separately_when_on(tmp_path):
+    def run(callback, name):
+        logger = L.loggers.CSVLogger(str(tmp_path), name=name, version=0)
+        torch.manual_seed(0)
+        trainer = L.Trainer(
+            max_steps=STEPS, accelerator="cpu", devices=1, callbacks=[callback], logger=logger,
+            default_root_dir=str(tmp_path), enable_progress_bar=False, enable_model_summary=False,
+            enable_checkpointing=False, val_check_interval=STEPS - 1, limit_val_batches=4, num_sanity_val_steps=2,
+        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*(does not have many workers|LeafSpec|litlogger|log_every).*")
+            trainer.fit(make_module(L.LightningModule), loader(), loader(n=32, batch=4))
+        return logger
+
+    off = Roofline(roof=ROOF, plot=False)
+    run(off, "off")
+    assert len(off.reports) == 1 and off.val_reports == []
+    on = Roofline(roof=ROOF, plot=False, validation=True)
+    logger = run(on, "on")
+    assert len(on.reports) == 1  # training unchanged
+    (val,) = on.val_reports  # the sanity check is skipped; the run after step 5 is profiled
+    assert val.steps == 2 and {row.phase for row in val.modules} <= {"forward", "all"}
+    assert not [r for r in val.ops if r.phase in ("backward", "optimizer")]  # forward only
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        nn.Conv2d(3, 8, 3, padding=1)(torch.randn(4, 3, 8, 8))  # the validation batch is 4
+    assert val.module("net.conv", "forward").flops == counter.get_total_flops()
+    assert on.state_dict() == {"windows_done": [2], "val_windows_done": [STEPS - 1]}
+    assert os.path.isfile(os.path.join(logger.log_dir, "roofline", "val", f"step{STEPS - 1}", "report.json"))
+    with open(os.path.join(logger.log_dir, "metrics.csv")) as f:
+        header = next(csv.reader(f))
+    assert "roofline_val/step_time_s/measured" in header and "roofline/step_time_s/measured" in header
+
+
+def test_torch_compile_warns_and_the_fit_finishes(tmp_path):
+    class Compiled(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.compile(TinyConv(), backend="eager")  # dynamo without codegen: cheap
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return nn.functional.cross_entropy(self(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    callback = Roofline(roof=ROOF, plot=False, dirpath=str(tmp_path / "out"))
+    module = Compiled()
+    with pytest.warns(UserWarning, match=r"'net' run\(s\) under torch.compile"):
+        trainer, _ = fit(tmp_path, [callback], False, module=module)
+    assert trainer.global_step == STEPS and callback._window is None
+    assert_nothing_left(module)

@@ -86,3 +86,17 @@ def test_ddp_two_cpu_processes_rank_zero_writes_once(tmp_path):
         header, *rows = f.read().splitlines()
     assert "roofline/ranks/straggler_spread_pct" in header.split(",")
     assert sum(1 for r in rows if r.split(",")[header.split(",").index("roofline/efficiency_pct")]) == 1
+    # Communication: DDP all-reduces every gradient once per step. Parameters: conv 8*3*3*3 + 8 = 224,
+    # linear 4*8 + 4 = 36 -> 260 float32 = 1040 bytes; ring all_reduce on n = 2 ranks sends
+    # 2*(n-1)/n = 1 x the message per rank (NCCL's bus-bandwidth convention) -> 1040 bytes per step.
+    param_bytes = 4 * ((8 * 3 * 3 * 3 + 8) + (4 * 8 + 4))
+    comms = ranks["communication"]
+    assert len(comms) == 2
+    for comm in comms:
+        assert comm["by_name"]["all_reduce"] == 1.0, comm
+        assert comm["by_phase"]["backward"]["bus_bytes"] == param_bytes, comm  # DDP's gradient bucket
+        # Lightning also broadcasts a small flag each step (8 bytes, outside the backward): counted too.
+        assert comm["bus_bytes"] >= param_bytes and comm["time_s"] > 0
+        assert comm["interconnect_bandwidth"] is None and "no interconnect roof" in comm["note"]
+    column = header.split(",").index("roofline/comm/bus_bytes")
+    assert [float(r.split(",")[column]) for r in rows if r.split(",")[column]] == [comms[0]["bus_bytes"]]

@@ -111,7 +111,8 @@ def test_large_gemm_against_measured_roof():
     # Against the measured GEMM rate (issue 3's GEMM sweep) the same GEMM runs at 50-100%. The
     # measured matrix roof can be higher: it also holds a convolution probe, and on this
     # project's AMD test machine oneDNN convolutions run at about twice MKL's sgemm rate.
-    assert 0.5 <= (op.flops / op.time_s) / gemm_rate <= 1.0
+    # (up to 10% above it: the bench's best sample and this run are separate timings)
+    assert 0.5 <= (op.flops / op.time_s) / gemm_rate <= 1.1
 
 
 def test_one_shot_and_stepped_training_give_same_flops():

@@ -36,7 +36,8 @@ RELU_FLOPS = 6_272
 
 def _net():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 14 * 14, 10)), torch.randn(4, 3, 16, 16)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 14 * 14, 10))
+    return model, torch.randn(4, 3, 16, 16)
 
 
 def _raw_outer_ops(path):

@@ -22,17 +22,33 @@ with ``accumulate_grad_batches=k`` one step is ``k`` batches)::
 ``torch.compile``); ``warmup`` (1) runs the profiler without keeping its results (its own
 start-up cost); ``active`` (2) steps are recorded and averaged. ``every_n_steps=None``
 (default) profiles once; ``every_n_steps=N`` opens a new window every ``N`` steps after the
-first. Outside a window the callback costs two integer comparisons per batch.
+first.
+
+**Validation** (``validation=True``; default off): the first ``warmup + active`` batches
+of a validation run (sanity check excluded, first dataloader only) are profiled forward
+only, into a separate report: ``val_reports``, tag ``<tag>_val``, files under
+``roofline/val/step<N>/``. Validation windows follow the same schedule: window ``k`` is
+the first validation run at or after training window ``k``'s start step.
 
 **Logging** (rank zero only; every rank measures). For each logger in ``trainer.loggers``:
 a ``TensorBoardLogger`` gets the full TensorBoard output of
-:meth:`~torch_roofline.report.RooflineReport.to_tensorboard` at the trainer's global step
+:func:`~torch_roofline.tensorboard.summary.write_report` at the trainer's global step
 (scalars under ``roofline/``, text, chart image, the Roofline tab's data); any other
 logger gets the scalars through ``log_metrics``. Files always go to
 ``<log_dir>/roofline/step<N>/``: ``report.json``, ``roofline.png``, and under distributed
 training ``report-rank<r>.json`` for every rank and ``ranks.json``, the cross-rank
 summary. Without a logger the files go to ``<default_root_dir>/roofline/`` and one
 warning says so.
+
+**Overhead.** Outside a window the callback costs two integer comparisons per batch. At
+the end of a window the training thread closes the profiler, replays the forward on fake
+tensors and analyses (~0.1-0.3 s on a CPU, most of it the first fake-tensor replay of the
+process) and logs the scalars; the chart (drawn once per window, shared by
+``roofline.png`` and the TensorBoard image), the TensorBoard events and the files are
+written by a background thread while training goes on (matplotlib's object API, no
+pyplot). That thread is joined before the next window's writes, at the end of training,
+on an exception and at teardown, so ``fit`` returns only once everything is written.
+``benchmarks/lightning_overhead.py`` measures the whole cost against a plain ``fit``.
 
 **Distributed** (DDP, ``ddp_spawn``): each rank profiles its own steps; the reports are
 gathered to rank 0 with ``torch.distributed.gather_object`` (a few kB each). Rank 0 writes
@@ -41,6 +57,19 @@ its own report as ``report.json`` (and to the loggers), every rank's as
 across ranks and the straggler spread ``(max - min) / mean``; scalars
 ``roofline/ranks/step_time_s_mean``, ``…/step_time_s_max`` and
 ``…/straggler_spread_pct``.
+
+**Collective communication** (DDP's gradient ``all_reduce``, and any ``all_gather``,
+``reduce_scatter``, ``broadcast`` in the step) runs in C10D, which the op counter does not
+see; under distributed training the window's trace is recorded with shapes and
+:mod:`torch_roofline.timing.collectives` reads every ``gloo:``/``nccl:`` collective from
+it: bytes per rank by NCCL's bus-bandwidth convention (ring all_reduce: ``2 (n - 1) / n``
+x the message bytes), time, and the phase that issued it, placed against the interconnect
+roof (``interconnect_bandwidth=`` in B/s per direction, else half the catalog's aggregate
+bidirectional link figure; CPUs have none, and get no roof and a note). Each rank's
+summary is in ``ranks.json`` under ``communication`` and in a note of its report; rank 0's
+is logged as ``roofline/comm/time_s``, ``…/bus_bytes``, ``…/step_time_share_pct`` and
+``…/efficiency_pct``. Collective time overlaps the backward's compute, so its share of the
+step is not additive with the module times.
 
 Limits, honestly:
 
@@ -55,11 +84,16 @@ Limits, honestly:
   context, so the counted ops carry the dtypes they really ran in and meet those roofs.
 * ``torch.compile``: compiled regions run fused kernels that the module ranges cannot see
   inside; their time lands on the module that calls the compiled region, while the count
-  stays the eager (unfused) op count. A warning says so at setup.
-* Collective communication (``all_reduce`` of DDP's gradient buckets) is timed as part of
-  the backward; it is not yet counted as bytes against an interconnect roof.
-* FSDP / DeepSpeed: untested. The count replays the sharded module on fake copies of its
-  *local* shards, so FLOPs and bytes are wrong for sharded layers; use DDP to profile.
+  stays the eager (unfused) op count. A warning says so at setup; the fit goes on, and if
+  the fake-tensor replay cannot run the compiled region, a warning says there is no report.
+* FSDP (not tested; CPU gloo cannot run FSDP's sharded collectives here). What *is*
+  attributed: the time of every op and module range on each rank, and FSDP's
+  ``all_gather`` (parameters, before forward and backward) and ``reduce_scatter``
+  (gradients) as collectives with their bytes and phase, read from the trace like DDP's.
+  What is *not*: the count replays the wrapped module on fake copies of its *local*
+  (flat, sharded) parameters, so FLOPs and bytes of sharded layers are wrong or the replay
+  fails (then a warning and no report); FSDP's pre/post-forward hooks' copies are timed
+  but not counted. Profile the model under DDP for per-module FLOPs. DeepSpeed: untested.
 
 Example::
 
@@ -75,9 +109,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import math
 import os
+import struct
+import threading
 import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -85,7 +122,7 @@ import torch
 
 from torch_roofline.scalars import finite as _finite, totals_scalars
 
-__all__ = ["Roofline", "RooflinePL", "RooflineSchedule", "rank_summary", "report_scalars"]
+__all__ = ["Roofline", "RooflinePL", "RooflineSchedule", "comm_scalars", "rank_summary", "report_scalars"]
 
 _INSTALL_HINT = "pip install torch_roofline[lightning]"
 _FORWARD_RANGE = "roofline::phase::forward"
@@ -361,6 +398,43 @@ def _range_the_closure(optimizer: Any, args: Tuple[Any, ...], kwargs: Dict[str, 
 # ----------------------------------------------------------------------------- the logic
 
 
+class _Writer:
+    """One background thread that writes a window's outputs while training goes on.
+
+    Rendering the chart (matplotlib: ~0.5 s for the first figure of a process) and writing
+    the TensorBoard events and files need nothing from the training thread, so they run
+    here. :meth:`join` waits for the job: the callback joins before the next window's
+    writes, at the end of training, on an exception and at teardown, so ``fit`` never
+    returns before its outputs are on disk. An error in the job becomes a warning at the
+    join (never an exception inside the user's training).
+    """
+
+    def __init__(self) -> None:
+        self._thread: Optional[threading.Thread] = None
+        self._error: Optional[BaseException] = None
+
+    def submit(self, job: Any) -> None:
+        self.join()
+
+        def run() -> None:
+            try:
+                job()
+            except BaseException as exc:  # reported at the join, on the training thread
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="torch_roofline-writer", daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join()
+        error, self._error = self._error, None
+        if error is not None:
+            warnings.warn(f"Roofline: writing the report failed: {type(error).__name__}: {error}", UserWarning,
+                          stacklevel=3)
+
+
 class _RooflineLogic:
     """The callback's logic, shared by both namespaces' classes (see the module docstring).
 
@@ -369,12 +443,17 @@ class _RooflineLogic:
         roof: roofs to use, as for :class:`~torch_roofline.profiler.RooflineProfiler`
             (``"auto"``, ``"datasheet"``, ``"measured"``, a catalog name, a file, a Device).
         memory_model: ``"op"`` or ``"compulsory"`` bytes for the roofline.
-        tag: TensorBoard tag and scalar prefix.
+        tag: TensorBoard tag and scalar prefix (validation: ``<tag>_val``).
         top_n: modules given per-module TensorBoard scalars (0-50).
         dirpath: where the files go (default: each logger's log dir, see above).
         profile_memory: record allocator events (peak memory).
         export_trace: also keep the profiler's Chrome trace next to the report.
         plot: write ``roofline.png`` (and the TensorBoard image).
+        validation: also profile validation batches (forward only) into a separate report
+            (tag ``<tag>_val``, files under ``roofline/val/``); default off.
+        interconnect_bandwidth: the interconnect roof for collectives in B/s per direction
+            (e.g. a gloo loopback figure you measured); default: the device catalog's
+            figure (half its aggregate bidirectional bandwidth), or no roof.
     """
 
     _namespace = "lightning.pytorch"
@@ -394,12 +473,19 @@ class _RooflineLogic:
         profile_memory: bool = True,
         export_trace: bool = False,
         plot: bool = True,
+        validation: bool = False,
+        interconnect_bandwidth: Optional[float] = None,
     ) -> None:
         super().__init__()
         if memory_model not in ("op", "compulsory"):
             raise ValueError(f"Roofline(memory_model={memory_model!r}): expected 'op' or 'compulsory'")
         if not isinstance(tag, str) or not tag or tag.startswith("/"):
             raise ValueError(f"Roofline(tag={tag!r}): expected a non-empty string such as 'roofline'")
+        if interconnect_bandwidth is not None and (
+                isinstance(interconnect_bandwidth, bool) or not isinstance(interconnect_bandwidth, (int, float))
+                or not interconnect_bandwidth > 0 or not math.isfinite(interconnect_bandwidth)):
+            raise ValueError(f"Roofline(interconnect_bandwidth={interconnect_bandwidth!r}): expected B/s per "
+                             "direction > 0, e.g. interconnect_bandwidth=10e9, or None")
         self.schedule = RooflineSchedule(wait=wait, warmup=warmup, active=active, every_n_steps=every_n_steps)
         self.roof = roof
         self.memory_model = memory_model
@@ -409,12 +495,18 @@ class _RooflineLogic:
         self.profile_memory = profile_memory
         self.export_trace = export_trace
         self.plot = plot
-        self.reports: List[Any] = []  # this rank's reports, one per completed window
+        self.validation = bool(validation)
+        self.interconnect_bandwidth = None if interconnect_bandwidth is None else float(interconnect_bandwidth)
+        self.reports: List[Any] = []  # this rank's training reports, one per completed window
+        self.val_reports: List[Any] = []  # this rank's validation reports
+        self.communication: List[Any] = []  # this rank's CommSummary per training window (distributed)
         self.files: List[str] = []  # files written by this process (rank zero only)
         self._windows_done: List[int] = []  # start steps of completed windows (checkpointed)
+        self._val_windows_done: List[int] = []
         self._window: Optional[_Window] = None
         self._last_global_step: Optional[int] = None
         self._warned_no_logger = False
+        self._writer = _Writer()
 
     # ---- state ----------------------------------------------------------------------
     @property
@@ -422,10 +514,14 @@ class _RooflineLogic:
         return self._generate_state_key(tag=self.tag)
 
     def state_dict(self) -> Dict[str, Any]:
-        return {"windows_done": list(self._windows_done)}
+        state: Dict[str, Any] = {"windows_done": list(self._windows_done)}
+        if self.validation:
+            state["val_windows_done"] = list(self._val_windows_done)
+        return state
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         self._windows_done = [int(s) for s in state_dict.get("windows_done", ())]
+        self._val_windows_done = [int(s) for s in state_dict.get("val_windows_done", ())]
 
     def _next_start(self) -> Optional[int]:
         return self.schedule.window_start(len(self._windows_done))
@@ -453,11 +549,11 @@ class _RooflineLogic:
             return
         if batch_idx % max(int(trainer.accumulate_grad_batches), 1) != 0:
             return  # open at the first micro-batch of an optimizer step
-        self._open(trainer, pl_module)
+        self._open(trainer, pl_module, "train")
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         window = self._window
-        if window is None:
+        if window is None or window.kind != "train":
             return
         if trainer.global_step == self._last_global_step:
             return  # a micro-batch of gradient accumulation: the optimizer step is not over
@@ -465,8 +561,36 @@ class _RooflineLogic:
         if window.step():
             self._finish(trainer, pl_module)
 
+    def on_validation_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int,
+                                  dataloader_idx: int = 0) -> None:
+        if not self.validation or self._window is not None or trainer.sanity_checking or dataloader_idx != 0:
+            return
+        start = self.schedule.window_start(len(self._val_windows_done))
+        if start is None or trainer.global_step < start or batch_idx != 0:
+            return  # a validation window covers the first batches of a validation run
+        self._open(trainer, pl_module, "val")
+
+    def on_validation_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int,
+                                dataloader_idx: int = 0) -> None:
+        window = self._window
+        if window is not None and window.kind == "val" and dataloader_idx == 0 and window.step():
+            self._finish(trainer, pl_module)
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        window = self._window
+        if window is not None and window.kind == "val":
+            self._abort(None)
+            warnings.warn(
+                f"Roofline(validation=True): the validation run ended {window.steps_done} batch(es) into a "
+                f"{self.schedule.length}-batch window (warmup {self.schedule.warmup} + active "
+                f"{self.schedule.active}); no validation report was made. Lower warmup/active or validate on "
+                "more batches.",
+                UserWarning,
+                stacklevel=2,
+            )
+
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-        if self._window is not None:
+        if self._window is not None and self._window.kind == "train":
             done = self._window.steps_done
             self._abort(None)
             warnings.warn(
@@ -476,26 +600,30 @@ class _RooflineLogic:
                 UserWarning,
                 stacklevel=2,
             )
+        self._writer.join()
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         self._abort(exception)
+        self._writer.join()
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         self._abort(None)
+        self._writer.join()
 
     # ---- window ---------------------------------------------------------------------
-    def _open(self, trainer: Any, pl_module: Any) -> None:
+    def _open(self, trainer: Any, pl_module: Any, kind: str) -> None:
         from torch_roofline.profiler import schedule
 
         profiler = _profiler_class()(
             pl_module,
             roof=self.roof,
             schedule=schedule(wait=0, warmup=self.schedule.warmup, active=self.schedule.active, repeat=1),
-            backward=True,
+            backward=kind == "train",
             memory_model=self.memory_model,
             profile_memory=self.profile_memory,
+            record_shapes=_world_size() > 1,
         )
-        window = _Window(profiler, trainer.global_step, self.schedule.length)
+        window = _Window(profiler, trainer.global_step, self.schedule.length, kind)
         window.open()
         self._window = window
         self._last_global_step = trainer.global_step
@@ -508,13 +636,19 @@ class _RooflineLogic:
     def _finish(self, trainer: Any, pl_module: Any) -> None:
         window, self._window = self._window, None
         window.close()
-        self._windows_done.append(window.start_step)
+        (self._windows_done if window.kind == "train" else self._val_windows_done).append(window.start_step)
         report = self._build_report(trainer, window)
+        comm = self._communication(window, report) if report is not None and _world_size() > 1 else None
+        if comm is not None:
+            report = dataclasses.replace(report, notes=tuple(report.notes) + (f"communication: {comm.note}",))
+            self.communication.append(comm)
         if report is not None:
-            self.reports.append(report)
-        gathered = _gather_to_rank_zero(report.to_dict() if report is not None else None)
+            (self.reports if window.kind == "train" else self.val_reports).append(report)
+        report_dict = report.to_dict() if report is not None else None
+        payload = {"report": report_dict, "communication": comm.to_dict() if comm is not None else None}
+        gathered = _gather_to_rank_zero(payload)
         if trainer.is_global_zero and gathered is not None:
-            self._write(trainer, report, gathered)
+            self._write(trainer, report, report_dict, gathered, window.kind)
 
     def _build_report(self, trainer: Any, window: _Window) -> Any:
         """This rank's report, or ``None`` (with a warning) when it cannot be made."""
@@ -533,30 +667,69 @@ class _RooflineLogic:
                 stacklevel=2,
             )
             return None
-        note = (
-            f"Lightning: steps {window.start_step + self.schedule.warmup}.."
-            f"{window.start_step + self.schedule.length - 1} (global_step) averaged; the count replays the "
-            "LightningModule's forward and a backward of output.sum(), not training_step's own code"
-        )
+        first = window.start_step + self.schedule.warmup
+        if window.kind == "train":
+            note = (
+                f"Lightning: steps {first}..{window.start_step + self.schedule.length - 1} (global_step) "
+                "averaged; the count replays the LightningModule's forward and a backward of output.sum(), "
+                "not training_step's own code"
+            )
+        else:
+            note = (
+                f"Lightning validation: batches {self.schedule.warmup}..{self.schedule.length - 1} of the "
+                f"validation run at global_step {window.start_step} averaged (forward only); the count replays "
+                "the LightningModule's forward, not validation_step's own code"
+            )
         return dataclasses.replace(report, notes=tuple(report.notes) + (note,))
 
+    def _communication(self, window: _Window, report: Any) -> Any:
+        """This rank's collectives in the window (:class:`~torch_roofline.timing.collectives.CommSummary`)."""
+        from torch_roofline.timing.collectives import collectives, interconnect_roof, summarize
+
+        calls = collectives(window.profiler.trace, group_size=_world_size())
+        bandwidth, source = self.interconnect_bandwidth, "Roofline(interconnect_bandwidth=...)"
+        if bandwidth is None:
+            bandwidth = interconnect_roof(window.profiler.device())
+            source = f"catalog {report.device.name or report.device.id}: half its aggregate bidirectional figure"
+        return summarize(calls, steps=max(int(report.steps), 1), step_time_s=_finite(report.totals.time_s),
+                         interconnect_bandwidth=bandwidth, bandwidth_source=source)
+
     # ---- sinks (rank zero) ----------------------------------------------------------
-    def _write(self, trainer: Any, report: Any, gathered: List[Optional[Mapping[str, Any]]]) -> None:
+    def _write(self, trainer: Any, report: Any, report_dict: Optional[Mapping[str, Any]],
+               gathered: List[Any], kind: str) -> None:
+        """Log the scalars now; render the chart and write events and files in the background."""
         step = int(trainer.global_step)
-        summary = rank_summary(gathered) if len(gathered) > 1 else None
-        scalars = report_scalars(report.to_dict(), self.tag) if report is not None else {}
-        extra = _rank_scalars(summary, self.tag) if summary is not None else {}
+        tag = self.tag if kind == "train" else f"{self.tag}_val"
+        reports = [g.get("report") if g is not None else None for g in gathered]
+        comms = [g.get("communication") if g is not None else None for g in gathered]
+        summary = rank_summary(reports) if len(gathered) > 1 else None
+        if summary is not None and any(c is not None for c in comms):
+            summary["communication"] = comms
+        scalars = report_scalars(report_dict, tag) if report_dict is not None else {}
+        extra = _rank_scalars(summary, tag) if summary is not None else {}
+        extra.update(comm_scalars(comms[0], tag) if comms and comms[0] is not None else {})
         tb_logger = self._tensorboard_logger_class()
+        tb_writers = []
         for logger in trainer.loggers:
             if tb_logger is not None and isinstance(logger, tb_logger) and report is not None:
-                report.to_tensorboard(logger.experiment, step=step, tag=self.tag, top_n=self.top_n)
+                tb_writers.append(logger.experiment)
                 if extra:
                     logger.log_metrics(extra, step=step)
             elif scalars or extra:
                 logger.log_metrics({**scalars, **extra}, step=step)
             logger.save()
-        for directory in self._output_dirs(trainer):
-            self.files.extend(_write_files(os.path.join(directory, f"step{step}"), report, gathered, summary, self.plot))
+        subdir = f"step{step}" if kind == "train" else os.path.join("val", f"step{step}")
+        dirs = [os.path.join(d, subdir) for d in self._output_dirs(trainer)]
+        plot, top_n = self.plot, self.top_n
+
+        def job() -> None:
+            png = _render_png(report) if plot and report is not None else None
+            for writer in tb_writers:
+                _write_tensorboard(writer, report, png, step=step, tag=tag, top_n=top_n)
+            for directory in dirs:
+                self.files.extend(_write_files(directory, report, png, gathered, summary))
+
+        self._writer.submit(job)
 
     def _output_dirs(self, trainer: Any) -> List[str]:
         if self.dirpath is not None:
@@ -594,12 +767,59 @@ def _precision_context(trainer: Any) -> Any:
     return forward_context() if callable(forward_context) else contextlib.nullcontext()
 
 
+def _render_png(report: Any) -> bytes:
+    """The roofline chart as PNG bytes, drawn once per window (file and TensorBoard share it)."""
+    figure = report.plot()  # matplotlib's object API and Agg canvas: safe off the main thread
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    return buffer.getvalue()
+
+
+def _write_tensorboard(writer: Any, report: Any, png: Optional[bytes], *, step: int, tag: str, top_n: int) -> None:
+    """Scalars, text and the Roofline tab's data (:func:`write_report`), then the chart image."""
+    from tensorboard.compat.proto import summary_pb2
+
+    from torch_roofline.tensorboard.summary import write_report
+
+    write_report(writer, report, step=step, tag=tag, top_n=top_n, plot=False)
+    if png is None:
+        return
+    width, height = struct.unpack(">II", png[16:24])  # the PNG's IHDR chunk
+    image = summary_pb2.Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=png)
+    summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=f"{tag}/chart", image=image)])
+    file_writer = getattr(writer, "file_writer", None)
+    if file_writer is None and callable(getattr(writer, "_get_file_writer", None)):
+        file_writer = writer._get_file_writer()  # torch re-opens a closed writer's file this way
+    file_writer.add_summary(summary, step)
+    file_writer.flush()
+
+
+def comm_scalars(comm: Optional[Mapping[str, Any]], tag: str = "roofline") -> Dict[str, float]:
+    """Scalars of one rank's communication summary (``CommSummary.to_dict()``).
+
+    Example (hand-computed: 1 ms of 10 ms in collectives -> 10 %)::
+
+        >>> comm_scalars({"time_s": 0.001, "bus_bytes": 1040.0, "step_time_share": 0.1})
+        {'roofline/comm/time_s': 0.001, 'roofline/comm/bus_bytes': 1040.0, 'roofline/comm/step_time_share_pct': 10.0}
+    """
+    if not comm:
+        return {}
+    share, eff = _finite(comm.get("step_time_share")), _finite(comm.get("efficiency"))
+    out = {
+        f"{tag}/comm/time_s": _finite(comm.get("time_s")),
+        f"{tag}/comm/bus_bytes": _finite(comm.get("bus_bytes")),
+        f"{tag}/comm/step_time_share_pct": None if share is None else 100.0 * share,
+        f"{tag}/comm/efficiency_pct": None if eff is None else 100.0 * eff,
+    }
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def _write_files(
     directory: str,
     report: Any,
+    png: Optional[bytes],
     gathered: Sequence[Optional[Mapping[str, Any]]],
     summary: Optional[Mapping[str, Any]],
-    plot: bool,
 ) -> List[str]:
     """Write report.json, roofline.png and, for several ranks, per-rank JSON and ranks.json."""
     os.makedirs(directory, exist_ok=True)
@@ -607,11 +827,13 @@ def _write_files(
     if report is not None:
         written.append(os.path.join(directory, "report.json"))
         report.to_json(written[-1])
-        if plot:
+        if png is not None:
             written.append(os.path.join(directory, "roofline.png"))
-            _close(report.plot(written[-1]))
+            with open(written[-1], "wb") as f:
+                f.write(png)
     if summary is not None:
-        for rank, rep in enumerate(gathered):
+        for rank, payload in enumerate(gathered):
+            rep = payload.get("report") if payload is not None else None
             if rep is not None:
                 written.append(os.path.join(directory, f"report-rank{rank}.json"))
                 with open(written[-1], "w", encoding="utf-8") as f:
@@ -620,15 +842,6 @@ def _write_files(
         with open(written[-1], "w", encoding="utf-8") as f:
             json.dump(summary, f, sort_keys=True, allow_nan=False, indent=1)
     return written
-
-
-def _close(figure: Any) -> None:
-    try:
-        import matplotlib.pyplot as plt
-
-        plt.close(figure)
-    except Exception:  # a figure not managed by pyplot needs no closing
-        pass
 
 
 # ----------------------------------------------------------------------------- the classes

@@ -196,7 +196,8 @@ def from_trace(
                          "replayed on meta tensors; compulsory bytes per op (the trace records no tensor identities)")
             notes.extend(shaped.summary() + step_notes)
         else:
-            kcs = kernel_counters(trace, op_names={o.op for o in timing.ops}) if trace.of_kind("cuda_profiler_range") else ()
+            has_counters = bool(trace.of_kind("cuda_profiler_range"))
+            kcs = kernel_counters(trace, op_names={o.op for o in timing.ops}) if has_counters else ()
             costs = counter_costs(kcs)
             if costs:
                 notes.append("FLOPs from CUPTI SASS counters (CUDA-core instructions; tensor-core work is not counted)")

@@ -335,6 +335,7 @@ class RooflineProfiler:
             memory_model=self.memory_model,
             step_time_s=timing.step_time_s,
             peak_memory_bytes=timing.peak_memory_bytes,
+            activation_bytes=costs.activation_bytes or None,
             model=type(self.model).__name__,
             **kwargs,
         )

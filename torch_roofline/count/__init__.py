@@ -114,6 +114,7 @@ def count(
         module_calls=dict(counter.calls) or {"": 1},
         optimizer_steps=counter.optimizer_steps,
         notes=tuple(notes),
+        activation_bytes=dict(counter.activation_bytes),
     )
 
 

@@ -162,6 +162,10 @@ class OpCounter:
         self.ops: List[OpCost] = []
         self.calls: Dict[str, int] = {}
         self.optimizer_steps = 0
+        # module name -> bytes of the tensors autograd saves for backward while the module's
+        # forward runs (inclusive of children): the step's activation memory, per module
+        self.activation_bytes: Dict[str, int] = {}
+        self._saved: set = set()
         self.unusual_layouts: set = set()  # "sparse" / "nested" when such tensors were seen
         self._stack: List[str] = []
         self._names: Dict[int, str] = {}
@@ -185,6 +189,7 @@ class OpCounter:
             self._install_module_hooks()
             self._handles.append(_optim.register_optimizer_step_pre_hook(self._opt_pre))
             self._handles.append(_optim.register_optimizer_step_post_hook(self._opt_post))
+            self._exit.enter_context(torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack))
             if self.meta_attention:
                 self._exit.enter_context(_MetaAttention())
             self._exit.enter_context(_Mode(self))
@@ -255,6 +260,20 @@ class OpCounter:
         """The current module call stack, root first."""
         return self._scope
 
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        """Saved-tensor hook: charge a saved activation to the modules running (once each)."""
+        base = t._base if t._base is not None else t
+        if self.model is not None and not (base.is_leaf and base.requires_grad):  # parameters (and views of them) are not activations
+            from torch_roofline.count.traffic import _storage_key, tensor_bytes
+
+            key = _storage_key(t)
+            if key not in self._saved and torch._C._current_autograd_node() is None:
+                self._saved.add(key)
+                size = tensor_bytes(t)
+                for name in set(self._scope):
+                    self.activation_bytes[name] = self.activation_bytes.get(name, 0) + size
+        return t
+
     def _opt_pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._phase_override = "optimizer"
         self.optimizer_steps += 1
@@ -323,6 +342,10 @@ def _unusual_layout(ins: Sequence[torch.Tensor], outs: Sequence[torch.Tensor]) -
         if t.layout != torch.strided:
             return "sparse"
     return None
+
+
+def _unpack(t: torch.Tensor) -> torch.Tensor:
+    return t
 
 
 def _is_marker(func: Any) -> bool:

@@ -80,6 +80,7 @@ def count_replay(
         module_calls=dict(counter.calls) or {"": 1},
         optimizer_steps=counter.optimizer_steps,
         notes=("counted by replaying the step on fake tensors",),
+        activation_bytes=dict(counter.activation_bytes),
     )
 
 

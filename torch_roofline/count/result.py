@@ -41,6 +41,10 @@ class CountResult:
         module_calls: forward calls per module.
         optimizer_steps: optimizer steps counted.
         notes: caveats collected while counting (e.g. a compiled module was unwrapped).
+        activation_bytes: module name -> bytes of the tensors autograd saved for backward during
+            the module's forward (children included; each storage once): its activation memory.
+            Empty when the step ran without autograd (``torch.no_grad()``, a meta model without
+            grad-requiring inputs still saves tensors when its parameters require grad).
     """
 
     ops: Tuple[OpCost, ...]
@@ -51,6 +55,7 @@ class CountResult:
     module_calls: Dict[str, int] = field(default_factory=dict)
     optimizer_steps: int = 0
     notes: Tuple[str, ...] = ()
+    activation_bytes: Dict[str, int] = field(default_factory=dict)
 
     # ---- views ------------------------------------------------------------------------
     @property

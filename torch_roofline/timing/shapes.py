@@ -56,6 +56,7 @@ import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -180,7 +181,7 @@ def shape_costs(trace: Trace, timing: TraceTiming) -> ShapeCosts:
             dispatched.setdefault(row.op, tuple(dict.fromkeys(s.op for s in subs)))
     notes = tuple(f"{op}: {n} call(s) with tensor lists, whose dtypes the trace does not record; "
                   "the op's first tensor dtype (else float32) was assumed" for op, n in assumed.items())
-    return ShapeCosts(tuple(costs), tuple(reasons), dispatched, notes)
+    return ShapeCosts(tuple(costs), tuple(reasons), MappingProxyType(dispatched), notes)
 
 
 def per_step(costs: Sequence[OpCost], steps: int) -> Tuple[Tuple[OpCost, ...], Tuple[str, ...]]:
