@@ -297,29 +297,17 @@ def _is_forward_redirect(module: torch.nn.Module) -> bool:
 
 def _profiler_class() -> type:
     from torch_roofline.profiler import RooflineProfiler
-    from torch_roofline.timing.session import ProfileSession
 
     class _LightningProfiler(RooflineProfiler):
         """RooflineProfiler that skips Lightning's forward redirection when capturing.
 
-        ``record_shapes=True`` (distributed runs only: it costs a little per op) makes the
-        trace carry the collectives' tensor shapes, from which their bytes are read.
+        Distributed runs pass ``record_shapes=True`` (a little cost per op) so the trace carries
+        the collectives' tensor shapes, from which their bytes are read.
         """
-
-        def __init__(self, model: Any, *, record_shapes: bool = False, **kwargs: Any) -> None:
-            super().__init__(model, **kwargs)
-            if record_shapes:
-                self._session = ProfileSession(schedule=kwargs.get("schedule"), record_shapes=True,
-                                               profile_memory=kwargs.get("profile_memory", True))
 
         def _capture(self, module: Any, args: Any, kwargs: Any) -> None:
             if not _is_forward_redirect(module):
                 super()._capture(module, args, kwargs)
-
-        @property
-        def trace(self) -> Any:
-            """The recorded trace of the window (:class:`~torch_roofline.timing.trace.Trace`)."""
-            return self._session.trace
 
     return _LightningProfiler
 

@@ -168,6 +168,8 @@ class RooflineProfiler:
         hardware_counters: on CUDA, also record CUPTI FLOP counters per kernel.
         profile_memory: record allocator events (the report's peak memory).
         export_trace: also keep the profiler's trace here (``.json`` or ``.json.gz``).
+        record_shapes: record op input shapes in the trace (a saved trace can then be counted
+            without the model, and collectives' message sizes can be read); a little cost per op.
         formulas: per-call FLOP formulas, as for :func:`torch_roofline.count`.
 
     Example::
@@ -198,6 +200,7 @@ class RooflineProfiler:
         export_trace: Optional[str] = None,
         formulas: Optional[Mapping[Any, Callable[..., Any]]] = None,
         overhead_threshold_s: Optional[float] = None,
+        record_shapes: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"RooflineProfiler(model=...): expected an nn.Module, got {type(model).__name__}")
@@ -216,6 +219,7 @@ class RooflineProfiler:
             profile_memory=profile_memory,
             hardware_counters=hardware_counters,
             export_path=export_trace,
+            record_shapes=record_shapes,
         )
         self._ranges = ModuleRanges(model)
         self._handles: List[Any] = []
@@ -274,6 +278,11 @@ class RooflineProfiler:
             self._optimizer = optimizer
 
     # ---- results ----------------------------------------------------------------------
+    @property
+    def trace(self) -> Any:
+        """The recorded trace (:class:`~torch_roofline.timing.trace.Trace`) of the last window."""
+        return self._session.trace
+
     @property
     def timing(self) -> TraceTiming:
         """The measured times (per op and module, summed over the active steps)."""
