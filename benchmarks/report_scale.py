@@ -94,7 +94,7 @@ def bench_size(n_modules: int, rounds: int, device, tmp: str) -> List[str]:
     model = _model(n_modules)
     x = torch.randn(4, 32)
     costs = count(model, x)  # also the warm-up: the first count in a process pays imports
-    roofs, info = device_roofs(device, costs), device_info(device)
+    roofs, info = device_roofs(device, costs.ops), device_info(device)
     op_t, mod_t = synthetic_timings(costs)
     n_rows = len(costs.modules)
     state: Dict[str, object] = {}

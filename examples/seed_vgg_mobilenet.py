@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from torch_roofline import devices  # noqa: E402
 from torch_roofline.analysis import analyse  # noqa: E402
 from torch_roofline.count import count  # noqa: E402
-from torch_roofline.profiler import RooflineProfiler, device_info, device_roofs  # noqa: E402
+from torch_roofline.profiler import RooflineProfiler, device_info, place  # noqa: E402
 
 OUT = "out"
 MODELS: Tuple[Tuple[str, str], ...] = (("vgg16", "VGG16"), ("mobilenet_v2", "MobileNet (torchvision mobilenet_v2)"))
@@ -55,8 +55,9 @@ def predicted_row(name: str, gpu) -> Tuple[List[str], object]:
     x = torch.randn(1, 3, 224, 224, device="meta")
     with torch.no_grad():
         costs = count(model, x, memory_model="compulsory")
+    ops, roofs = place(costs.ops, gpu)
     report = analyse(
-        costs.ops, (), (), costs.modules, device_roofs(gpu, costs),
+        ops, (), (), costs.modules, roofs,
         device=device_info(gpu), predicted=True, memory_model="compulsory",
     )
     t = report.totals

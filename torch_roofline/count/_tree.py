@@ -18,17 +18,23 @@ _Tensor = torch.Tensor
 
 
 def tensors(*trees: Any) -> List[torch.Tensor]:
-    """Every tensor in ``trees`` (lists, tuples and dict values are descended into), in order."""
+    """Every tensor in ``trees`` (lists, tuples and dict values are descended into), in order.
+
+    Called several times per op: the common shapes (a flat tuple of tensors and scalars, one
+    level of lists) are walked inline, deeper nesting recursively.
+    """
     out: List[torch.Tensor] = []
-    stack = list(reversed(trees))
-    while stack:
-        x = stack.pop()
+    for x in trees:
         if isinstance(x, _Tensor):
             out.append(x)
         elif isinstance(x, (list, tuple)):
-            stack.extend(reversed(x))
+            for y in x:
+                if isinstance(y, _Tensor):
+                    out.append(y)
+                elif isinstance(y, (list, tuple, dict)):
+                    out.extend(tensors(y))
         elif isinstance(x, dict):
-            stack.extend(reversed(list(x.values())))
+            out.extend(tensors(*x.values()))
     return out
 
 

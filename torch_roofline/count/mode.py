@@ -64,28 +64,32 @@ def module_infos(model: Optional[nn.Module], root_type: Optional[str] = None) ->
     named = list(model.named_modules())
     inclusive: Dict[int, Dict[int, torch.Tensor]] = {}
 
+    def own(mod: nn.Module) -> List[torch.Tensor]:
+        # the module's own parameters, each once (``parameters(recurse=False)`` without its
+        # generator machinery)
+        return list({id(p): p for p in mod._parameters.values() if p is not None}.values())
+
     def params_of(mod: nn.Module) -> Dict[int, torch.Tensor]:
         if id(mod) not in inclusive:
-            params = {id(p): p for p in mod.parameters(recurse=False)}
-            for child in mod.children():
-                params.update(params_of(child))
+            params = {id(p): p for p in own(mod)}
+            for child in mod._modules.values():
+                if child is not None:
+                    params.update(params_of(child))
             inclusive[id(mod)] = params
         return inclusive[id(mod)]
 
-    for _, mod in named:
-        params_of(mod)
     infos = []
     for name, mod in named:
-        params = inclusive[id(mod)]
-        own = list(mod.parameters(recurse=False))
+        params = params_of(mod).values()
+        mine = own(mod)
         infos.append(
             ModuleInfo(
                 name=name,
                 type=type(mod).__name__,
-                params=sum(p.numel() for p in params.values()),
-                param_bytes=sum(p.numel() * p.element_size() for p in params.values()),
-                self_params=sum(p.numel() for p in own),
-                self_param_bytes=sum(p.numel() * p.element_size() for p in own),
+                params=sum(p.numel() for p in params),
+                param_bytes=sum(p.numel() * p.element_size() for p in params),
+                self_params=sum(p.numel() for p in mine),
+                self_param_bytes=sum(p.numel() * p.element_size() for p in mine),
             )
         )
     return infos
@@ -313,7 +317,7 @@ class OpCounter:
                 # Formulas assume dense strided tensors: a sparse op does work per stored
                 # element, a nested op per sequence. List it as uncounted, never guess.
                 flops, macs, counted = 0, 0, False
-        traffic = self._traffic.measure(func, args, kwargs, out)
+        traffic = self._traffic.measure(func, args, kwargs, out, tensors=(ins, outs))
         self.ops.append(
             OpCost(
                 op=op_name(func),

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch_roofline.count._tree import tensors as _all_tensors
@@ -61,6 +61,8 @@ def tensor_bytes(t: torch.Tensor) -> int:
     numel = t.numel()
     if numel == 0:
         return 0
+    if t.is_contiguous():  # the common case: span == numel
+        return numel * t.element_size()
     try:
         span = 1 + sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride()) if s > 0)
     except RuntimeError:  # tensors without strides (e.g. some subclasses)
@@ -174,8 +176,13 @@ class StepTraffic:
             table[key] = t
         return True
 
-    def measure(self, func: Any, args: Sequence[Any], kwargs: Mapping[str, Any], out: Any) -> Traffic:
-        """Bytes read and written by one op call (both memory models)."""
+    def measure(self, func: Any, args: Sequence[Any], kwargs: Mapping[str, Any], out: Any,
+                tensors: Optional[Tuple[List[torch.Tensor], List[torch.Tensor]]] = None) -> Traffic:
+        """Bytes read and written by one op call (both memory models).
+
+        ``tensors``: the call's input and output tensors when the caller has already walked
+        the arguments (used unless an ``out=`` keyword needs separating).
+        """
         key = op_key(func)
         no_data = key in _VIEW_LIKE or key in _ALLOC_ONLY or key in _METADATA
         if no_data or getattr(func, "namespace", "") in ("profiler", "prim"):
@@ -184,9 +191,12 @@ class StepTraffic:
         if is_view:
             return Traffic(0, 0, 0, 0)
         out_kw = kwargs.get("out") if kwargs else None
-        kw_in = {k: v for k, v in (kwargs or {}).items() if k != "out"}
-        inputs = _unique(_tensors((list(args), kw_in)))
-        outputs = _unique(_tensors(out) + _tensors(out_kw))
+        if tensors is not None and out_kw is None:
+            inputs, outputs = _unique(tensors[0]), _unique(tensors[1])
+        else:
+            kw_in = {k: v for k, v in (kwargs or {}).items() if k != "out"}
+            inputs = _unique(_tensors((list(args), kw_in)))
+            outputs = _unique(_tensors(out) + _tensors(out_kw))
         if key in _NO_READ_OF_DEST and args and isinstance(args[0], torch.Tensor):
             dest = _identity(args[0])
             inputs = [(t, sk) for t, sk in inputs if _identity_of(t, sk) != dest]
