@@ -244,3 +244,33 @@ def test_unsupported_roof_spec_is_a_clear_error():
         model(torch.randn(1, 3, 8, 8))
     with pytest.raises(KeyError, match="no-such-gpu-xyz"):
         prof.report()
+
+
+def test_training_step_joins_every_timed_op():
+    # A residual block accumulates two gradients into one tensor in backward (in place in the
+    # real run, out of place in the fake replay) and SGD stores fresh gradients (grads are None
+    # after zero_grad): every op the profiler timed must still find its counted twin.
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(8, 8, 3, padding=1)
+
+        def forward(self, x):
+            return x + torch.relu(self.conv(x))
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Residual(), nn.Flatten(), nn.Linear(8 * 8 * 8, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(2, 3, 8, 8)
+
+    def step():
+        opt.zero_grad()
+        model(x).sum().backward()
+        opt.step()
+
+    step()
+    with RooflineProfiler(model, roof=FLAT) as prof:
+        step()
+    report = prof.report()
+    assert report.uncounted == ()
+    assert report.totals.coverage == pytest.approx(1.0)

@@ -387,12 +387,28 @@ def _group(costs, op_timings, steps) -> Dict[Tuple[str, str, str], _Group]:
     for c in costs:
         groups.setdefault((c.module, c.phase, c.op), _Group()).calls.append(c)
     for t in op_timings:
-        g = groups.setdefault((t.module, t.phase, t.op), _Group())
+        g = groups.setdefault(_join_key(groups, t), _Group())
         g.time_sum_s += t.time_s
         g.timed_events += 1
         if not g.timing_scope:
             g.timing_scope = _scope(tuple(t.scope), t.module)
     return groups
+
+
+def _join_key(groups: Mapping[Tuple[str, str, str], _Group], t: OpTiming) -> Tuple[str, str, str]:
+    """The group a timed op joins: its own (module, phase, op), or, when only the counted
+    step ran the op's in-place / out-of-place twin there (``add_`` vs ``add``), that twin.
+
+    NB: autograd accumulates a gradient in place when it holds the only reference and out of
+    place otherwise, so a replay on fake tensors (which the fake mode also references) can run
+    ``add`` where the real backward ran ``add_``; the work and traffic are the same.
+    """
+    key = (t.module, t.phase, t.op)
+    if key in groups and groups[key].calls:
+        return key
+    twin = t.op[:-1] if t.op.endswith("_") else t.op + "_"
+    alt = (t.module, t.phase, twin)
+    return alt if alt in groups and groups[alt].calls else key
 
 
 def _call_facts(c: OpCost, roofs: Mapping[RoofKey, Roof], memory_model: str) -> _CallFacts:
@@ -720,7 +736,8 @@ def _notes(costs, ops, roofs, predicted, measured) -> List[str]:
             f"efficiency or bound (the device has no such roof; module sums leave them out)"
         )
     if measured and not predicted:
-        untimed = [r for r in ops if r.counted and r.time_s is None]
+        # rows with no work (views, detach: 0 FLOPs, 0 bytes) have nothing to time: not worth a note
+        untimed = [r for r in ops if r.counted and r.time_s is None and (r.flops or r.bytes_read or r.bytes_written)]
         if untimed:
             ex = ", ".join(f"{r.op} in {r.name or 'the root'!r}" for r in untimed[:3])
             notes.append(

@@ -225,6 +225,7 @@ class RooflineProfiler:
         self._handles: List[Any] = []
         self._call: Optional[Tuple[Tuple[Any, ...], Dict[str, Any]]] = None
         self._grad_enabled = True
+        self._grads_present = False
         self._calls_in_first_step = 0
         self._steps_seen = 0
         self._optimizer: Optional[torch.optim.Optimizer] = None
@@ -272,6 +273,7 @@ class RooflineProfiler:
         if self._call is None:
             self._call = (tuple(args), dict(kwargs))
             self._grad_enabled = torch.is_grad_enabled()
+            self._grads_present = any(p.grad is not None for p in self.model.parameters())
 
     def _capture_optimizer(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self._optimizer is None:
@@ -306,7 +308,7 @@ class RooflineProfiler:
             self._costs = count_replay(
                 self.model, args, kwargs, backward=backward, loss_fn=self.loss_fn,
                 optimizer=self._optimizer if backward else None, memory_model=self.memory_model,
-                formulas=self.formulas, grad_enabled=self._grad_enabled,
+                formulas=self.formulas, grad_enabled=self._grad_enabled, grads_present=self._grads_present,
             )
         return self._costs
 

@@ -36,13 +36,16 @@ def count_replay(
     memory_model: str = "op",
     formulas: Optional[Mapping[Any, Callable[..., Any]]] = None,
     grad_enabled: bool = True,
+    grads_present: bool = True,
 ) -> CountResult:
     """Count ``model(*args, **kwargs)`` (+ backward, + one optimizer step) on fake copies.
 
     Same arguments and result as :func:`torch_roofline.count`; the model, its gradients
     and the optimizer are left exactly as they were. ``grad_enabled``: the autograd mode the
     real step ran in (a step under ``torch.no_grad()`` runs different ops, e.g. no saved
-    clones, and must be replayed the same way).
+    clones, and must be replayed the same way). ``grads_present``: whether the parameters had
+    gradients when the real step began; without them backward stores each gradient (a free
+    ``detach``) instead of accumulating it (an ``add_``), so the replay starts the same way.
     """
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.func import functional_call
@@ -60,6 +63,9 @@ def count_replay(
         return fake[id(t)]
 
     state = {n: to_fake(p) for n, p in model.named_parameters(remove_duplicate=False)}
+    if not grads_present:
+        for fp in state.values():
+            fp.grad = None
     state.update({n: to_fake(b) for n, b in model.named_buffers(remove_duplicate=False)})
     fargs = tree_map(to_fake, tuple(args))
     fkwargs = tree_map(to_fake, dict(kwargs or {}))

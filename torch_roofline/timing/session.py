@@ -107,6 +107,7 @@ class ProfileSession:
         self._metrics = tuple(counter_metrics or DEFAULT_COUNTER_METRICS)
         self._export_path = export_path
         self._prof: Optional[torch.profiler.profile] = None
+        self._primer: Optional[torch.Tensor] = None
         self._discard = False
         self.traces: List[Trace] = []
 
@@ -130,16 +131,21 @@ class ProfileSession:
             with_stack=False,
             experimental_config=self._experimental_config(),
         )
-        # With profile_memory, the first free of a block allocated before the session makes
-        # c10 print "Memory block of unknown size was allocated before the profiling
-        # started" (once per process, straight to fd 2, usually mid-step). Free one such block
-        # right here, inside the quiet window, so that warning never reaches the user.
-        primer = torch.empty(1) if self._profile_memory else None
+        # With profile_memory, the first free of a block allocated before recording started
+        # makes c10 print "Memory block of unknown size was allocated before the profiling
+        # started" (once per process, straight to fd 2, usually mid-step). A block allocated
+        # now is freed inside a quiet window as soon as the profiler records (at once, or at
+        # the step() where a schedule starts it), so that warning never reaches the user.
+        self._primer = torch.empty(1) if self._profile_memory else None
         with quiet_native_stderr():
             prof.__enter__()
-            del primer
+            self._release_primer()
         self._prof = prof
         return self
+
+    def _release_primer(self) -> None:
+        if self._primer is not None and torch.autograd.profiler._is_profiler_enabled:
+            self._primer = None
 
     def step(self) -> None:
         """Mark the end of a step (drives the schedule, like ``torch.profiler.profile.step``)."""
@@ -147,6 +153,7 @@ class ProfileSession:
             raise RuntimeError("ProfileSession.step() called outside its `with` block.")
         with quiet_native_stderr():
             self._prof.step()
+            self._release_primer()
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         prof, self._prof = self._prof, None
