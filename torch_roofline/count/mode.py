@@ -172,6 +172,7 @@ class OpCounter:
         self._saved: set = set()
         self.unusual_layouts: set = set()  # "sparse" / "nested" when such tensors were seen
         self._stack: List[str] = []
+        self._facts: Dict[Any, Tuple[Any, str, bool]] = {}
         self._names: Dict[int, str] = {}
         self._scope: Tuple[str, ...] = ("",)
         self._seq_start: List[int] = []
@@ -294,21 +295,29 @@ class OpCounter:
         return "forward", self.scope()
 
     # ---- counting -------------------------------------------------------------------
+    def _op_facts(self, func: Any) -> Tuple[Any, str, bool]:
+        """(formula entry, dotted name, has arithmetic but no formula) of an overload, cached:
+        the answers depend on the overload only (and this counter's ``formulas``)."""
+        facts = self._facts.get(func)
+        if facts is None:
+            entry = _f.lookup(func, self.formulas)
+            no_formula = entry is None and not (
+                _f.op_key(func) in _f.NO_ARITHMETIC or _is_view(func) or _is_marker(func))
+            facts = self._facts[func] = (entry, op_name(func), no_formula)
+        return facts
+
     def _record(self, func: Any, args: Tuple, kwargs: Dict, out: Any) -> None:
         phase, scope = self._where()
-        entry = _f.lookup(func, self.formulas)
-        key = _f.op_key(func)
+        entry, name, no_formula = self._op_facts(func)
         flops = macs = 0
         unit = "vector"
-        counted = True
+        counted = not no_formula
         if entry is not None:
             result = _f.evaluate(entry, args, kwargs, out)
             if result is None or result.flops is None:
                 counted = False
             else:
                 flops, macs, unit = result.flops, result.macs, result.unit
-        elif key not in _f.NO_ARITHMETIC and not _is_view(func) and not _is_marker(func):
-            counted = False
         ins, outs = _tensors(args, kwargs), _tensors(out)
         layout = _unusual_layout(ins, outs)
         if layout is not None:
@@ -320,7 +329,7 @@ class OpCounter:
         traffic = self._traffic.measure(func, args, kwargs, out, tensors=(ins, outs))
         self.ops.append(
             _op_cost(
-                op=op_name(func),
+                op=name,
                 module=scope[-1],
                 scope=scope,
                 phase=phase,
