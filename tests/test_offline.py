@@ -12,7 +12,7 @@ from torch_roofline import RooflineProfiler
 from torch_roofline.cli import main as cli
 from torch_roofline.devices import Device
 from torch_roofline.offline import compare_counters, from_trace
-from torch_roofline.predict import _count
+from torch_roofline.count.replay import count_without_compute
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 TRACE = os.path.join(DATA, "alexnet_a100_forward.kineto.json.gz")
@@ -63,12 +63,12 @@ def test_a100_trace_with_model(alexnet_meta):
     assert (conv.roof.dtype, conv.roof.unit) == ("tf32", "matrix")
     assert 0 < conv.efficiency <= 1
     # forward FLOPs of AlexNet at batch 128 (2 x 714.2 MMACs x 128, torchvision's AlexNet)
-    assert report.totals.flops == _count(model, x, False, "op", None).total.flops
+    assert report.totals.flops == count_without_compute(model, x).total.flops
 
 
 def test_counters_side_by_side(alexnet_meta):
     model, x = alexnet_meta
-    rows = {r.op: r for r in compare_counters(COUNTERS, _count(model, x, False, "op", None), steps=2)}
+    rows = {r.op: r for r in compare_counters(COUNTERS, count_without_compute(model, x), steps=2)}
     # 3 linear layers: 2*128*(9216*4096 + 4096*4096 + 4096*1000) = 15007219712 analytic FLOPs
     assert rows["aten.addmm"].analytic_flops == 15_007_219_712
     # sgemm runs on CUDA cores: SASS add + mul + 2*fma agrees within 1%

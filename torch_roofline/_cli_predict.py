@@ -7,6 +7,8 @@ import os
 import sys
 from typing import List, Optional
 
+from torch_roofline.records import MEMORY_MODELS
+
 __all__ = ["add_parser"]
 
 
@@ -20,7 +22,7 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
                    help="catalog device id or name (repeat), 'cpu', or a roofs file; see `torch-roofline devices`")
     p.add_argument("--dtype", default=None, help="what-if dtype: fp32, bf16, fp16, fp8 or int8")
     p.add_argument("--train", action="store_true", help="forward + backward")
-    p.add_argument("--memory-model", choices=("op", "compulsory"), default="op")
+    p.add_argument("--memory-model", choices=MEMORY_MODELS, default="op")
     p.add_argument("--depth", type=int, default=1, help="table depth (default 1)")
     p.add_argument("--out", default=None, metavar="DIR", help="write report-<device>.json files and roofline.png")
     p.set_defaults(func=run_predict)

@@ -7,6 +7,8 @@ import os
 import sys
 import time
 
+from torch_roofline.records import MEMORY_MODELS
+
 __all__ = ["add_parser"]
 
 
@@ -21,7 +23,7 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--roof", default="auto",
                    help="auto (default), datasheet, measured, a catalog device name, or a roofs .toml/.yaml file")
-    p.add_argument("--memory-model", choices=("op", "compulsory"), default="op")
+    p.add_argument("--memory-model", choices=MEMORY_MODELS, default="op")
     p.add_argument("--steps", type=int, default=2, help="profiled steps, averaged (default 2, after 1 warm-up step)")
     p.add_argument("--depth", type=int, default=2, help="table depth (default 2)")
     p.add_argument("--top", type=int, default=25, help="table rows (default 25, by time)")

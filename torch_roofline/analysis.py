@@ -58,7 +58,7 @@ from dataclasses import dataclass, field, replace
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from torch_roofline._time_lost import _dominant, _time_lost_items
-from torch_roofline.records import PHASES, ModuleInfo, ModuleTiming, OpCost, OpTiming, Roof
+from torch_roofline.records import MEMORY_MODELS, PHASES, ModuleInfo, ModuleTiming, OpCost, OpTiming, Roof
 from torch_roofline.report import (
     BOUNDS,
     BoundShare,
@@ -86,7 +86,7 @@ __all__ = [
 
 DEFAULT_OVERHEAD_THRESHOLD_S = 10e-6
 DEFAULT_OVERHEAD_RATIO = 2.0
-_MEMORY_MODELS = ("op", "compulsory")
+_MEMORY_MODELS = MEMORY_MODELS
 RoofKey = Tuple[Optional[str], str]
 
 

@@ -120,6 +120,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from torch_roofline.records import MEMORY_MODELS
 from torch_roofline.scalars import finite as _finite, totals_scalars
 
 __all__ = ["Roofline", "RooflinePL", "RooflineSchedule", "comm_scalars", "rank_summary", "report_scalars"]
@@ -465,7 +466,7 @@ class _RooflineLogic:
         interconnect_bandwidth: Optional[float] = None,
     ) -> None:
         super().__init__()
-        if memory_model not in ("op", "compulsory"):
+        if memory_model not in MEMORY_MODELS:
             raise ValueError(f"Roofline(memory_model={memory_model!r}): expected 'op' or 'compulsory'")
         if not isinstance(tag, str) or not tag or tag.startswith("/"):
             raise ValueError(f"Roofline(tag={tag!r}): expected a non-empty string such as 'roofline'")

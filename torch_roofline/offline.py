@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from torch_roofline.analysis import analyse
+from torch_roofline.count.replay import count_without_compute
 from torch_roofline.count.result import CountResult
 from torch_roofline.records import OpCost
 from torch_roofline.report import RooflineReport
@@ -112,12 +113,6 @@ def _has_module_ranges(timing: TraceTiming) -> bool:
     return any(m.name for m in timing.modules)
 
 
-def _model_costs(model: nn.Module, inputs: Any, backward: bool, loss_fn: Any, memory_model: str) -> CountResult:
-    from torch_roofline.predict import _count
-
-    return _count(model, inputs, backward, memory_model, loss_fn)
-
-
 def compare_counters(trace: Union[str, Trace], costs: CountResult, *, steps: int = 1) -> List[CounterComparison]:
     """Analytic vs hardware-counter FLOPs per (module, phase, op) for a trace with counters.
 
@@ -181,7 +176,7 @@ def from_trace(
     notes: List[str] = []
     modules: Tuple = ()
     if model is not None:
-        counted = _model_costs(model, inputs, backward, loss_fn, memory_model)
+        counted = count_without_compute(model, inputs, backward=backward, loss_fn=loss_fn, memory_model=memory_model)
         costs, modules = counted.ops, counted.modules
         timing = attribute(trace, op_names={o.op for o in costs})
         if not _has_module_ranges(timing):

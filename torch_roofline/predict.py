@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from torch_roofline.analysis import analyse
-from torch_roofline.count import Inputs, count
-from torch_roofline.count.replay import count_replay
+from torch_roofline.count import Inputs
+from torch_roofline.count.replay import count_without_compute
 from torch_roofline.count.result import CountResult
 from torch_roofline.profiler import device_info, place, resolve_device
 from torch_roofline.report import RooflineReport
@@ -59,30 +59,6 @@ def retype(costs: CountResult, dtype: str) -> CountResult:
     return dataclasses.replace(costs, ops=tuple(ops), notes=notes)
 
 
-def _count(model: nn.Module, inputs: Inputs, backward: bool, memory_model: str,
-           loss_fn: Optional[Callable[[Any], torch.Tensor]]) -> CountResult:
-    on_meta = any(p.is_meta for p in model.parameters()) or any(b.is_meta for b in model.buffers())
-    try:
-        if on_meta or not any(True for _ in model.parameters()):
-            return count(model, inputs, backward=backward, loss_fn=loss_fn, memory_model=memory_model)
-        if isinstance(inputs, dict):
-            args, kwargs = (), inputs
-        elif isinstance(inputs, torch.Tensor):
-            args, kwargs = (inputs,), {}
-        else:
-            args, kwargs = tuple(inputs or ()), {}
-        return count_replay(model, args, kwargs, backward=backward, loss_fn=loss_fn, memory_model=memory_model)
-    except Exception as exc:  # data-dependent ops cannot run on meta/fake tensors
-        text = f"{type(exc).__name__}: {exc}"
-        if "DataDependent" in type(exc).__name__ or "meta" in str(exc).lower() or "data-dependent" in str(exc).lower():
-            raise RuntimeError(
-                "predict(): the model cannot run on meta/fake tensors (an op needs real data: "
-                f"{text.splitlines()[0]}). Run it with real inputs on the CPU instead: "
-                "torch_roofline.count(model, inputs) or RooflineProfiler"
-            ) from exc
-        raise
-
-
 def predict(
     model: nn.Module,
     inputs: Inputs,
@@ -122,7 +98,7 @@ def predict(
     if not on:
         raise ValueError("predict(on=[]): name at least one device, e.g. on=['h100-sxm']")
     devices = [_device(spec) for spec in on]  # resolve names first: a typo fails before counting
-    costs = _count(model, inputs, backward, memory_model, loss_fn)
+    costs = count_without_compute(model, inputs, backward=backward, loss_fn=loss_fn, memory_model=memory_model)
     if dtype is not None:
         costs = retype(costs, dtype)
     reports: Dict[str, RooflineReport] = {}

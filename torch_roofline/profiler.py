@@ -27,7 +27,7 @@ from torch import nn
 from torch_roofline.analysis import analyse
 from torch_roofline.count.replay import count_replay
 from torch_roofline.count.result import CountResult
-from torch_roofline.records import OpCost, Roof
+from torch_roofline.records import MEMORY_MODELS, OpCost, Roof
 from torch_roofline.report import DeviceInfo, RooflineReport
 from torch_roofline.timing.attribution import TraceTiming, attribute
 from torch_roofline.timing.ranges import ModuleRanges
@@ -204,7 +204,7 @@ class RooflineProfiler:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"RooflineProfiler(model=...): expected an nn.Module, got {type(model).__name__}")
-        if memory_model not in ("op", "compulsory"):
+        if memory_model not in MEMORY_MODELS:
             raise ValueError(f"RooflineProfiler(memory_model={memory_model!r}): expected 'op' or 'compulsory'")
         self.model = model
         self.torch_device = torch.device(device) if device is not None else _model_device(model)
@@ -232,6 +232,7 @@ class RooflineProfiler:
         self._device_obj: Any = None
         self._report: Optional[RooflineReport] = None
         self._costs: Optional[CountResult] = None
+        self._timing: Optional[TraceTiming] = None
 
     # ---- context ----------------------------------------------------------------------
     def __enter__(self) -> "RooflineProfiler":
@@ -239,7 +240,7 @@ class RooflineProfiler:
             raise RuntimeError("RooflineProfiler is already running in this thread: profilers cannot nest")
         _ACTIVE.on = True
         try:
-            self._report = None
+            self._report = self._costs = self._timing = None
             self._handles.append(self.model.register_forward_pre_hook(self._capture, with_kwargs=True))
             self._handles.append(_optim.register_optimizer_step_pre_hook(self._capture_optimizer))
             self._ranges.__enter__()
@@ -287,11 +288,11 @@ class RooflineProfiler:
 
     @property
     def timing(self) -> TraceTiming:
-        """The measured times (per op and module, summed over the active steps)."""
-        return attribute(self._session.trace, op_names=self._op_names())
-
-    def _op_names(self) -> Optional[set]:
-        return {op.op for op in self.costs().ops} if self._call is not None else None
+        """The measured times (per op and module, summed over the active steps); computed once."""
+        if self._timing is None:
+            names = {op.op for op in self.costs().ops} if self._call is not None else None
+            self._timing = attribute(self._session.trace, op_names=names)
+        return self._timing
 
     def costs(self) -> CountResult:
         """The counted step (FLOPs, MACs, bytes per op call), replayed on fake tensors."""
@@ -329,7 +330,7 @@ class RooflineProfiler:
         if getattr(_ACTIVE, "on", False) and self._handles:
             raise RuntimeError("RooflineProfiler.report(): leave the `with` block first")
         costs = self.costs()
-        timing = attribute(self._session.trace, op_names={op.op for op in costs.ops})
+        timing = self.timing
         dev = self.device()
         kwargs = {}
         if self.overhead_threshold_s is not None:

@@ -21,6 +21,7 @@ from typing import Optional, Tuple
 
 __all__ = [
     "PHASES",
+    "MEMORY_MODELS",
     "Cost",
     "OpCost",
     "ModuleInfo",
@@ -30,6 +31,10 @@ __all__ = [
 ]
 
 PHASES: Tuple[str, ...] = ("forward", "backward", "optimizer")
+
+#: The two memory models: ``"op"`` (every op reads its inputs and writes its outputs) and
+#: ``"compulsory"`` (each storage moved once per step).
+MEMORY_MODELS: Tuple[str, ...] = ("op", "compulsory")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from torch.utils._pytree import tree_flatten
 from torch_roofline.count.formulas import NO_ARITHMETIC, FlopCount, register_formula
 from torch_roofline.count.mode import OpCounter, module_infos
 from torch_roofline.count.result import CountResult
+from torch_roofline.records import MEMORY_MODELS
 
 __all__ = ["count", "CountResult", "register_formula", "FlopCount", "NO_ARITHMETIC", "Inputs", "run_step"]
 
@@ -19,7 +20,6 @@ __all__ = ["count", "CountResult", "register_formula", "FlopCount", "NO_ARITHMET
 #: keyword arguments.
 Inputs = Union[torch.Tensor, Tuple[Any, ...], list, Dict[str, Any], None]
 
-MEMORY_MODELS = ("op", "compulsory")
 
 
 def count(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from torch_roofline.records import MEMORY_MODELS
+
 __all__ = ["add_parser"]
 
 
@@ -15,7 +17,7 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--input-shape", action="append", default=[], metavar="SHAPE",
                    help="input tensor shape, e.g. 1,3,224,224 (repeat for several inputs)")
     p.add_argument("--train", action="store_true", help="count forward + backward + one AdamW step")
-    p.add_argument("--memory-model", choices=("op", "compulsory"), default="op",
+    p.add_argument("--memory-model", choices=MEMORY_MODELS, default="op",
                    help="op: every op reads inputs and writes outputs (default); compulsory: each storage once")
     p.add_argument("--dtype", default=None, help="fp32 (default), bf16 or fp16")
     p.add_argument("--device", default="cpu", help="cpu (default) or meta (no weights allocated)")

@@ -22,7 +22,7 @@ from torch.utils._pytree import tree_map
 from torch_roofline.count.mode import OpCounter, module_infos
 from torch_roofline.count.result import CountResult
 
-__all__ = ["count_replay"]
+__all__ = ["count_replay", "count_without_compute"]
 
 
 def count_replay(
@@ -110,3 +110,45 @@ def _fake_optimizer(optimizer: torch.optim.Optimizer, to_fake: Callable[[Any], A
                 fst[k] = v
         fopt.state[to_fake(p)] = fst
     return fopt
+
+
+def count_without_compute(
+    model: nn.Module,
+    inputs: Any,
+    *,
+    backward: bool = False,
+    loss_fn: Optional[Callable[[Any], torch.Tensor]] = None,
+    memory_model: str = "op",
+) -> CountResult:
+    """Count one step of ``model`` without running its arithmetic.
+
+    A model on the meta device (or without parameters) is counted directly; a real model is
+    counted on fake copies (:func:`count_replay`), so nothing is computed or changed either way.
+    ``inputs`` as for :func:`torch_roofline.count`.
+
+    Raises:
+        RuntimeError: the model needs real data (``.item()``, data-dependent shapes); the
+            message names the op and suggests counting with real inputs on the CPU.
+    """
+    from torch_roofline.count import count
+
+    on_meta = any(p.is_meta for p in model.parameters()) or any(b.is_meta for b in model.buffers())
+    try:
+        if on_meta or not any(True for _ in model.parameters()):
+            return count(model, inputs, backward=backward, loss_fn=loss_fn, memory_model=memory_model)
+        if isinstance(inputs, dict):
+            args, kwargs = (), inputs
+        elif isinstance(inputs, torch.Tensor):
+            args, kwargs = (inputs,), {}
+        else:
+            args, kwargs = tuple(inputs or ()), {}
+        return count_replay(model, args, kwargs, backward=backward, loss_fn=loss_fn, memory_model=memory_model)
+    except Exception as exc:  # data-dependent ops cannot run on meta/fake tensors
+        text = f"{type(exc).__name__}: {exc}"
+        if "DataDependent" in type(exc).__name__ or "meta" in str(exc).lower() or "data-dependent" in str(exc).lower():
+            raise RuntimeError(
+                "the model cannot run on meta/fake tensors (an op needs real data: "
+                f"{text.splitlines()[0]}). Run it with real inputs on the CPU instead: "
+                "torch_roofline.count(model, inputs) or RooflineProfiler"
+            ) from exc
+        raise

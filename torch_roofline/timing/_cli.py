@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from torch_roofline.records import MEMORY_MODELS
+
 __all__ = ["add_parser"]
 
 
@@ -19,7 +21,7 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--train", action="store_true", help="the traced step ran backward too")
     p.add_argument("--roof", default=None, help="roofs to use (default: the trace's GPU from the catalog)")
     p.add_argument("--steps", type=int, default=None, help="model steps the trace holds (default: ProfilerStep count)")
-    p.add_argument("--memory-model", choices=("op", "compulsory"), default="op")
+    p.add_argument("--memory-model", choices=MEMORY_MODELS, default="op")
     p.add_argument("--depth", type=int, default=2)
     p.add_argument("--level", choices=("module", "op"), default="module")
     p.add_argument("--out", default=None, metavar="DIR", help="write report.json and roofline.png here")
@@ -45,11 +47,12 @@ def run(args: argparse.Namespace) -> int:
     if model is not None and trace.of_kind("cuda_profiler_range"):
         from tabulate import tabulate
 
-        from torch_roofline.predict import _count
+        from torch_roofline.count.replay import count_without_compute
 
         rows = [[r.module or report.model, r.phase, r.op, r.kernels, f"{r.analytic_flops / 1e9:.3f}",
                  f"{r.counter_flops / 1e9:.3f}", "-" if r.ratio is None else f"{r.ratio:.3f}"]
-                for r in compare_counters(trace, _count(model, inputs, args.train, args.memory_model, None),
+                for r in compare_counters(trace, count_without_compute(model, inputs, backward=args.train,
+                                                                        memory_model=args.memory_model),
                                           steps=args.steps or 1)]
         print("\nAnalytic vs hardware-counter FLOPs (SASS FP instructions; tensor-core work is invisible to them):")
         print(tabulate(rows, headers=["module", "phase", "op", "kernels", "analytic GFLOP", "counter GFLOP",
