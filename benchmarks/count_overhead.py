@@ -12,7 +12,10 @@ the machine's noise hits them alike:
 
 Every counter runs the real forward (no meta device), so "time / forward" is the counter's
 cost as a multiple of the forward it counts. The figures are the best (minimum) over the
-rounds, the median printed alongside: on a shared machine noise only adds time.
+rounds, the median printed alongside: on a shared machine noise only adds time. The
+ours/FlopCounterMode ratio is also given as the median of per-round ratios ("paired"): the
+two calls of one round run moments apart, so slow drifts of the machine cancel out of it.
+The order of the variants rotates from round to round.
 ``--threads`` defaults to 1: with 2 OpenMP threads on a 2-core machine that other jobs share,
 one descheduled thread stalls the other and forward times swing by 10x. Nothing is asserted: the numbers are for people.
 
@@ -31,7 +34,7 @@ import statistics
 import sys
 import time
 import warnings
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -68,14 +71,26 @@ def _time_once(fn: Callable[[], object]) -> float:
 
 
 def interleaved(variants: Dict[str, Callable[[], object]], rounds: int) -> Dict[str, List[float]]:
-    """Seconds per call of every variant, one call of each per round (after one warm-up round)."""
+    """Seconds per call of every variant, one call of each per round (after one warm-up round).
+
+    The order rotates from round to round, so no variant always runs first (or always right
+    after a particular other one).
+    """
     for fn in variants.values():
         fn()
+    names = list(variants)
     times: Dict[str, List[float]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, fn in variants.items():
-            times[name].append(_time_once(fn))
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            times[name].append(_time_once(variants[name]))
     return times
+
+
+def paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:
+    """Median over rounds of ``a[i] / b[i]``: each ratio compares two calls made moments
+    apart, so slow drifts of a shared machine cancel out of it."""
+    return statistics.median(x / y for x, y in zip(a, b))
 
 
 def _variants(model: torch.nn.Module, x: torch.Tensor) -> Tuple[Dict[str, Callable[[], object]], Dict[str, str]]:
@@ -154,7 +169,11 @@ def bench_model(name: str, rounds: int) -> List[str]:
     # Overhead = counter time minus the forward it wraps; the ratio of overheads is the
     # sharper comparison when the forward dominates.
     over_ours, over_fcm = ours - base, fcm - base
-    lines.append(f"  ours / FlopCounterMode (total time): {ours / fcm:.2f}  (target <= 1.00, while also counting bytes)")
+    paired = paired_ratio(times["torch_roofline.count"], times["FlopCounterMode"])
+    lines.append(
+        f"  ours / FlopCounterMode (total time): best-of {ours / fcm:.2f}, paired median {paired:.2f}"
+        "  (target <= 1.00, while also counting bytes)"
+    )
     lines.append(
         f"  overhead over forward: ours {over_ours * 1e3:+.1f} ms, FlopCounterMode {over_fcm * 1e3:+.1f} ms"
         + (f", fvcore {(best['fvcore'] - base) * 1e3:+.1f} ms" if "fvcore" in best else "")
@@ -167,10 +186,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--quick", action="store_true", help="3 rounds (~1 minute)")
     p.add_argument("--rounds", type=int, default=None, help="rounds per variant (default 10, quick 3)")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
+    p.add_argument("--models", default="resnet50,mobilenet_v3_small",
+                   help="comma-separated torchvision model names (default: resnet50,mobilenet_v3_small)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     rounds = args.rounds or (3 if args.quick else 10)
-    models = ["resnet50", "mobilenet_v3_small"]
+    models = [m for m in args.models.split(",") if m]
     print("count_overhead: counting a forward vs the plain forward")
     for line in machine_lines(torch.get_num_threads()):
         print("  " + line)

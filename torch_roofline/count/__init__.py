@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -92,9 +92,10 @@ def count(
     tree = modules if modules is not None else (model if isinstance(model, nn.Module) else None)
     if isinstance(model, nn.Module):
         _check_devices(model, inputs)
-    infos = module_infos(tree, root_type=getattr(model, "__name__", None))
-    on_meta = any(t.is_meta for t in _tensors_of(tree, inputs))
-    with OpCounter(tree, formulas, meta_attention=on_meta) as counter:
+    named = list(tree.named_modules()) if tree is not None else None
+    infos = module_infos(tree, root_type=getattr(model, "__name__", None), named=named)
+    on_meta = _any_meta(named, inputs)
+    with OpCounter(tree, formulas, meta_attention=on_meta, named_modules=named) as counter:
         run_step(model, inputs, backward=backward, loss_fn=loss_fn, optimizer=optimizer)
     if not counter.ops:
         notes.append("no aten op ran in the step: every count is zero because nothing was computed")
@@ -157,12 +158,15 @@ def run_step(
     return output
 
 
-def _tensors_of(tree: Optional[nn.Module], inputs: Inputs) -> list:
-    """The model's parameters and buffers and the input tensors (to see which device they are on)."""
-    found = [x for x in tree_flatten(inputs)[0] if isinstance(x, torch.Tensor)]
-    if tree is not None:
-        found += list(tree.parameters()) + list(tree.buffers())
-    return found
+def _any_meta(named: Optional[Sequence[Tuple[str, nn.Module]]], inputs: Inputs) -> bool:
+    """Whether an input tensor, or a parameter or buffer of the ``named`` modules, is on meta."""
+    if any(isinstance(x, torch.Tensor) and x.is_meta for x in tree_flatten(inputs)[0]):
+        return True
+    for _, mod in named or ():
+        for t in (*mod._parameters.values(), *mod._buffers.values()):
+            if t is not None and t.is_meta:
+                return True
+    return False
 
 
 def _default_loss(output: Any) -> torch.Tensor:

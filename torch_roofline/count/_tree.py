@@ -31,7 +31,13 @@ def tensors(*trees: Any) -> List[torch.Tensor]:
             for y in x:
                 if isinstance(y, _Tensor):
                     out.append(y)
-                elif isinstance(y, (list, tuple, dict)):
+                elif isinstance(y, (list, tuple)):
+                    for z in y:  # aten's int lists (stride=[1, 1]) end here without a call
+                        if isinstance(z, _Tensor):
+                            out.append(z)
+                        elif isinstance(z, (list, tuple, dict)):
+                            out.extend(tensors(z))
+                elif isinstance(y, dict):
                     out.extend(tensors(y))
         elif isinstance(x, dict):
             out.extend(tensors(*x.values()))
@@ -39,13 +45,25 @@ def tensors(*trees: Any) -> List[torch.Tensor]:
 
 
 def shapes(x: Any) -> Any:
-    """``x`` with every tensor replaced by its shape (containers rebuilt as list/tuple/dict)."""
+    """``x`` with every tensor replaced by its shape (containers rebuilt as list/tuple/dict).
+
+    A list or tuple without tensors or nested containers (``stride=[1, 1]``) is returned as
+    it is: nothing in it changes, and aten's int lists are the most common argument.
+    """
     if isinstance(x, _Tensor):
         return x.shape
-    if isinstance(x, tuple):
-        return tuple(shapes(v) for v in x)
-    if isinstance(x, list):
-        return [shapes(v) for v in x]
+    if isinstance(x, (tuple, list)):
+        for v in x:
+            if isinstance(v, _CONTAINERS):
+                break
+        else:
+            return x
+        walked = [v.shape if isinstance(v, _Tensor) else shapes(v) if isinstance(v, _NESTED) else v for v in x]
+        return walked if isinstance(x, list) else tuple(walked)
     if isinstance(x, dict):
         return {k: shapes(v) for k, v in x.items()}
     return x
+
+
+_CONTAINERS = (_Tensor, list, tuple, dict)
+_NESTED = (list, tuple, dict)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch.utils import flop_counter as _tfc
@@ -72,6 +72,10 @@ class _Entry:
     fn: Formula
     unit: str
     raw: bool  # False: tensors are replaced by their shapes before the call
+    # Same answer as ``fn``, from the call's already-walked tensors:
+    # ``fast(ins, outs, args, kwargs, out)`` (built-in elementwise and torch's formulas; the
+    # counter has the input and output tensors in hand, so they need not be walked again).
+    fast: Optional[Callable[..., Any]] = None
 
 
 _REGISTRY: Dict[Any, _Entry] = {}
@@ -120,12 +124,16 @@ def _shapes(tree: Any) -> Any:
     return _tree_shapes(tree)
 
 
-def evaluate(entry: _Entry, args: Sequence[Any], kwargs: Mapping[str, Any], out: Any) -> Optional[FlopCount]:
+def evaluate(entry: _Entry, args: Sequence[Any], kwargs: Mapping[str, Any], out: Any,
+             tensors: Optional[Tuple[List[torch.Tensor], List[torch.Tensor]]] = None) -> Optional[FlopCount]:
     """Run one registry entry on an op call and normalise its answer to a :class:`FlopCount`.
 
     ``None`` means the formula declined (no honest count for these arguments).
+    ``tensors``: the call's (input, output) tensors, when the caller has walked them already.
     """
-    if entry.raw:
+    if entry.fast is not None and tensors is not None:
+        res = entry.fast(tensors[0], tensors[1], args, kwargs, out)
+    elif entry.raw:
         res = entry.fn(*args, out=out, **kwargs)
     else:
         a, k, o = _shapes((tuple(args), dict(kwargs), out))
@@ -146,11 +154,13 @@ def lookup(func: Any, extra: Optional[Mapping[Any, Formula]] = None) -> Optional
     if key in _REGISTRY:
         return _REGISTRY[key]
     if key in _tfc.flop_registry:
-        return _Entry(_torch_formula(_tfc.flop_registry[key]), "matrix", True)
+        call, fast = _torch_formula(_tfc.flop_registry[key])
+        return _Entry(call, "matrix", True, fast)
     return None
 
 
-def _torch_formula(fn: Callable[..., int]) -> Formula:
+def _torch_formula(fn: Callable[..., int]) -> Tuple[Formula, Callable[..., Any]]:
+    """(formula, its fast form taking the already-walked tensors) for one of torch's formulas."""
     # torch's registered formulas are already shape-wrapped: they take raw args and out_val.
     # NB: they count real arithmetic; a complex multiply-accumulate is 4 real MACs (4 real
     # multiplies, 4 adds), so complex matrix work is x4 (see the module docstring).
@@ -159,16 +169,22 @@ def _torch_formula(fn: Callable[..., int]) -> Formula:
     # same shapes from our aten-only walk instead.
     raw = getattr(fn, "__wrapped__", None)
 
-    def call(*args: Any, out: Any = None, **kwargs: Any) -> int:
+    def fast(ins: List[torch.Tensor], outs: List[torch.Tensor], args: Sequence[Any],
+             kwargs: Mapping[str, Any], out: Any = None) -> int:
         if raw is not None:
-            flops = int(raw(*_tree_shapes(args), out_shape=_tree_shapes(out), **_tree_shapes(kwargs)))
+            shaped_kwargs = _tree_shapes(kwargs) if kwargs else {}
+            flops = int(raw(*_tree_shapes(args), out_shape=_tree_shapes(out), **shaped_kwargs))
         else:
             flops = int(fn(*args, out_val=out, **kwargs))
-        if any(_is_complex(t) for t in _tensors(args, kwargs)):
-            flops *= 4
+        for t in ins:
+            if t.is_complex():
+                return flops * 4
         return flops
 
-    return call
+    def call(*args: Any, out: Any = None, **kwargs: Any) -> int:
+        return fast(_tensors(args, kwargs), [], args, kwargs, out)
+
+    return call, fast
 
 
 def _numel(shape: Any) -> int:
@@ -283,12 +299,17 @@ def _is_float(t: Any) -> bool:
     return isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex())
 
 
-def _elementwise(per_elem: int, base: str) -> Formula:
-    def formula(*args: Any, out: Any = None, **kwargs: Any) -> Any:
-        tensors = _tensors(args, kwargs)
-        outs = _tensors(out)
-        if not any(_is_float(t) for t in tensors + outs):
-            return FlopCount(0)  # integer/bool arithmetic is not floating-point work
+def _elementwise(per_elem: int, base: str) -> Tuple[Formula, Callable[..., Any]]:
+    """(formula, its fast form taking the already-walked input and output tensors)."""
+
+    def fast(tensors: List[torch.Tensor], outs: List[torch.Tensor], args: Sequence[Any],
+             kwargs: Mapping[str, Any], out: Any = None) -> Any:
+        every = tensors + outs
+        for t in every:
+            if t.is_floating_point() or t.is_complex():
+                break
+        else:
+            return _ZERO  # integer/bool arithmetic is not floating-point work
         k = per_elem
         if base in _SCALED_BY_ALPHA:
             scale = kwargs.get("alpha", kwargs.get("value", 1))
@@ -296,7 +317,7 @@ def _elementwise(per_elem: int, base: str) -> Formula:
                 scale = args[3]
             if scale != 1:
                 k += 1
-        if any(_is_complex(t) for t in tensors + outs):
+        if any(t.is_complex() for t in every):
             factor = {"add": 2, "sub": 2, "neg": 2, "rsub": 2, "mul": 6}.get(base)
             if factor is None:
                 return None  # no honest per-element count for this complex op
@@ -304,7 +325,13 @@ def _elementwise(per_elem: int, base: str) -> Formula:
         numel = sum(o.numel() for o in outs) if outs else 0
         return FlopCount(k * numel)
 
-    return formula
+    def formula(*args: Any, out: Any = None, **kwargs: Any) -> Any:
+        return fast(_tensors(args, kwargs), _tensors(out), args, kwargs)
+
+    return formula, fast
+
+
+_ZERO = FlopCount(0)
 
 
 def _register_elementwise() -> None:
@@ -314,7 +341,8 @@ def _register_elementwise() -> None:
         for variant in (name, name + "_"):
             packet = getattr(aten, variant, None)
             if packet is not None:
-                _REGISTRY[op_key(packet)] = _Entry(_elementwise(k, name), "vector", True)
+                formula, fast = _elementwise(k, name)
+                _REGISTRY[op_key(packet)] = _Entry(formula, "vector", True, fast)
         fe = getattr(aten, f"_foreach_{name}", None)
         fe_ = getattr(aten, f"_foreach_{name}_", None)
         for packet in (fe, fe_):

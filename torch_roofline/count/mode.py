@@ -48,51 +48,103 @@ def compute_dtype(ins: Sequence[torch.Tensor], outs: Sequence[torch.Tensor], uni
     order = ins + outs if unit == "matrix" else outs + ins
     for t in order:
         if t.is_floating_point() or t.is_complex():
-            return str(t.dtype).replace("torch.", "")
-    return str(order[0].dtype).replace("torch.", "") if order else None
+            return _dtype_name(t.dtype)
+    return _dtype_name(order[0].dtype) if order else None
 
 
-def module_infos(model: Optional[nn.Module], root_type: Optional[str] = None) -> List[ModuleInfo]:
+_DTYPE_NAMES: Dict[torch.dtype, str] = {}
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    """``"float32"`` for ``torch.float32`` (cached: called once per op)."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).replace("torch.", "")
+    return name
+
+
+def module_infos(model: Optional[nn.Module], root_type: Optional[str] = None,
+                 named: Optional[Sequence[Tuple[str, nn.Module]]] = None) -> List[ModuleInfo]:
     """Static facts of every module (``named_modules`` order, shared modules once).
 
     Parameter counts are inclusive of children; a parameter shared by two modules is
-    counted once per subtree. Computed bottom-up: each module's parameter set is its own
-    parameters plus its children's sets.
+    counted once per subtree. ``named``: ``model.named_modules()`` when the caller already
+    has it.
+
+    Computed bottom-up in one pass: a module's inclusive counts are its own plus its
+    children's. That sum counts a shared parameter (or a module reachable twice) once per
+    path, so the pass also counts parameter references; when they outnumber the distinct
+    parameters, the sharing is resolved exactly with per-subtree parameter sets.
     """
     if model is None:
         return [ModuleInfo("", root_type or "step", 0, 0)]
-    named = list(model.named_modules())
-    inclusive: Dict[int, Dict[int, torch.Tensor]] = {}
+    if named is None:
+        named = list(model.named_modules())
+    sizes: Dict[int, Tuple[int, int]] = {}  # id(param) -> (elements, bytes)
+    own: Dict[int, Tuple[int, int, int]] = {}  # id(module) -> own (elements, bytes, parameters)
+    for _, mod in named:
+        n = b = 0
+        ids: List[int] = []
+        for p in mod._parameters.values():
+            if p is not None and id(p) not in ids:
+                ids.append(id(p))
+                size = sizes.get(id(p))
+                if size is None:
+                    elements = p.numel()
+                    size = sizes[id(p)] = (elements, elements * p.element_size())
+                n += size[0]
+                b += size[1]
+        own[id(mod)] = (n, b, len(ids))
+    inclusive: Dict[int, Tuple[int, int, int]] = {}  # id(module) -> (elements, bytes, references)
 
-    def own(mod: nn.Module) -> List[torch.Tensor]:
-        # the module's own parameters, each once (``parameters(recurse=False)`` without its
-        # generator machinery)
-        return list({id(p): p for p in mod._parameters.values() if p is not None}.values())
-
-    def params_of(mod: nn.Module) -> Dict[int, torch.Tensor]:
-        if id(mod) not in inclusive:
-            params = {id(p): p for p in own(mod)}
+    def total(mod: nn.Module) -> Tuple[int, int, int]:
+        found = inclusive.get(id(mod))
+        if found is None:
+            n, b, refs = own[id(mod)]
             for child in mod._modules.values():
                 if child is not None:
-                    params.update(params_of(child))
-            inclusive[id(mod)] = params
-        return inclusive[id(mod)]
+                    cn, cb, cr = total(child)
+                    n, b, refs = n + cn, b + cb, refs + cr
+            found = inclusive[id(mod)] = (n, b, refs)
+        return found
 
+    shared = total(model)[2] != len(sizes)
+    exact = _shared_parameter_totals(model, sizes) if shared else None
     infos = []
     for name, mod in named:
-        params = params_of(mod).values()
-        mine = own(mod)
-        infos.append(
-            ModuleInfo(
-                name=name,
-                type=type(mod).__name__,
-                params=sum(p.numel() for p in params),
-                param_bytes=sum(p.numel() * p.element_size() for p in params),
-                self_params=sum(p.numel() for p in mine),
-                self_param_bytes=sum(p.numel() * p.element_size() for p in mine),
-            )
-        )
+        n, b, _ = exact[id(mod)] if exact is not None else inclusive[id(mod)]
+        mine = own[id(mod)]
+        infos.append(_record_of(
+            ModuleInfo,
+            name=name,
+            type=type(mod).__name__,
+            params=n,
+            param_bytes=b,
+            self_params=mine[0],
+            self_param_bytes=mine[1],
+        ))
     return infos
+
+
+def _shared_parameter_totals(model: nn.Module, sizes: Mapping[int, Tuple[int, int]]) -> Dict[int, Tuple[int, int, int]]:
+    """id(module) -> (elements, bytes, distinct parameters) of its subtree, each parameter once."""
+    sets: Dict[int, set] = {}
+
+    def params_of(mod: nn.Module) -> set:
+        found = sets.get(id(mod))
+        if found is None:
+            found = {id(p) for p in mod._parameters.values() if p is not None}
+            for child in mod._modules.values():
+                if child is not None:
+                    found |= params_of(child)
+            sets[id(mod)] = found
+        return found
+
+    params_of(model)
+    return {
+        key: (sum(sizes[i][0] for i in ids), sum(sizes[i][1] for i in ids), len(ids))
+        for key, ids in sets.items()
+    }
 
 
 class _MetaAttention(TorchFunctionMode):
@@ -156,8 +208,10 @@ class OpCounter:
         formulas: Optional[Mapping[Any, Callable]] = None,
         scalar_values: Optional[Mapping[int, Any]] = None,
         meta_attention: bool = False,
+        named_modules: Optional[Sequence[Tuple[str, nn.Module]]] = None,
     ) -> None:
         self.model = model
+        self._named_modules = named_modules  # model.named_modules() when the caller has it
         # Only on the meta device: a TorchFunctionMode also switches off fast paths (e.g.
         # nn.MultiheadAttention's) that a CPU or CUDA run would take, and meta runs take none.
         self.meta_attention = meta_attention
@@ -172,7 +226,7 @@ class OpCounter:
         self._saved: set = set()
         self.unusual_layouts: set = set()  # "sparse" / "nested" when such tensors were seen
         self._stack: List[str] = []
-        self._facts: Dict[Any, Tuple[Any, str, bool]] = {}
+        self._facts: Dict[int, Tuple[Any, str, bool, Any]] = {}
         self._names: Dict[int, str] = {}
         self._scope: Tuple[str, ...] = ("",)
         self._seq_start: List[int] = []
@@ -219,8 +273,9 @@ class OpCounter:
         """Two global module hooks (cheaper than two per module), filtered to this model."""
         if self.model is None or isinstance(self.model, torch.jit.ScriptModule):
             return
+        named = self._named_modules if self._named_modules is not None else self.model.named_modules()
         self._names = {}
-        for name, mod in self.model.named_modules():
+        for name, mod in named:
             self._names.setdefault(id(mod), name)
         self._handles.append(nn.modules.module.register_module_forward_pre_hook(self._pre_hook))
         self._handles.append(nn.modules.module.register_module_forward_hook(self._post_hook, always_call=True))
@@ -297,14 +352,16 @@ class OpCounter:
     # ---- counting -------------------------------------------------------------------
     def _op_facts(self, func: Any) -> Tuple[Any, str, bool]:
         """(formula entry, dotted name, has arithmetic but no formula) of an overload, cached:
-        the answers depend on the overload only (and this counter's ``formulas``)."""
-        facts = self._facts.get(func)
+        the answers depend on the overload only (and this counter's ``formulas``). Keyed by
+        ``id(func)`` (``OpOverload.__hash__`` is Python code); the entry keeps ``func``
+        alive, so the id stays its own."""
+        facts = self._facts.get(id(func))
         if facts is None:
             entry = _f.lookup(func, self.formulas)
             no_formula = entry is None and not (
                 _f.op_key(func) in _f.NO_ARITHMETIC or _is_view(func) or _is_marker(func))
-            facts = self._facts[func] = (entry, op_name(func), no_formula)
-        return facts
+            facts = self._facts[id(func)] = (entry, op_name(func), no_formula, func)
+        return facts[:3]
 
     def _record(self, func: Any, args: Tuple, kwargs: Dict, out: Any) -> None:
         phase, scope = self._where()
@@ -312,13 +369,13 @@ class OpCounter:
         flops = macs = 0
         unit = "vector"
         counted = not no_formula
+        ins, outs = _tensors(args, kwargs), _tensors(out)
         if entry is not None:
-            result = _f.evaluate(entry, args, kwargs, out)
+            result = _f.evaluate(entry, args, kwargs, out, (ins, outs))
             if result is None or result.flops is None:
                 counted = False
             else:
                 flops, macs, unit = result.flops, result.macs, result.unit
-        ins, outs = _tensors(args, kwargs), _tensors(out)
         layout = _unusual_layout(ins, outs)
         if layout is not None:
             self.unusual_layouts.add(layout)
@@ -357,16 +414,22 @@ def _unusual_layout(ins: Sequence[torch.Tensor], outs: Sequence[torch.Tensor]) -
     return None
 
 
-def _op_cost(**fields: Any) -> OpCost:
-    """An :class:`OpCost` built without the frozen dataclass ``__init__``.
+def _record_of(cls: type, **fields: Any) -> Any:
+    """A frozen record (:class:`OpCost`, :class:`ModuleInfo`) built without its ``__init__``.
 
-    That ``__init__`` sets each of the 14 fields through ``object.__setattr__`` (about 2.5 µs
-    per op, a measurable share of the counter's per-op cost); the record is filled directly
-    instead. Same fields, same equality and hash: only for values already validated here.
+    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__`` (about
+    2.5 µs for OpCost's 14 fields, a measurable share of the counter's per-op cost); the
+    record is filled directly instead. Every field must be given. Same fields, same equality
+    and hash: only for values already validated here.
     """
-    record = OpCost.__new__(OpCost)
+    record = cls.__new__(cls)
     record.__dict__.update(fields)
     return record
+
+
+def _op_cost(**fields: Any) -> OpCost:
+    """An :class:`OpCost` built by :func:`_record_of`."""
+    return _record_of(OpCost, **fields)
 
 
 def _unpack(t: torch.Tensor) -> torch.Tensor:

@@ -138,16 +138,44 @@ def _storage_nbytes(t: torch.Tensor) -> int:
         return 0
 
 
-def _unique(ts: Iterable[torch.Tensor]) -> List[Tuple[torch.Tensor, Any]]:
-    """Distinct tensors (by :func:`_identity`), each with its storage key (computed once)."""
+def _unique(ts: Sequence[torch.Tensor]) -> List[Tuple[torch.Tensor, Any]]:
+    """Distinct tensors (by :func:`_identity`), each with its storage key (computed once).
+
+    Tensors on different storages are distinct without comparing offsets, shapes and
+    strides; the full identity is built only when two tensors share a storage.
+    """
+    keyed = [(t, _storage_key(t)) for t in ts]
+    if len(keyed) < 2 or len({sk for _, sk in keyed}) == len(keyed):
+        return keyed
     seen, out = set(), []
-    for t in ts:
-        sk = _storage_key(t)
+    for t, sk in keyed:
         key = _identity_of(t, sk)
         if key not in seen:
             seen.add(key)
             out.append((t, sk))
     return out
+
+
+_NO_DATA = "no-data"
+_ZERO = Traffic(0, 0, 0, 0)
+#: id(op overload) -> (the overload, _NO_DATA or its op key). Keyed by id to skip
+#: ``OpOverload.__hash__`` (Python code) on every op call; the entry holds the overload, so
+#: its id cannot be reused by another object.
+_KINDS: Dict[int, Tuple[Any, Any]] = {}
+
+
+def _kind_of(func: Any) -> Any:
+    """``_NO_DATA`` for ops that move no bytes (views, allocations, metadata, markers), else
+    ``(op key, role)``, role one of ``"no-read-of-dest"``, ``"factory"``, ``"gather"`` or None."""
+    key = op_key(func)
+    if key in _VIEW_LIKE or key in _ALLOC_ONLY or key in _METADATA:
+        return _NO_DATA
+    if getattr(func, "namespace", "") in ("profiler", "prim") or _schema_flags(func)[0]:
+        return _NO_DATA
+    for role, members in (("no-read-of-dest", _NO_READ_OF_DEST), ("factory", _FACTORY_LIKE), ("gather", _GATHERS)):
+        if key in members:
+            return key, role
+    return key, None
 
 
 class StepTraffic:
@@ -162,19 +190,17 @@ class StepTraffic:
         from torch.multiprocessing.reductions import StorageWeakRef
 
         self._weakref = StorageWeakRef
-        self._read: Dict[Any, Any] = {}
-        self._written: Dict[Any, Any] = {}
+        self._alive: Dict[Any, Any] = {}  # storage key -> its weak reference (one per storage)
+        self._read: set = set()
+        self._written: set = set()
         self._produced: set = set()  # storages an op wrote whole: later reads are free
 
-    def _remember(self, table: Dict[Any, Any], t: torch.Tensor, key: Any) -> bool:
-        """True the first time ``t``'s storage (``key``) enters ``table``."""
-        if key in table:
-            return False
+    def _keep(self, t: torch.Tensor, key: Any) -> None:
+        """Hold a weak reference to ``t``'s storage (key ``key``) for the rest of the step."""
         try:
-            table[key] = self._weakref(t.untyped_storage())
+            self._alive[key] = self._weakref(t.untyped_storage())
         except (RuntimeError, NotImplementedError, AttributeError):
-            table[key] = t
-        return True
+            self._alive[key] = t
 
     def measure(self, func: Any, args: Sequence[Any], kwargs: Mapping[str, Any], out: Any,
                 tensors: Optional[Tuple[List[torch.Tensor], List[torch.Tensor]]] = None) -> Traffic:
@@ -183,13 +209,12 @@ class StepTraffic:
         ``tensors``: the call's input and output tensors when the caller has already walked
         the arguments (used unless an ``out=`` keyword needs separating).
         """
-        key = op_key(func)
-        no_data = key in _VIEW_LIKE or key in _ALLOC_ONLY or key in _METADATA
-        if no_data or getattr(func, "namespace", "") in ("profiler", "prim"):
-            return Traffic(0, 0, 0, 0)
-        is_view, mutates = _schema_flags(func)
-        if is_view:
-            return Traffic(0, 0, 0, 0)
+        known = _KINDS.get(id(func))
+        if known is None:
+            known = _KINDS[id(func)] = (func, _kind_of(func))
+        if known[1] is _NO_DATA:
+            return _ZERO
+        key, role = known[1]
         out_kw = kwargs.get("out") if kwargs else None
         if tensors is not None and out_kw is None:
             inputs, outputs = _unique(tensors[0]), _unique(tensors[1])
@@ -197,27 +222,37 @@ class StepTraffic:
             kw_in = {k: v for k, v in (kwargs or {}).items() if k != "out"}
             inputs = _unique(_tensors((list(args), kw_in)))
             outputs = _unique(_tensors(out) + _tensors(out_kw))
-        if key in _NO_READ_OF_DEST and args and isinstance(args[0], torch.Tensor):
+        if role == "no-read-of-dest" and args and isinstance(args[0], torch.Tensor):
             dest = _identity(args[0])
             inputs = [(t, sk) for t, sk in inputs if _identity_of(t, sk) != dest]
-        if key in _FACTORY_LIKE:
+        if role == "factory":
             inputs = []
-        if key in _GATHERS:
+        if role == "gather":
             reads = self._gather_reads(key, args, [t for t, _ in outputs])
         else:
             reads = [(t, sk, tensor_bytes(t)) for t, sk in inputs]
-        writes = [(t, sk, tensor_bytes(t)) for t, sk in outputs]
-        bytes_read = sum(b for _, _, b in reads)
-        bytes_written = sum(b for _, _, b in writes)
-        comp_read = 0
+        bytes_read = comp_read = 0
+        read, produced, alive = self._read, self._produced, self._alive
         for t, sk, b in reads:
-            produced = sk in self._produced
-            if self._remember(self._read, t, sk) and not produced:
-                comp_read += b
-        comp_written = sum(b for t, sk, b in writes if self._remember(self._written, t, sk))
-        for t, sk, b in writes:
-            if b >= _storage_nbytes(t):
-                self._produced.add(sk)
+            bytes_read += b
+            if sk not in read:
+                read.add(sk)
+                if sk not in alive:
+                    self._keep(t, sk)
+                if sk not in produced:
+                    comp_read += b
+        bytes_written = comp_written = 0
+        written = self._written
+        for t, sk in outputs:
+            b = tensor_bytes(t)
+            bytes_written += b
+            if sk not in written:
+                written.add(sk)
+                if sk not in alive:
+                    self._keep(t, sk)
+                comp_written += b
+            if sk not in produced and b >= _storage_nbytes(t):
+                produced.add(sk)
         return Traffic(bytes_read, bytes_written, comp_read, comp_written)
 
     @staticmethod
