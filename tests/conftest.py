@@ -11,6 +11,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 # Measured roofs are cached per machine; tests measure afresh into a private directory so a
 # cache written on a busy machine (or by another checkout) never leaks into assertions.
+import atexit  # noqa: E402
+import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
 os.environ["TORCH_ROOFLINE_CACHE_DIR"] = tempfile.mkdtemp(prefix="torch-roofline-test-cache-")
+atexit.register(shutil.rmtree, os.environ["TORCH_ROOFLINE_CACHE_DIR"], ignore_errors=True)

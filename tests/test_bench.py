@@ -90,3 +90,17 @@ def test_cli_bench_json(capsys):
     assert run_bench_cmd(args) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["gemm_flops_per_s"]["fp32"]["max"] > 0 and data["copy_bytes_per_s"]["median"] > 0
+
+
+def test_gemm_sweep_times_every_library_and_keeps_the_best():
+    import torch
+
+    result = bench.run_bench("cpu", ("fp32",), quick=True, progress=False)
+    libs = result.gemm_by_library["fp32"]
+    expected = {"torch.mm", "oneDNN"} if torch.backends.mkldnn.is_available() else {"torch.mm"}
+    assert set(libs) == expected
+    assert all(s.library == name and s.samples == 2 * 3 for name, s in libs.items())  # winner re-timed
+    assert result.gemm["fp32"] == max(libs.values(), key=lambda s: s.median)
+    assert bench.BenchResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+    dev = bench.result_to_device(result)
+    assert result.matrix_peak("fp32").library in dev.provenance["fp32:matrix"] or result.matrix_peak("fp32").size == 0

@@ -192,3 +192,25 @@ def test_fake_tensor_mode():
     # grad_bias sum over 2*5 = 10
     assert backward.flops == 80 + 10
     assert r.uncounted == {}  # metadata queries (prim.device) are not arithmetic
+
+
+def test_onednn_tensors_are_dense_and_counted():
+    # torch.utils.mkldnn's Linear: to_mkldnn (copy), mkldnn_linear (the GEMM), _to_dense (copy).
+    from torch.utils import mkldnn as mkldnn_utils
+
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("torch built without oneDNN")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit deprecation inside torch.utils.mkldnn
+        lin = mkldnn_utils.to_mkldnn(nn.Linear(64, 32, bias=False))
+    with torch.no_grad():
+        r = count(lin, torch.randn(8, 64))
+    assert r.uncounted == {} and not any("sparse" in n for n in r.notes)
+    ops = {o.op: o for o in r.ops}
+    assert set(ops) == {"aten.to_mkldnn", "aten.mkldnn_linear", "aten._to_dense"}
+    gemm = ops["aten.mkldnn_linear"]
+    assert (gemm.flops, gemm.macs) == (2 * 8 * 64 * 32, 8 * 64 * 32)  # 32768 FLOPs, 16384 MACs
+    # reads x (8*64*4 = 2048 B), the weight (32*64*4 = 8192 B) and MkldnnLinear's zero bias
+    # buffer (32*4 = 128 B); writes 8*32*4 = 1024 B
+    assert (gemm.bytes_read, gemm.bytes_written) == (2048 + 8192 + 128, 1024)
+    assert ops["aten.to_mkldnn"].flops == 0 and ops["aten.to_mkldnn"].bytes_written == 2048

@@ -2,6 +2,8 @@
 
 import math
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -83,36 +85,65 @@ def test_resnet18_flops_match_independent_count(resnet18_report):
     assert matrix == fc.get_total_flops()
 
 
-def test_large_gemm_against_measured_roof():
-    from torch_roofline import devices
+def _profile_gemm(model, *inputs, roof):
+    """One op per step, 3 active steps; the report's single matrix op row."""
+    with torch.no_grad():
+        model(*inputs)
+        prof = RooflineProfiler(model, roof=roof, schedule=schedule(wait=0, warmup=1, active=3))
+        with prof:
+            for _ in range(4):
+                model(*inputs)
+                prof.step()
+    report = prof.report()
+    (op,) = [o for o in report.ops if o.flops]
+    return op, report
 
+
+def test_large_gemm_against_measured_roof():
+    # Issue 4: a 2048^3 fp32 GEMM measured on this CPU sits at 50-100% of the measured roof,
+    # with roofline time <= measured time. The roof is the machine's best GEMM (the bench
+    # times every GEMM library torch reaches: torch.mm and oneDNN) or convolution, so the
+    # GEMM here runs through oneDNN, the library that reaches it: torch.utils.mkldnn's Linear.
+    from torch.utils import mkldnn as mkldnn_utils
+
+    from torch_roofline import devices
+    from torch_roofline.devices import bench
+
+    n = 2048
+    dev = devices.measure(device="cpu", dtypes=("fp32",), progress=False)  # full sweep: real roofs
+    measured = bench.run_bench("cpu", ("fp32",), progress=False)  # cached: the same measurement
+    roof = dev.roof("fp32").peak_flops_per_s
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit deprecation inside torch.utils.mkldnn
+        gemm = mkldnn_utils.to_mkldnn(nn.Linear(n, n, bias=False))
+    op, report = _profile_gemm(gemm, torch.randn(n, n).to_mkldnn(), roof=dev)
+    assert op.op == "aten.mkldnn_linear"
+    assert op.flops == 2 * n ** 3  # 2 * 2048^3 = 17179869184
+    assert op.roofline_time_s == pytest.approx(op.flops / roof)  # compute-bound: F / pi
+    if op.efficiency <= 1.0:
+        assert op.roofline_time_s <= op.time_s
+        assert 0.5 <= op.efficiency <= 1.0
+    else:
+        # The roof is the best of a few measured samples; on a shared machine a later run of
+        # the same kernel can beat it by a few percent. The report must flag that, never
+        # print it as > 100%.
+        assert op.suspect and op.efficiency <= 1.05
+    # MkldnnLinear is scripted, so the step was counted by a second real forward: said so.
+    assert any("once more on the real tensors" in note for note in report.notes)
+
+    # torch.mm (what `a @ b` runs) is also placed honestly against the same roof. Its rate is
+    # the BLAS library's: within 50-110% of the bench's torch.mm GEMM rate (separate timings),
+    # however far that is below the roof (MKL's sgemm on AMD CPUs takes its AVX2 path).
     class Gemm(nn.Module):
         def forward(self, a, b):
             return a @ b
 
-    n = 2048
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    model = Gemm()
-    from torch_roofline.devices import bench
-
-    dev = devices.measure(device="cpu", dtypes=("fp32",), progress=False)  # full sweep: real roofs
-    gemm_rate = bench.run_bench("cpu", ("fp32",), progress=False).gemm["fp32"].max  # cached: same run
-    model(a, b)
-    prof = RooflineProfiler(model, roof=dev, schedule=schedule(wait=0, warmup=1, active=3))
-    with prof:
-        for _ in range(4):
-            model(a, b)
-            prof.step()
-    report = prof.report()
-    (op,) = [o for o in report.ops if o.op == "aten.mm"]
-    assert op.flops == 2 * n ** 3  # 2 * 2048^3 = 17179869184
+    op, _ = _profile_gemm(Gemm(), torch.randn(n, n), torch.randn(n, n), roof=dev)
+    assert op.op == "aten.mm" and op.flops == 2 * n ** 3
     assert op.roofline_time_s <= op.time_s or op.suspect
     assert 0 < op.efficiency <= 1.0 or op.suspect
-    # Against the measured GEMM rate (issue 3's GEMM sweep) the same GEMM runs at 50-100%. The
-    # measured matrix roof can be higher: it also holds a convolution probe, and on this
-    # project's AMD test machine oneDNN convolutions run at about twice MKL's sgemm rate.
-    # (up to 10% above it: the bench's best sample and this run are separate timings)
-    assert 0.5 <= (op.flops / op.time_s) / gemm_rate <= 1.1
+    blas_rate = measured.gemm_by_library["fp32"]["torch.mm"].max
+    assert 0.5 <= (op.flops / op.time_s) / blas_rate <= 1.1
 
 
 def test_one_shot_and_stepped_training_give_same_flops():

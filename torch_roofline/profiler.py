@@ -306,12 +306,40 @@ class RooflineProfiler:
             if backward is None:
                 backward = self._trace_has_backward()
             args, kwargs = self._call
-            self._costs = count_replay(
-                self.model, args, kwargs, backward=backward, loss_fn=self.loss_fn,
-                optimizer=self._optimizer if backward else None, memory_model=self.memory_model,
-                formulas=self.formulas, grad_enabled=self._grad_enabled, grads_present=self._grads_present,
-            )
+            try:
+                self._costs = count_replay(
+                    self.model, args, kwargs, backward=backward, loss_fn=self.loss_fn,
+                    optimizer=self._optimizer if backward else None, memory_model=self.memory_model,
+                    formulas=self.formulas, grad_enabled=self._grad_enabled, grads_present=self._grads_present,
+                )
+            except Exception as exc:
+                if backward:
+                    raise
+                self._costs = self._count_forward_again(args, kwargs, exc)
         return self._costs
+
+    def _count_forward_again(self, args: Tuple[Any, ...], kwargs: Dict[str, Any], exc: Exception) -> CountResult:
+        """Count a forward-only step by running it once more on the real tensors.
+
+        For models fake tensors cannot run (the forward already ran for real, so the failure
+        is the replay's): scripted modules (``torch.utils.mkldnn``'s), ops without a fake
+        kernel (``mkldnn_linear``). Timing is done by then, so the extra forward does not
+        distort it; it does have a forward's side effects (train-mode batch-norm statistics,
+        RNG draws), which the result's note says. A training step is never run twice.
+        """
+        from torch_roofline.count import count
+
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+        with torch.set_grad_enabled(self._grad_enabled):
+            if kwargs:
+                result = count(lambda: self.model(*args, **kwargs), None, memory_model=self.memory_model,
+                               formulas=self.formulas, modules=self.model)
+            else:
+                result = count(self.model, tuple(args), memory_model=self.memory_model, formulas=self.formulas)
+        note = (f"counted by running the forward once more on the real tensors: the step cannot run on "
+                f"fake tensors ({reason}); that forward's side effects (train-mode batch-norm statistics, "
+                "random draws) happened twice")
+        return dataclasses.replace(result, notes=tuple(result.notes) + (note,))
 
     def _trace_has_backward(self) -> bool:
         trace = self._session.trace
@@ -352,6 +380,9 @@ class RooflineProfiler:
             **kwargs,
         )
         notes = list(report.notes)
+        # The count's own notes (sparse tensors, scripted modules, a forward counted again),
+        # except the routine one saying it was replayed on fake tensors.
+        notes += [n for n in costs.notes if n not in notes and not n.startswith("counted by replaying")]
         if self._calls_in_first_step > 1:
             notes.append(
                 f"the model was called {self._calls_in_first_step} times in the first step; the count replays "

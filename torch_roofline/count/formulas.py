@@ -9,7 +9,7 @@ Conventions (each formula below repeats the one it follows):
   (fvcore does not count it either). We add the matrix ops torch counts as zero:
   CPU flash attention, ``_native_multi_head_attention`` and
   ``_transformer_encoder_layer_fwd`` (the fused eval-mode paths of ``nn.MultiheadAttention``
-  and ``nn.TransformerEncoderLayer``).
+  and ``nn.TransformerEncoderLayer``), and ``mkldnn_linear`` (``torch.utils.mkldnn``).
 * **Elementwise ops**: FLOPs per output element = the number of arithmetic operations in
   the op's definition (``add`` 1, ``addcmul`` 2, ``lerp`` 3, ...). A transcendental or an
   activation function (exp, tanh, sigmoid, gelu, ...) counts 1 per element: hardware
@@ -22,9 +22,10 @@ Conventions (each formula below repeats the one it follows):
   the int8 roofs are quoted in operations per second.
 * **Complex tensors**: matrix work x4 (a complex MAC is 4 real multiplies and 4 adds),
   add/sub/neg x2, mul x6; other complex ops are listed as uncounted rather than guessed.
-* **Sparse and nested tensors**: the formulas assume dense strided tensors (a sparse op
-  works per stored element, a nested op per sequence), so an op with arithmetic on such a
-  tensor is listed as uncounted (its bytes still count) and the result carries a note.
+* **Sparse and nested tensors**: the formulas assume dense tensors (a sparse op works per
+  stored element, a nested op per sequence), so an op with arithmetic on such a tensor is
+  listed as uncounted (its bytes still count) and the result carries a note. oneDNN
+  (``to_mkldnn()``) tensors are dense, only blocked in memory: they are counted.
 
 An op with no formula and not in :data:`NO_ARITHMETIC` is *uncounted*: it still moves
 bytes, its time is still measured, and it is listed in the result's ``uncounted`` view.
@@ -242,6 +243,8 @@ def _collect_no_arithmetic() -> frozenset:
         "replication_pad1d replication_pad2d upsample_nearest1d upsample_nearest2d "
         "upsample_nearest3d pixel_shuffle pixel_unshuffle channel_shuffle native_channel_shuffle "
         "max_pool2d_with_indices_backward lift_fresh_copy "
+        # layout conversions (oneDNN's blocked layout, dense): copies
+        "to_mkldnn _to_dense to_dense "
         # random numbers: integer generator work, not floating-point arithmetic
         "rand randn rand_like randn_like randint randperm normal_ uniform_ bernoulli "
         "bernoulli_ random_ exponential_ "
@@ -682,3 +685,14 @@ def _encoder_layer_flops(src: Any, embed_dim: int, num_heads: int, qkv_weight: A
     matrix = 8 * b * s * e * e + 4 * b * s * s * e + 4 * b * s * e * f
     vector = 2 * 7 * b * s * e + b * s * f + 2 * b * s * e
     return FlopCount(matrix + vector, matrix // 2, "matrix")
+
+
+if hasattr(aten, "mkldnn_linear"):
+
+    @register_formula(aten.mkldnn_linear, unit="matrix")
+    def _mkldnn_linear_flops(x: Any, weight: Any, bias: Any = None, *, out: Any = None) -> int:
+        """oneDNN's inner product (``torch.utils.mkldnn``'s ``MkldnnLinear``): ``x [..., k]``,
+        ``weight [n, k]``: 2 * rows * k * n, rows = product of x's leading dims.
+        NB: the bias add is not counted, as for ``addmm``."""
+        rows = _numel(x[:-1])
+        return 2 * rows * x[-1] * weight[0]

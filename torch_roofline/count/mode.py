@@ -405,13 +405,20 @@ class OpCounter:
 
 
 def _unusual_layout(ins: Sequence[torch.Tensor], outs: Sequence[torch.Tensor]) -> Optional[str]:
-    """``"nested"`` or ``"sparse"`` when a tensor is not a dense strided tensor."""
+    """``"nested"`` or ``"sparse"`` when a tensor is not a dense tensor.
+
+    oneDNN tensors (``torch._mkldnn`` layout, from ``to_mkldnn()``) are dense: their elements
+    are only blocked differently in memory.
+    """
     for t in (*ins, *outs):
         if t.is_nested:
             return "nested"
-        if t.layout != torch.strided:
+        if t.layout is not torch.strided and t.layout is not _MKLDNN:
             return "sparse"
     return None
+
+
+_MKLDNN = getattr(torch, "_mkldnn", None)
 
 
 def _record_of(cls: type, **fields: Any) -> Any:

@@ -106,11 +106,14 @@ def run_bench_cmd(args: argparse.Namespace) -> int:
         return 0
     print(f"{result.device_name}  (torch {result.torch_version}, {'quick' if result.quick else 'full'} run)")
     for key, s in result.gemm.items():
-        print(f"  GEMM {key:<5} n={s.size:<5} TFLOP/s  min {s.min / 1e12:8.3f}  median {s.median / 1e12:8.3f}  max {s.max / 1e12:8.3f}")
+        libs = result.gemm_by_library.get(key) or {s.library or "GEMM": s}
+        for library, ls in libs.items():
+            print(f"  GEMM {key:<5} {library:<9} n={ls.size:<5} TFLOP/s  min {ls.min / 1e12:8.3f}  "
+                  f"median {ls.median / 1e12:8.3f}  max {ls.max / 1e12:8.3f}")
     for key, s in result.conv.items():
-        print(f"  conv {key:<5} 3x3     TFLOP/s  min {s.min / 1e12:8.3f}  median {s.median / 1e12:8.3f}  max {s.max / 1e12:8.3f}")
+        print(f"  conv {key:<5} {'3x3':<9} {'':<7} TFLOP/s  min {s.min / 1e12:8.3f}  median {s.median / 1e12:8.3f}  max {s.max / 1e12:8.3f}")
     for key in result.gemm:
-        print(f"  matrix roof {key}: {result.matrix_peak(key).max / 1e12:.3f} TFLOP/s (best of GEMM and conv)")
+        print(f"  matrix roof {key}: {result.matrix_peak(key).max / 1e12:.3f} TFLOP/s (best of the GEMMs and the conv probe)")
     for label, s in (("copy", result.copy), ("triad", result.triad)):
         if s is not None:
             print(f"  {label:<10} {result.array_bytes / 1e6:5.0f} MB  GB/s  min {s.min / 1e9:8.1f}  median {s.median / 1e9:8.1f}  max {s.max / 1e9:8.1f}")

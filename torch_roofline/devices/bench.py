@@ -1,11 +1,17 @@
 """Measured roofs: achievable GEMM FLOP/s per dtype and STREAM-style memory bandwidth.
 
-* GEMM: square ``n x n @ n x n`` products over a size sweep, ``2 n^3`` FLOPs each; the size
-  with the best median is reported (min/median/max over its repeats).
-* Convolution probe: 3x3 convolutions (``_CONV_PROBES``, the best shape counts). Convolution libraries can beat
-  the BLAS GEMM on the same machine (on this project's AMD EPYC test machine, oneDNN's
-  convolutions run at twice MKL's sgemm rate), and a roof must lie above every kernel, so a
-  measured Device's matrix peak is the better of the two (:meth:`BenchResult.matrix_peak`).
+* GEMM: square ``n x n @ n x n`` products over a size sweep, ``2 n^3`` FLOPs each, with every
+  GEMM library torch reaches on the device (``GEMM_LIBRARIES``): ``torch.mm`` everywhere
+  (the BLAS on CPUs: MKL or OpenBLAS; cuBLAS on CUDA) and, on CPUs, oneDNN's inner product
+  (``torch._C._nn.mkldnn_linear`` on ``to_mkldnn()`` tensors, the kernel behind
+  ``torch.utils.mkldnn``). The (library, size) with the best median is reported
+  (min/median/max over its repeats); each library's best is kept too
+  (:attr:`BenchResult.gemm_by_library`). They can differ twofold: on this project's AMD EPYC
+  (Zen 5) test machine MKL's sgemm takes its AVX2 path (about 150-180 GFLOP/s on 2 cores)
+  while oneDNN's fp32 GEMM uses AVX-512 (about 420).
+* Convolution probe: 3x3 convolutions (``_CONV_PROBES``, the best shape counts). A roof must
+  lie above every kernel, and convolution libraries can beat the GEMMs, so a measured
+  Device's matrix peak is the better of the two (:meth:`BenchResult.matrix_peak`).
 * Bandwidth: STREAM's copy (``b = a``) and triad (``a = b + s*c``) on float32 arrays of at
   least 4x the last-level cache, bytes counted as STREAM does: read + write (copy 2 x 4 B,
   triad 3 x 4 B per element), no write-allocate traffic.
@@ -33,7 +39,8 @@ import torch
 
 from torch_roofline.devices._device import Device, dtype_key
 
-__all__ = ["BenchStats", "BenchResult", "cache_dir", "run_bench", "measure", "result_to_device"]
+__all__ = ["BenchStats", "BenchResult", "GEMM_LIBRARIES", "gemm_libraries", "cache_dir", "run_bench", "measure",
+           "result_to_device"]
 
 _TORCH_DTYPES = {
     "fp64": torch.float64, "fp32": torch.float32, "tf32": torch.float32,
@@ -52,6 +59,7 @@ class BenchStats:
         samples: number of repeats.
         size: GEMM side n (0: the convolution probe), or array length in elements for
             copy/triad.
+        library: the GEMM library (``"torch.mm"``, ``"oneDNN"``); ``""`` for the others.
     """
 
     min: float
@@ -59,10 +67,11 @@ class BenchStats:
     max: float
     samples: int
     size: int
+    library: str = ""
 
     @classmethod
-    def of(cls, rates: Sequence[float], size: int) -> "BenchStats":
-        return cls(min(rates), statistics.median(rates), max(rates), len(rates), int(size))
+    def of(cls, rates: Sequence[float], size: int, library: str = "") -> "BenchStats":
+        return cls(min(rates), statistics.median(rates), max(rates), len(rates), int(size), library)
 
 
 @dataclass(frozen=True)
@@ -75,7 +84,8 @@ class BenchResult:
         torch_version: ``torch.__version__`` it was measured with.
         threads: torch intra-op threads (CPU) or 0.
         quick: whether it was the quick (few seconds) mode.
-        gemm: dtype key -> GEMM FLOP/s stats at the best size (read-only mapping).
+        gemm: dtype key -> GEMM FLOP/s stats at the best (library, size) (read-only mapping).
+        gemm_by_library: dtype key -> library -> that library's best GEMM stats.
         conv: dtype key -> FLOP/s stats of the 3x3 convolution probe (read-only mapping).
         copy: STREAM copy B/s (2 x 4 bytes per element).
         triad: STREAM triad B/s (3 x 4 bytes per element).
@@ -94,6 +104,8 @@ class BenchResult:
     array_bytes: int
     created_s: float = field(default_factory=time.time)
     conv: Mapping[str, BenchStats] = field(default_factory=lambda: types.MappingProxyType({}))
+    gemm_by_library: Mapping[str, Mapping[str, BenchStats]] = field(
+        default_factory=lambda: types.MappingProxyType({}))
 
     def matrix_peak(self, dtype: str) -> BenchStats:
         """The matrix roof's measurement: the better of the GEMM sweep and the conv probe."""
@@ -108,6 +120,8 @@ class BenchResult:
             "torch_version": self.torch_version, "threads": self.threads, "quick": self.quick,
             "gemm_flops_per_s": {k: stats(v) for k, v in self.gemm.items()},
             "conv_flops_per_s": {k: stats(v) for k, v in self.conv.items()},
+            "gemm_by_library_flops_per_s": {
+                k: {lib: stats(v) for lib, v in libs.items()} for k, libs in self.gemm_by_library.items()},
             "copy_bytes_per_s": stats(self.copy), "triad_bytes_per_s": stats(self.triad),
             "array_bytes": self.array_bytes, "created_s": self.created_s,
         }
@@ -123,6 +137,9 @@ class BenchResult:
             copy=stats(data["copy_bytes_per_s"]), triad=stats(data["triad_bytes_per_s"]),
             array_bytes=int(data["array_bytes"]), created_s=float(data["created_s"]),
             conv=types.MappingProxyType({k: stats(v) for k, v in data.get("conv_flops_per_s", {}).items()}),
+            gemm_by_library=types.MappingProxyType({
+                k: types.MappingProxyType({lib: stats(v) for lib, v in libs.items()})
+                for k, libs in data.get("gemm_by_library_flops_per_s", {}).items()}),
         )
 
 
@@ -149,10 +166,29 @@ def _time_call(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def _gemm_call(dtype: str, n: int, device: torch.device) -> Callable[[], object]:
-    """A zero-argument closure running one n x n x n product in ``dtype``."""
+#: GEMM libraries the sweep times. ``torch.mm`` is what ``@``, ``nn.Linear`` and ``bmm`` run
+#: (the BLAS on CPUs); oneDNN's inner product is what ``torch.utils.mkldnn`` models and
+#: oneDNN-backed paths run. CPU only, fp32 and bf16, where torch was built with oneDNN.
+GEMM_LIBRARIES = ("torch.mm", "oneDNN")
+_ONEDNN_DTYPES = ("fp32", "bf16")
+
+
+def gemm_libraries(dtype: str, device: torch.device) -> Tuple[str, ...]:
+    """The GEMM libraries the sweep times for ``dtype`` on ``device``."""
+    libs = ["torch.mm"]
+    if device.type == "cpu" and dtype in _ONEDNN_DTYPES and torch.backends.mkldnn.is_available():
+        libs.append("oneDNN")
+    return tuple(libs)
+
+
+def _gemm_call(dtype: str, n: int, device: torch.device, library: str = "torch.mm") -> Callable[[], object]:
+    """A zero-argument closure running one n x n x n product in ``dtype`` with ``library``."""
     if dtype == "tf32" and device.type != "cuda":
         raise ValueError("tf32 GEMMs exist on CUDA only; measure 'fp32' on cpu")
+    if library == "oneDNN":
+        a = torch.randn(n, n, dtype=_TORCH_DTYPES[dtype]).to_mkldnn()
+        w = torch.randn(n, n, dtype=_TORCH_DTYPES[dtype]).to_mkldnn()  # [out, in]: a @ w.T
+        return lambda: torch._C._nn.mkldnn_linear(a, w, None)
     if dtype == "int8":
         a = torch.randint(-8, 8, (n, n), dtype=torch.int8, device=device)
         b = torch.randint(-8, 8, (n, n), dtype=torch.int8, device=device)
@@ -169,9 +205,9 @@ def _gemm_call(dtype: str, n: int, device: torch.device) -> Callable[[], object]
     return lambda: torch.mm(a, b)
 
 
-def _time_gemm(dtype: str, n: int, repeats: int, device: torch.device) -> List[float]:
+def _time_gemm(dtype: str, n: int, repeats: int, device: torch.device, library: str = "torch.mm") -> List[float]:
     """FLOP/s of ``repeats`` GEMMs of side ``n`` (after one warm-up call)."""
-    call = _gemm_call(dtype, n, device)
+    call = _gemm_call(dtype, n, device, library)
     tf32 = dtype == "tf32"
     old = torch.backends.cuda.matmul.allow_tf32, torch.get_float32_matmul_precision()
     try:
@@ -182,6 +218,29 @@ def _time_gemm(dtype: str, n: int, repeats: int, device: torch.device) -> List[f
     finally:
         torch.backends.cuda.matmul.allow_tf32 = old[0]
         torch.set_float32_matmul_precision(old[1])
+
+
+def _sweep_library(dtype: str, library: str, sizes: Sequence[int], repeats: int, device: torch.device,
+                   bar: "_Progress") -> Optional[BenchStats]:
+    """The best-median size of one library's GEMMs; None when the library cannot run them here.
+
+    The winning size is timed ``repeats`` more times: its best sample becomes a roof, and on
+    a shared machine more samples bring the best closer to what the hardware does.
+    """
+    rates: Dict[int, List[float]] = {}
+    for n in sizes:
+        bar.step(f"gemm {dtype} {library} n={n}")
+        try:
+            rates[n] = _time_gemm(dtype, n, repeats, device, library)
+        except RuntimeError:
+            if library == "torch.mm":
+                raise
+            break  # e.g. a CPU without the ISA oneDNN's bf16 GEMM needs
+    if not rates:
+        return None
+    best = max(rates, key=lambda n: statistics.median(rates[n]))
+    rates[best] += _time_gemm(dtype, best, repeats, device, library)
+    return BenchStats.of(rates[best], best, library)
 
 
 #: The convolution probes (batch, channels, height = width): 3x3, stride-1 convolutions; the
@@ -278,7 +337,7 @@ def _device_name(device: torch.device) -> Tuple[str, int]:
 
 
 #: Bumped whenever what is measured changes, so older cached results are not reused.
-_BENCH_VERSION = 4
+_BENCH_VERSION = 5
 
 
 def _cache_path(device: torch.device, name: str, threads: int, quick: bool) -> str:
@@ -328,6 +387,7 @@ def run_bench(
     path = _cache_path(dev, name, threads, quick)
     cached = None if refresh else _load(path)
     gemm: Dict[str, BenchStats] = dict(cached.gemm) if cached else {}
+    by_library: Dict[str, Mapping[str, BenchStats]] = dict(cached.gemm_by_library) if cached else {}
     conv: Dict[str, BenchStats] = dict(cached.conv) if cached else {}
     todo = [k for k in keys if k not in gemm]
     need_stream = bandwidth and (cached is None or cached.copy is None)
@@ -335,16 +395,17 @@ def run_bench(
         return cached
     mode = "quick" if quick else ("cuda" if dev.type == "cuda" else "cpu")
     sizes, repeats = _SIZES["quick" if quick else mode], _REPEATS["quick" if quick else "full"]
-    bar = _Progress(len(todo) * (len(sizes) + 1) + (1 if need_stream else 0), progress)
+    total = sum(len(sizes) * len(gemm_libraries(k, dev)) + 1 for k in todo) + (1 if need_stream else 0)
+    bar = _Progress(total, progress)
     try:
         for key in todo:
-            best = None
-            for n in sizes:
-                bar.step(f"gemm {key} n={n}")
-                stats = BenchStats.of(_time_gemm(key, n, repeats, dev), n)
-                if best is None or stats.median > best.median:
-                    best = stats
-            gemm[key] = best
+            libs = {}
+            for library in gemm_libraries(key, dev):
+                stats = _sweep_library(key, library, sizes, repeats, dev, bar)
+                if stats is not None:
+                    libs[library] = stats
+            by_library[key] = types.MappingProxyType(libs)
+            gemm[key] = max(libs.values(), key=lambda st: st.median)
             bar.step(f"conv {key}")
             rates = _time_conv(key, repeats, dev)
             if rates:
@@ -365,7 +426,7 @@ def run_bench(
     result = BenchResult(
         device=str(dev), device_name=name, torch_version=torch.__version__, threads=threads,
         quick=quick, gemm=types.MappingProxyType(gemm), conv=types.MappingProxyType(conv), copy=copy, triad=triad,
-        array_bytes=4 * elements,
+        array_bytes=4 * elements, gemm_by_library=types.MappingProxyType(by_library),
     )
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
@@ -382,7 +443,8 @@ def stream_bandwidth(result: BenchResult) -> float:
 
 
 def _peak_provenance(stats: BenchStats, mode: str) -> str:
-    what = "3x3 convolutions (the probe beat every GEMM size)" if stats.size == 0 else f"GEMMs, n={stats.size}"
+    library = f"{stats.library} " if stats.library else ""
+    what = "3x3 convolutions (the probe beat every GEMM)" if stats.size == 0 else f"{library}GEMMs, n={stats.size}"
     # NB: size 0 marks the convolution probe (BenchStats.size)
     return f"measured (best of {stats.samples} {what}, {mode})"
 
