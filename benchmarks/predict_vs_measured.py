@@ -46,12 +46,13 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--steps", "--rounds", dest="steps", type=int, default=3,
+                   help="profiled steps per case (--rounds: the same, for run_all's shared arguments)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = devices.measure(device="cpu", dtypes=("fp32",))  # the full sweep: quick mode is for tests, not roofs
-    print(f"roofs: {dev.name}: fp32 {dev.peak_flops('fp32') / 1e9:.1f} GFLOP/s (measured matrix roof: best of GEMM and conv probe), "
+    print(f"roofs: {dev.name}: fp32 {dev.peak_flops('fp32') / 1e9:.1f} GFLOP/s (measured matrix roof: best of the GEMM libraries and the conv probe), "
           f"{dev.memory_bandwidth / 1e9:.1f} GB/s (STREAM); torch {torch.__version__}, {torch.get_num_threads()} threads")
     ratios = []
     print(f"{'case':32s} {'measured ms':>12s} {'predicted ms':>13s} {'measured/predicted':>19s}")
