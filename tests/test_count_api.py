@@ -242,3 +242,16 @@ def test_to_dict_is_plain_json_and_table_shows_the_root_class():
         r.by_module("forwards")
     with pytest.raises(KeyError, match="nope"):
         r.by_op(module="nope")
+
+
+def test_module_parameter_counts_match_parameters_per_module():
+    # Oracle: nn.Module.parameters() (which de-duplicates) for every module, self and inclusive.
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Sequential(nn.Flatten(), nn.LazyLinear(4)))
+    x = torch.randn(2, 3, 8, 8)
+    model(x)  # materialise the lazy layer
+    r = count(model, x)
+    infos = {m.name: m for m in r.modules}
+    for name, mod in model.named_modules():
+        assert infos[name].params == sum(p.numel() for p in mod.parameters()), name
+        assert infos[name].param_bytes == sum(p.numel() * p.element_size() for p in mod.parameters()), name
+        assert infos[name].self_params == sum(p.numel() for p in mod.parameters(recurse=False)), name
