@@ -472,3 +472,27 @@ def test_hint_near_peak_and_suspect_reason():
     fast = analyse([relu], [timing("aten.relu", "act", ("", "act"), 4e-5)], mts, [], ROOFS)
     (item,) = fast.time_lost
     assert item.reason == "memory-bound at 200% of bandwidth (100 GB/s): above the roof, suspect"
+
+
+def test_slow_fp32_matmul_on_a_cpu_gets_the_blas_hint():
+    from torch_roofline.report import DeviceInfo
+
+    # "fc": one GEMM at 25% of the matrix peak (as in the test above), compute-bound
+    costs = [gemm(index=0)]
+    timings = [timing("aten.mm", "fc", ("", "fc"), 8.589934592e-3)]
+    modules = [ModuleInfo("", "Net", 0, 0), ModuleInfo("fc", "Linear", 0, 0)]
+    roofs = tuple(ROOFS.values())
+
+    def hint(kind):
+        dev = DeviceInfo("dev", "Test", "measured", 1e11, roofs, kind=kind)
+        report = analyse(costs, timings, (), modules, ROOFS, device=dev)
+        (item,) = [i for i in report.time_lost if i.name == "fc"]
+        assert item.reason.startswith("compute-bound at 25% of peak")
+        return item.hint, report
+
+    cpu_hint, report = hint("cpu")
+    assert "BLAS" in cpu_hint and "torch.utils.mkldnn.to_mkldnn" in cpu_hint
+    assert report.device.kind == "cpu"
+    assert type(report).from_json(report.to_json()).device.kind == "cpu"  # the JSON keeps it
+    gpu_hint, _ = hint("gpu")
+    assert "multiples of 8" in gpu_hint and "BLAS" not in gpu_hint

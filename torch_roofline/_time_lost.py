@@ -49,6 +49,12 @@ _HINTS = {
         "runs below half of its roof: channel/feature counts in multiples of 8 (16-64 for tensor "
         "cores) let kernels fill their tiles; larger batches help too"
     ),
+    "cpu_blas": (
+        "fp32 matmuls below half of the roof: on CPUs torch runs them through the BLAS library "
+        "(MKL or OpenBLAS), which can lag oneDNN (MKL's sgemm takes its AVX2 path on AMD CPUs); "
+        "`torch-roofline bench` times both. For inference, torch.utils.mkldnn.to_mkldnn(model) "
+        "runs Linear layers through oneDNN; bf16 matmuls go through oneDNN too"
+    ),
     "precision": "near the {dtype} peak: a lower precision (bf16/tf32 matmuls) raises the roof",
     "flops": "near peak: only fewer FLOPs (smaller, pruned or factorised layers) makes it faster",
     "unknown": (
@@ -58,8 +64,11 @@ _HINTS = {
 }
 
 
-def _time_lost_items(rows, ops, roof_of, top) -> Tuple[TimeLostItem, ...]:
-    """The modules with the largest self time lost (per phase), so parents never repeat children."""
+def _time_lost_items(rows, ops, roof_of, top, device_kind: Optional[str] = None) -> Tuple[TimeLostItem, ...]:
+    """The modules with the largest self time lost (per phase), so parents never repeat children.
+
+    ``device_kind``: ``"cpu"``, ``"gpu"``, ... or None; some hints only apply to one kind.
+    """
     own: Dict[Tuple[str, str], List[OpRow]] = defaultdict(list)
     for r in ops:
         own[(r.name, r.phase)].append(r)
@@ -84,7 +93,7 @@ def _time_lost_items(rows, ops, roof_of, top) -> Tuple[TimeLostItem, ...]:
                 self_time_s=r.self_time_s,
                 bound=cls,
                 reason=_reason(cls, chosen, roof_of),
-                hint=_hint(cls, r.type, chosen, roof_of),
+                hint=_hint(cls, r.type, chosen, roof_of, device_kind),
             )
         )
     return tuple(items)
@@ -129,6 +138,10 @@ def _pct(percent: float) -> str:
     return f"{percent:.0f}%" if percent >= 10 else f"{percent:.2g}%"
 
 
+#: The ops torch runs through the BLAS library on CPUs (fp32, ``torch.mm`` and friends).
+_BLAS_OPS = frozenset({"aten.mm", "aten.addmm", "aten.bmm", "aten.baddbmm"})
+
+
 def _is_matmul_like(module_type: str) -> bool:
     return module_type.startswith(("Conv", "Linear", "Bilinear", "LazyConv", "LazyLinear", "MultiheadAttention"))
 
@@ -141,8 +154,9 @@ def _approx_time(seconds: float) -> str:
     return f"{seconds / 1e-9:.2g} ns"
 
 
-def _hint(cls: Optional[str], module_type: str, ops: Sequence[OpRow], roof_of) -> str:
-    """What usually helps, drawn from seed 001's advice."""
+def _hint(cls: Optional[str], module_type: str, ops: Sequence[OpRow], roof_of,
+          device_kind: Optional[str] = None) -> str:
+    """What usually helps, drawn from seed 001's advice (and, for CPU matmuls, the BLAS finding)."""
     if cls is None:
         return _HINTS["unknown"]
     if cls == "overhead":
@@ -159,6 +173,8 @@ def _hint(cls: Optional[str], module_type: str, ops: Sequence[OpRow], roof_of) -
     roof = _main_roof(ops, roof_of)
     eff = sum(o.roofline_time_s or 0.0 for o in ops) / time_s if time_s > 0 else None
     if eff is not None and eff < 0.5:
+        if device_kind == "cpu" and ops and all(o.op in _BLAS_OPS and o.dtype == "float32" for o in ops):
+            return _HINTS["cpu_blas"]
         return _HINTS["channels"]
     if roof is not None and roof.dtype in ("fp32", "fp64"):
         return _HINTS["precision"].format(dtype=roof.dtype)

@@ -322,7 +322,7 @@ def analyse(
 
     totals = _totals(ops, rows, info, costs, memory_model, step_time_s, steps, peak_memory_bytes, predicted)
     roof_of = {RoofRef.of(r): r for r in roofs.values()}
-    items = _time_lost_items(rows, ops, roof_of, time_lost_top)
+    items = _time_lost_items(rows, ops, roof_of, time_lost_top, device_kind=device.kind if device is not None else None)
     notes += _notes(costs, ops, roofs, predicted, measured)
 
     return RooflineReport(

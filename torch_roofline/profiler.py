@@ -115,6 +115,7 @@ def device_info(device: Any) -> DeviceInfo:
         source=device.source,
         memory_bandwidth=device.memory_bandwidth,
         roofs=tuple(device.roofs()),
+        kind=getattr(device, "kind", None),
     )
 
 

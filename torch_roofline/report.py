@@ -92,6 +92,7 @@ class DeviceInfo:
             ``"user"`` (or ``"mixed"``).
         memory_bandwidth: main memory bandwidth in B/s; ``None`` when unknown.
         roofs: every roof of the device (the JSON marks the ones the report used).
+        kind: ``"cpu"``, ``"gpu"``, ``"tpu"``, ... (``Device.kind``); ``None`` when unknown.
     """
 
     id: str
@@ -99,6 +100,7 @@ class DeviceInfo:
     source: str
     memory_bandwidth: Optional[float]
     roofs: Tuple[Roof, ...] = ()
+    kind: Optional[str] = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "roofs", tuple(self.roofs))
@@ -307,6 +309,7 @@ class RooflineReport:
             "id": self.device.id,
             "name": self.device.name,
             "source": self.device.source,
+            "kind": self.device.kind,
             "memory_bandwidth": self.device.memory_bandwidth,
             "roofs": [
                 {
@@ -388,6 +391,7 @@ class RooflineReport:
                 )
                 for r in dev.get("roofs", ())
             ),
+            kind=dev.get("kind"),
         )
         totals = dict(data["totals"])
         totals["bound_time_share"] = BoundShare(**_known(BoundShare, totals.get("bound_time_share") or {}))
