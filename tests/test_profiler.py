@@ -305,3 +305,28 @@ def test_training_step_joins_every_timed_op():
     report = prof.report()
     assert report.uncounted == ()
     assert report.totals.coverage == pytest.approx(1.0)
+
+
+def test_jit_modules_clear_error_or_counted_by_a_second_forward():
+    lin = nn.Sequential(nn.Linear(8, 4))
+    x = torch.randn(2, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit deprecation
+        scripted = torch.jit.script(lin)
+        traced = torch.jit.trace(lin, x)
+    with pytest.raises(TypeError, match="script'ed module takes no Python hooks.*eager module"):
+        RooflineProfiler(scripted)
+    # A traced module takes hooks but cannot run on fake tensors: a forward-only step is
+    # counted by one more real forward, and the report says so.
+    prof = RooflineProfiler(traced)
+    with prof:
+        traced(x)
+    report = prof.report()
+    assert sum(o.flops for o in report.ops) == 2 * 2 * 8 * 4  # addmm: 2 * batch * in * out = 128
+    assert any("once more on the real tensors" in n for n in report.notes)
+    # A training step is never run twice: a clear error with the way out.
+    prof = RooflineProfiler(traced)
+    with prof:
+        traced(x).sum().backward()
+    with pytest.raises(RuntimeError, match="training step cannot be counted on fake tensors.*backward=True"):
+        prof.report()

@@ -205,6 +205,13 @@ class RooflineProfiler:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"RooflineProfiler(model=...): expected an nn.Module, got {type(model).__name__}")
+        if isinstance(model, torch.jit.RecursiveScriptModule):
+            raise TypeError(
+                "RooflineProfiler(model=...): a torch.jit.script'ed module takes no Python hooks, so the profiler "
+                "cannot see its calls or module ranges; profile the eager module you scripted (or a "
+                "torch.jit.trace'd one), or time the scripted one with torch.profiler and read the trace with "
+                "torch_roofline.from_trace"
+            )
         if memory_model not in MEMORY_MODELS:
             raise ValueError(f"RooflineProfiler(memory_model={memory_model!r}): expected 'op' or 'compulsory'")
         self.model = model
@@ -315,7 +322,13 @@ class RooflineProfiler:
                 )
             except Exception as exc:
                 if backward:
-                    raise
+                    first = str(exc).splitlines()[0] if str(exc) else ""
+                    raise RuntimeError(
+                        f"RooflineProfiler: the profiled training step cannot be counted on fake tensors "
+                        f"({type(exc).__name__}: {first}); a training step is never run twice to count it. "
+                        "Count it separately with torch_roofline.count(model, inputs, backward=True) on a copy "
+                        "of the model, or profile a forward-only step"
+                    ) from exc
                 self._costs = self._count_forward_again(args, kwargs, exc)
         return self._costs
 
