@@ -124,17 +124,22 @@ def _identity_of(t: torch.Tensor, storage_key: Any) -> Tuple[Any, ...]:
         return (id(t),)
 
 
+#: What asking a tensor for its storage raises when it has none we can see: opaque tensors
+#: (oneDNN's ``to_mkldnn()``), some subclasses, tensors without a Python storage object.
+_NO_STORAGE = (RuntimeError, NotImplementedError, AttributeError)
+
+
 def _storage_key(t: torch.Tensor) -> Any:
     try:
         return t.untyped_storage()._cdata
-    except (RuntimeError, NotImplementedError, AttributeError):
+    except _NO_STORAGE:
         return ("tensor", id(t))
 
 
 def _storage_nbytes(t: torch.Tensor) -> int:
     try:
         return t.untyped_storage().nbytes()
-    except (RuntimeError, NotImplementedError, AttributeError):
+    except _NO_STORAGE:
         return 0
 
 
@@ -199,7 +204,7 @@ class StepTraffic:
         """Hold a weak reference to ``t``'s storage (key ``key``) for the rest of the step."""
         try:
             self._alive[key] = self._weakref(t.untyped_storage())
-        except (RuntimeError, NotImplementedError, AttributeError):
+        except _NO_STORAGE:
             self._alive[key] = t
 
     def measure(self, func: Any, args: Sequence[Any], kwargs: Mapping[str, Any], out: Any,
