@@ -197,3 +197,54 @@ def test_cuda_kernels_attributed_live():
     assert conv and all(op.module == "conv1" and op.kernels > 0 for op in conv)
     bwd = [op for op in timing.ops if op.op == "aten.convolution_backward"]
     assert bwd and all(op.module == "conv1" for op in bwd)
+
+
+# ----------------------------------------------------------------------------- page faults
+
+
+def test_page_faults_per_recorded_step(monkeypatch):
+    # A fake fault counter: step i faults 100 * (i + 1) pages, so the schedule's choice of
+    # steps is visible in the mean. wait=1, warmup=1, active=2: steps 2 and 3 are recorded.
+    from torch_roofline.timing import faults
+
+    counter = iter([0, 100, 300, 600, 1000, 1500, 2100])  # start, 5 step() marks, exit
+    monkeypatch.setattr(faults, "minor_faults", lambda: next(counter))
+    sched = torch.profiler.schedule(wait=1, warmup=1, active=2, repeat=1)
+    with ProfileSession(schedule=sched) as session:
+        for _ in range(5):
+            torch.ones(4).sum()
+            session.step()
+    assert session._faults.per_step == [100, 200, 300, 400, 500, 600]
+    assert session.minor_faults_per_step == (300 + 400) / 2
+    counter = iter([0, 4242])
+    with ProfileSession() as one_shot:  # no schedule: the whole block is the step
+        torch.ones(4).sum()
+    assert one_shot.minor_faults_per_step == 4242
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mmap threshold is Linux behaviour")
+def test_profiler_notes_a_step_that_faults_its_memory_in_again():
+    # 64 MiB per call is above glibc's largest mmap threshold (32 MiB): malloc maps it fresh
+    # and unmaps it on free, so every call touches 64 MiB / 4 KiB = 16,384 new pages.
+    import platform
+
+    from torch_roofline import RooflineProfiler
+    from torch_roofline.devices import Device
+
+    if platform.libc_ver()[0] != "glibc" or "jemalloc" in os.environ.get("LD_PRELOAD", "") \
+            or "tcmalloc" in os.environ.get("LD_PRELOAD", "") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        pytest.skip("needs glibc malloc with its default thresholds")
+
+    class Alloc(nn.Module):
+        def forward(self, x):
+            return torch.ones(16 * 2**20).sum() + x  # 16 Mi float32 = 64 MiB, written whole
+
+    cpu = Device(name="test-cpu", peak_flops={"fp32": 1e11}, bandwidth=1e10, kind="cpu")
+    model, x = Alloc(), torch.zeros(())
+    model(x)
+    prof = RooflineProfiler(model, roof=cpu)
+    with prof:
+        model(x)
+    assert prof._session.minor_faults_per_step >= 16 * 2**20 * 4 / 4096  # 16,384
+    (note,) = [n for n in prof.report().notes if "minor page faults" in n]
+    assert "jemalloc" in note and "MALLOC_MMAP_THRESHOLD_" in note

@@ -30,6 +30,7 @@ from torch_roofline.count.result import CountResult
 from torch_roofline.records import MEMORY_MODELS, OpCost, Roof
 from torch_roofline.report import DeviceInfo, RooflineReport
 from torch_roofline.timing.attribution import TraceTiming, attribute
+from torch_roofline.timing.faults import NOTE_THRESHOLD_FAULTS, page_fault_note
 from torch_roofline.timing.ranges import ModuleRanges
 from torch_roofline.timing.session import ProfileSession
 
@@ -397,6 +398,9 @@ class RooflineProfiler:
         # The count's own notes (sparse tensors, scripted modules, a forward counted again),
         # except the routine one saying it was replayed on fake tensors.
         notes += [n for n in costs.notes if n not in notes and not n.startswith("counted by replaying")]
+        faults = self._session.minor_faults_per_step
+        if faults is not None and faults >= NOTE_THRESHOLD_FAULTS and getattr(dev, "kind", None) == "cpu":
+            notes.append(page_fault_note(faults))
         if self._calls_in_first_step > 1:
             notes.append(
                 f"the model was called {self._calls_in_first_step} times in the first step; the count replays "

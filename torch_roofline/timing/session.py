@@ -42,8 +42,9 @@ import warnings
 from typing import Any, Callable, Iterable, List, Optional, Sequence
 
 import torch
-from torch.profiler import ProfilerActivity
+from torch.profiler import ProfilerAction, ProfilerActivity
 
+from torch_roofline.timing.faults import StepFaults
 from torch_roofline.timing.quiet import quiet_native_stderr
 from torch_roofline.timing.trace import Trace, load_trace
 
@@ -76,8 +77,9 @@ class ProfileSession:
             schedule that repeats, ``{n}`` in the name is replaced by the cycle number).
 
     After the block, :attr:`traces` holds one :class:`Trace` per completed active window
-    and :attr:`trace` the last one. The profiler is stopped on exit, exceptions included;
-    a block that raises records no trace.
+    and :attr:`trace` the last one; :attr:`minor_faults_per_step` the page faults of the
+    recorded steps (:mod:`torch_roofline.timing.faults`). The profiler is stopped on exit,
+    exceptions included; a block that raises records no trace.
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class ProfileSession:
         self._prof: Optional[torch.profiler.profile] = None
         self._primer: Optional[torch.Tensor] = None
         self._discard = False
+        self._faults = StepFaults()
         self.traces: List[Trace] = []
 
     # ----------------------------------------------------------------- context manager
@@ -141,6 +144,7 @@ class ProfileSession:
             prof.__enter__()
             self._release_primer()
         self._prof = prof
+        self._faults.start()
         return self
 
     def _release_primer(self) -> None:
@@ -151,6 +155,7 @@ class ProfileSession:
         """Mark the end of a step (drives the schedule, like ``torch.profiler.profile.step``)."""
         if self._prof is None:
             raise RuntimeError("ProfileSession.step() called outside its `with` block.")
+        self._faults.mark()
         with quiet_native_stderr():
             self._prof.step()
             self._release_primer()
@@ -162,8 +167,30 @@ class ProfileSession:
         # A failed block records nothing: parsing a partial trace could raise and hide
         # the user's exception.
         self._discard = exc_type is not None
+        self._faults.mark()
         with quiet_native_stderr():
             prof.__exit__(exc_type, exc, tb)
+
+    @property
+    def minor_faults_per_step(self) -> Optional[float]:
+        """Minor page faults per recorded step (pages the step touched for the first time).
+
+        One-shot sessions: the whole block (or the mean over its steps when :meth:`step`
+        was called, as the trace's ``ProfilerStep`` spans are). Scheduled ones: the mean over the steps the
+        schedule recorded (``RECORD``/``RECORD_AND_SAVE``). None where the OS gives no
+        count, or before any step was recorded.
+        """
+        faults = self._faults.per_step
+        if not faults:
+            return None
+        if self._schedule is None:
+            # one step, unless step() split the block (the trace then has one ProfilerStep per call)
+            return float(faults[0]) if len(faults) == 1 else sum(faults[:-1]) / (len(faults) - 1)
+        active = (ProfilerAction.RECORD, ProfilerAction.RECORD_AND_SAVE)
+        # per_step[i] is step i (step() marks its end); the entry after the last step() is
+        # the tail of the block, which the schedule never recorded.
+        recorded = [f for i, f in enumerate(faults[:-1]) if self._schedule(i) in active]
+        return sum(recorded) / len(recorded) if recorded else None
 
     # ----------------------------------------------------------------- results
     @property
