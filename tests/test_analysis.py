@@ -496,3 +496,19 @@ def test_slow_fp32_matmul_on_a_cpu_gets_the_blas_hint():
     assert type(report).from_json(report.to_json()).device.kind == "cpu"  # the JSON keeps it
     gpu_hint, _ = hint("gpu")
     assert "multiples of 8" in gpu_hint and "BLAS" not in gpu_hint
+
+
+def test_zero_duration_event_gives_none_never_inf_or_nan():
+    # A profiler event of 0 s (clock granularity): no achieved rate, no efficiency, and the
+    # JSON carries null, not Infinity/NaN. It cannot have beaten its roof (roofline time
+    # 2.147483648e-3 s), so it is flagged suspect, with time lost 0 - 2.147483648e-3 s.
+    import json
+
+    report = analyse([gemm()], [timing("aten.mm", "fc", ("", "fc"), 0.0)], (), [], ROOFS)
+    row = report.ops[0]
+    assert row.time_s == 0.0
+    assert row.achieved_flops_per_s is None and row.efficiency is None
+    assert row.suspect and row.time_lost_s == pytest.approx(-2.147483648e-3)
+    text = report.to_json()
+    assert "Infinity" not in text and "NaN" not in text
+    assert json.loads(text)["ops"][0]["efficiency"] is None

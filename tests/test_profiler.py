@@ -330,3 +330,12 @@ def test_jit_modules_clear_error_or_counted_by_a_second_forward():
         traced(x).sum().backward()
     with pytest.raises(RuntimeError, match="training step cannot be counted on fake tensors.*backward=True"):
         prof.report()
+
+
+def test_model_and_inputs_on_different_devices_is_a_clear_error():
+    model = nn.Linear(4, 2).to("meta")
+    with pytest.raises(ValueError, match=r"RooflineProfiler: the model's parameters are on meta but input "
+                                         r"tensor #0 is on cpu.*torch_roofline.predict"):
+        with RooflineProfiler(model, roof=FLAT):
+            model(torch.randn(3, 4))
+    _no_leftovers(model)

@@ -25,6 +25,7 @@ import torch.optim.optimizer as _optim
 from torch import nn
 
 from torch_roofline.analysis import analyse
+from torch_roofline.count import check_devices
 from torch_roofline.count.replay import count_replay
 from torch_roofline.count.result import CountResult
 from torch_roofline.records import MEMORY_MODELS, OpCost, Roof
@@ -281,6 +282,8 @@ class RooflineProfiler:
         if self._steps_seen == 0:
             self._calls_in_first_step += 1
         if self._call is None:
+            # before the forward runs, so a mismatch is this clear error, not torch's from deep inside
+            check_devices(self.model, (tuple(args), dict(kwargs)), caller="RooflineProfiler")
             self._call = (tuple(args), dict(kwargs))
             self._grad_enabled = torch.is_grad_enabled()
             self._grads_present = any(p.grad is not None for p in self.model.parameters())
