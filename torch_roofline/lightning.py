@@ -122,11 +122,11 @@ import torch
 
 from torch_roofline.records import MEMORY_MODELS
 from torch_roofline.scalars import finite as _finite, totals_scalars
+from torch_roofline.timing.ranges import phase_range
 
 __all__ = ["Roofline", "RooflinePL", "RooflineSchedule", "comm_scalars", "rank_summary", "report_scalars"]
 
 _INSTALL_HINT = "pip install torch_roofline[lightning]"
-_FORWARD_RANGE = "roofline::phase::forward"
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -378,7 +378,7 @@ def _range_the_closure(optimizer: Any, args: Tuple[Any, ...], kwargs: Dict[str, 
         return None
 
     def ranged() -> Any:
-        with torch.autograd.profiler.record_function(_FORWARD_RANGE):
+        with phase_range("forward"):
             return closure()
 
     return tuple(args), {**kwargs, "closure": ranged}

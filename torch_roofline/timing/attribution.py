@@ -634,12 +634,18 @@ def _add_backward(accs: Dict[Tuple[str, str], _Acc], scope: Tuple[str, ...],
             continue
         acc = accs.setdefault((fqn, "backward"), _Acc(scope[: depth + 1]))
         acc.time.append(time_s)
-        # range_ids lists the non-root module ranges; match by position from the end.
-        offset = len(scope) - 1 - depth
-        if offset < len(range_ids):
-            acc.range_ids.add(range_ids[len(range_ids) - 1 - offset])
+        range_id = _range_id(scope, range_ids, depth)
+        if range_id is not None:
+            acc.range_ids.add(range_id)
     if scope[-1] != "":
         accs[(scope[-1], "backward")].self_time.append(time_s)
+
+
+def _range_id(scope: Tuple[str, ...], range_ids: Tuple[int, ...], depth: int) -> Optional[int]:
+    """The range id of ``scope[depth]``'s forward call: ``range_ids`` lists the non-root
+    module ranges of ``scope``, so they match by position from the end; None past the list."""
+    offset = len(scope) - 1 - depth
+    return range_ids[len(range_ids) - 1 - offset] if offset < len(range_ids) else None
 
 
 def _count_calls(markers: Sequence[_Node], phase: str, steps: int) -> int:
@@ -679,9 +685,9 @@ def _gpu_module_rows(timeline: _HostTimeline, activities: Sequence[DeviceActivit
         if node.mark == "backward" and node.event.kind in _LAUNCH_KINDS:
             _, scope, range_ids = timeline.context(node)
             for depth, fqn in enumerate(scope[1:], start=1):
-                offset = len(scope) - 1 - depth
-                if (fqn, "backward") in accs and offset < len(range_ids):
-                    accs[(fqn, "backward")].range_ids.add(range_ids[len(range_ids) - 1 - offset])
+                range_id = _range_id(scope, range_ids, depth)
+                if (fqn, "backward") in accs and range_id is not None:
+                    accs[(fqn, "backward")].range_ids.add(range_id)
 
     root_rows: Dict[str, Tuple[float, float, int]] = {}
     other_self = math.fsum(math.fsum(a.self_time) for a in accs.values())

@@ -57,6 +57,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from torch_roofline.timing.attribution import _BACKWARD_PREFIX
+from torch_roofline.timing.attribution import _OPTIMIZER_PREFIXES as _ATTRIBUTION_OPTIMIZER_PREFIXES
+from torch_roofline.timing.ranges import PHASE_PREFIX
 from torch_roofline.timing.trace import Trace, TraceEvent
 
 __all__ = ["Collective", "CommSummary", "bus_factor", "collectives", "summarize", "interconnect_roof",
@@ -64,9 +67,10 @@ __all__ = ["Collective", "CommSummary", "bus_factor", "collectives", "summarize"
 
 _RANGE = re.compile(r"^(gloo|nccl|mpi|ucc|xccl|hccl):([a-z_]+)$")
 _NCCL_KERNEL = ("ncclKernel", "ncclDevKernel")
-_BACKWARD_PREFIX = "autograd::engine::evaluate_function:"
-_OPTIMIZER_PREFIXES = ("Optimizer.step#", "Optimizer.zero_grad#", "roofline::phase::optimizer")
-_FORWARD_RANGE = "roofline::phase::forward"
+# The phase markers attribution reads, plus our own phase ranges (collectives are placed by
+# time, across threads, so a range counts here as well as a marker).
+_OPTIMIZER_PREFIXES = _ATTRIBUTION_OPTIMIZER_PREFIXES + (PHASE_PREFIX + "optimizer",)
+_FORWARD_RANGE = PHASE_PREFIX + "forward"
 
 # Element sizes (bytes) of the dtype names the profiler writes into "Input type".
 DTYPE_BYTES: Mapping[str, int] = {
@@ -234,16 +238,25 @@ def _phase_at(t: float, intervals: Sequence[Tuple[float, float, str]]) -> str:
     return max(inside, key=lambda iv: iv[0])[2]
 
 
-def _device_time(trace: Trace, ev: TraceEvent) -> Optional[float]:
-    """Seconds of NCCL kernels launched from inside ``ev`` (GPU traces), else ``None``."""
-    launches = [e.correlation for e in trace.of_kind("cuda_runtime", "cuda_driver")
-                if e.pid == ev.pid and e.tid == ev.tid and ev.start_s <= e.start_s <= ev.end_s
-                and e.correlation is not None]
-    if not launches:
-        return None
-    wanted = set(launches)
-    kernels = [k.dur_s for k in trace.of_kind("kernel") if k.correlation in wanted and k.name.startswith(_NCCL_KERNEL)]
-    return math.fsum(kernels) if kernels else None
+class _NcclKernels:
+    """The trace's launches per thread and NCCL kernel times per correlation id, indexed once."""
+
+    def __init__(self, trace: Trace) -> None:
+        self.launches: Dict[Tuple[Any, Any], List[Tuple[float, int]]] = {}
+        for e in trace.of_kind("cuda_runtime", "cuda_driver"):
+            if e.correlation is not None:
+                self.launches.setdefault((e.pid, e.tid), []).append((e.start_s, e.correlation))
+        self.kernels: Dict[int, List[float]] = {}
+        for k in trace.of_kind("kernel"):
+            if k.correlation is not None and k.name.startswith(_NCCL_KERNEL):
+                self.kernels.setdefault(k.correlation, []).append(k.dur_s)
+
+    def device_time(self, ev: TraceEvent) -> Optional[float]:
+        """Seconds of NCCL kernels launched from inside ``ev``, else ``None``."""
+        wanted = {corr for start, corr in self.launches.get((ev.pid, ev.tid), ())
+                  if ev.start_s <= start <= ev.end_s}
+        durations = [d for corr in wanted for d in self.kernels.get(corr, ())]
+        return math.fsum(durations) if durations else None
 
 
 def collectives(trace: Trace, *, group_size: Optional[int] = None) -> Tuple[Collective, ...]:
@@ -273,6 +286,7 @@ def collectives(trace: Trace, *, group_size: Optional[int] = None) -> Tuple[Coll
     issued = sorted((ev.start_s, ev.index) for ev in trace.of_kind("cpu_op") if ev.name.startswith("c10d::"))
     issue_times = [s for s, _ in issued]
     intervals = _phase_intervals(trace)
+    nccl = _NcclKernels(trace) if trace.has_device_activity else None  # GPU traces only
     out = []
     for ev in sorted(ranges, key=lambda e: (e.start_s, e.index)):
         backend, name = _RANGE.match(ev.name).groups()  # type: ignore[union-attr]
@@ -280,7 +294,7 @@ def collectives(trace: Trace, *, group_size: Optional[int] = None) -> Tuple[Coll
         factor = bus_factor(name, n)
         at = bisect.bisect_right(issue_times, ev.start_s) - 1
         issued_at = issue_times[at] if at >= 0 else ev.start_s
-        device_time = _device_time(trace, ev) if trace.has_device_activity else None
+        device_time = nccl.device_time(ev) if nccl is not None else None
         out.append(Collective(
             name=name, backend=backend, phase=_phase_at(issued_at, intervals), start_s=ev.start_s,
             time_s=device_time if device_time is not None else ev.dur_s, group_size=n, dtype=dtype,

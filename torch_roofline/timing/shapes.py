@@ -62,7 +62,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from torch_roofline.records import OpCost
-from torch_roofline.timing.attribution import TraceTiming, dotted_op_name
+from torch_roofline.timing.attribution import TraceTiming, _as_int, dotted_op_name
 from torch_roofline.timing.trace import Trace, TraceEvent
 
 __all__ = ["ShapeCosts", "has_recorded_shapes", "shape_costs", "costs_from_shapes", "per_step"]
@@ -218,18 +218,11 @@ def per_step(costs: Sequence[OpCost], steps: int) -> Tuple[Tuple[OpCost, ...], T
 # --------------------------------------------------------------------------- matching rows to events
 
 
-def _thread(tid: Any) -> int:
-    try:
-        return int(tid)
-    except (TypeError, ValueError):
-        return 0
-
-
 def _events_by_key(trace: Trace) -> Dict[Tuple[int, float, str], List[TraceEvent]]:
     table: Dict[Tuple[int, float, str], List[TraceEvent]] = defaultdict(list)
     for ev in trace.events:
         if ev.kind == "cpu_op":
-            table[(_thread(ev.tid), ev.start_s, dotted_op_name(ev.name))].append(ev)
+            table[(_as_int(ev.tid), ev.start_s, dotted_op_name(ev.name))].append(ev)
     for evs in table.values():
         evs.sort(key=lambda e: (-e.dur_s, e.index))  # the outermost event first
     return table
