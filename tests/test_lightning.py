@@ -12,6 +12,7 @@ import csv
 import glob
 import json
 import os
+import tempfile
 import warnings
 
 import pytest
@@ -231,6 +232,17 @@ def test_no_logger_writes_files_and_warns_once(tmp_path):
     found = sorted(os.path.relpath(p, tmp_path) for p in glob.glob(str(tmp_path / "roofline" / "*" / "*")))
     assert found == ["roofline/step5/report.json", "roofline/step5/roofline.png",
                      "roofline/step9/report.json", "roofline/step9/roofline.png"]
+
+
+def test_export_trace_keeps_the_window_trace_next_to_the_report(tmp_path):
+    out = tmp_path / "out"
+    fit(tmp_path, [Roofline(roof=ROOF, plot=False, dirpath=str(out), export_trace=True)], False)
+    trace = json.load(open(out / f"step{STEPS - 1}" / "trace.json"))
+    # the exported Chrome trace holds the active steps' ProfilerStep ranges and the module ranges
+    names = {e.get("name", "") for e in trace["traceEvents"]}
+    assert any(n.startswith("ProfilerStep#") for n in names)
+    assert any(n.startswith("roofline::") for n in names)
+    assert not glob.glob(os.path.join(tempfile.gettempdir(), "roofline-trace-*.json"))  # temp copy removed
 
 
 # ----------------------------------------------------------------------------- pytorch_lightning

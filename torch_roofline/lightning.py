@@ -113,6 +113,8 @@ import io
 import json
 import math
 import os
+import shutil
+import tempfile
 import struct
 import threading
 import warnings
@@ -327,8 +329,10 @@ class _Window:
     ``"val"`` (validation batches, forward only).
     """
 
-    def __init__(self, profiler: Any, start_step: int, length: int, kind: str = "train") -> None:
+    def __init__(self, profiler: Any, start_step: int, length: int, kind: str = "train",
+                 trace_path: Optional[str] = None) -> None:
         self.profiler = profiler
+        self.trace_path = trace_path  # where the profiler exports its trace (export_trace=True)
         self.start_step = start_step
         self.length = length
         self.kind = kind
@@ -436,7 +440,8 @@ class _RooflineLogic:
         top_n: modules given per-module TensorBoard scalars (0-50).
         dirpath: where the files go (default: each logger's log dir, see above).
         profile_memory: record allocator events (peak memory).
-        export_trace: also keep the profiler's Chrome trace next to the report.
+        export_trace: also keep the profiler's Chrome trace next to the report (``trace.json``,
+            rank zero's; other ranks' traces are not kept).
         plot: write ``roofline.png`` (and the TensorBoard image).
         validation: also profile validation batches (forward only) into a separate report
             (tag ``<tag>_val``, files under ``roofline/val/``); default off.
@@ -603,6 +608,10 @@ class _RooflineLogic:
     def _open(self, trainer: Any, pl_module: Any, kind: str) -> None:
         from torch_roofline.profiler import schedule
 
+        trace_path = None
+        if self.export_trace:
+            fd, trace_path = tempfile.mkstemp(prefix="roofline-trace-", suffix=".json")
+            os.close(fd)
         profiler = _profiler_class()(
             pl_module,
             roof=self.roof,
@@ -611,8 +620,9 @@ class _RooflineLogic:
             memory_model=self.memory_model,
             profile_memory=self.profile_memory,
             record_shapes=_world_size() > 1,
+            export_trace=trace_path,
         )
-        window = _Window(profiler, trainer.global_step, self.schedule.length, kind)
+        window = _Window(profiler, trainer.global_step, self.schedule.length, kind, trace_path)
         window.open()
         self._window = window
         self._last_global_step = trainer.global_step
@@ -637,7 +647,9 @@ class _RooflineLogic:
         payload = {"report": report_dict, "communication": comm.to_dict() if comm is not None else None}
         gathered = _gather_to_rank_zero(payload)
         if trainer.is_global_zero and gathered is not None:
-            self._write(trainer, report, report_dict, gathered, window.kind)
+            self._write(trainer, report, report_dict, gathered, window.kind, window.trace_path)
+        elif window.trace_path is not None:
+            _remove(window.trace_path)
 
     def _build_report(self, trainer: Any, window: _Window) -> Any:
         """This rank's report, or ``None`` (with a warning) when it cannot be made."""
@@ -685,7 +697,7 @@ class _RooflineLogic:
 
     # ---- sinks (rank zero) ----------------------------------------------------------
     def _write(self, trainer: Any, report: Any, report_dict: Optional[Mapping[str, Any]],
-               gathered: List[Any], kind: str) -> None:
+               gathered: List[Any], kind: str, trace_path: Optional[str] = None) -> None:
         """Log the scalars now; render the chart and write events and files in the background."""
         step = int(trainer.global_step)
         tag = self.tag if kind == "train" else f"{self.tag}_val"
@@ -715,8 +727,12 @@ class _RooflineLogic:
             png = _render_png(report) if plot and report is not None else None
             for writer in tb_writers:
                 _write_tensorboard(writer, report, png, step=step, tag=tag, top_n=top_n)
-            for directory in dirs:
-                self.files.extend(_write_files(directory, report, png, gathered, summary))
+            try:
+                for directory in dirs:
+                    self.files.extend(_write_files(directory, report, png, gathered, summary, trace_path))
+            finally:
+                if trace_path is not None:
+                    _remove(trace_path)
 
         self._writer.submit(job)
 
@@ -803,16 +819,28 @@ def comm_scalars(comm: Optional[Mapping[str, Any]], tag: str = "roofline") -> Di
     return {k: v for k, v in out.items() if v is not None}
 
 
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
 def _write_files(
     directory: str,
     report: Any,
     png: Optional[bytes],
     gathered: Sequence[Optional[Mapping[str, Any]]],
     summary: Optional[Mapping[str, Any]],
+    trace_path: Optional[str] = None,
 ) -> List[str]:
-    """Write report.json, roofline.png and, for several ranks, per-rank JSON and ranks.json."""
+    """Write report.json, roofline.png, trace.json (a copy of ``trace_path``, when it holds a
+    trace) and, for several ranks, per-rank JSON and ranks.json."""
     os.makedirs(directory, exist_ok=True)
     written: List[str] = []
+    if trace_path is not None and os.path.getsize(trace_path) > 0:
+        written.append(os.path.join(directory, "trace.json"))
+        shutil.copyfile(trace_path, written[-1])
     if report is not None:
         written.append(os.path.join(directory, "report.json"))
         report.to_json(written[-1])
