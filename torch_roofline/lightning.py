@@ -115,7 +115,6 @@ import math
 import os
 import shutil
 import tempfile
-import struct
 import threading
 import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -123,7 +122,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from torch_roofline.records import MEMORY_MODELS
-from torch_roofline.scalars import finite as _finite, totals_scalars
+from torch_roofline.scalars import finite as _finite, percent as _percent, totals_scalars
 from torch_roofline.timing.ranges import phase_range
 
 __all__ = ["Roofline", "RooflinePL", "RooflineSchedule", "comm_scalars", "rank_summary", "report_scalars"]
@@ -250,8 +249,7 @@ def _rank_scalars(summary: Mapping[str, Any], tag: str) -> Dict[str, float]:
     out = {
         f"{tag}/ranks/step_time_s_mean": summary.get("step_time_s_mean"),
         f"{tag}/ranks/step_time_s_max": summary.get("step_time_s_max"),
-        f"{tag}/ranks/straggler_spread_pct": None if summary.get("straggler_spread") is None
-        else 100.0 * summary["straggler_spread"],
+        f"{tag}/ranks/straggler_spread_pct": _percent(summary.get("straggler_spread")),
     }
     return {k: float(v) for k, v in out.items() if _finite(v) is not None}
 
@@ -476,8 +474,7 @@ class _RooflineLogic:
         if not isinstance(tag, str) or not tag or tag.startswith("/"):
             raise ValueError(f"Roofline(tag={tag!r}): expected a non-empty string such as 'roofline'")
         if interconnect_bandwidth is not None and (
-                isinstance(interconnect_bandwidth, bool) or not isinstance(interconnect_bandwidth, (int, float))
-                or not interconnect_bandwidth > 0 or not math.isfinite(interconnect_bandwidth)):
+                _finite(interconnect_bandwidth) is None or interconnect_bandwidth <= 0):
             raise ValueError(f"Roofline(interconnect_bandwidth={interconnect_bandwidth!r}): expected B/s per "
                              "direction > 0, e.g. interconnect_bandwidth=10e9, or None")
         self.schedule = RooflineSchedule(wait=wait, warmup=warmup, active=active, every_n_steps=every_n_steps)
@@ -500,6 +497,7 @@ class _RooflineLogic:
         self._window: Optional[_Window] = None
         self._last_global_step: Optional[int] = None
         self._warned_no_logger = False
+        self._device: Any = None  # the roofs resolved for the first report, reused by later windows
         self._writer = _Writer()
 
     # ---- state ----------------------------------------------------------------------
@@ -614,7 +612,7 @@ class _RooflineLogic:
             os.close(fd)
         profiler = _profiler_class()(
             pl_module,
-            roof=self.roof,
+            roof=self._device if self._device is not None else self.roof,
             schedule=schedule(wait=0, warmup=self.schedule.warmup, active=self.schedule.active, repeat=1),
             backward=kind == "train",
             memory_model=self.memory_model,
@@ -643,6 +641,7 @@ class _RooflineLogic:
             self.communication.append(comm)
         if report is not None:
             (self.reports if window.kind == "train" else self.val_reports).append(report)
+            self._device = window.profiler.device()  # resolve "auto"/"measured" once per fit
         report_dict = report.to_dict() if report is not None else None
         payload = {"report": report_dict, "communication": comm.to_dict() if comm is not None else None}
         gathered = _gather_to_rank_zero(payload)
@@ -782,21 +781,11 @@ def _render_png(report: Any) -> bytes:
 
 def _write_tensorboard(writer: Any, report: Any, png: Optional[bytes], *, step: int, tag: str, top_n: int) -> None:
     """Scalars, text and the Roofline tab's data (:func:`write_report`), then the chart image."""
-    from tensorboard.compat.proto import summary_pb2
-
-    from torch_roofline.tensorboard.summary import write_report
+    from torch_roofline.tensorboard.summary import write_image, write_report
 
     write_report(writer, report, step=step, tag=tag, top_n=top_n, plot=False)
-    if png is None:
-        return
-    width, height = struct.unpack(">II", png[16:24])  # the PNG's IHDR chunk
-    image = summary_pb2.Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=png)
-    summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=f"{tag}/chart", image=image)])
-    file_writer = getattr(writer, "file_writer", None)
-    if file_writer is None and callable(getattr(writer, "_get_file_writer", None)):
-        file_writer = writer._get_file_writer()  # torch re-opens a closed writer's file this way
-    file_writer.add_summary(summary, step)
-    file_writer.flush()
+    if png is not None:
+        write_image(writer, f"{tag}/chart", png, step)
 
 
 def comm_scalars(comm: Optional[Mapping[str, Any]], tag: str = "roofline") -> Dict[str, float]:
@@ -809,12 +798,11 @@ def comm_scalars(comm: Optional[Mapping[str, Any]], tag: str = "roofline") -> Di
     """
     if not comm:
         return {}
-    share, eff = _finite(comm.get("step_time_share")), _finite(comm.get("efficiency"))
     out = {
         f"{tag}/comm/time_s": _finite(comm.get("time_s")),
         f"{tag}/comm/bus_bytes": _finite(comm.get("bus_bytes")),
-        f"{tag}/comm/step_time_share_pct": None if share is None else 100.0 * share,
-        f"{tag}/comm/efficiency_pct": None if eff is None else 100.0 * eff,
+        f"{tag}/comm/step_time_share_pct": _percent(comm.get("step_time_share")),
+        f"{tag}/comm/efficiency_pct": _percent(comm.get("efficiency")),
     }
     return {k: v for k, v in out.items() if v is not None}
 

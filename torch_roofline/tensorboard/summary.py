@@ -46,7 +46,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_
 from torch_roofline.scalars import BOUNDS as _BOUNDS, finite as _finite, percent as _percent, totals_scalars
 from torch_roofline.tensorboard.metadata import create_summary_metadata
 
-__all__ = ["write_report", "TensorBoardSink", "report_summary_pb", "report_json"]
+__all__ = ["write_report", "write_image", "TensorBoardSink", "report_summary_pb", "report_json"]
 
 _MAX_TOP_N = 50  # per-module scalars: 2 tags per module; more than ~100 tags drowns the Scalars tab
 _MAX_TAG_PART = 80  # characters of a module name kept in a tag (the tail: the most specific part)
@@ -245,6 +245,28 @@ def _png_size(png: bytes) -> tuple:
     return struct.unpack(">II", png[16:24])
 
 
+def _image_summary(tag: str, png: bytes) -> summary_pb2.Summary:
+    """An image summary (TensorBoard's Images tab) of PNG bytes."""
+    width, height = _png_size(png)
+    image = summary_pb2.Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=png)
+    return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, image=image)])
+
+
+def write_image(writer: Any, tag: str, png: bytes, step: int) -> None:
+    """Write PNG bytes (an already rendered chart) as an image summary to ``writer``.
+
+    ``writer``: a ``SummaryWriter``-like object (torch, tensorboardX) or a log directory.
+    ``step``: the global step the image is logged at.
+    """
+    backend = _EventBackend(os.fspath(writer)) if isinstance(writer, (str, os.PathLike)) else _WriterBackend(writer)
+    try:
+        backend.summary(_image_summary(tag, png), step)
+        backend.flush()
+    finally:
+        if isinstance(backend, _EventBackend):
+            backend.close()
+
+
 # ----------------------------------------------------------------------------- backends
 
 
@@ -278,10 +300,7 @@ class _EventBackend:
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png")
         _close_figure(figure)
-        png = buffer.getvalue()
-        width, height = _png_size(png)
-        image = summary_pb2.Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=png)
-        self._add(summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, image=image)]), step)
+        self._add(_image_summary(tag, buffer.getvalue()), step)
 
     def summary(self, summary: summary_pb2.Summary, step: int) -> None:
         self._add(summary, step)
