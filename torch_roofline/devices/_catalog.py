@@ -72,10 +72,15 @@ class Entry:
     interconnect: str
 
 
+def _number_fields(row: Mapping[str, Any]) -> List[str]:
+    """The numbers a catalog row gives: its scalar keys, then ``matrix.<dtype>``/``vector.<dtype>``."""
+    fields = [k for k in _SCALARS if k in row]
+    return fields + [f"{unit}.{d}" for unit in ("matrix", "vector") for d in row.get(unit, {})]
+
+
 def _expand_provenance(row: Mapping[str, Any], where: str) -> Dict[str, str]:
     """``{"vector.*, memory_gib": "read [x]"}`` -> ``{"vector.fp32": ..., "memory_gib": ...}``."""
-    fields = [k for k in _SCALARS if k in row]
-    fields += [f"{unit}.{d}" for unit in ("matrix", "vector") for d in row.get(unit, {})]
+    fields = _number_fields(row)
     out: Dict[str, str] = {}
     for keys, text in row.get("provenance", {}).items():
         for key in (k.strip() for k in keys.split(",")):
@@ -92,9 +97,7 @@ def _expand_provenance(row: Mapping[str, Any], where: str) -> Dict[str, str]:
 
 def _check_provenance(row: Mapping[str, Any], prov: Mapping[str, str], where: str) -> None:
     """Every number of a catalog row has a provenance of a known kind."""
-    fields = [k for k in _SCALARS if k in row]
-    fields += [f"{unit}.{d}" for unit in ("matrix", "vector") for d in row.get(unit, {})]
-    for field in fields:
+    for field in _number_fields(row):
         text = prov.get(field)
         if text is None:
             raise CatalogError(f"{where}: {field} has no provenance; add it to [device.provenance]")

@@ -69,7 +69,7 @@ def devices_table(devices: Sequence[Device]) -> str:
     rows: List[list] = []
     for device in devices:
         row = [device.id, device.name, f"{device.memory_bandwidth / 1e9:,.0f}"]
-        listed = {k.split(":")[0] for k in device.peaks}
+        listed = set(device.dtypes())
         for dtype in DTYPES:
             if dtype not in listed:
                 row.append("-")

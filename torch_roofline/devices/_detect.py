@@ -153,7 +153,7 @@ def _detect_gpu(index: int) -> Device:
     return entry.device
 
 
-def _detect_cpu(*, progress: bool = False) -> Device:
+def _detect_cpu() -> Device:
     """This CPU: peaks from cores x clock x FLOP/cycle, bandwidth measured (full bench, cached).
 
     The full measurement (about half a minute on 2 cores, once per machine and torch version)
@@ -171,7 +171,7 @@ def _detect_cpu(*, progress: bool = False) -> Device:
     info = read_cpu_info()
     per_cycle = flops_per_cycle(info)
     peaks = {k: cpu_peak_flops(info.cores, info.clock_hz, v) for k, v in per_cycle.items()}
-    result = run_bench("cpu", ("fp32",), quick=False, progress=progress)
+    result = run_bench("cpu", ("fp32",), quick=False, progress=False)
     how = (f"estimated ({info.cores} cores x {info.clock_hz / 1e9:.3f} GHz [{info.clock_source}] "
            f"x FLOP/cycle from ISA flags)")
     scale = 1.0

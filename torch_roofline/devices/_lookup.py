@@ -17,7 +17,6 @@ import re
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 from torch_roofline.devices._catalog import Entry, catalog_entries
-from torch_roofline.devices._device import Device
 
 __all__ = ["UnknownDeviceError", "find_entry", "normalize"]
 
@@ -104,7 +103,3 @@ def _unknown_message(name: str, entries: Sequence[Entry]) -> str:
         f"Device(name=..., peak_flops={{'fp32': ...}}, bandwidth=...) or load_file('roofs.toml')"
     )
 
-
-def catalog_devices() -> List[Device]:
-    """Every catalog Device, in file order."""
-    return [e.device for e in catalog_entries()]

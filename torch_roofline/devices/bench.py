@@ -175,10 +175,8 @@ _ONEDNN_DTYPES = ("fp32", "bf16")
 
 def gemm_libraries(dtype: str, device: torch.device) -> Tuple[str, ...]:
     """The GEMM libraries the sweep times for ``dtype`` on ``device``."""
-    libs = ["torch.mm"]
-    if device.type == "cpu" and dtype in _ONEDNN_DTYPES and torch.backends.mkldnn.is_available():
-        libs.append("oneDNN")
-    return tuple(libs)
+    onednn = device.type == "cpu" and dtype in _ONEDNN_DTYPES and torch.backends.mkldnn.is_available()
+    return tuple(lib for lib in GEMM_LIBRARIES if lib != "oneDNN" or onednn)
 
 
 def _gemm_call(dtype: str, n: int, device: torch.device, library: str = "torch.mm") -> Callable[[], object]:
@@ -394,7 +392,7 @@ def run_bench(
     if cached is not None and not todo and not need_stream:
         return cached
     mode = "quick" if quick else ("cuda" if dev.type == "cuda" else "cpu")
-    sizes, repeats = _SIZES["quick" if quick else mode], _REPEATS["quick" if quick else "full"]
+    sizes, repeats = _SIZES[mode], _REPEATS["quick" if quick else "full"]
     total = sum(len(sizes) * len(gemm_libraries(k, dev)) + 1 for k in todo) + (1 if need_stream else 0)
     bar = _Progress(total, progress)
     try:

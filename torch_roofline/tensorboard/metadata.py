@@ -10,7 +10,7 @@ import json
 
 from tensorboard.compat.proto import summary_pb2
 
-__all__ = ["PLUGIN_NAME", "PAYLOAD_VERSION", "create_summary_metadata", "parse_plugin_content"]
+__all__ = ["PLUGIN_NAME", "PAYLOAD_VERSION", "create_summary_metadata"]
 
 PLUGIN_NAME = "roofline"
 
@@ -31,12 +31,3 @@ def create_summary_metadata(description: str = "") -> summary_pb2.SummaryMetadat
         plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=PLUGIN_NAME, content=content),
         data_class=summary_pb2.DATA_CLASS_TENSOR,
     )
-
-
-def parse_plugin_content(content: bytes) -> dict:
-    """Decode the plugin-content blob; ``{}`` when it is empty or not JSON."""
-    try:
-        value = json.loads(content.decode("utf-8")) if content else {}
-    except (UnicodeDecodeError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
