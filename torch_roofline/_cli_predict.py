@@ -8,6 +8,7 @@ import sys
 from typing import List, Optional
 
 from torch_roofline.records import MEMORY_MODELS
+from torch_roofline.report import parent_names
 
 __all__ = ["add_parser"]
 
@@ -75,8 +76,9 @@ def run_predict(args: argparse.Namespace) -> int:
     for dev_id, rep in reports.items():
         t = rep.totals
         share = rep.totals.bound_time_share
+        parents = parent_names(m.name for m in rep.modules)
         leaves = [m for m in rep.modules if m.phase == "all" and m.roofline_time_s and m.name and
-                  not any(o.name.startswith(m.name + ".") for o in rep.modules)]
+                  m.name not in parents]
         top = sorted(leaves, key=lambda m: -(m.roofline_time_s or 0))[:3]
         mem = share.memory if share is not None and share.memory is not None else 0.0
         print(f"  {dev_id}: {_ms(t.roofline_time_s)} ms; {mem * 100:.0f}% of it memory-bound; "

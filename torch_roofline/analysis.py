@@ -101,7 +101,7 @@ def attainable(intensity: float, roof: Roof) -> float:
     >>> attainable(10.0, Roof("fp32", "vector", 1e12, 1e11))  # min(1e12, 10 * 1e11)
     1000000000000.0
     """
-    return min(roof.peak_flops_per_s, intensity * roof.bandwidth_bytes_per_s)
+    return roof.attainable(intensity)
 
 
 def roofline_time(flops: float, bytes_: float, roof: Roof) -> float:
@@ -223,7 +223,6 @@ class _Group:
     calls: List[OpCost] = field(default_factory=list)
     time_sum_s: float = 0.0
     timed_events: int = 0
-    timing_scope: Tuple[str, ...] = ()
 
 
 @dataclass
@@ -390,8 +389,6 @@ def _group(costs, op_timings, steps) -> Dict[Tuple[str, str, str], _Group]:
         g = groups.setdefault(_join_key(groups, t), _Group())
         g.time_sum_s += t.time_s
         g.timed_events += 1
-        if not g.timing_scope:
-            g.timing_scope = _scope(tuple(t.scope), t.module)
     return groups
 
 
@@ -656,7 +653,7 @@ def _module_row(
 
 def _totals(ops, rows, info, costs, memory_model, step_time_s, steps, peak_memory_bytes, predicted) -> Totals:
     counted_costs = [c for c in costs if c.counted]
-    model_costs = [c.cost(memory_model) for c in counted_costs]
+    compulsory = memory_model == "compulsory"
     known_rt = [r.roofline_time_s for r in ops if r.roofline_time_s is not None]
     rt = sum(known_rt) if known_rt or not ops else None
     if predicted:
@@ -682,8 +679,8 @@ def _totals(ops, rows, info, costs, memory_model, step_time_s, steps, peak_memor
         macs=sum(c.macs for c in counted_costs),
         params=root_info.params if root_info else 0,
         param_bytes=root_info.param_bytes if root_info else 0,
-        bytes_read=sum(c.bytes_read for c in model_costs),
-        bytes_written=sum(c.bytes_written for c in model_costs),
+        bytes_read=sum(c.compulsory_bytes_read if compulsory else c.bytes_read for c in counted_costs),
+        bytes_written=sum(c.compulsory_bytes_written if compulsory else c.bytes_written for c in counted_costs),
         compulsory_bytes=sum(c.compulsory_bytes_read + c.compulsory_bytes_written for c in counted_costs),
         peak_memory_bytes=peak_memory_bytes,
         bound_time_share=_bound_share(ops, predicted),

@@ -22,6 +22,7 @@ import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from torch_roofline.records import Roof
+from torch_roofline.report import BOUNDS, parent_names
 
 __all__ = ["BOUND_COLORS", "plot_roofline", "plot_devices"]
 
@@ -74,7 +75,7 @@ def plot_roofline(
     for i, roof in enumerate(roofs):
         _draw_roof(ax, roof, lo, hi, _ROOF_COLORS[i % len(_ROOF_COLORS)], label=_roof_label(roof))
     _draw_points(ax, report, points, top_n)
-    for cls in ("compute", "memory", "overhead"):
+    for cls in BOUNDS:
         ax.scatter([], [], s=40, color=BOUND_COLORS[cls], label=f"{cls}-bound", alpha=0.8)
     device = report.device.name or report.device.id
     what = "predicted (attainable)" if report.predicted else "measured"
@@ -118,7 +119,7 @@ def plot_devices(
             if sel:
                 ax.scatter([p[0] for p in sel], [p[1] for p in sel], s=[_size(p[2], points) for p in sel],
                            marker=marker, color=color, alpha=0.6, edgecolors="none")
-    for cls in ("compute", "memory", "overhead"):
+    for cls in BOUNDS:
         ax.scatter([], [], s=40, marker=_BOUND_MARKERS[cls], color="#555555", label=f"{cls}-bound")
     model = reports[0].model
     _finish(ax, title or f"{model} on {len(reports)} device(s): {level}s")
@@ -162,10 +163,7 @@ def _points(report, level: str, phase: str, leaves_only: bool) -> List[Point]:
         rows = [r for r in report.modules if r.phase == phase]
         if leaves_only:
             busy = [r for r in rows if r.flops or r.bytes_read or r.bytes_written]
-            parents = set()
-            for r in busy:
-                parts = r.name.split(".") if r.name else []
-                parents.update(".".join(parts[:i]) for i in range(len(parts)))
+            parents = parent_names(r.name for r in busy)
             leaves = [r for r in busy if r.name not in parents]
             rows = leaves or rows
     else:
@@ -211,7 +209,7 @@ def _draw_roof(ax, roof: Roof, lo: float, hi: float, color: str, label: str, alp
     xs = [lo * (hi / lo) ** (i / (n - 1)) for i in range(n)]
     if lo < roof.ridge < hi:
         xs = sorted(xs + [roof.ridge])
-    ys = [min(roof.peak_flops_per_s, x * roof.bandwidth_bytes_per_s) for x in xs]
+    ys = [roof.attainable(x) for x in xs]
     style = "-" if roof.source == "measured" else "--"
     ax.plot(xs, ys, style, color=color, lw=1.6, label=label, alpha=alpha)
     ax.plot([roof.ridge], [roof.peak_flops_per_s], "o", color=color, mfc="white", ms=6, alpha=alpha)

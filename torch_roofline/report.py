@@ -28,7 +28,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple, Union
 
 from torch_roofline._report_text import _format_table, _summary, human_time
 from torch_roofline.records import Roof
@@ -46,6 +46,7 @@ __all__ = [
     "TimeLostItem",
     "RooflineReport",
     "human_time",
+    "parent_names",
 ]
 
 SCHEMA = "torch_roofline.report/1"
@@ -80,6 +81,16 @@ class RoofRef:
         """True when this reference names ``roof``."""
         return (self.dtype, self.unit, self.source) == (roof.dtype, roof.unit, roof.source)
 
+
+
+def parent_names(names: Iterable[str]) -> Set[str]:
+    """Every proper ancestor of the dotted module ``names`` (``"a.b"`` -> ``""``, ``"a"``):
+    a name not in the set is a leaf among ``names``."""
+    parents: Set[str] = set()
+    for name in names:
+        parts = name.split(".") if name else []
+        parents.update(".".join(parts[:i]) for i in range(len(parts)))
+    return parents
 
 @dataclass(frozen=True)
 class DeviceInfo:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, Mapping, Optional
 
-__all__ = ["finite", "percent", "totals_scalars", "BOUNDS"]
+from torch_roofline.report import BOUNDS  # re-exported: the bound classes, defined once
 
-BOUNDS = ("compute", "memory", "overhead")
+__all__ = ["finite", "percent", "totals_scalars", "BOUNDS"]
 
 
 def finite(value: Any) -> Optional[float]:

@@ -108,16 +108,7 @@ def count(
         )
     if isinstance(model, torch.jit.ScriptModule):
         notes.append("scripted module: forward hooks do not run in TorchScript, so every op is attributed to the root")
-    return CountResult(
-        ops=tuple(counter.ops),
-        modules=tuple(infos),
-        memory_model=memory_model,
-        backend="dispatch",
-        module_calls=dict(counter.calls) or {"": 1},
-        optimizer_steps=counter.optimizer_steps,
-        notes=tuple(notes),
-        activation_bytes=dict(counter.activation_bytes),
-    )
+    return counter.result(infos, memory_model, notes)
 
 
 def run_step(

@@ -117,14 +117,6 @@ def register_formula(*ops: Any, unit: str = "vector", raw: bool = False) -> Call
     return deco
 
 
-def _shape(x: Any) -> Any:
-    return x.shape if isinstance(x, torch.Tensor) else x
-
-
-def _shapes(tree: Any) -> Any:
-    return _tree_shapes(tree)
-
-
 def evaluate(entry: _Entry, args: Sequence[Any], kwargs: Mapping[str, Any], out: Any,
              tensors: Optional[Tuple[List[torch.Tensor], List[torch.Tensor]]] = None) -> Optional[FlopCount]:
     """Run one registry entry on an op call and normalise its answer to a :class:`FlopCount`.
@@ -137,7 +129,7 @@ def evaluate(entry: _Entry, args: Sequence[Any], kwargs: Mapping[str, Any], out:
     elif entry.raw:
         res = entry.fn(*args, out=out, **kwargs)
     else:
-        a, k, o = _shapes((tuple(args), dict(kwargs), out))
+        a, k, o = _tree_shapes((tuple(args), dict(kwargs), out))
         res = entry.fn(*a, out=o, **k)
     if res is None or isinstance(res, FlopCount):
         return res
@@ -642,12 +634,10 @@ def _sdpa_cpu_backward_flops(grad_out: Any, q: Any, k: Any, v: Any, *args: Any, 
     return 2 * b * h * s_q * s_k * (3 * d + 2 * d_v)
 
 
-for _name in ("_scaled_dot_product_flash_attention_for_cpu",):
-    if hasattr(aten, _name):
-        register_formula(getattr(aten, _name), unit="matrix")(_sdpa_cpu_flops)
-for _name in ("_scaled_dot_product_flash_attention_for_cpu_backward",):
-    if hasattr(aten, _name):
-        register_formula(getattr(aten, _name), unit="matrix")(_sdpa_cpu_backward_flops)
+if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
+    register_formula(aten._scaled_dot_product_flash_attention_for_cpu, unit="matrix")(_sdpa_cpu_flops)
+if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
+    register_formula(aten._scaled_dot_product_flash_attention_for_cpu_backward, unit="matrix")(_sdpa_cpu_backward_flops)
 
 
 @register_formula(aten._native_multi_head_attention, unit="matrix")

@@ -24,7 +24,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch_roofline.count._tree import tensors as _tensors
 
 from torch_roofline.count import formulas as _f
-from torch_roofline.count.traffic import StepTraffic
+from torch_roofline.count.traffic import StepTraffic, _storage_key, is_view_op, tensor_bytes
+from torch_roofline.count.result import CountResult
 from torch_roofline.records import ModuleInfo, OpCost
 
 __all__ = ["OpCounter", "module_infos", "op_name", "compute_dtype"]
@@ -236,6 +237,19 @@ class OpCounter:
         self._handles: List[Any] = []
         self._exit = contextlib.ExitStack()
 
+    def result(self, modules: Sequence[ModuleInfo], memory_model: str, notes: Sequence[str]) -> CountResult:
+        """The counted step as a :class:`~torch_roofline.count.result.CountResult`."""
+        return CountResult(
+            ops=tuple(self.ops),
+            modules=tuple(modules),
+            memory_model=memory_model,
+            backend="dispatch",
+            module_calls=dict(self.calls) or {"": 1},
+            optimizer_steps=self.optimizer_steps,
+            notes=tuple(notes),
+            activation_bytes=dict(self.activation_bytes),
+        )
+
     # ---- context management -------------------------------------------------------
     def __enter__(self) -> "OpCounter":
         if getattr(_ACTIVE, "on", False):
@@ -312,8 +326,7 @@ class OpCounter:
             self._seq_scope.setdefault(seq, scope)
 
     def _scope_of(self, stack: List[str]) -> Tuple[str, ...]:
-        if self.model is None:
-            return ("",)
+        # only the module hooks call this, and they are installed only with a model
         return tuple(stack) if stack and stack[0] == "" else ("",) + tuple(stack)
 
     def scope(self) -> Tuple[str, ...]:
@@ -324,8 +337,6 @@ class OpCounter:
         """Saved-tensor hook: charge a saved activation to the modules running (once each)."""
         base = t._base if t._base is not None else t
         if self.model is not None and not (base.is_leaf and base.requires_grad):  # parameters (and views of them) are not activations
-            from torch_roofline.count.traffic import _storage_key, tensor_bytes
-
             key = _storage_key(t)
             if key not in self._saved and torch._C._current_autograd_node() is None:
                 self._saved.add(key)
@@ -350,8 +361,8 @@ class OpCounter:
         return "forward", self.scope()
 
     # ---- counting -------------------------------------------------------------------
-    def _op_facts(self, func: Any) -> Tuple[Any, str, bool]:
-        """(formula entry, dotted name, has arithmetic but no formula) of an overload, cached:
+    def _op_facts(self, func: Any) -> Tuple[Any, str, bool, Any]:
+        """(formula entry, dotted name, has arithmetic but no formula, the overload) of an overload, cached:
         the answers depend on the overload only (and this counter's ``formulas``). Keyed by
         ``id(func)`` (``OpOverload.__hash__`` is Python code); the entry keeps ``func``
         alive, so the id stays its own."""
@@ -359,13 +370,13 @@ class OpCounter:
         if facts is None:
             entry = _f.lookup(func, self.formulas)
             no_formula = entry is None and not (
-                _f.op_key(func) in _f.NO_ARITHMETIC or _is_view(func) or _is_marker(func))
+                _f.op_key(func) in _f.NO_ARITHMETIC or is_view_op(func) or _is_marker(func))
             facts = self._facts[id(func)] = (entry, op_name(func), no_formula, func)
-        return facts[:3]
+        return facts
 
     def _record(self, func: Any, args: Tuple, kwargs: Dict, out: Any) -> None:
         phase, scope = self._where()
-        entry, name, no_formula = self._op_facts(func)
+        entry, name, no_formula, _ = self._op_facts(func)
         flops = macs = 0
         unit = "vector"
         counted = not no_formula
@@ -385,7 +396,8 @@ class OpCounter:
                 flops, macs, counted = 0, 0, False
         traffic = self._traffic.measure(func, args, kwargs, out, tensors=(ins, outs))
         self.ops.append(
-            _op_cost(
+            _record_of(
+                OpCost,
                 op=name,
                 module=scope[-1],
                 scope=scope,
@@ -434,11 +446,6 @@ def _record_of(cls: type, **fields: Any) -> Any:
     return record
 
 
-def _op_cost(**fields: Any) -> OpCost:
-    """An :class:`OpCost` built by :func:`_record_of`."""
-    return _record_of(OpCost, **fields)
-
-
 def _unpack(t: torch.Tensor) -> torch.Tensor:
     return t
 
@@ -446,9 +453,3 @@ def _unpack(t: torch.Tensor) -> torch.Tensor:
 def _is_marker(func: Any) -> bool:
     """Profiler range markers (``profiler._record_function_enter_new``): no work at all."""
     return getattr(func, "namespace", "") == "profiler"
-
-
-def _is_view(func: Any) -> bool:
-    from torch_roofline.count.traffic import is_view_op
-
-    return is_view_op(func)

@@ -75,19 +75,12 @@ def count_replay(
     def step() -> Any:
         return functional_call(model, state, fargs, fkwargs, strict=False, tie_weights=True)
 
+    named = list(model.named_modules())
     with fake_mode, torch.set_grad_enabled(grad_enabled or backward):
-        with OpCounter(model, formulas, scalar_values=scalars) as counter:
+        with OpCounter(model, formulas, scalar_values=scalars, named_modules=named) as counter:
             run_step(step, None, backward=backward, loss_fn=loss_fn, optimizer=fopt)
-    return CountResult(
-        ops=tuple(counter.ops),
-        modules=tuple(module_infos(model)),
-        memory_model=memory_model,
-        backend="dispatch",
-        module_calls=dict(counter.calls) or {"": 1},
-        optimizer_steps=counter.optimizer_steps,
-        notes=("counted by replaying the step on fake tensors",),
-        activation_bytes=dict(counter.activation_bytes),
-    )
+    return counter.result(module_infos(model, named=named), memory_model,
+                          ("counted by replaying the step on fake tensors",))
 
 
 def _fake_optimizer(optimizer: torch.optim.Optimizer, to_fake: Callable[[Any], Any], scalars: Dict[int, Any]) -> Optional[torch.optim.Optimizer]:

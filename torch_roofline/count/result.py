@@ -13,10 +13,16 @@ __all__ = ["CountResult"]
 
 
 def _sum(ops: Iterable[OpCost], memory_model: str) -> Cost:
-    total = Cost()
+    """The ops' :meth:`OpCost.cost` summed (one Cost at the end, not one per op)."""
+    compulsory = memory_model == "compulsory"
+    flops = macs = read = written = calls = 0
     for op in ops:
-        total = total + op.cost(memory_model)
-    return total
+        flops += op.flops
+        macs += op.macs
+        read += op.compulsory_bytes_read if compulsory else op.bytes_read
+        written += op.compulsory_bytes_written if compulsory else op.bytes_written
+        calls += 1
+    return Cost(flops, macs, read, written, calls)
 
 
 @dataclass(frozen=True)
@@ -156,9 +162,10 @@ class CountResult:
                 f"{t.calls} op calls")
         if not self.has_bytes:
             foot += f"\nbytes: not counted by the {self.backend} backend"
-        if self.uncounted:
+        uncounted = self.uncounted
+        if uncounted:
             foot += "\nuncounted ops (no FLOP formula; FLOPs unknown): " + ", ".join(
-                f"{k} x{v}" for k, v in sorted(self.uncounted.items()))
+                f"{k} x{v}" for k, v in sorted(uncounted.items()))
         for note in self.notes:
             foot += f"\nnote: {note}"
         return text + foot

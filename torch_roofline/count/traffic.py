@@ -108,10 +108,6 @@ def is_view_op(func: Any) -> bool:
     return _schema_flags(func)[0]
 
 
-def _tensors(tree: Any) -> List[torch.Tensor]:
-    return _all_tensors(tree)
-
-
 def _identity(t: torch.Tensor) -> Tuple[Any, ...]:
     """Same storage, same offset, same shape and strides: the same data."""
     return _identity_of(t, _storage_key(t))
@@ -163,7 +159,7 @@ def _unique(ts: Sequence[torch.Tensor]) -> List[Tuple[torch.Tensor, Any]]:
 
 _NO_DATA = "no-data"
 _ZERO = Traffic(0, 0, 0, 0)
-#: id(op overload) -> (the overload, _NO_DATA or its op key). Keyed by id to skip
+#: id(op overload) -> (the overload, _NO_DATA or its role). Keyed by id to skip
 #: ``OpOverload.__hash__`` (Python code) on every op call; the entry holds the overload, so
 #: its id cannot be reused by another object.
 _KINDS: Dict[int, Tuple[Any, Any]] = {}
@@ -171,7 +167,7 @@ _KINDS: Dict[int, Tuple[Any, Any]] = {}
 
 def _kind_of(func: Any) -> Any:
     """``_NO_DATA`` for ops that move no bytes (views, allocations, metadata, markers), else
-    ``(op key, role)``, role one of ``"no-read-of-dest"``, ``"factory"``, ``"gather"`` or None."""
+    its role: ``"no-read-of-dest"``, ``"factory"``, ``"gather"`` or None."""
     key = op_key(func)
     if key in _VIEW_LIKE or key in _ALLOC_ONLY or key in _METADATA:
         return _NO_DATA
@@ -179,8 +175,8 @@ def _kind_of(func: Any) -> Any:
         return _NO_DATA
     for role, members in (("no-read-of-dest", _NO_READ_OF_DEST), ("factory", _FACTORY_LIKE), ("gather", _GATHERS)):
         if key in members:
-            return key, role
-    return key, None
+            return role
+    return None
 
 
 class StepTraffic:
@@ -219,21 +215,21 @@ class StepTraffic:
             known = _KINDS[id(func)] = (func, _kind_of(func))
         if known[1] is _NO_DATA:
             return _ZERO
-        key, role = known[1]
+        role = known[1]
         out_kw = kwargs.get("out") if kwargs else None
         if tensors is not None and out_kw is None:
             inputs, outputs = _unique(tensors[0]), _unique(tensors[1])
         else:
             kw_in = {k: v for k, v in (kwargs or {}).items() if k != "out"}
-            inputs = _unique(_tensors((list(args), kw_in)))
-            outputs = _unique(_tensors(out) + _tensors(out_kw))
+            inputs = _unique(_all_tensors((list(args), kw_in)))
+            outputs = _unique(_all_tensors(out) + _all_tensors(out_kw))
         if role == "no-read-of-dest" and args and isinstance(args[0], torch.Tensor):
             dest = _identity(args[0])
             inputs = [(t, sk) for t, sk in inputs if _identity_of(t, sk) != dest]
         if role == "factory":
             inputs = []
         if role == "gather":
-            reads = self._gather_reads(key, args, [t for t, _ in outputs])
+            reads = self._gather_reads(args, [t for t, _ in outputs])
         else:
             reads = [(t, sk, tensor_bytes(t)) for t, sk in inputs]
         bytes_read = comp_read = 0
@@ -261,10 +257,10 @@ class StepTraffic:
         return Traffic(bytes_read, bytes_written, comp_read, comp_written)
 
     @staticmethod
-    def _gather_reads(key: Any, args: Sequence[Any], outputs: List[torch.Tensor]) -> List[Tuple[torch.Tensor, Any, int]]:
+    def _gather_reads(args: Sequence[Any], outputs: List[torch.Tensor]) -> List[Tuple[torch.Tensor, Any, int]]:
         """A gather reads its indices and the rows it gathers (the output's bytes)."""
         gathered = sum(tensor_bytes(o) for o in outputs)
-        tensors = _tensors(list(args))
+        tensors = _all_tensors(list(args))
         if not tensors:
             return []
         # embedding(weight, indices); index_select(self, dim, index); index(self, indices)
