@@ -637,7 +637,7 @@ class _RooflineLogic:
         report = self._build_report(trainer, window)
         comm = self._communication(window, report) if report is not None and _world_size() > 1 else None
         if comm is not None:
-            report = dataclasses.replace(report, notes=tuple(report.notes) + (f"communication: {comm.note}",))
+            report = report.with_notes(f"communication: {comm.note}")
             self.communication.append(comm)
         if report is not None:
             (self.reports if window.kind == "train" else self.val_reports).append(report)
@@ -680,7 +680,7 @@ class _RooflineLogic:
                 f"validation run at global_step {window.start_step} averaged (forward only); the count replays "
                 "the LightningModule's forward, not validation_step's own code"
             )
-        return dataclasses.replace(report, notes=tuple(report.notes) + (note,))
+        return report.with_notes(note)
 
     def _communication(self, window: _Window, report: Any) -> Any:
         """This rank's collectives in the window (:class:`~torch_roofline.timing.collectives.CommSummary`)."""

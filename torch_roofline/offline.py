@@ -220,4 +220,4 @@ def from_trace(
     if timing.unattributed:
         notes.append(f"{len(timing.unattributed)} device activities reached no op (unattributed, "
                      f"{timing.unattributed_time_s * 1e3:.3f} ms)")
-    return dataclasses.replace(report, notes=tuple(report.notes) + tuple(notes)) if notes else report
+    return report.with_notes(*notes)

@@ -25,7 +25,7 @@ import torch.optim.optimizer as _optim
 from torch import nn
 
 from torch_roofline.analysis import analyse
-from torch_roofline.count import check_devices
+from torch_roofline.count import check_devices, model_device
 from torch_roofline.count.replay import count_replay
 from torch_roofline.count.result import CountResult
 from torch_roofline.records import MEMORY_MODELS, OpCost, Roof
@@ -282,9 +282,13 @@ class RooflineProfiler:
         if self._steps_seen == 0:
             self._calls_in_first_step += 1
         if self._call is None:
+            call = (tuple(args), dict(kwargs))
             # before the forward runs, so a mismatch is this clear error, not torch's from deep inside
-            check_devices(self.model, (tuple(args), dict(kwargs)), caller="RooflineProfiler")
-            self._call = (tuple(args), dict(kwargs))
+            meta = model_device(self.model) == torch.device("meta")
+            check_devices(self.model, call, caller="RooflineProfiler", hint=(
+                "; a model on 'meta' runs no arithmetic and cannot be timed: use torch_roofline.predict"
+                if meta else ""))
+            self._call = call
             self._grad_enabled = torch.is_grad_enabled()
             self._grads_present = any(p.grad is not None for p in self.model.parameters())
 
@@ -397,10 +401,9 @@ class RooflineProfiler:
             model=type(self.model).__name__,
             **kwargs,
         )
-        notes = list(report.notes)
         # The count's own notes (sparse tensors, scripted modules, a forward counted again),
         # except the routine one saying it was replayed on fake tensors.
-        notes += [n for n in costs.notes if n not in notes and not n.startswith("counted by replaying")]
+        notes = [n for n in costs.notes if n not in report.notes and not n.startswith("counted by replaying")]
         faults = self._session.minor_faults_per_step
         if faults is not None and faults >= NOTE_THRESHOLD_FAULTS and getattr(dev, "kind", None) == "cpu":
             notes.append(page_fault_note(faults))
@@ -409,21 +412,9 @@ class RooflineProfiler:
                 f"the model was called {self._calls_in_first_step} times in the first step; the count replays "
                 "its first call only"
             )
-        if notes != list(report.notes):
-            report = _with_notes(report, notes)
-        self._report = report
-        return report
-
-
-def _with_notes(report: RooflineReport, notes: List[str]) -> RooflineReport:
-    import dataclasses
-
-    return dataclasses.replace(report, notes=tuple(notes))
+        self._report = report.with_notes(*notes)
+        return self._report
 
 
 def _model_device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
+    return model_device(model) or torch.device("cpu")

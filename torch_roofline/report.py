@@ -27,7 +27,7 @@ import io
 import json
 import math
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple, Union
 
 from torch_roofline._report_text import _format_table, _summary, human_time
@@ -310,6 +310,10 @@ class RooflineReport:
     def display_name(self, name: str) -> str:
         """``name`` as shown to people: the root ``""`` becomes the model's class name."""
         return name if name else self.model
+
+    def with_notes(self, *notes: str) -> "RooflineReport":
+        """This report with ``notes`` appended to :attr:`notes` (the report itself when none)."""
+        return replace(self, notes=tuple(self.notes) + tuple(notes)) if notes else self
 
     # ---------------------------------------------------------------- JSON
 

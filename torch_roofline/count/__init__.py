@@ -15,7 +15,7 @@ from torch_roofline.count.result import CountResult
 from torch_roofline.records import MEMORY_MODELS
 
 __all__ = ["count", "CountResult", "register_formula", "FlopCount", "NO_ARITHMETIC", "Inputs", "run_step",
-           "check_devices"]
+           "check_devices", "model_device"]
 
 #: What a model is called with: a tensor, a tuple of positional arguments, or a dict of
 #: keyword arguments.
@@ -92,7 +92,7 @@ def count(
 
     tree = modules if modules is not None else (model if isinstance(model, nn.Module) else None)
     if isinstance(model, nn.Module):
-        check_devices(model, inputs)
+        check_devices(model, inputs, hint=" (use 'meta' for both to count a model too big to allocate)")
     named = list(tree.named_modules()) if tree is not None else None
     infos = module_infos(tree, root_type=getattr(model, "__name__", None), named=named)
     on_meta = _any_meta(named, inputs)
@@ -187,23 +187,24 @@ def _unwrap(model: Any) -> Tuple[Any, Optional[str]]:
     return model, None
 
 
-def check_devices(model: nn.Module, inputs: Inputs, caller: str = "count()") -> None:
+def model_device(model: nn.Module) -> Optional[torch.device]:
+    """The device of the model's first parameter (else first buffer); None when it has neither."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return None
+
+
+def check_devices(model: nn.Module, inputs: Inputs, caller: str = "count()", hint: str = "") -> None:
     """Raise a ValueError naming both devices when an input tensor is on another device type
-    than the model's parameters (or buffers). ``caller`` opens the message."""
-    dev = next((p.device for p in model.parameters()), None)
-    if dev is None:
-        dev = next((b.device for b in model.buffers()), None)
+    than the model's parameters (or buffers). ``caller`` opens the message, ``hint`` ends it."""
+    dev = model_device(model)
     if dev is None:
         return
     for i, t in enumerate(x for x in tree_flatten(inputs)[0] if isinstance(x, torch.Tensor)):
         if t.device.type != dev.type:
-            if caller == "count()":
-                meta = " (use 'meta' for both to count a model too big to allocate)"
-            elif dev.type == "meta":
-                meta = "; a model on 'meta' runs no arithmetic and cannot be timed: use torch_roofline.predict"
-            else:
-                meta = ""
             raise ValueError(
                 f"{caller}: the model's parameters are on {dev} but input tensor #{i} is on {t.device}; "
-                f"move them to one device, e.g. inputs.to({str(dev)!r}){meta}"
+                f"move them to one device, e.g. inputs.to({str(dev)!r}){hint}"
             )
