@@ -347,7 +347,7 @@ class RooflineReport:
             "steps": self.steps,
             "created": self.created,
             "torch_version": self.torch_version,
-            "device": device,
+            "device": _finite(device),
             "totals": _record_dict(self.totals),
             "modules": [_record_dict(r) for r in self.modules],
             "ops": [_record_dict(r) for r in self.ops],
@@ -355,7 +355,7 @@ class RooflineReport:
             "time_lost": [_record_dict(r) for r in self.time_lost],
             "notes": list(self.notes),
         }
-        return _finite(out)
+        return out  # rows come NaN-free from _record_dict; the rest holds no float but the device's
 
     def to_json(self, path: Union[str, os.PathLike, None] = None) -> str:
         """The JSON text (compact, sorted keys, ``null`` for unknowns); also written to ``path``.
@@ -455,7 +455,7 @@ class RooflineReport:
         names = _flat_columns(cls)
         out = []
         for row in rows:
-            d = _finite(_record_dict(row))
+            d = _record_dict(row)
             roof = d.pop("roof", None) if "roof" in d else None
             if cls in (ModuleRow, OpRow):
                 roof = roof or {}
@@ -570,14 +570,25 @@ def _uses(row: OpRow, roof: Roof) -> bool:
     return row.roof is not None and row.roof.matches(roof)
 
 
+_FIELD_NAMES: Dict[type, Tuple[str, ...]] = {}
+
+
 def _record_dict(obj: Any) -> Dict[str, Any]:
-    """A frozen record as a plain dict (nested records as dicts), without deep copies."""
+    """A frozen record as a plain dict (nested records as dicts), without deep copies, every
+    NaN or infinite float already ``None`` (as :func:`_finite` would make it): one pass."""
+    names = _FIELD_NAMES.get(type(obj))
+    if names is None:
+        names = _FIELD_NAMES[type(obj)] = tuple(f.name for f in fields(obj))
     out = {}
-    for f in fields(obj):
-        v = getattr(obj, f.name)
-        if hasattr(v, "__dataclass_fields__"):
+    for name in names:
+        v = getattr(obj, name)
+        if isinstance(v, float):
+            v = v if math.isfinite(v) else None
+        elif hasattr(v, "__dataclass_fields__"):
             v = _record_dict(v)
-        out[f.name] = v
+        elif isinstance(v, (dict, list, tuple)):
+            v = _finite(v)
+        out[name] = v
     return out
 
 
