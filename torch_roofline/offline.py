@@ -34,7 +34,7 @@ from torch_roofline.report import RooflineReport
 from torch_roofline.timing.attribution import TraceTiming, attribute
 from torch_roofline.timing.counters import KernelCounters, kernel_counters
 from torch_roofline.timing.shapes import has_recorded_shapes, per_step, shape_costs
-from torch_roofline.timing.trace import Trace, load_trace
+from torch_roofline.timing.trace import DeviceProperties, Trace, load_trace
 
 __all__ = ["from_trace", "trace_device", "counter_costs", "CounterComparison", "compare_counters"]
 
@@ -72,12 +72,17 @@ def trace_device(trace: Trace, roof: Any = None) -> Any:
     """The :class:`~torch_roofline.devices.Device` for a trace: ``roof`` when given, else the
     catalog row of the GPU named in the trace header (SM count and memory disambiguate), else
     this machine's CPU (for CPU traces)."""
-    from torch_roofline import devices
     from torch_roofline.profiler import resolve_device
 
     if roof is not None:
         return resolve_device(roof, None)
-    props = trace.device()
+    return _device_of(trace.device())
+
+
+def _device_of(props: Optional[DeviceProperties]) -> Any:
+    """The catalog Device of a trace's GPU (``Trace.device()``), or this CPU's for ``None``."""
+    from torch_roofline import devices
+
     if props is None:
         return devices.detect(torch.device("cpu"))
     try:
@@ -173,6 +178,8 @@ def from_trace(
     trace = path if isinstance(path, Trace) else load_trace(path)
     if model is not None and inputs is None:
         raise ValueError("from_trace(model=...): pass inputs= too (the shapes the traced step ran with)")
+    if steps is not None and steps < 1:
+        raise ValueError(f"from_trace(steps={steps}): expected a positive number of steps")
     notes: List[str] = []
     modules: Tuple = ()
     if model is not None:
@@ -191,21 +198,23 @@ def from_trace(
                          "replayed on meta tensors; compulsory bytes per op (the trace records no tensor identities)")
             notes.extend(shaped.summary() + step_notes)
         else:
-            has_counters = bool(trace.of_kind("cuda_profiler_range"))
+            has_counters = any(e.kind == "cuda_profiler_range" for e in trace.events)
             kcs = kernel_counters(trace, op_names={o.op for o in timing.ops}) if has_counters else ()
             costs = counter_costs(kcs)
             if costs:
                 notes.append("FLOPs from CUPTI SASS counters (CUDA-core instructions; tensor-core work is not counted)")
             else:
                 notes.append("no model, no recorded shapes and no hardware counters: timing only, every op uncounted")
-    dev = trace_device(trace, roof)
-    if trace.device() is None and roof is None:
-        notes.append(f"CPU trace: roofs of this machine's CPU ({dev.name}) are used")
+    if roof is not None:
+        dev = trace_device(trace, roof)
+    else:
+        props = trace.device()
+        dev = _device_of(props)
+        if props is None:
+            notes.append(f"CPU trace: roofs of this machine's CPU ({dev.name}) are used")
     from torch_roofline.profiler import device_info, place
 
     costs, roofs = place(costs, dev)
-    if steps is not None and steps < 1:
-        raise ValueError(f"from_trace(steps={steps}): expected a positive number of steps")
     n_steps = steps or timing.steps
     step_time = timing.device_busy_s if timing.on_device and timing.device_busy_s else timing.step_time_s
     # Without our ranges the module rows would only hold the host's wall span: let the analysis
