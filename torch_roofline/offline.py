@@ -151,6 +151,7 @@ def from_trace(
     loss_fn: Optional[Callable[[Any], torch.Tensor]] = None,
     memory_model: str = "op",
     steps: Optional[int] = None,
+    counted: Optional[CountResult] = None,
 ) -> RooflineReport:
     """The roofline report of a saved trace.
 
@@ -166,6 +167,9 @@ def from_trace(
         memory_model: ``"op"`` or ``"compulsory"``.
         steps: how many model steps the trace holds (default: its ``ProfilerStep#N`` count, or
             1); times are divided by it, so per-step counts and times line up.
+        counted: ``model``'s step already counted
+            (:func:`~torch_roofline.count.replay.count_without_compute` with the same
+            ``backward``, ``loss_fn`` and ``memory_model``), used instead of counting it again.
 
     A trace without our module ranges (recorded without :class:`RooflineProfiler`) has no
     module structure: the counted ops are then joined on the root. On GPU traces the step
@@ -183,7 +187,9 @@ def from_trace(
     notes: List[str] = []
     modules: Tuple = ()
     if model is not None:
-        counted = count_without_compute(model, inputs, backward=backward, loss_fn=loss_fn, memory_model=memory_model)
+        if counted is None:
+            counted = count_without_compute(model, inputs, backward=backward, loss_fn=loss_fn,
+                                            memory_model=memory_model)
         costs, modules = counted.ops, counted.modules
         timing = attribute(trace, op_names={o.op for o in costs})
         if not _has_module_ranges(timing):

@@ -32,28 +32,24 @@ def run(args: argparse.Namespace) -> int:
     from torch_roofline.offline import compare_counters, from_trace
     from torch_roofline.timing.trace import load_trace
 
-    if not os.path.exists(args.file):
-        raise FileNotFoundError(f"trace {args.file!r}: no such file")
-    trace = load_trace(args.file)
-    model = inputs = None
+    trace = load_trace(args.file)  # a missing file: FileNotFoundError naming it
+    model = inputs = counted = None
     if args.model:
         from torch_roofline._models import load_model
+        from torch_roofline.count.replay import count_without_compute
 
         spec = load_model(args.model, args.input_shape, device="meta", train=args.train)
         model, inputs = spec.model, spec.inputs
+        counted = count_without_compute(model, inputs, backward=args.train, memory_model=args.memory_model)
     report = from_trace(trace, model, inputs, roof=args.roof, backward=args.train,
-                        memory_model=args.memory_model, steps=args.steps)
+                        memory_model=args.memory_model, steps=args.steps, counted=counted)
     print(report.table(depth=args.depth, level=args.level))
-    if model is not None and trace.of_kind("cuda_profiler_range"):
+    if counted is not None and any(e.kind == "cuda_profiler_range" for e in trace.events):
         from tabulate import tabulate
-
-        from torch_roofline.count.replay import count_without_compute
 
         rows = [[r.module or report.model, r.phase, r.op, r.kernels, f"{r.analytic_flops / 1e9:.3f}",
                  f"{r.counter_flops / 1e9:.3f}", "-" if r.ratio is None else f"{r.ratio:.3f}"]
-                for r in compare_counters(trace, count_without_compute(model, inputs, backward=args.train,
-                                                                        memory_model=args.memory_model),
-                                          steps=args.steps or 1)]
+                for r in compare_counters(trace, counted, steps=args.steps or 1)]
         print("\nAnalytic vs hardware-counter FLOPs (SASS FP instructions; tensor-core work is invisible to them):")
         print(tabulate(rows, headers=["module", "phase", "op", "kernels", "analytic GFLOP", "counter GFLOP",
                                       "counter/analytic"], tablefmt="simple", disable_numparse=True))
