@@ -185,7 +185,7 @@ class _Node:
     """A host event placed in its thread's nesting tree (internal, mutable while built)."""
 
     __slots__ = ("event", "scope", "ranges", "mark", "bwd_seq", "bwd_start", "cpu_op", "row",
-                 "parent_range", "engine_depth")
+                 "engine_depth")
 
     def __init__(self, event: TraceEvent) -> None:
         self.event = event
@@ -196,7 +196,6 @@ class _Node:
         self.bwd_start: float = 0.0
         self.cpu_op: Optional[_Node] = None  # innermost cpu_op, self included
         self.row: Optional[_Node] = None  # op row (outermost matched op), self included
-        self.parent_range: Optional[int] = None  # nearest enclosing module range (index)
         self.engine_depth = 0  # autograd engine events enclosing it, self included
 
 
@@ -250,7 +249,6 @@ class _HostTimeline:
                 node.mark, node.bwd_seq = parent.mark, parent.bwd_seq
                 node.bwd_start = parent.bwd_start
                 node.cpu_op, node.row = parent.cpu_op, parent.row
-                node.parent_range = parent.ranges[-1] if parent.ranges else None
                 node.engine_depth = parent.engine_depth
             in_opt = node.mark == "optimizer"
             if ev.kind == "user_annotation":
@@ -586,8 +584,8 @@ def _cpu_module_rows(timeline: _HostTimeline, steps: int, step_time_s: float) ->
     child_time: Dict[int, float] = defaultdict(float)
     ranges = _forward_ranges(timeline)
     for node in ranges:
-        if node.parent_range is not None:
-            child_time[node.parent_range] += node.event.dur_s
+        if len(node.ranges) > 1:  # a module range's ranges end with itself: [-2] is its parent range
+            child_time[node.ranges[-2]] += node.event.dur_s
     root_calls = 0
     for node in ranges:
         scope = _rooted(node.scope)
