@@ -86,7 +86,6 @@ __all__ = [
 
 DEFAULT_OVERHEAD_THRESHOLD_S = 10e-6
 DEFAULT_OVERHEAD_RATIO = 2.0
-_MEMORY_MODELS = MEMORY_MODELS
 RoofKey = Tuple[Optional[str], str]
 
 
@@ -349,8 +348,8 @@ def _validate(costs, op_timings, module_timings, roofs, steps, memory_model, thr
         )
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"analyse: steps must be an int >= 1 (the profiled steps), got {steps!r}")
-    if memory_model not in _MEMORY_MODELS:
-        raise ValueError(f"analyse: memory_model must be one of {list(_MEMORY_MODELS)}, got {memory_model!r}")
+    if memory_model not in MEMORY_MODELS:
+        raise ValueError(f"analyse: memory_model must be one of {list(MEMORY_MODELS)}, got {memory_model!r}")
     if not (threshold >= 0 and ratio >= 1):
         raise ValueError(
             f"analyse: overhead_threshold_s must be >= 0 and overhead_ratio >= 1, got "

@@ -725,10 +725,10 @@ class _RooflineLogic:
         def job() -> None:
             png = _render_png(report) if plot and report is not None else None
             for writer in tb_writers:
-                _write_tensorboard(writer, report, png, step=step, tag=tag, top_n=top_n)
+                _write_tensorboard(writer, report, report_dict, png, step=step, tag=tag, top_n=top_n)
             try:
                 for directory in dirs:
-                    self.files.extend(_write_files(directory, report, png, gathered, summary, trace_path))
+                    self.files.extend(_write_files(directory, report_dict, png, gathered, summary, trace_path))
             finally:
                 if trace_path is not None:
                     _remove(trace_path)
@@ -779,11 +779,12 @@ def _render_png(report: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _write_tensorboard(writer: Any, report: Any, png: Optional[bytes], *, step: int, tag: str, top_n: int) -> None:
+def _write_tensorboard(writer: Any, report: Any, report_dict: Mapping[str, Any], png: Optional[bytes], *,
+                       step: int, tag: str, top_n: int) -> None:
     """Scalars, text and the Roofline tab's data (:func:`write_report`), then the chart image."""
     from torch_roofline.tensorboard.summary import write_image, write_report
 
-    write_report(writer, report, step=step, tag=tag, top_n=top_n, plot=False)
+    write_report(writer, report, step=step, tag=tag, top_n=top_n, plot=False, report_dict=report_dict)
     if png is not None:
         write_image(writer, f"{tag}/chart", png, step)
 
@@ -816,7 +817,7 @@ def _remove(path: str) -> None:
 
 def _write_files(
     directory: str,
-    report: Any,
+    report_dict: Optional[Mapping[str, Any]],
     png: Optional[bytes],
     gathered: Sequence[Optional[Mapping[str, Any]]],
     summary: Optional[Mapping[str, Any]],
@@ -829,9 +830,10 @@ def _write_files(
     if trace_path is not None and os.path.getsize(trace_path) > 0:
         written.append(os.path.join(directory, "trace.json"))
         shutil.copyfile(trace_path, written[-1])
-    if report is not None:
+    if report_dict is not None:
         written.append(os.path.join(directory, "report.json"))
-        report.to_json(written[-1])
+        with open(written[-1], "w", encoding="utf-8") as f:  # RooflineReport.to_json's format
+            f.write(json.dumps(report_dict, sort_keys=True, allow_nan=False) + "\n")
         if png is not None:
             written.append(os.path.join(directory, "roofline.png"))
             with open(written[-1], "wb") as f:

@@ -470,7 +470,7 @@ class RooflineReport:
 
         Returns the CSV text and writes it to ``path`` when given.
         """
-        rows, cls = self._level_rows(level)
+        _, cls = self._level_rows(level)
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=_flat_columns(cls), lineterminator="\n")
         writer.writeheader()
@@ -494,7 +494,7 @@ class RooflineReport:
                 "RooflineReport.to_dataframe needs pandas, which is not installed; install it "
                 "with `pip install torch_roofline[pandas]` (or use to_csv / records instead)"
             ) from exc
-        rows, cls = self._level_rows(level)
+        _, cls = self._level_rows(level)
         return pd.DataFrame(self.records(level), columns=_flat_columns(cls))
 
     def _level_rows(self, level: str):

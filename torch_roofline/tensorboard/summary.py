@@ -456,8 +456,10 @@ class TensorBoardSink:
         """Write ``report`` at ``step``: scalars, text, image and the tab's summary."""
         self._write(report, step, fixed_modules=True)
 
-    def _write(self, report: Any, step: int, *, fixed_modules: bool) -> None:
-        report_dict = _report_dict(report)
+    def _write(self, report: Any, step: int, *, fixed_modules: bool,
+               report_dict: Optional[Mapping[str, Any]] = None) -> None:
+        if report_dict is None:
+            report_dict = _report_dict(report)
         if not fixed_modules or self._modules is None:
             self._modules = _module_tags(_top_modules(report_dict, self._top_n))
         summary = report_summary_pb(report_dict, tag=self._tag)  # fails on bad values before anything is written
@@ -492,6 +494,7 @@ def write_report(
     tag: str = "roofline",
     top_n: int = 10,
     plot: bool = True,
+    report_dict: Optional[Mapping[str, Any]] = None,
 ) -> None:
     """Write one roofline report to TensorBoard at ``step`` (see the module docstring).
 
@@ -504,6 +507,7 @@ def write_report(
         tag: tag of the Roofline tab's data and prefix of the scalars/text/image.
         top_n: modules (by time, root excluded) given per-module scalars, 0-50.
         plot: also write the roofline chart as an image.
+        report_dict: ``report.to_dict()`` when the caller already has it (not computed again).
 
     Example:
         >>> write_report("runs/exp1", report, step=0)  # doctest: +SKIP
@@ -515,7 +519,7 @@ def write_report(
     _check_report(report)  # before an event file is created
     sink = TensorBoardSink(writer_or_logdir, tag=tag, top_n=top_n, plot=plot)
     try:
-        sink._write(report, step, fixed_modules=False)
+        sink._write(report, step, fixed_modules=False, report_dict=report_dict)
     finally:
         sink.close()
 
