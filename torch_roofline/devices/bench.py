@@ -37,6 +37,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from torch_roofline.devices._cpu import CpuInfo, read_cpu_info
 from torch_roofline.devices._device import Device, dtype_key
 
 __all__ = ["BenchStats", "BenchResult", "GEMM_LIBRARIES", "gemm_libraries", "cache_dir", "run_bench", "measure",
@@ -325,12 +326,10 @@ class _Progress:
 
 
 # -- the measurement ----------------------------------------------------------------------
-def _device_name(device: torch.device) -> Tuple[str, int]:
-    if device.type == "cuda":
+def _device_name(device: torch.device, info: Optional[CpuInfo]) -> Tuple[str, int]:
+    """(name for the cache and the report, torch threads or 0); ``info``: the CPU's, on CPUs."""
+    if device.type == "cuda" or info is None:
         return torch.cuda.get_device_name(device), 0
-    from torch_roofline.devices._cpu import read_cpu_info
-
-    info = read_cpu_info()
     return f"{info.model} ({info.cores} cores)", torch.get_num_threads()
 
 
@@ -381,7 +380,8 @@ def run_bench(
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"device={device!r}: expected 'cpu', 'cuda' or 'cuda:N'")
     keys = list(dict.fromkeys(dtype_key(d) for d in dtypes))
-    name, threads = _device_name(dev)
+    cpu = read_cpu_info() if dev.type == "cpu" else None
+    name, threads = _device_name(dev, cpu)
     path = _cache_path(dev, name, threads, quick)
     cached = None if refresh else _load(path)
     gemm: Dict[str, BenchStats] = dict(cached.gemm) if cached else {}
@@ -412,10 +412,8 @@ def run_bench(
         triad = cached.triad if cached else None
         elements = cached.array_bytes // 4 if cached else 0
         if need_stream:
-            from torch_roofline.devices._cpu import read_cpu_info
-
             bar.step("stream copy/triad")
-            llc = read_cpu_info().llc_bytes if dev.type == "cpu" else None
+            llc = cpu.llc_bytes if cpu is not None else None
             elements = _stream_elements(dev, llc, quick)
             copies, triads = _time_stream(elements, repeats + 3, dev)
             copy, triad = BenchStats.of(copies, elements), BenchStats.of(triads, elements)
