@@ -83,6 +83,24 @@ def test_bench_result_stats_and_stream_bytes(monkeypatch):
     assert (stats.min, stats.median, stats.max, stats.samples) == (1.0, 2.0, 3.0, 3)
 
 
+def test_samples_run_for_repeats_and_at_least_min_seconds(monkeypatch):
+    monkeypatch.setattr(bench, "_time_call", lambda fn, device: 0.25)
+    cpu = bench.torch.device("cpu")
+    assert bench._rates(None, 5.0, cpu, 3, 0.0) == [20.0] * 3            # 5 FLOPs / 0.25 s, repeats only
+    assert len(bench._rates(None, 5.0, cpu, 3, 1.5)) == 6                # 6 x 0.25 s >= 1.5 s
+    assert len(bench._rates(None, 5.0, cpu, 3, 1e9)) == bench._MAX_SAMPLES  # capped
+
+
+def test_sweep_keeps_the_size_with_the_fastest_sample(monkeypatch):
+    # A roof lies above every kernel: the size whose best sample is fastest wins, even when
+    # another size has the better median (n=256: median 10, best 11; n=128: median 9, best 12).
+    samples = {128: [9.0, 9.0, 12.0], 256: [10.0, 10.0, 11.0]}
+    monkeypatch.setattr(bench, "_time_gemm", lambda dtype, n, *args: list(samples[n]))
+    stats = bench._sweep_library("fp32", "torch.mm", (128, 256), 3, 0.0, bench.torch.device("cpu"),
+                                 bench._Progress(2, False))
+    assert (stats.size, stats.max, stats.samples) == (128, 12.0, 6)      # winner timed again
+
+
 def test_cli_bench_json(capsys):
     from torch_roofline.devices._cli import run_bench_cmd
 
@@ -100,7 +118,7 @@ def test_gemm_sweep_times_every_library_and_keeps_the_best():
     expected = {"torch.mm", "oneDNN"} if torch.backends.mkldnn.is_available() else {"torch.mm"}
     assert set(libs) == expected
     assert all(s.library == name and s.samples == 2 * 3 for name, s in libs.items())  # winner re-timed
-    assert result.gemm["fp32"] == max(libs.values(), key=lambda s: s.median)
+    assert result.gemm["fp32"] == max(libs.values(), key=lambda s: s.max)
     assert bench.BenchResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
     dev = bench.result_to_device(result)
     assert result.matrix_peak("fp32").library in dev.provenance["fp32:matrix"] or result.matrix_peak("fp32").size == 0

@@ -101,33 +101,36 @@ def _profile_gemm(model, *inputs, roof):
 
 def test_large_gemm_against_measured_roof():
     # Issue 4: a 2048^3 fp32 GEMM measured on this CPU sits at 50-100% of the measured roof,
-    # with roofline time <= measured time. The roof is the machine's best GEMM (the bench
-    # times every GEMM library torch reaches: torch.mm and oneDNN) or convolution, so the
-    # GEMM here runs through oneDNN, the library that reaches it: torch.utils.mkldnn's Linear.
+    # with roofline time <= measured time. The roof is the fastest sample of the machine's GEMMs
+    # (every GEMM library torch reaches: torch.mm and oneDNN, every size) or convolutions, so
+    # the GEMM here runs through oneDNN, the library that reaches it: torch.utils.mkldnn's Linear.
     from torch.utils import mkldnn as mkldnn_utils
 
     from torch_roofline import devices
     from torch_roofline.devices import bench
 
     n = 2048
-    dev = devices.measure(device="cpu", dtypes=("fp32",), progress=False)  # full sweep: real roofs
-    measured = bench.run_bench("cpu", ("fp32",), progress=False)  # cached: the same measurement
-    roof = dev.roof("fp32").peak_flops_per_s
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit deprecation inside torch.utils.mkldnn
         gemm = mkldnn_utils.to_mkldnn(nn.Linear(n, n, bias=False))
-    op, report = _profile_gemm(gemm, torch.randn(n, n).to_mkldnn(), roof=dev)
+    x = torch.randn(n, n).to_mkldnn()
+    for attempt in range(2):
+        # The roofs measured just before the GEMM (full sweep, seconds). This machine is shared:
+        # other tenants can slow the whole roof measurement, leaving the roof low (the GEMM then
+        # lands above it, is flagged, never printed as > 100%, and the report's advice is to
+        # measure again), or slow the profiled steps. Either way the pair is measured once more.
+        dev = devices.measure(device="cpu", dtypes=("fp32",), progress=False, refresh=True)
+        op, report = _profile_gemm(gemm, x, roof=dev)
+        if op.efficiency > 1.0:
+            assert op.suspect and any("measure it again" in note for note in report.notes)
+        elif op.efficiency >= 0.5:
+            break
+    roof = dev.roof("fp32").peak_flops_per_s
     assert op.op == "aten.mkldnn_linear"
     assert op.flops == 2 * n ** 3  # 2 * 2048^3 = 17179869184
     assert op.roofline_time_s == pytest.approx(op.flops / roof)  # compute-bound: F / pi
-    if op.efficiency <= 1.0:
-        assert op.roofline_time_s <= op.time_s
-        assert 0.5 <= op.efficiency <= 1.0
-    else:
-        # The roof is the best of a few measured samples; on a shared machine a later run of
-        # the same kernel can beat it by a few percent. The report must flag that, never
-        # print it as > 100%.
-        assert op.suspect and op.efficiency <= 1.05
+    assert op.roofline_time_s <= op.time_s
+    assert 0.5 <= op.efficiency <= 1.0
     # MkldnnLinear is scripted, so the step was counted by a second real forward: said so.
     assert any("once more on the real tensors" in note for note in report.notes)
 
@@ -142,6 +145,7 @@ def test_large_gemm_against_measured_roof():
     assert op.op == "aten.mm" and op.flops == 2 * n ** 3
     assert op.roofline_time_s <= op.time_s or op.suspect
     assert 0 < op.efficiency <= 1.0 or op.suspect
+    measured = bench.run_bench("cpu", ("fp32",), progress=False)  # cached: the measurement behind `dev`
     blas_rate = measured.gemm_by_library["fp32"]["torch.mm"].max
     assert 0.5 <= (op.flops / op.time_s) / blas_rate <= 1.1
 

@@ -745,7 +745,9 @@ def _notes(costs, ops, roofs, predicted, measured) -> List[str]:
             notes.append(
                 f"{len(suspect)} op row(s) lie above their roof (efficiency > 100%, flagged "
                 f"suspect): check the roof (dtype, unit, measured vs datasheet) or the timing; a memory-bound "
-                "op whose data stayed in cache can beat the DRAM bandwidth roof"
+                "op whose data stayed in cache can beat the DRAM bandwidth roof; a measured roof taken while "
+                "the machine was busy is too low: measure it again (`torch-roofline bench --refresh`, "
+                "`devices.measure(refresh=True)`)"
             )
     return notes
 

@@ -132,5 +132,5 @@ def add_parser(subparsers) -> None:
                    help=f"GEMM dtype, repeatable ({', '.join(DTYPES)}); default fp32")
     b.add_argument("--json", action="store_true", help="print the raw measurement as JSON")
     b.add_argument("--refresh", action="store_true", help="measure again instead of reusing the cache")
-    b.add_argument("--quick", action="store_true", help="a few seconds instead of about a minute (rougher)")
+    b.add_argument("--quick", action="store_true", help="a few seconds, fewer samples (rougher roofs)")
     b.set_defaults(func=run_bench_cmd)

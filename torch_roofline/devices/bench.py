@@ -4,8 +4,11 @@
   GEMM library torch reaches on the device (``GEMM_LIBRARIES``): ``torch.mm`` everywhere
   (the BLAS on CPUs: MKL or OpenBLAS; cuBLAS on CUDA) and, on CPUs, oneDNN's inner product
   (``torch._C._nn.mkldnn_linear`` on ``to_mkldnn()`` tensors, the kernel behind
-  ``torch.utils.mkldnn``). The (library, size) with the best median is reported
-  (min/median/max over its repeats); each library's best is kept too
+  ``torch.utils.mkldnn``). Every (library, size) is timed for at least ``repeats`` calls and
+  at least ``_MIN_SECONDS`` (full mode); the (library, size) holding the best single sample
+  is timed as long again, and its stats (min/median/max over its samples) are reported. A
+  roof must lie above every kernel's rate, so the roof is that best sample, the fastest GEMM
+  seen at any size with any library, never a median. Each library's best is kept too
   (:attr:`BenchResult.gemm_by_library`). They can differ twofold: on this project's AMD EPYC
   (Zen 5) test machine MKL's sgemm takes its AVX2 path (about 150-180 GFLOP/s on 2 cores)
   while oneDNN's fp32 GEMM uses AVX-512 (about 420).
@@ -21,7 +24,7 @@
 
 Honest limits: a busy machine gives low and spread-out numbers (min/median/max show it);
 CPU runs use torch's intra-op threads (``torch.get_num_threads()``); the full run takes
-about a minute on a 2-core machine, ``quick=True`` a few seconds (for tests, not for roofs).
+about 7 s per dtype on a 2-core CPU, ``quick=True`` a few seconds (for tests, not for roofs).
 """
 
 from __future__ import annotations
@@ -49,6 +52,13 @@ _TORCH_DTYPES = {
 }
 _SIZES = {"quick": (128, 256), "cpu": (512, 1024, 2048), "cuda": (1024, 2048, 4096, 8192)}
 _REPEATS = {"quick": 3, "full": 7}
+#: Seconds each timed kernel is repeated for at least (full mode; quick mode: ``repeats`` only).
+#: On a shared machine a single sample can be slowed by other tenants, never sped up, so more
+#: samples bring the best one closer to what the hardware does; half a second of each keeps
+#: the CPU run under ten seconds.
+_MIN_SECONDS = {"quick": 0.0, "full": 0.5}
+#: Upper bound on samples per kernel (tiny kernels on fast devices).
+_MAX_SAMPLES = 200
 
 
 @dataclass(frozen=True)
@@ -167,6 +177,25 @@ def _time_call(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def _rates(call: Callable[[], object], work: float, device: torch.device, repeats: int,
+           min_seconds: float) -> List[float]:
+    """``work / seconds`` of each call: at least ``repeats`` calls and ``min_seconds`` of them.
+
+    Args:
+        call: the kernel, already warmed up.
+        work: FLOPs (or bytes) one call does.
+        repeats: minimum number of samples.
+        min_seconds: minimum total seconds of timed calls (capped at ``_MAX_SAMPLES`` samples).
+    """
+    rates: List[float] = []
+    spent = 0.0
+    while len(rates) < repeats or (spent < min_seconds and len(rates) < _MAX_SAMPLES):
+        seconds = _time_call(call, device)
+        spent += seconds
+        rates.append(work / seconds)
+    return rates
+
+
 #: GEMM libraries the sweep times. ``torch.mm`` is what ``@``, ``nn.Linear`` and ``bmm`` run
 #: (the BLAS on CPUs); oneDNN's inner product is what ``torch.utils.mkldnn`` models and
 #: oneDNN-backed paths run. CPU only, fp32 and bf16, where torch was built with oneDNN.
@@ -204,8 +233,9 @@ def _gemm_call(dtype: str, n: int, device: torch.device, library: str = "torch.m
     return lambda: torch.mm(a, b)
 
 
-def _time_gemm(dtype: str, n: int, repeats: int, device: torch.device, library: str = "torch.mm") -> List[float]:
-    """FLOP/s of ``repeats`` GEMMs of side ``n`` (after one warm-up call)."""
+def _time_gemm(dtype: str, n: int, repeats: int, device: torch.device, library: str = "torch.mm",
+               min_seconds: float = 0.0) -> List[float]:
+    """FLOP/s of GEMMs of side ``n`` after one warm-up call (see :func:`_rates` for how many)."""
     call = _gemm_call(dtype, n, device, library)
     tf32 = dtype == "tf32"
     old = torch.backends.cuda.matmul.allow_tf32, torch.get_float32_matmul_precision()
@@ -213,32 +243,33 @@ def _time_gemm(dtype: str, n: int, repeats: int, device: torch.device, library: 
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.set_float32_matmul_precision("high" if tf32 else "highest")
         call()
-        return [2.0 * n**3 / _time_call(call, device) for _ in range(repeats)]
+        return _rates(call, 2.0 * n**3, device, repeats, min_seconds)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = old[0]
         torch.set_float32_matmul_precision(old[1])
 
 
-def _sweep_library(dtype: str, library: str, sizes: Sequence[int], repeats: int, device: torch.device,
-                   bar: "_Progress") -> Optional[BenchStats]:
-    """The best-median size of one library's GEMMs; None when the library cannot run them here.
+def _sweep_library(dtype: str, library: str, sizes: Sequence[int], repeats: int, min_seconds: float,
+                   device: torch.device, bar: "_Progress") -> Optional[BenchStats]:
+    """The stats of one library's fastest GEMM size; None when the library cannot run them here.
 
-    The winning size is timed ``repeats`` more times: its best sample becomes a roof, and on
-    a shared machine more samples bring the best closer to what the hardware does.
+    The size with the best single sample wins (a roof is the best rate seen at any size) and
+    is timed as long again: on a shared machine more samples bring the best closer to what
+    the hardware does.
     """
     rates: Dict[int, List[float]] = {}
     for n in sizes:
         bar.step(f"gemm {dtype} {library} n={n}")
         try:
-            rates[n] = _time_gemm(dtype, n, repeats, device, library)
+            rates[n] = _time_gemm(dtype, n, repeats, device, library, min_seconds)
         except RuntimeError:
             if library == "torch.mm":
                 raise
             break  # e.g. a CPU without the ISA oneDNN's bf16 GEMM needs
     if not rates:
         return None
-    best = max(rates, key=lambda n: statistics.median(rates[n]))
-    rates[best] += _time_gemm(dtype, best, repeats, device, library)
+    best = max(rates, key=lambda n: max(rates[n]))
+    rates[best] += _time_gemm(dtype, best, repeats, device, library, min_seconds)
     return BenchStats.of(rates[best], best, library)
 
 
@@ -250,18 +281,19 @@ def _sweep_library(dtype: str, library: str, sizes: Sequence[int], repeats: int,
 _CONV_PROBES = {"cpu": ((8, 64, 56), (8, 256, 14)), "cuda": ((64, 256, 56), (64, 512, 28))}
 
 
-def _time_conv(dtype: str, repeats: int, device: torch.device) -> List[float]:
-    """FLOP/s of ``repeats`` 3x3 convolutions of the best probe shape (2 x MACs)."""
+def _time_conv(dtype: str, repeats: int, device: torch.device, min_seconds: float = 0.0) -> List[float]:
+    """FLOP/s samples (2 x MACs) of the 3x3 convolution probe shape with the best sample."""
     best: List[float] = []
     for shape in _CONV_PROBES["cuda" if device.type == "cuda" else "cpu"]:
-        rates = _time_conv_shape(dtype, shape, repeats, device)
-        if rates and (not best or statistics.median(rates) > statistics.median(best)):
+        rates = _time_conv_shape(dtype, shape, repeats, device, min_seconds)
+        if rates and (not best or max(rates) > max(best)):
             best = rates
     return best
 
 
-def _time_conv_shape(dtype: str, shape: Tuple[int, int, int], repeats: int, device: torch.device) -> List[float]:
-    """FLOP/s of ``repeats`` 3x3 convolutions of one shape (after one warm-up call)."""
+def _time_conv_shape(dtype: str, shape: Tuple[int, int, int], repeats: int, device: torch.device,
+                     min_seconds: float = 0.0) -> List[float]:
+    """FLOP/s of 3x3 convolutions of one shape after one warm-up call (:func:`_rates`: how many)."""
     if dtype not in ("fp32", "bf16", "fp16", "fp64"):
         return []
     b, c, hw = shape
@@ -278,7 +310,7 @@ def _time_conv_shape(dtype: str, shape: Tuple[int, int, int], repeats: int, devi
         torch.backends.cudnn.allow_tf32 = False  # an fp32 roof, not a TF32 one
         with torch.no_grad():
             call()
-            return [flops / _time_call(call, device) for _ in range(repeats)]
+            return _rates(call, flops, device, repeats, min_seconds)
     finally:
         torch.backends.cudnn.allow_tf32 = old
 
@@ -292,16 +324,17 @@ def _stream_elements(device: torch.device, llc_bytes: Optional[int], quick: bool
     return max(4 * llc, (16 if quick else 64) * 2**20) // 4
 
 
-def _time_stream(n: int, repeats: int, device: torch.device) -> Tuple[List[float], List[float]]:
-    """(copy B/s, triad B/s) samples on float32 arrays of ``n`` elements."""
+def _time_stream(n: int, repeats: int, device: torch.device,
+                 min_seconds: float = 0.0) -> Tuple[List[float], List[float]]:
+    """(copy B/s, triad B/s) samples on float32 arrays of ``n`` elements (:func:`_rates`)."""
     a = torch.ones(n, device=device)
     b = torch.full((n,), 2.0, device=device)
     c = torch.full((n,), 0.5, device=device)
     copy = lambda: b.copy_(a)  # noqa: E731
     triad = lambda: torch.add(b, c, alpha=3.0, out=a)  # noqa: E731
     copy(), triad()  # first touch: page faults are not bandwidth
-    copies = [2 * 4 * n / _time_call(copy, device) for _ in range(repeats)]
-    triads = [3 * 4 * n / _time_call(triad, device) for _ in range(repeats)]
+    copies = _rates(copy, 2 * 4 * n, device, repeats, min_seconds)
+    triads = _rates(triad, 3 * 4 * n, device, repeats, min_seconds)
     return copies, triads
 
 
@@ -334,7 +367,7 @@ def _device_name(device: torch.device, info: Optional[CpuInfo]) -> Tuple[str, in
 
 
 #: Bumped whenever what is measured changes, so older cached results are not reused.
-_BENCH_VERSION = 5
+_BENCH_VERSION = 6
 
 
 def _cache_path(device: torch.device, name: str, threads: int, quick: bool) -> str:
@@ -393,19 +426,20 @@ def run_bench(
         return cached
     mode = "quick" if quick else ("cuda" if dev.type == "cuda" else "cpu")
     sizes, repeats = _SIZES[mode], _REPEATS["quick" if quick else "full"]
+    min_seconds = _MIN_SECONDS["quick" if quick else "full"]
     total = sum(len(sizes) * len(gemm_libraries(k, dev)) + 1 for k in todo) + (1 if need_stream else 0)
     bar = _Progress(total, progress)
     try:
         for key in todo:
             libs = {}
             for library in gemm_libraries(key, dev):
-                stats = _sweep_library(key, library, sizes, repeats, dev, bar)
+                stats = _sweep_library(key, library, sizes, repeats, min_seconds, dev, bar)
                 if stats is not None:
                     libs[library] = stats
             by_library[key] = types.MappingProxyType(libs)
-            gemm[key] = max(libs.values(), key=lambda st: st.median)
+            gemm[key] = max(libs.values(), key=lambda st: st.max)
             bar.step(f"conv {key}")
-            rates = _time_conv(key, repeats, dev)
+            rates = _time_conv(key, repeats, dev, min_seconds)
             if rates:
                 conv[key] = BenchStats.of(rates, 0)
         copy = cached.copy if cached else None
@@ -415,7 +449,7 @@ def run_bench(
             bar.step("stream copy/triad")
             llc = cpu.llc_bytes if cpu is not None else None
             elements = _stream_elements(dev, llc, quick)
-            copies, triads = _time_stream(elements, repeats + 3, dev)
+            copies, triads = _time_stream(elements, repeats + 3, dev, min_seconds)
             copy, triad = BenchStats.of(copies, elements), BenchStats.of(triads, elements)
     finally:
         bar.close()
@@ -486,7 +520,7 @@ def measure(
 
     Example::
 
-        >>> roofs = measure("cpu", ("fp32", "bf16"))      # about a minute the first time
+        >>> roofs = measure("cpu", ("fp32", "bf16"))      # seconds per dtype the first time
         >>> roofs.roof("fp32").peak_flops_per_s          # FLOP/s actually reached
     """
     return result_to_device(
