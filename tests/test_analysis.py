@@ -297,6 +297,21 @@ def test_point_above_its_roof_is_flagged_suspect_not_clipped():
     assert "!" in report.table(level="op")
 
 
+def test_suspect_note_names_the_causes_that_fit():
+    # A compute-bound GEMM above a measured roof (2.147x): the roof may have been measured on a
+    # busy machine; cache residency is no cause for a compute-bound op.
+    (note,) = [n for n in analyse([gemm()], [timing("aten.mm", "fc", ("", "fc"), 1e-3)], (), [], ROOFS).notes
+               if "above their roof" in n]
+    assert "measure it again" in note and "torch-roofline bench --refresh" in note and "cache" not in note
+    # A memory-bound relu above a datasheet bandwidth (8e6 B in 4e-5 s = 2x 1e11 B/s): cache, not re-measuring.
+    datasheet = {k: Roof(r.dtype, r.unit, r.peak_flops_per_s, r.bandwidth_bytes_per_s, "datasheet")
+                 for k, r in ROOFS.items()}
+    relu = cost("aten.relu", "act", ("", "act"), 10**6, 4 * 10**6, 4 * 10**6)
+    (note,) = [n for n in analyse([relu], [timing("aten.relu", "act", ("", "act"), 4e-5)], (), [], datasheet).notes
+               if "above their roof" in n]
+    assert "stayed in cache" in note and "measure it again" not in note
+
+
 def test_missing_roof_gives_none_and_a_note_never_another_roof():
     f64 = cost("aten.mm", "fc", ("", "fc"), GEMM_FLOPS, GEMM_READ, GEMM_WRITE, unit="matrix", dtype="float64")
     report = analyse([f64], [timing("aten.mm", "fc", ("", "fc"), 4e-3)], (), [], ROOFS)

@@ -742,14 +742,24 @@ def _notes(costs, ops, roofs, predicted, measured) -> List[str]:
             )
         suspect = [r for r in ops if r.suspect]
         if suspect:
-            notes.append(
-                f"{len(suspect)} op row(s) lie above their roof (efficiency > 100%, flagged "
-                f"suspect): check the roof (dtype, unit, measured vs datasheet) or the timing; a memory-bound "
-                "op whose data stayed in cache can beat the DRAM bandwidth roof; a measured roof taken while "
-                "the machine was busy is too low: measure it again (`torch-roofline bench --refresh`, "
-                "`devices.measure(refresh=True)`)"
-            )
+            notes.append(_suspect_note(suspect))
     return notes
+
+
+def _suspect_note(suspect: Sequence[OpRow]) -> str:
+    """Why op rows can lie above their roof, with the causes that fit these rows only."""
+    causes = ["check the roof (dtype, unit, measured vs datasheet) or the timing"]
+    if any(r.bound == "memory" for r in suspect):
+        causes.append("a memory-bound op whose data stayed in cache can beat the DRAM bandwidth roof")
+    if any(r.roof is not None and r.roof.source == "measured" for r in suspect):
+        causes.append(
+            "a measured roof taken while the machine was busy is too low: measure it again "
+            "(`torch-roofline bench --refresh`, `devices.measure(refresh=True)`)"
+        )
+    return (
+        f"{len(suspect)} op row(s) lie above their roof (efficiency > 100%, flagged suspect): "
+        + "; ".join(causes)
+    )
 
 
 def _complete_device(device: DeviceInfo, roofs: Mapping[RoofKey, Roof]) -> DeviceInfo:
