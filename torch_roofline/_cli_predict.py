@@ -7,6 +7,7 @@ import os
 import sys
 from typing import List, Optional
 
+from torch_roofline._cli_args import add_model_arguments
 from torch_roofline.records import MEMORY_MODELS
 from torch_roofline.report import parent_names
 
@@ -17,8 +18,7 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser("predict", help="predict MODEL's roofline on devices you do not have",
                        description="Count MODEL on the meta device and place it on each device's roofs. "
                                    "Times are roofline times: lower bounds, not forecasts.")
-    p.add_argument("model", metavar="MODEL", help="torchvision:NAME, package.module:factory, or a .py file")
-    p.add_argument("--input-shape", action="append", default=[], metavar="SHAPE")
+    add_model_arguments(p, example_shape="1,3,224,224")
     p.add_argument("--on", action="append", default=[], metavar="DEVICE",
                    help="catalog device id or name (repeat), 'cpu', or a roofs file; see `torch-roofline devices`")
     p.add_argument("--dtype", default=None, help="what-if dtype: fp32, bf16, fp16, fp8 or int8")

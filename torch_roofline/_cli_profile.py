@@ -7,6 +7,7 @@ import os
 import sys
 import time
 
+from torch_roofline._cli_args import add_model_arguments
 from torch_roofline.records import MEMORY_MODELS
 
 __all__ = ["add_parser"]
@@ -15,9 +16,7 @@ __all__ = ["add_parser"]
 def add_parser(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser("profile", help="measure MODEL and place each module on the roofline",
                        description="Run MODEL under the roofline profiler and print the per-module roofline table.")
-    p.add_argument("model", metavar="MODEL", help="torchvision:NAME, package.module:factory, or a .py file")
-    p.add_argument("--input-shape", action="append", default=[], metavar="SHAPE",
-                   help="input tensor shape, e.g. 8,3,224,224 (repeat for several inputs)")
+    add_model_arguments(p, example_shape="8,3,224,224")
     p.add_argument("--train", action="store_true", help="profile forward + backward + one SGD step")
     p.add_argument("--dtype", default=None, help="fp32 (default), bf16 or fp16")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")

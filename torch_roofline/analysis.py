@@ -58,7 +58,7 @@ from dataclasses import dataclass, field, replace
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from torch_roofline._time_lost import _dominant, _time_lost_items
-from torch_roofline.records import MEMORY_MODELS, PHASES, ModuleInfo, ModuleTiming, OpCost, OpTiming, Roof
+from torch_roofline.records import PHASES, ModuleInfo, ModuleTiming, OpCost, OpTiming, Roof, check_memory_model
 from torch_roofline.report import (
     BOUNDS,
     BoundShare,
@@ -348,8 +348,7 @@ def _validate(costs, op_timings, module_timings, roofs, steps, memory_model, thr
         )
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"analyse: steps must be an int >= 1 (the profiled steps), got {steps!r}")
-    if memory_model not in MEMORY_MODELS:
-        raise ValueError(f"analyse: memory_model must be one of {list(MEMORY_MODELS)}, got {memory_model!r}")
+    check_memory_model(memory_model, "analyse")
     if not (threshold >= 0 and ratio >= 1):
         raise ValueError(
             f"analyse: overhead_threshold_s must be >= 0 and overhead_ratio >= 1, got "

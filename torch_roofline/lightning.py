@@ -121,7 +121,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from torch_roofline.records import MEMORY_MODELS
+from torch_roofline.records import check_memory_model
 from torch_roofline.scalars import finite as _finite, percent as _percent, totals_scalars
 from torch_roofline.timing.ranges import phase_range
 
@@ -469,8 +469,7 @@ class _RooflineLogic:
         interconnect_bandwidth: Optional[float] = None,
     ) -> None:
         super().__init__()
-        if memory_model not in MEMORY_MODELS:
-            raise ValueError(f"Roofline(memory_model={memory_model!r}): expected 'op' or 'compulsory'")
+        check_memory_model(memory_model, "Roofline")
         if not isinstance(tag, str) or not tag or tag.startswith("/"):
             raise ValueError(f"Roofline(tag={tag!r}): expected a non-empty string such as 'roofline'")
         if interconnect_bandwidth is not None and (

@@ -28,7 +28,7 @@ from torch_roofline.analysis import analyse
 from torch_roofline.count import check_devices, model_device
 from torch_roofline.count.replay import count_replay
 from torch_roofline.count.result import CountResult
-from torch_roofline.records import MEMORY_MODELS, OpCost, Roof
+from torch_roofline.records import OpCost, Roof, check_memory_model
 from torch_roofline.report import DeviceInfo, RooflineReport
 from torch_roofline.timing.attribution import TraceTiming, attribute
 from torch_roofline.timing.faults import NOTE_THRESHOLD_FAULTS, page_fault_note
@@ -214,8 +214,7 @@ class RooflineProfiler:
                 "torch.jit.trace'd one), or time the scripted one with torch.profiler and read the trace with "
                 "torch_roofline.from_trace"
             )
-        if memory_model not in MEMORY_MODELS:
-            raise ValueError(f"RooflineProfiler(memory_model={memory_model!r}): expected 'op' or 'compulsory'")
+        check_memory_model(memory_model, "RooflineProfiler")
         self.model = model
         self.torch_device = torch.device(device) if device is not None else _model_device(model)
         self.roof = roof

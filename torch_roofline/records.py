@@ -22,6 +22,7 @@ from typing import Optional, Tuple
 __all__ = [
     "PHASES",
     "MEMORY_MODELS",
+    "check_memory_model",
     "Cost",
     "OpCost",
     "ModuleInfo",
@@ -35,6 +36,15 @@ PHASES: Tuple[str, ...] = ("forward", "backward", "optimizer")
 #: The two memory models: ``"op"`` (every op reads its inputs and writes its outputs) and
 #: ``"compulsory"`` (each storage moved once per step).
 MEMORY_MODELS: Tuple[str, ...] = ("op", "compulsory")
+
+
+def check_memory_model(memory_model: object, caller: str) -> None:
+    """Raise a ValueError naming ``caller`` unless ``memory_model`` is one of :data:`MEMORY_MODELS`."""
+    if memory_model not in MEMORY_MODELS:
+        raise ValueError(
+            f"{caller}(memory_model={memory_model!r}): the memory_model must be one of 'op' (every op reads its "
+            "inputs and writes its outputs) or 'compulsory' (each storage moved once per step)"
+        )
 
 
 @dataclass(frozen=True)

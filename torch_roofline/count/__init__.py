@@ -12,7 +12,7 @@ from torch.utils._pytree import tree_flatten
 from torch_roofline.count.formulas import NO_ARITHMETIC, FlopCount, register_formula
 from torch_roofline.count.mode import OpCounter, module_infos
 from torch_roofline.count.result import CountResult
-from torch_roofline.records import MEMORY_MODELS
+from torch_roofline.records import check_memory_model
 
 __all__ = ["count", "CountResult", "register_formula", "FlopCount", "NO_ARITHMETIC", "Inputs", "run_step",
            "check_devices", "model_device"]
@@ -69,8 +69,7 @@ def count(
         >>> r.total.flops  # 2 * 8 * 64 * 32
         32768
     """
-    if memory_model not in MEMORY_MODELS:
-        raise ValueError(f"count(memory_model={memory_model!r}): expected one of {MEMORY_MODELS}")
+    check_memory_model(memory_model, "count")
     if backend not in ("dispatch", "fvcore"):
         raise ValueError(f"count(backend={backend!r}): expected 'dispatch' or 'fvcore'")
     if loss_fn is not None and not backward:

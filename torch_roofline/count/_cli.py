@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from torch_roofline._cli_args import add_model_arguments
 from torch_roofline.records import MEMORY_MODELS
 
 __all__ = ["add_parser"]
@@ -13,9 +14,7 @@ __all__ = ["add_parser"]
 def add_parser(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser("count", help="count FLOPs, MACs, parameters and bytes per module",
                        description="Count one step of MODEL: FLOPs (2 per MAC), MACs, parameters and bytes per module.")
-    p.add_argument("model", metavar="MODEL", help="torchvision:NAME, package.module:factory, or a .py file")
-    p.add_argument("--input-shape", action="append", default=[], metavar="SHAPE",
-                   help="input tensor shape, e.g. 1,3,224,224 (repeat for several inputs)")
+    add_model_arguments(p, example_shape="1,3,224,224")
     p.add_argument("--train", action="store_true", help="count forward + backward + one AdamW step")
     p.add_argument("--memory-model", choices=MEMORY_MODELS, default="op",
                    help="op: every op reads inputs and writes outputs (default); compulsory: each storage once")

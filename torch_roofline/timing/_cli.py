@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from torch_roofline._cli_args import add_model_arguments
 from torch_roofline.records import MEMORY_MODELS
 
 __all__ = ["add_parser"]
@@ -16,8 +17,7 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
                        description="Read a saved trace (CPU or GPU) and place its ops on the roofline. FLOPs and bytes "
                                    "come from --model (counted on the meta device), else from CUPTI counters in the trace.")
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--model", default=None, help="torchvision:NAME, package.module:factory or a .py file")
-    p.add_argument("--input-shape", action="append", default=[], metavar="SHAPE")
+    add_model_arguments(p, example_shape="8,3,224,224", optional=True)
     p.add_argument("--train", action="store_true", help="the traced step ran backward too")
     p.add_argument("--roof", default=None, help="roofs to use (default: the trace's GPU from the catalog)")
     p.add_argument("--steps", type=int, default=None, help="model steps the trace holds (default: ProfilerStep count)")
