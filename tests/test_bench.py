@@ -101,6 +101,17 @@ def test_sweep_keeps_the_size_with_the_fastest_sample(monkeypatch):
     assert (stats.size, stats.max, stats.samples) == (128, 12.0, 6)      # winner timed again
 
 
+def test_bench_shows_progress_on_stderr(capsys):
+    import torch
+
+    bench.run_bench("cpu", ("fp32",), quick=True, refresh=True, progress=True)
+    err = capsys.readouterr().err
+    # quick mode: 2 sizes per GEMM library, the conv probe, STREAM
+    total = 2 * len(bench.gemm_libraries("fp32", torch.device("cpu"))) + 2
+    assert f"{total}/{total} stream copy/triad" in err and "bench [" + "#" * 30 + "]" in err
+    assert err.endswith("\n")
+
+
 def test_cli_bench_json(capsys):
     from torch_roofline.devices._cli import run_bench_cmd
 
