@@ -17,7 +17,7 @@ Conventions shared by every stage:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 __all__ = [
     "PHASES",
@@ -29,6 +29,7 @@ __all__ = [
     "OpTiming",
     "ModuleTiming",
     "Roof",
+    "frozen_record",
 ]
 
 PHASES: Tuple[str, ...] = ("forward", "backward", "optimizer")
@@ -45,6 +46,19 @@ def check_memory_model(memory_model: object, caller: str) -> None:
             f"{caller}(memory_model={memory_model!r}): the memory_model must be one of 'op' (every op reads its "
             "inputs and writes its outputs) or 'compulsory' (each storage moved once per step)"
         )
+
+
+def frozen_record(cls: type, fields: Dict[str, Any]) -> Any:
+    """A frozen dataclass record built without its ``__init__`` (for hot loops only).
+
+    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__`` (about
+    2.5 µs for a record of 14 fields, a measurable share of per-op and per-event costs); the
+    record is filled directly instead. ``fields`` must name every field; the values are not
+    validated. Same fields, same equality and hash as a record built normally.
+    """
+    record = cls.__new__(cls)
+    record.__dict__.update(fields)
+    return record
 
 
 @dataclass(frozen=True)
