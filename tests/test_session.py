@@ -11,6 +11,7 @@ from torch import nn
 
 from torch_roofline.timing.attribution import attribute
 from torch_roofline.timing.quiet import is_kineto_noise, quiet_native_stderr
+from torch_roofline.records import OUTSIDE
 from torch_roofline.timing.ranges import ModuleRanges, phase_range
 from torch_roofline.timing.session import ProfileSession
 from torch_roofline.timing.trace import load_trace
@@ -108,9 +109,10 @@ def test_live_training_step_attribution(setup):
     modules = collections.defaultdict(set)
     for op in timing.ops:
         modules[(op.op, op.phase)].add(op.module)
-    assert modules[("aten.conv2d", "forward")] == {"conv1"}
-    assert modules[("aten.linear", "forward")] == {"fc"}
-    assert modules[("aten.square", "forward")] == {""}  # the loss: outside every range
+    # rows are the calls under composites: conv2d -> convolution, linear -> addmm, square -> pow
+    assert modules[("aten.convolution", "forward")] == {"conv1"}
+    assert modules[("aten.addmm", "forward")] == {"fc"}
+    assert modules[("aten.pow", "forward")] == {OUTSIDE}  # the loss: outside every range
     assert modules[("aten.convolution_backward", "backward")] == {"conv1"}
     assert modules[("aten.threshold_backward", "backward")] == {"relu"}
     assert modules[("aten.add_", "optimizer")] == {""}

@@ -59,7 +59,6 @@ def run(args: argparse.Namespace) -> int:
     _say(f"{spec.label}: warm-up step")
     one_step()
     prof = RooflineProfiler(model, device=args.device, roof=device, memory_model=args.memory_model,
-                            backward=args.train, loss_fn=spec.loss_fn,
                             schedule=schedule(wait=0, warmup=1, active=args.steps))
     t0 = time.perf_counter()
     with prof:
@@ -67,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
             _say(f"step {i + 1}/{args.steps + 1} ({'warm-up' if i == 0 else 'profiled'})")
             one_step()
             prof.step()
-    _say(f"profiled in {time.perf_counter() - t0:.1f} s; counting (fake-tensor replay) and analysing")
+    _say(f"profiled in {time.perf_counter() - t0:.1f} s; counting the recorded calls and analysing")
     report = prof.report()
     print(report.table(depth=args.depth, top=args.top))
     if args.out:

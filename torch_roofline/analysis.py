@@ -481,6 +481,7 @@ def _op_row(key, g: _Group, facts: List[_CallFacts], info, steps, threshold, rat
         time_lost_s=time_lost(time_s, rt),
         fusion_headroom=fusion_headroom(op_bytes, comp) if counted else None,
         counted=counted,
+        recompute_calls=sum(1 for c in calls if c.recompute),
     )
 
 

@@ -41,9 +41,8 @@ summary. Without a logger the files go to ``<default_root_dir>/roofline/`` and o
 warning says so.
 
 **Overhead.** Outside a window the callback costs two integer comparisons per batch. At
-the end of a window the training thread closes the profiler, replays the forward on fake
-tensors and analyses (~0.1-0.3 s on a CPU, most of it the first fake-tensor replay of the
-process) and logs the scalars; the chart (drawn once per window, shared by
+the end of a window the training thread closes the profiler, counts the recorded calls
+(once per distinct call signature) and analyses, and logs the scalars; the chart (drawn once per window, shared by
 ``roofline.png`` and the TensorBoard image), the TensorBoard events and the files are
 written by a background thread while training goes on (matplotlib's object API, no
 pyplot). That thread is joined before the next window's writes, at the end of training,
@@ -71,29 +70,23 @@ is logged as ``roofline/comm/time_s``, ``…/bus_bytes``, ``…/step_time_share_
 ``…/efficiency_pct``. Collective time overlaps the backward's compute, so its share of the
 step is not additive with the module times.
 
+**What is counted: what ran.** Every op of the window's recorded steps is counted from the
+profiler's own record (:mod:`torch_roofline.profiler`): ``training_step`` and
+``validation_step`` as written, whatever they call (submodules called directly, a loss
+computed outside ``forward``, several models and optimizers, manual optimisation), every
+micro-batch of ``accumulate_grad_batches``, activation-checkpoint recomputes, and the ops
+Lightning itself runs in the step (precision plugins' casts, gradient clipping, metric
+logging). Ops outside the LightningModule's submodules' ``forward`` (its own
+``training_step`` code, Lightning's) are the ``"(outside modules)"`` row.
+
 Limits, honestly:
 
-* The count replays the LightningModule's ``forward`` (its first call in the window, on
-  fake tensors), plus a backward of ``output.sum()`` and one step of the optimizer that
-  ran. ``training_step`` code outside ``self(...)`` (the loss, metrics) is timed but not
-  counted (it lands in the uncounted ops and lowers coverage); a ``training_step`` that
-  never calls ``self(...)`` cannot be counted: a warning says so and no report is made.
-  With gradient accumulation the count is one micro-batch while the time is the whole
-  optimizer step (a note in the report says the model was called ``k`` times).
-* AMP (``bf16-mixed``, ``16-mixed``): the replay runs under the trainer's precision
-  context, so the counted ops carry the dtypes they really ran in and meet those roofs.
 * ``torch.compile``: compiled regions run fused kernels that the module ranges cannot see
-  inside; their time lands on the module that calls the compiled region, while the count
-  stays the eager (unfused) op count. A warning says so at setup; the fit goes on, and if
-  the fake-tensor replay cannot run the compiled region, a warning says there is no report.
-* FSDP (not tested; CPU gloo cannot run FSDP's sharded collectives here). What *is*
-  attributed: the time of every op and module range on each rank, and FSDP's
-  ``all_gather`` (parameters, before forward and backward) and ``reduce_scatter``
-  (gradients) as collectives with their bytes and phase, read from the trace like DDP's.
-  What is *not*: the count replays the wrapped module on fake copies of its *local*
-  (flat, sharded) parameters, so FLOPs and bytes of sharded layers are wrong or the replay
-  fails (then a warning and no report); FSDP's pre/post-forward hooks' copies are timed
-  but not counted. Profile the model under DDP for per-module FLOPs. DeepSpeed: untested.
+  inside; their time lands on the module that calls the compiled region. A warning says so
+  at setup; the fit goes on.
+* FSDP (not tested; CPU gloo cannot run FSDP's sharded collectives here): the unsharded
+  compute ops are counted as they ran, and FSDP's ``all_gather`` / ``reduce_scatter`` are read
+  as collectives with their bytes and phase. DeepSpeed: untested.
 
 Example::
 
@@ -107,7 +100,6 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
 import json
@@ -281,36 +273,6 @@ def _gather_to_rank_zero(obj: Any) -> Optional[List[Any]]:
 
 
 # ----------------------------------------------------------------------------- the window
-
-
-def _is_forward_redirect(module: torch.nn.Module) -> bool:
-    """Whether a call of ``module`` right now is a forward *redirection*, not its forward.
-
-    Under DDP/FSDP/DeepSpeed, Lightning calls ``pl_module(batch, batch_idx)`` through the
-    wrapper with ``forward`` briefly replaced (on the instance) by a function that runs
-    ``training_step`` instead; that call is not the model's forward and must not be the
-    one the count replays. A compiled forward (``torch.compile``) keeps the name
-    ``forward``, so only a renamed instance-level ``forward`` is taken for a redirect.
-    """
-    patched = vars(module).get("forward")
-    return patched is not None and getattr(patched, "__name__", "forward") != "forward"
-
-
-def _profiler_class() -> type:
-    from torch_roofline.profiler import RooflineProfiler
-
-    class _LightningProfiler(RooflineProfiler):
-        """RooflineProfiler that skips Lightning's forward redirection when capturing.
-
-        Distributed runs pass ``record_shapes=True`` (a little cost per op) so the trace carries
-        the collectives' tensor shapes, from which their bytes are read.
-        """
-
-        def _capture(self, module: Any, args: Any, kwargs: Any) -> None:
-            if not _is_forward_redirect(module):
-                super()._capture(module, args, kwargs)
-
-    return _LightningProfiler
 
 
 def _world_size() -> int:
@@ -603,20 +565,18 @@ class _RooflineLogic:
 
     # ---- window ---------------------------------------------------------------------
     def _open(self, trainer: Any, pl_module: Any, kind: str) -> None:
-        from torch_roofline.profiler import schedule
+        from torch_roofline.profiler import RooflineProfiler, schedule
 
         trace_path = None
         if self.export_trace:
             fd, trace_path = tempfile.mkstemp(prefix="roofline-trace-", suffix=".json")
             os.close(fd)
-        profiler = _profiler_class()(
+        profiler = RooflineProfiler(
             pl_module,
             roof=self._device if self._device is not None else self.roof,
             schedule=schedule(wait=0, warmup=self.schedule.warmup, active=self.schedule.active, repeat=1),
-            backward=kind == "train",
             memory_model=self.memory_model,
             profile_memory=self.profile_memory,
-            record_shapes=_world_size() > 1,
             export_trace=trace_path,
         )
         window = _Window(profiler, trainer.global_step, self.schedule.length, kind, trace_path)
@@ -651,17 +611,15 @@ class _RooflineLogic:
 
     def _build_report(self, trainer: Any, window: _Window) -> Any:
         """This rank's report, or ``None`` (with a warning) when it cannot be made."""
-        # The replay reruns forward under the trainer's precision context (autocast), so the
-        # ops carry the dtypes they ran in; fork_rng: roof="measured"/"auto" may draw random
-        # benchmark data, which must not shift the training's random stream.
+        # fork_rng: roof="measured"/"auto" may draw random benchmark data, which must not shift
+        # the training's random stream.
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
         try:
-            with torch.random.fork_rng(devices=devices), _precision_context(trainer):
+            with torch.random.fork_rng(devices=devices):
                 report = window.profiler.report()
         except RuntimeError as exc:
             warnings.warn(
-                f"Roofline: no report for the window starting at step {window.start_step}: {exc}. The count "
-                "replays the LightningModule's forward: make training_step call self(inputs).",
+                f"Roofline: no report for the window starting at step {window.start_step}: {exc}",
                 UserWarning,
                 stacklevel=2,
             )
@@ -670,14 +628,12 @@ class _RooflineLogic:
         if window.kind == "train":
             note = (
                 f"Lightning: steps {first}..{window.start_step + self.schedule.length - 1} (global_step) "
-                "averaged; the count replays the LightningModule's forward and a backward of output.sum(), "
-                "not training_step's own code"
+                "averaged; counted from what the steps ran (training_step, backward, optimizer)"
             )
         else:
             note = (
                 f"Lightning validation: batches {self.schedule.warmup}..{self.schedule.length - 1} of the "
-                f"validation run at global_step {window.start_step} averaged (forward only); the count replays "
-                "the LightningModule's forward, not validation_step's own code"
+                f"validation run at global_step {window.start_step} averaged; counted from what validation_step ran"
             )
         return report.with_notes(note)
 
@@ -762,12 +718,6 @@ class _RooflineLogic:
         except ImportError:
             return None
         return getattr(module, "TensorBoardLogger", None)
-
-
-def _precision_context(trainer: Any) -> Any:
-    plugin = getattr(trainer, "precision_plugin", None)
-    forward_context = getattr(plugin, "forward_context", None)
-    return forward_context() if callable(forward_context) else contextlib.nullcontext()
 
 
 def _render_png(report: Any) -> bytes:

@@ -199,7 +199,9 @@ def from_trace(
         timing = attribute(trace)
         if timing.ops and has_recorded_shapes(trace):
             shaped = shape_costs(trace, timing)
-            costs, step_notes = per_step(shaped.costs, max(steps or timing.steps, 1))
+            n_steps = max(steps or timing.steps, 1)
+            step_of = [row.step for row in timing.ops] if n_steps == timing.steps else None
+            costs, step_notes = per_step(shaped.costs, n_steps, step_of)
             notes.append("FLOPs and bytes from the trace's recorded shapes (record_shapes=True), each op "
                          "replayed on meta tensors; compulsory bytes per op (the trace records no tensor identities)")
             notes.extend(shaped.summary() + step_notes)

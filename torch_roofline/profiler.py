@@ -1,17 +1,20 @@
-"""RooflineProfiler: time a real step, count it, and place every module on the roofline.
+"""RooflineProfiler: time real steps, count what they ran, place every module on the roofline.
 
-Two passes that never disturb each other:
+One record, two uses. The user's steps run under torch.profiler with shapes recorded
+(``record_shapes=True``) and a range around every module call
+(:class:`~torch_roofline.timing.ranges.ModuleRanges`). After the block, the profiler's trace
+is read back by the same reader and attribution that read saved GPU traces
+(:mod:`torch_roofline.timing`): each recorded op call is a row with its time, module and
+phase. The *same* rows are counted: each call is rebuilt from its recorded shapes, dtypes,
+strides and scalars on meta tensors and costed by the counter's formulas and traffic model,
+once per distinct signature (:mod:`torch_roofline.timing.shapes`); the profiler's tensor
+identities make the compulsory bytes exact (:mod:`torch_roofline.timing.identity`).
 
-* **time**: the user's step runs under torch.profiler with a ``record_function`` range
-  around every module's forward (:class:`~torch_roofline.timing.ranges.ModuleRanges`);
-  the profiler's Chrome trace is read back by the same reader and attribution that
-  read saved GPU traces (:mod:`torch_roofline.timing`), so CPU and CUDA share one path.
-* **count**: the model's first call is captured (a reference to its arguments) and, when
-  the report is asked for, replayed on fake tensors under the counter
-  (:func:`torch_roofline.count.replay.count_replay`): the same aten ops, no arithmetic,
-  no side effects, and none of the counter's Python work inside the timed step.
-
-The two are joined per (module, phase, op) by :func:`torch_roofline.analysis.analyse`.
+So whatever code ran in the profiled steps is counted, as it ran: a loss outside the model,
+submodules called directly, the model called N times, several models, micro-batches,
+recomputed checkpoints, ``torch.no_grad`` / ``inference_mode``, keyword arguments. Nothing
+runs twice and nothing is replayed with the user's tensors. The rows are joined to the
+device's roofs and analysed by :func:`torch_roofline.analysis.analyse`.
 """
 
 from __future__ import annotations
@@ -21,19 +24,19 @@ import threading
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.optim.optimizer as _optim
 from torch import nn
 
 from torch_roofline.analysis import analyse
 from torch_roofline.count import check_devices, model_device
-from torch_roofline.count.replay import count_replay
-from torch_roofline.count.result import CountResult
-from torch_roofline.records import OpCost, Roof, check_memory_model
+from torch_roofline.count.mode import module_infos
+from torch_roofline.records import OUTSIDE, ModuleInfo, OpCost, Roof, check_memory_model
 from torch_roofline.report import DeviceInfo, RooflineReport
 from torch_roofline.timing.attribution import TraceTiming, attribute
 from torch_roofline.timing.faults import NOTE_THRESHOLD_FAULTS, page_fault_note
-from torch_roofline.timing.ranges import ModuleRanges
+from torch_roofline.timing.identity import Identities
+from torch_roofline.timing.ranges import LABELS_KEY, Models, ModuleRanges
 from torch_roofline.timing.session import ProfileSession
+from torch_roofline.timing.shapes import ShapeCosts, per_step, shape_costs
 
 __all__ = ["RooflineProfiler", "schedule", "device_roofs", "device_info", "conv_tf32", "place"]
 
@@ -155,42 +158,49 @@ def resolve_device(roof: Any, torch_device: Optional[torch.device]) -> Any:
 
 
 class RooflineProfiler:
-    """Measure a model's step and place each module and op on the device's roofline.
+    """Measure steps of a model, count what they ran, and place each module and op on the
+    device's roofline.
 
     Args:
-        model: the module to analyse.
-        device: the torch device it runs on; default: the device of its parameters.
+        model: the module tree the report attributes to: one ``nn.Module``; several, as a
+            mapping ``{"generator": G, "discriminator": D}`` or a list (named by class); or
+            ``None`` (op rows and top-level rows only). Any code may run in the block: ops
+            outside every module of ``model`` (a loss, data movement) are counted in the row
+            ``"(outside modules)"``; optimizer steps in the ``optimizer`` phase.
+        device: the torch device the step runs on; default: the device of the model's
+            parameters (CPU without a model).
         roof: which roofs to use: ``"auto"`` (default), ``"datasheet"``, ``"measured"``, a
             catalog name (``"h100-sxm"``), a roofs file, or a ``Device``.
         schedule: ``None`` records the whole block (one-shot); or a step -> action function
             (:func:`schedule`, ``torch.profiler.schedule``) and call :meth:`step` once per step.
-        backward: whether the step runs backward; default: detected from the trace.
-        loss_fn: the loss the step uses (for counting its backward exactly; default
-            ``output.sum()``, whose few root ops then differ from a real loss's).
         memory_model: ``"op"`` or ``"compulsory"`` bytes for the roofline.
         hardware_counters: on CUDA, also record CUPTI FLOP counters per kernel.
-        profile_memory: record allocator events (the report's peak memory).
+        profile_memory: record allocator events: the report's peak memory, exact compulsory
+            bytes (tensor identities), and ops the meta device cannot rebuild (data-dependent
+            outputs) counted from their allocations. Off: compulsory bytes per op, a note.
         export_trace: also keep the profiler's trace here (``.json`` or ``.json.gz``).
-        record_shapes: record op input shapes in the trace (a saved trace can then be counted
-            without the model, and collectives' message sizes can be read); a little cost per op.
+        record_shapes: record each op's shapes (default; the count is made from them). Off:
+            a timing-only report, every op listed as uncounted.
         formulas: per-call FLOP formulas, as for :func:`torch_roofline.count`.
+        overhead_threshold_s: the overhead bound's threshold (see :mod:`torch_roofline.analysis`).
+        backward, loss_fn: ignored (kept for old callers): what ran is counted.
 
     Example::
 
         model, x = torchvision.models.resnet18(), torch.randn(8, 3, 224, 224)
         with RooflineProfiler(model) as prof:
-            model(x).sum().backward()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
         print(prof.report())
 
-    Overhead: the profiler adds a few microseconds per op and per module (its ranges);
-    counting happens after the block, on fake tensors, and never inside the timed step.
-    Limits: the count replays the model's first call of the step; a step that calls the
-    model several times is counted from that one call (a note says so).
+    Overhead: torch.profiler's own cost per recorded op (a few µs with shapes on this
+    project's CPU), plus about a microsecond per module call for its range; counting happens
+    in :meth:`report`, after the block, and scales with the distinct op signatures.
     """
 
     def __init__(
         self,
-        model: nn.Module,
+        model: Models = None,
         *,
         device: Union[str, torch.device, None] = None,
         roof: Any = "auto",
@@ -203,44 +213,43 @@ class RooflineProfiler:
         export_trace: Optional[str] = None,
         formulas: Optional[Mapping[Any, Callable[..., Any]]] = None,
         overhead_threshold_s: Optional[float] = None,
-        record_shapes: bool = False,
+        record_shapes: bool = True,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"RooflineProfiler(model=...): expected an nn.Module, got {type(model).__name__}")
         if isinstance(model, torch.jit.RecursiveScriptModule):
             raise TypeError(
-                "RooflineProfiler(model=...): a torch.jit.script'ed module takes no Python hooks, so the profiler "
-                "cannot see its calls or module ranges; profile the eager module you scripted (or a "
-                "torch.jit.trace'd one), or time the scripted one with torch.profiler and read the trace with "
-                "torch_roofline.from_trace"
+                "RooflineProfiler(model=...): a torch.jit.script'ed module has no Python forward to put a module "
+                "range around; profile the eager module you scripted, or pass model=None to count and time its "
+                "ops without module attribution"
+            )
+        if model is not None and not isinstance(model, (nn.Module, Mapping, list, tuple)):
+            raise TypeError(
+                f"RooflineProfiler(model=...): expected an nn.Module, a mapping of names to modules, a list of "
+                f"modules or None, got {type(model).__name__}"
             )
         check_memory_model(memory_model, "RooflineProfiler")
-        self.model = model
-        self.torch_device = torch.device(device) if device is not None else _model_device(model)
+        self._ranges = ModuleRanges(model)
+        self.model = self._ranges.tree
+        self.torch_device = torch.device(device) if device is not None else _model_device(self.model)
         self.roof = roof
-        self.backward = backward
-        self.loss_fn = loss_fn
         self.memory_model = memory_model
         self.formulas = formulas
         self.overhead_threshold_s = overhead_threshold_s
+        self.profile_memory = profile_memory
+        self.record_shapes = record_shapes
         self._session = ProfileSession(
             schedule=schedule,
             profile_memory=profile_memory,
             hardware_counters=hardware_counters,
             export_path=export_trace,
             record_shapes=record_shapes,
+            metadata={LABELS_KEY: self._ranges.labels} if self._ranges.labels else None,
+            keep_results=profile_memory and record_shapes,
+            capture_overload_names=True,
         )
-        self._ranges = ModuleRanges(model)
         self._handles: List[Any] = []
-        self._call: Optional[Tuple[Tuple[Any, ...], Dict[str, Any]]] = None
-        self._grad_enabled = True
-        self._grads_present = False
-        self._calls_in_first_step = 0
-        self._steps_seen = 0
-        self._optimizer: Optional[torch.optim.Optimizer] = None
         self._device_obj: Any = None
         self._report: Optional[RooflineReport] = None
-        self._costs: Optional[CountResult] = None
+        self._costs: Optional[ShapeCosts] = None
         self._timing: Optional[TraceTiming] = None
 
     # ---- context ----------------------------------------------------------------------
@@ -250,8 +259,8 @@ class RooflineProfiler:
         _ACTIVE.on = True
         try:
             self._report = self._costs = self._timing = None
-            self._handles.append(self.model.register_forward_pre_hook(self._capture, with_kwargs=True))
-            self._handles.append(_optim.register_optimizer_step_pre_hook(self._capture_optimizer))
+            self._device_obj = None
+            self._check_first_call()
             self._ranges.__enter__()
             self._session.__enter__()
         except BaseException:
@@ -267,33 +276,35 @@ class RooflineProfiler:
             self._session.__exit__(exc_type, exc, tb)
         finally:
             self._ranges.__exit__(exc_type, exc, tb)
-            for h in self._handles:
-                h.remove()
-            self._handles.clear()
+            self._remove_hooks()
             _ACTIVE.on = False
+
+    def _remove_hooks(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def _check_first_call(self) -> None:
+        """Check the devices of the first call of each top-level model, before it runs (a clear
+        error instead of torch's from deep inside); the hooks remove themselves after it."""
+        if self.model is None:
+            return
+        tops = [self.model] if self._ranges.root_type != "step" else list(self.model.children())
+
+        def check(module: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
+            self._remove_hooks()
+            meta = model_device(module) == torch.device("meta")
+            check_devices(module, (tuple(args), dict(kwargs)), caller="RooflineProfiler", hint=(
+                "; a model on 'meta' runs no arithmetic and cannot be timed: use torch_roofline.predict"
+                if meta else ""))
+
+        for top in tops:
+            if not isinstance(top, torch.jit.ScriptModule):
+                self._handles.append(top.register_forward_pre_hook(check, with_kwargs=True))
 
     def step(self) -> None:
         """Mark the end of one training/inference step (drives the schedule)."""
-        self._steps_seen += 1
         self._session.step()
-
-    def _capture(self, module: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
-        if self._steps_seen == 0:
-            self._calls_in_first_step += 1
-        if self._call is None:
-            call = (tuple(args), dict(kwargs))
-            # before the forward runs, so a mismatch is this clear error, not torch's from deep inside
-            meta = model_device(self.model) == torch.device("meta")
-            check_devices(self.model, call, caller="RooflineProfiler", hint=(
-                "; a model on 'meta' runs no arithmetic and cannot be timed: use torch_roofline.predict"
-                if meta else ""))
-            self._call = call
-            self._grad_enabled = torch.is_grad_enabled()
-            self._grads_present = any(p.grad is not None for p in self.model.parameters())
-
-    def _capture_optimizer(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        if self._optimizer is None:
-            self._optimizer = optimizer
 
     # ---- results ----------------------------------------------------------------------
     @property
@@ -305,66 +316,26 @@ class RooflineProfiler:
     def timing(self) -> TraceTiming:
         """The measured times (per op and module, summed over the active steps); computed once."""
         if self._timing is None:
-            names = {op.op for op in self.costs().ops} if self._call is not None else None
-            self._timing = attribute(self._session.trace, op_names=names)
+            self._timing = attribute(self._session.trace, outside=self.model is not None)
         return self._timing
 
-    def costs(self) -> CountResult:
-        """The counted step (FLOPs, MACs, bytes per op call), replayed on fake tensors."""
+    def costs(self) -> ShapeCosts:
+        """The counted calls of the last window: one cost per timed op row (all its steps),
+        rebuilt from the recorded shapes (:func:`~torch_roofline.timing.shapes.shape_costs`)."""
         if self._costs is None:
-            if self._call is None:
+            timing = self.timing
+            if not timing.ops:
                 raise RuntimeError(
-                    "RooflineProfiler: the model was never called inside the profiled block, so there "
-                    "is no step to count; call model(inputs) inside `with prof:`"
+                    "RooflineProfiler: no op ran inside the profiled block (or the schedule's active steps), so there "
+                    "is nothing to count; run the step (e.g. model(inputs)) inside `with prof:` and call prof.step() "
+                    "after each step when a schedule is set"
                 )
-            backward = self.backward
-            if backward is None:
-                backward = self._trace_has_backward()
-            args, kwargs = self._call
-            try:
-                self._costs = count_replay(
-                    self.model, args, kwargs, backward=backward, loss_fn=self.loss_fn,
-                    optimizer=self._optimizer if backward else None, memory_model=self.memory_model,
-                    formulas=self.formulas, grad_enabled=self._grad_enabled, grads_present=self._grads_present,
-                )
-            except Exception as exc:
-                if backward:
-                    first = str(exc).splitlines()[0] if str(exc) else ""
-                    raise RuntimeError(
-                        f"RooflineProfiler: the profiled training step cannot be counted on fake tensors "
-                        f"({type(exc).__name__}: {first}); a training step is never run twice to count it. "
-                        "Count it separately with torch_roofline.count(model, inputs, backward=True) on a copy "
-                        "of the model, or profile a forward-only step"
-                    ) from exc
-                self._costs = self._count_forward_again(args, kwargs, exc)
+            results = self._session.results[-1] if self._session.results else None
+            identities = Identities(results, self._session.trace) if results is not None else None
+            params = list(self.model.parameters()) if self.model is not None else ()
+            self._costs = shape_costs(self._session.trace, timing, identities=identities, formulas=self.formulas,
+                                      parameters=params)
         return self._costs
-
-    def _count_forward_again(self, args: Tuple[Any, ...], kwargs: Dict[str, Any], exc: Exception) -> CountResult:
-        """Count a forward-only step by running it once more on the real tensors.
-
-        For models fake tensors cannot run (the forward already ran for real, so the failure
-        is the replay's): scripted modules (``torch.utils.mkldnn``'s), ops without a fake
-        kernel (``mkldnn_linear``). Timing is done by then, so the extra forward does not
-        distort it; it does have a forward's side effects (train-mode batch-norm statistics,
-        RNG draws), which the result's note says. A training step is never run twice.
-        """
-        from torch_roofline.count import count
-
-        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
-        with torch.set_grad_enabled(self._grad_enabled):
-            if kwargs:
-                result = count(lambda: self.model(*args, **kwargs), None, memory_model=self.memory_model,
-                               formulas=self.formulas, modules=self.model)
-            else:
-                result = count(self.model, tuple(args), memory_model=self.memory_model, formulas=self.formulas)
-        note = (f"counted by running the forward once more on the real tensors: the step cannot run on "
-                f"fake tensors ({reason}); that forward's side effects (train-mode batch-norm statistics, "
-                "random draws) happened twice")
-        return dataclasses.replace(result, notes=tuple(result.notes) + (note,))
-
-    def _trace_has_backward(self) -> bool:
-        trace = self._session.trace
-        return any(e.name.startswith("autograd::engine::evaluate_function") for e in trace.events)
 
     def device(self) -> Any:
         """The :class:`~torch_roofline.devices.Device` whose roofs the report uses."""
@@ -376,44 +347,60 @@ class RooflineProfiler:
         """The :class:`~torch_roofline.report.RooflineReport` of the profiled step(s)."""
         if self._report is not None:
             return self._report
-        if getattr(_ACTIVE, "on", False) and self._handles:
+        if getattr(_ACTIVE, "on", False) and self._ranges.active:
             raise RuntimeError("RooflineProfiler.report(): leave the `with` block first")
-        costs = self.costs()
         timing = self.timing
+        if not self.record_shapes:
+            costs, notes = (), ["record_shapes=False: the trace has no shapes to count; a timing-only report"]
+            shaped = None
+        else:
+            shaped = self.costs()
+            costs, step_notes = per_step(shaped.costs, timing.steps, [row.step for row in timing.ops])
+            notes = list(shaped.summary()) + list(step_notes)
+            if not self.profile_memory:
+                notes.append("profile_memory=False: no tensor identities, so compulsory bytes are per op "
+                              "(each op's own first-touch traffic)")
         dev = self.device()
         kwargs = {}
         if self.overhead_threshold_s is not None:
             kwargs["overhead_threshold_s"] = self.overhead_threshold_s
-        ops, roofs = place(costs.ops, dev)
+        ops, roofs = place(costs, dev)
         report = analyse(
             ops,
             timing.ops,
             timing.modules,
-            costs.modules,
+            self._module_infos(),
             roofs,
             device=device_info(dev),
             steps=timing.steps,
             memory_model=self.memory_model,
             step_time_s=timing.step_time_s,
             peak_memory_bytes=timing.peak_memory_bytes,
-            activation_bytes=costs.activation_bytes or None,
-            model=type(self.model).__name__,
+            activation_bytes=shaped.activation_bytes or None if shaped is not None else None,
+            model=self._ranges.root_type,
+            predicted=False,
             **kwargs,
         )
-        # The count's own notes (sparse tensors, scripted modules, a forward counted again),
-        # except the routine one saying it was replayed on fake tensors.
-        notes = [n for n in costs.notes if n not in report.notes and not n.startswith("counted by replaying")]
         faults = self._session.minor_faults_per_step
         if faults is not None and faults >= NOTE_THRESHOLD_FAULTS and getattr(dev, "kind", None) == "cpu":
             notes.append(page_fault_note(faults))
-        if self._calls_in_first_step > 1:
-            notes.append(
-                f"the model was called {self._calls_in_first_step} times in the first step; the count replays "
-                "its first call only"
-            )
+        if self.model is not None and not any(m.name and m.name != OUTSIDE for m in timing.modules) \
+                and not any(op.module and op.module != OUTSIDE for op in timing.ops):
+            notes.append(f"the model ({self._ranges.root_type}) was never called inside the profiled steps: every op "
+                         f"ran outside its modules ({OUTSIDE!r}); call it inside `with prof:`")
         self._report = report.with_notes(*notes)
         return self._report
 
+    def _module_infos(self) -> List[ModuleInfo]:
+        infos = module_infos(self.model, root_type=self._ranges.root_type)
+        if self.model is not None and self._ranges.root_type == "step":
+            infos[0] = dataclasses.replace(infos[0], type="step")
+        if any(op.module == OUTSIDE for op in self.timing.ops):
+            infos.insert(1, ModuleInfo(OUTSIDE, "", 0, 0))
+        return infos
 
-def _model_device(model: nn.Module) -> torch.device:
+
+def _model_device(model: Optional[nn.Module]) -> torch.device:
+    if model is None:
+        return torch.device("cpu")
     return model_device(model) or torch.device("cpu")

@@ -21,6 +21,7 @@ from typing import Any, Dict, Optional, Tuple
 
 __all__ = [
     "PHASES",
+    "OUTSIDE",
     "MEMORY_MODELS",
     "check_memory_model",
     "Cost",
@@ -33,6 +34,12 @@ __all__ = [
 ]
 
 PHASES: Tuple[str, ...] = ("forward", "backward", "optimizer")
+
+#: Module name of the row holding the ops that ran outside every module of the profiled
+#: model(s): a loss computed on the model's output, data movement, a training step's own
+#: arithmetic. A child of the root ``""`` (the whole step); never a ``named_modules()`` name
+#: (those hold no parentheses or spaces unless a ``ModuleDict`` key does, which is refused).
+OUTSIDE = "(outside modules)"
 
 #: The two memory models: ``"op"`` (every op reads its inputs and writes its outputs) and
 #: ``"compulsory"`` (each storage moved once per step).
@@ -115,6 +122,7 @@ class OpCost:
         unit: ``"matrix"`` or ``"vector"``: the roof the op is measured against.
         counted: False when the op does arithmetic but has no formula (FLOPs unknown).
         index: position of the call in the step (0-based), for joining with timings.
+        recompute: a forward op re-run during backward (activation checkpointing).
     """
 
     op: str
@@ -131,6 +139,7 @@ class OpCost:
     unit: str
     counted: bool
     index: int = 0
+    recompute: bool = False
 
     def cost(self, memory_model: str = "op") -> Cost:
         """This call as a :class:`Cost` under ``memory_model`` (``"op"`` or ``"compulsory"``)."""
@@ -181,6 +190,8 @@ class OpTiming:
         thread: host thread id.
         seq: autograd sequence number when recorded, else ``None``.
         index: position among this phase's ops in the trace (ordering for joins).
+        step: which profiled step (0-based ``ProfilerStep`` span) the op ran in.
+        recompute: a forward op re-run during backward (activation checkpointing).
     """
 
     op: str
@@ -195,6 +206,8 @@ class OpTiming:
     thread: int = 0
     seq: Optional[int] = None
     index: int = 0
+    step: int = 0
+    recompute: bool = False
 
 
 @dataclass(frozen=True)

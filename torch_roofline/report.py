@@ -190,6 +190,7 @@ class OpRow:
     time_lost_s: Optional[float]
     fusion_headroom: Optional[float]
     counted: bool
+    recompute_calls: int = 0
 
 
 @dataclass(frozen=True)
@@ -618,6 +619,8 @@ def _row_from_dict(cls: type, d: Mapping[str, Any]):
             v = bool(v)
         elif f.name == "counted":
             v = True if v is None else bool(v)
+        elif f.name == "recompute_calls":
+            v = int(v or 0)  # reports written before the field existed
         kwargs[f.name] = v
     if kwargs.get("name") is None:
         raise ValueError(f"RooflineReport.from_dict: a {cls.__name__} has no 'name': {dict(d)!r:.200}")

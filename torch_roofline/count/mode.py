@@ -356,6 +356,8 @@ class OpCounter:
             return self._phase_override, ("",)
         node = torch._C._current_autograd_node()
         if node is not None:
+            if self._stack:  # a module's forward re-run in backward (activation checkpointing)
+                return "backward", self.scope()
             return "backward", self._seq_scope.get(node._sequence_nr(), ("",))
         return "forward", self.scope()
 
@@ -410,6 +412,7 @@ class OpCounter:
                 unit=unit,
                 counted=counted,
                 index=len(self.ops),
+                recompute=phase == "backward" and bool(self._stack),
             ))
         )
 

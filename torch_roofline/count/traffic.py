@@ -190,6 +190,11 @@ class StepTraffic:
     def __init__(self) -> None:
         from torch.multiprocessing.reductions import StorageWeakRef
 
+        #: When a list, every storage access is appended to it, in order: ``("r", storage key,
+        #: bytes)`` and ``("w", storage key, bytes, whole)`` (``whole``: the write covered the
+        #: storage). The recorded-shapes path replays one op alone and re-applies these accesses
+        #: to the step's real storages (:mod:`torch_roofline.timing.shapes`).
+        self.log: Optional[List[Tuple[Any, ...]]] = None
         self._weakref = StorageWeakRef
         self._alive: Dict[Any, Any] = {}  # storage key -> its weak reference (one per storage)
         self._read: set = set()
@@ -233,8 +238,10 @@ class StepTraffic:
         else:
             reads = [(t, sk, tensor_bytes(t)) for t, sk in inputs]
         bytes_read = comp_read = 0
-        read, produced, alive = self._read, self._produced, self._alive
+        read, produced, alive, log = self._read, self._produced, self._alive, self.log
         for t, sk, b in reads:
+            if log is not None:
+                log.append(("r", sk, b))
             bytes_read += b
             if sk not in read:
                 read.add(sk)
@@ -252,8 +259,12 @@ class StepTraffic:
                 if sk not in alive:
                     self._keep(t, sk)
                 comp_written += b
-            if sk not in produced and b >= _storage_nbytes(t):
-                produced.add(sk)
+            if sk not in produced or log is not None:
+                whole = b >= _storage_nbytes(t)
+                if whole:
+                    produced.add(sk)
+                if log is not None:
+                    log.append(("w", sk, b, whole))
         return Traffic(bytes_read, bytes_written, comp_read, comp_written)
 
     @staticmethod

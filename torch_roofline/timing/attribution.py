@@ -56,9 +56,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
-from torch_roofline.records import ModuleTiming, OpTiming
-from torch_roofline.timing.ranges import parse_range_name
+from torch_roofline.records import OUTSIDE, ModuleTiming, OpTiming, frozen_record
+from torch_roofline.timing.ranges import RANGE_PREFIX, parse_range_name, read_labels
 from torch_roofline.timing.trace import DEVICE_KINDS, DeviceProperties, Trace, TraceEvent
+from torch_roofline.count.dispatch import default_is_composite, is_composite_call, op_kind
 
 __all__ = ["DeviceActivity", "TraceTiming", "attribute", "dotted_op_name"]
 
@@ -73,6 +74,7 @@ _LAUNCH_KINDS = ("cuda_runtime", "cuda_driver")
 # Traces store microseconds with nanosecond decimals; containment tolerates 1 ns.
 _TOL_S = 1e-9
 _ROOT_SCOPE: Tuple[str, ...] = ("",)
+_OUTSIDE_SCOPE: Tuple[str, ...] = ("", OUTSIDE)
 _NOT_FORWARD = ("backward", "optimizer")
 # (start of a forward op, its rooted module scope, its module range indices)
 _SeqEntry = Tuple[float, Tuple[str, ...], Tuple[int, ...]]
@@ -185,7 +187,7 @@ class _Node:
     """A host event placed in its thread's nesting tree (internal, mutable while built)."""
 
     __slots__ = ("event", "scope", "ranges", "mark", "bwd_seq", "bwd_start", "cpu_op", "row",
-                 "engine_depth")
+                 "engine_depth", "parent", "has_op_child", "recompute", "is_op")
 
     def __init__(self, event: TraceEvent) -> None:
         self.event = event
@@ -197,6 +199,10 @@ class _Node:
         self.cpu_op: Optional[_Node] = None  # innermost cpu_op, self included
         self.row: Optional[_Node] = None  # op row (outermost matched op), self included
         self.engine_depth = 0  # autograd engine events enclosing it, self included
+        self.parent: Optional[_Node] = None  # enclosing host event on the same thread
+        self.has_op_child = False  # an op event is recorded inside it
+        self.recompute = False  # inside a module range entered during backward (checkpointing)
+        self.is_op = False  # a cpu_op that is an op call (not a range or engine event)
 
 
 def _contains(outer: TraceEvent, inner: TraceEvent) -> bool:
@@ -213,13 +219,16 @@ class _HostTimeline:
     Shared by :func:`attribute` and :mod:`torch_roofline.timing.counters`.
     """
 
-    def __init__(self, trace: Trace, op_names: Optional[Set[str]]) -> None:
+    def __init__(self, trace: Trace, op_names: Optional[Set[str]],
+                 labels: Optional[Mapping[str, str]] = None, outside: Optional[bool] = None) -> None:
         self.op_names = op_names
+        self.labels = dict(labels) if labels is not None else read_labels(trace.metadata)
         self.nodes: Dict[int, _Node] = {}
         self.order: List[_Node] = []  # every node, parents before children
         # Forward/backward work nested inside an optimizer mark (Lightning runs training_step and
         # backward inside optimizer.step(closure)): (start, end) of each such outermost event.
         self.in_optimizer: List[Tuple[float, float]] = []
+        self.has_ranges = False
         threads: Dict[Tuple[object, object], List[TraceEvent]] = defaultdict(list)
         for ev in trace.events:
             if ev.kind in _HOST_KINDS:
@@ -228,14 +237,27 @@ class _HostTimeline:
         for events in threads.values():
             events.sort(key=lambda e: (e.start_s, -e.dur_s, _KIND_RANK[e.kind], e.index))
             self._sweep(events)
+        self._assign_rows()
+        # Ops outside every module range get a row of their own, when the trace has ranges
+        # (a model was given) and the rows are the recorded calls (not a model's replay).
+        self.outside = (self.has_ranges if outside is None else outside) and op_names is None
         self._fwd_by_seq = self._forward_sequence_map()
 
-    def _matches(self, ev: TraceEvent) -> bool:
-        if ev.kind != "cpu_op":
-            return False
-        if self.op_names is None:
-            return ev.name.startswith("aten::")
-        return dotted_op_name(ev.name) in self.op_names
+    def _is_row(self, node: _Node) -> bool:
+        ev = node.event
+        if self.op_names is not None:
+            return dotted_op_name(ev.name) in self.op_names
+        kind = op_kind(ev.name)
+        if kind == "row":
+            return True
+        if kind == "through":
+            return not node.has_op_child  # nothing dispatched inside: a row without work
+        if kind == "mixed":
+            types = ev.args.get("Input type")
+            # without recorded argument types, the default overload is the best guess
+            composite = is_composite_call(ev.name, types) if types else default_is_composite(ev.name)
+            return not (composite and node.has_op_child)
+        return False
 
     def _sweep(self, events: Sequence[TraceEvent]) -> None:
         stack: List[_Node] = []
@@ -245,42 +267,69 @@ class _HostTimeline:
             parent = stack[-1] if stack else None
             node = _Node(ev)
             if parent is not None:
+                node.parent = parent
                 node.scope, node.ranges = parent.scope, parent.ranges
                 node.mark, node.bwd_seq = parent.mark, parent.bwd_seq
                 node.bwd_start = parent.bwd_start
-                node.cpu_op, node.row = parent.cpu_op, parent.row
+                node.cpu_op = parent.cpu_op
                 node.engine_depth = parent.engine_depth
+                node.recompute = parent.recompute
             in_opt = node.mark == "optimizer"
-            if ev.kind == "user_annotation":
-                parsed = parse_range_name(ev.name)
+            name = ev.name
+            if name.startswith(RANGE_PREFIX):  # ours: user_annotation or (fast ranges) cpu_op
+                parsed = parse_range_name(name, self.labels)
                 if parsed is not None and parsed[0] == "module":
+                    self.has_ranges = True
                     node.scope = node.scope + (parsed[1],)
                     node.ranges = node.ranges + (ev.index,)
                     if node.mark == "optimizer":  # a module's forward run by an optimizer closure
                         node.mark = None
+                    elif node.mark == "backward":  # a forward re-run during backward: recompute
+                        node.recompute = True
                 elif parsed is not None and parsed[0] == "phase":
                     node.mark = parsed[1]
-                elif ev.name.startswith(_OPTIMIZER_PREFIXES):
+            elif ev.kind == "user_annotation":
+                if name.startswith(_OPTIMIZER_PREFIXES):
                     node.mark = "optimizer"
             elif ev.kind == "cpu_op":
                 node.cpu_op = node
-                if ev.name.startswith(_BACKWARD_PREFIX):
+                if name.startswith(_BACKWARD_PREFIX):
                     node.mark, node.bwd_seq, node.bwd_start = "backward", ev.seq, ev.start_s
                     node.engine_depth += 1
-                if node.row is None and self._matches(ev):
-                    node.row = node
+                    node.recompute = False
+                else:
+                    node.is_op = True
+                    if parent is not None:
+                        parent.has_op_child = True
             if in_opt and node.mark != "optimizer":
                 self.in_optimizer.append((ev.start_s, ev.end_s))
             self.nodes[ev.index] = node
             self.order.append(node)
             stack.append(node)
 
+    def _assign_rows(self) -> None:
+        """Each op event's row: the outermost enclosing event that is a row (see
+        :mod:`torch_roofline.count.dispatch`), or the event itself (parents come first)."""
+        for node in self.order:
+            parent = node.parent
+            if parent is not None and parent.row is not None:
+                node.row = parent.row
+            elif node.is_op and self._is_row(node):
+                node.row = node
+
+    def module_scope(self, scope: Tuple[str, ...]) -> Tuple[str, ...]:
+        """A forward event's rooted module scope: its ranges; outside every range, the
+        ``OUTSIDE`` row when the trace has ranges, else the root."""
+        if not scope and self.outside:
+            return _OUTSIDE_SCOPE
+        return _rooted(scope)
+
     def _forward_sequence_map(self) -> Dict[int, List[_SeqEntry]]:
         by_seq: Dict[int, List[_SeqEntry]] = defaultdict(list)
         for node in self.order:
             ev = node.event
-            if ev.kind == "cpu_op" and ev.seq is not None and node.mark not in _NOT_FORWARD:
-                by_seq[ev.seq].append((ev.start_s, _rooted(node.scope), node.ranges))
+            if ev.kind == "cpu_op" and ev.seq is not None and (node.mark not in _NOT_FORWARD or node.recompute):
+                by_seq[ev.seq].append((ev.start_s, self.module_scope(node.scope), node.ranges))
         for entries in by_seq.values():
             entries.sort(key=lambda t: t[0])
         return by_seq
@@ -289,6 +338,8 @@ class _HostTimeline:
         """(phase, rooted module scope, module range indices) of a host event."""
         if node.mark == "optimizer":
             return "optimizer", _ROOT_SCOPE, ()
+        if node.recompute:  # a checkpointed forward re-run in backward: its own module ranges
+            return "backward", _rooted(node.scope), node.ranges
         if node.mark == "backward":
             entries = self._fwd_by_seq.get(node.bwd_seq) if node.bwd_seq is not None else None
             if not entries:
@@ -297,7 +348,7 @@ class _HostTimeline:
             i = bisect.bisect_right([t[0] for t in entries], node.bwd_start) - 1
             _, scope, ranges = entries[max(i, 0)]
             return "backward", scope, ranges
-        return "forward", _rooted(node.scope), node.ranges
+        return "forward", self.module_scope(node.scope), node.ranges
 
     def launch_site(self, event_index: int) -> Optional[_Node]:
         return self.nodes.get(event_index)
@@ -306,13 +357,20 @@ class _HostTimeline:
 # --------------------------------------------------------------------------- attribution
 
 
-def attribute(trace: Trace, *, op_names: Optional[Iterable[str]] = None) -> TraceTiming:
+def attribute(trace: Trace, *, op_names: Optional[Iterable[str]] = None,
+              labels: Optional[Mapping[str, str]] = None, outside: Optional[bool] = None) -> TraceTiming:
     """Measured time per op and per module of a parsed trace.
 
     Args:
         trace: from :func:`~torch_roofline.timing.trace.load_trace` or a live session.
-        op_names: dotted aten op names to make rows of (``{"aten.convolution"}``); ``None``
-            makes a row of every outermost ``aten::`` op.
+        op_names: dotted aten op names to make rows of (``{"aten.convolution"}``, the ops
+            a model's replay counted); ``None`` makes a row of every call a dispatch-mode
+            counter sees: the outermost recorded ops that are not CompositeImplicitAutograd
+            (:mod:`torch_roofline.count.dispatch`).
+        labels: ``{"#<k>": module name}`` of ranges recorded under safe labels; default: the
+            table in the trace's metadata (:data:`~torch_roofline.timing.ranges.LABELS_KEY`).
+        outside: whether ops outside every module range form the ``OUTSIDE`` row (else they
+            belong to the root); default: when the trace has module ranges.
 
     Returns:
         A :class:`TraceTiming` (rules in the module docstring).
@@ -324,7 +382,7 @@ def attribute(trace: Trace, *, op_names: Optional[Iterable[str]] = None) -> Trac
             print(op.op, op.module, op.time_s)
     """
     names = _check_op_names(op_names)
-    timeline = _HostTimeline(trace, names)
+    timeline = _HostTimeline(trace, names, labels, outside)
     on_device = trace.has_device_activity
 
     row_nodes = [n for n in timeline.order if n.row is n]
@@ -337,12 +395,12 @@ def attribute(trace: Trace, *, op_names: Optional[Iterable[str]] = None) -> Trac
         if act.op_index is not None:
             per_row[act.op_index].append(act)
 
-    ops = _op_rows(timeline, row_nodes, per_row)
+    ops = _op_rows(timeline, row_nodes, per_row, _step_starts(trace))
     steps, step_time_s = _step_time(trace, timeline, activities)
     if on_device:
         modules = _gpu_module_rows(timeline, activities, steps, step_time_s)
     else:
-        modules = _cpu_module_rows(timeline, steps, step_time_s)
+        modules = _cpu_module_rows(timeline, steps, step_time_s, ops)
     device = trace.device() if on_device else None
     return TraceTiming(
         ops=tuple(ops),
@@ -430,7 +488,8 @@ def _as_int(value: Union[int, str]) -> int:
 
 
 def _op_rows(
-    timeline: _HostTimeline, row_nodes: List[_Node], per_row: Mapping[int, List[DeviceActivity]]
+    timeline: _HostTimeline, row_nodes: List[_Node], per_row: Mapping[int, List[DeviceActivity]],
+    step_starts: Sequence[float],
 ) -> List[OpTiming]:
     rows: List[OpTiming] = []
     phase_counter: Dict[str, int] = defaultdict(int)
@@ -438,23 +497,31 @@ def _op_rows(
         ev = node.event
         phase, scope, _ = timeline.context(node)
         acts = per_row.get(i, ())
-        device_time_s = math.fsum(a.dur_s for a in acts)
-        rows.append(OpTiming(
-            op=dotted_op_name(ev.name),
-            module=scope[-1],
-            scope=scope,
-            phase=phase,
-            time_s=device_time_s if acts else ev.dur_s,
-            cpu_time_s=ev.dur_s,
-            device_time_s=device_time_s,
-            kernels=sum(1 for a in acts if a.kind == "kernel"),
-            start_s=ev.start_s,
-            thread=_as_int(ev.tid),
-            seq=node.bwd_seq if phase == "backward" else ev.seq,
-            index=phase_counter[phase],
-        ))
+        device_time_s = math.fsum(a.dur_s for a in acts) if acts else 0.0
+        rows.append(frozen_record(OpTiming, {
+            "op": dotted_op_name(ev.name),
+            "module": scope[-1],
+            "scope": scope,
+            "phase": phase,
+            "time_s": device_time_s if acts else ev.dur_s,
+            "cpu_time_s": ev.dur_s,
+            "device_time_s": device_time_s,
+            "kernels": sum(1 for a in acts if a.kind == "kernel"),
+            "start_s": ev.start_s,
+            "thread": _as_int(ev.tid),
+            "seq": node.bwd_seq if phase == "backward" else ev.seq,
+            "index": phase_counter[phase],
+            "step": max(bisect.bisect_right(step_starts, ev.start_s + _TOL_S) - 1, 0) if step_starts else 0,
+            "recompute": node.recompute,
+        }))
         phase_counter[phase] += 1
     return rows
+
+
+def _step_starts(trace: Trace) -> List[float]:
+    """Start times of the ``ProfilerStep#N`` spans, sorted (empty: one step)."""
+    return sorted(e.start_s for e in trace.events
+                  if e.kind in ("user_annotation", "cpu_op") and _PROFILER_STEP.match(e.name))
 
 
 # --------------------------------------------------------------------------- step, phases
@@ -579,8 +646,13 @@ def _root_forward(step_time_s: float, other_self_s: float, top_level_s: float
     return self_s + top_level_s, self_s
 
 
-def _cpu_module_rows(timeline: _HostTimeline, steps: int, step_time_s: float) -> List[ModuleTiming]:
+def _cpu_module_rows(timeline: _HostTimeline, steps: int, step_time_s: float,
+                     ops: Sequence[OpTiming]) -> List[ModuleTiming]:
     accs: Dict[Tuple[str, str], _Acc] = {}
+    outside = [op.time_s for op in ops if op.phase == "forward" and op.module == OUTSIDE]
+    if outside:  # no range of its own: the time of its ops, once per step
+        acc = accs[(OUTSIDE, "forward")] = _Acc(_OUTSIDE_SCOPE)
+        acc.time, acc.self_time, acc.calls = list(outside), list(outside), steps
     child_time: Dict[int, float] = defaultdict(float)
     ranges = _forward_ranges(timeline)
     for node in ranges:
@@ -678,6 +750,8 @@ def _gpu_module_rows(timeline: _HostTimeline, activities: Sequence[DeviceActivit
             acc.time.append(act.dur_s)
             if depth == len(act.scope) - 1:
                 acc.self_time.append(act.dur_s)
+    if (OUTSIDE, "forward") in accs:  # no range of its own: once per step
+        accs[(OUTSIDE, "forward")].calls = steps
     # Backward calls: distinct forward calls reached, through the launches' contexts.
     for node in timeline.order:
         if node.mark == "backward" and node.event.kind in _LAUNCH_KINDS:

@@ -35,11 +35,12 @@ Example::
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 import tempfile
 import warnings
-from typing import Any, Callable, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence
 
 import torch
 from torch.profiler import ProfilerAction, ProfilerActivity
@@ -75,6 +76,12 @@ class ProfileSession:
         counter_metrics: metric names to ask for instead of the defaults.
         export_path: also keep each exported trace here (``.json`` or ``.json.gz``; with a
             schedule that repeats, ``{n}`` in the name is replaced by the cycle number).
+        metadata: ``{key: JSON-serialisable value}`` written into every exported trace's
+            header (the module-name table of :class:`~torch_roofline.timing.ranges.ModuleRanges`).
+        keep_results: also keep each window's in-memory profiler results (``kineto_results``,
+            for :class:`~torch_roofline.timing.identity.Identities`) in :attr:`results`.
+        capture_overload_names: record op names with their overload (``aten::add.Tensor``),
+            where this torch supports it.
 
     After the block, :attr:`traces` holds one :class:`Trace` per completed active window
     and :attr:`trace` the last one; :attr:`minor_faults_per_step` the page faults of the
@@ -92,6 +99,9 @@ class ProfileSession:
         hardware_counters: bool = False,
         counter_metrics: Optional[Sequence[str]] = None,
         export_path: Optional[str] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        keep_results: bool = False,
+        capture_overload_names: bool = False,
     ) -> None:
         self._activities = _activities(activities)
         if hardware_counters and ProfilerActivity.CUDA not in self._activities:
@@ -108,11 +118,15 @@ class ProfileSession:
         self._hardware_counters = hardware_counters
         self._metrics = tuple(counter_metrics or DEFAULT_COUNTER_METRICS)
         self._export_path = export_path
+        self._metadata = {k: json.dumps(v) for k, v in (metadata or {}).items()}
+        self._keep_results = keep_results
+        self._overload_names = capture_overload_names
         self._prof: Optional[torch.profiler.profile] = None
         self._primer: Optional[torch.Tensor] = None
         self._discard = False
         self._faults = StepFaults()
         self.traces: List[Trace] = []
+        self.results: List[Any] = []
 
     # ----------------------------------------------------------------- context manager
     def __enter__(self) -> "ProfileSession":
@@ -124,6 +138,7 @@ class ProfileSession:
                 "thread; torch.profiler cannot nest. Stop the outer profiler first."
             )
         self.traces = []
+        self.results = []
         self._discard = False
         prof = torch.profiler.profile(
             activities=sorted(self._activities, key=lambda a: a.name),
@@ -143,9 +158,17 @@ class ProfileSession:
         with quiet_native_stderr():
             prof.__enter__()
             self._release_primer()
+            self._add_metadata(prof)
         self._prof = prof
         self._faults.start()
         return self
+
+    def _add_metadata(self, prof: torch.profiler.profile) -> None:
+        """Write :attr:`_metadata` into the recording trace (only a running recording keeps it:
+        each schedule cycle starts a new one, so this runs again after every step)."""
+        if self._metadata and torch.autograd.profiler._is_profiler_enabled:
+            for key, value in self._metadata.items():
+                prof.add_metadata_json(key, value)
 
     def _release_primer(self) -> None:
         if self._primer is not None and torch.autograd.profiler._is_profiler_enabled:
@@ -159,6 +182,7 @@ class ProfileSession:
         with quiet_native_stderr():
             self._prof.step()
             self._release_primer()
+            self._add_metadata(self._prof)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         prof, self._prof = self._prof, None
@@ -206,11 +230,18 @@ class ProfileSession:
 
     # ----------------------------------------------------------------- internals
     def _experimental_config(self) -> Optional[Any]:
-        if not self._hardware_counters:
+        options: dict = {}
+        if self._hardware_counters:
+            options.update(profiler_metrics=list(self._metrics), profiler_measure_per_kernel=True)
+        if self._overload_names:
+            options["capture_overload_names"] = True
+        if not options:
             return None
-        return torch._C._profiler._ExperimentalConfig(
-            profiler_metrics=list(self._metrics), profiler_measure_per_kernel=True
-        )
+        try:
+            return torch._C._profiler._ExperimentalConfig(**options)
+        except TypeError:  # an older torch without capture_overload_names
+            options.pop("capture_overload_names", None)
+            return torch._C._profiler._ExperimentalConfig(**options) if options else None
 
     def _on_trace_ready(self, prof: torch.profiler.profile) -> None:
         if self._discard:
@@ -225,6 +256,8 @@ class ProfileSession:
                 _keep(tmp, self._export_path.replace("{n}", str(len(self.traces))))
         finally:
             os.unlink(tmp)
+        if self._keep_results:
+            self.results.append(prof.profiler.kineto_results if prof.profiler is not None else None)
         if self._hardware_counters and not trace.of_kind("cuda_profiler_range"):
             warnings.warn(
                 "ProfileSession(hardware_counters=True): the trace holds no CUPTI counter "

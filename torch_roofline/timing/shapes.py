@@ -1,42 +1,50 @@
-"""FLOPs and bytes of a trace's ops from the shapes the profiler recorded (no model needed).
+"""FLOPs and bytes of a trace's op rows from what the profiler recorded: count what ran.
 
 A trace recorded with ``torch.profiler.profile(record_shapes=True)`` keeps, on every
 ``cpu_op`` event, the op's arguments in schema order: ``Input Dims`` (tensor shapes),
 ``Input type`` (the tensor's dtype as C++ names it, ``"float"``, ``"c10::Half"``, or
 ``"Scalar"`` / ``"ScalarList"`` / ``"TensorList"``), ``Input Strides`` and ``Concrete Inputs``
 (scalar arguments as strings, ``"[1, 1]"``, ``"1e-05"``, ``"True"``). :func:`shape_costs`
-rebuilds each op row's call from them, with meta tensors of those shapes, dtypes and strides,
+rebuilds each op row's call from them with meta tensors of those shapes, dtypes and strides,
 and runs it under the counter (:class:`~torch_roofline.count.mode.OpCounter`), so the FLOP
-formulas and the traffic model are the ones ``torch_roofline.count`` uses.
+formulas and the traffic model are the ones ``torch_roofline.count`` uses. This is how the
+live profiler counts the steps it timed (no second run of the user's code), and how a saved
+trace is counted without its model.
 
 Rules (each one a choice):
 
-* **One cost per op row, named like the row.** A row is an outermost ``aten::`` op of the
-  trace (``aten::conv2d``, ``aten::linear``, ``aten::relu_``); replaying it dispatches the ops
-  beneath it (``aten.convolution``; ``aten.t`` and ``aten.addmm``). Their FLOPs, MACs and
-  bytes are summed into one :class:`~torch_roofline.records.OpCost` carrying the row's
-  op name, module, scope, phase and index, so the analysis joins it to exactly that row's
-  time by (module, phase, op): every timed row has exactly one cost and no cost lacks a
-  time. (Renaming the timings to the dispatched ops instead would need the trace's nesting
-  to match the meta replay's dispatch, which it does not always do: device-specific
-  wrappers such as ``aten::_convolution`` / ``aten::mkldnn_convolution`` appear in the trace
-  only.) The merged cost takes the dtype and unit (matrix/vector) of its sub-op with the
-  most FLOPs (then the most bytes): its roofline time uses that one roof, exact for the
-  usual single-kernel rows, an approximation when a row mixes a GEMM with an elementwise op.
-  The dispatched names are kept in :attr:`ShapeCosts.dispatched`.
+* **One cost per op row, named like the row.** The rows are those of
+  :func:`~torch_roofline.timing.attribution.attribute`: the calls a dispatch-mode counter sees
+  (:mod:`torch_roofline.count.dispatch`), so a row's replay usually dispatches exactly its own
+  op (``aten.convolution``; ``aten.addmm``) and its cost equals ``count()``'s for that call.
+  When a replay dispatches several ops (a composite row with nothing recorded inside, a row
+  chosen by ``op_names``), their FLOPs, MACs and bytes are summed into the row's
+  :class:`~torch_roofline.records.OpCost`, which takes the dtype and unit (matrix/vector) of
+  the sub-op with the most FLOPs (then bytes). The dispatched names are kept in
+  :attr:`ShapeCosts.dispatched`.
+* **One replay per signature.** Calls with the same name, argument types, shapes, strides,
+  scalar values and aliasing (which arguments are the same tensor or share a storage) cost
+  the same: each signature is replayed once and reused, so 80 identical transformer layers
+  cost one layer's replays.
 * **Arguments the profiler does not record** (strings such as ``gelu``'s ``approximate``,
   devices, generators) take their schema default; ``None`` for optional ones; device
   arguments are ``"meta"``. A required argument that is missing makes the row uncounted.
   Tensor lists carry shapes but no dtypes: their tensors take the dtype of the op's first
   recorded tensor, else float32, and the result says so in a note.
-* **Uncounted rows.** A row whose call cannot be rebuilt (no recorded shapes, an argument
-  type we cannot read, no overload matching the recorded arguments) or cannot run on meta
-  tensors (data-dependent output: ``nonzero``, boolean indexing, ``item``) becomes an
-  ``OpCost`` with ``counted=False`` and 0 FLOPs and bytes, and its reason is kept in
-  :attr:`ShapeCosts.reasons`: listed with its time, never silently zero. A row that
-  dispatches an op without a formula is uncounted too (its bytes are kept).
-* **Compulsory bytes** are per row: the trace records no tensor identities, so reuse across
-  ops cannot be seen and each row's compulsory traffic is its own first-touch traffic.
+* **Rows the meta device cannot run** (no meta kernel: ``mkldnn_linear``; data-dependent
+  output: ``nonzero``, boolean indexing) are counted, in a live session, from the allocations
+  the profiler saw the call make: its outputs' bytes are the bytes it allocated and kept, its
+  FLOPs the formula's from the input shapes (or 0 for ops without arithmetic). Elsewhere (a
+  saved trace), and when the formula needs the output, the row is uncounted: an ``OpCost``
+  with ``counted=False`` and 0 FLOPs and bytes whose reason is kept in
+  :attr:`ShapeCosts.reasons`: listed with its time, never silently zero.
+* **Compulsory bytes.** In a live session the profiler's tensor identities
+  (:mod:`torch_roofline.timing.identity`) say which storage each argument was, and which
+  storages each call allocated: each storage is then read and written at most once per
+  profiled step, and a storage the step produced whole is never read back, exactly as
+  ``count(memory_model="compulsory")`` moves it. A saved trace records no identities: each
+  row's compulsory traffic is its own first-touch traffic (reuse across ops cannot be seen),
+  and a note says so.
 
 Example::
 
@@ -55,14 +63,15 @@ import dataclasses
 import json
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from torch_roofline.records import OpCost
+from torch_roofline.records import OpCost, frozen_record
 from torch_roofline.timing.attribution import TraceTiming, _as_int, dotted_op_name
+from torch_roofline.timing.identity import CallIdentity, Identities, TensorId
 from torch_roofline.timing.trace import Trace, TraceEvent
 
 __all__ = ["ShapeCosts", "has_recorded_shapes", "shape_costs", "costs_from_shapes", "per_step"]
@@ -106,17 +115,24 @@ class ShapeCosts:
 
     Attributes:
         costs: one :class:`OpCost` per row of ``timing.ops``, in the same order (op name,
-            module, scope, phase and index copied from the row).
+            module, scope, phase, index and recompute flag copied from the row).
         reasons: ``(op, reason)`` per uncounted row, in row order.
         dispatched: ``op -> dotted names of the ops its replay dispatched`` (e.g.
-            ``"aten.conv2d" -> ("aten.convolution",)``).
-        notes: assumptions made (tensor-list dtypes), for the report.
+            ``"aten.linear" -> ("aten.t", "aten.addmm")``).
+        notes: assumptions made (tensor-list dtypes, how compulsory bytes were counted), for
+            the report.
+        signatures: distinct call signatures replayed (each replayed once).
+        activation_bytes: module name -> bytes of the storages its forward saved for backward
+            (children included; each storage once per step, averaged over the steps), from the
+            identities of a live session (:func:`_activation_bytes`); empty without them.
     """
 
     costs: Tuple[OpCost, ...]
     reasons: Tuple[Tuple[str, str], ...]
     dispatched: Mapping[str, Tuple[str, ...]]
     notes: Tuple[str, ...] = ()
+    signatures: int = 0
+    activation_bytes: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
 
     def summary(self) -> Tuple[str, ...]:
         """Report notes: the assumptions, then the uncounted rows grouped by op and reason."""
@@ -138,7 +154,7 @@ def costs_from_shapes(trace: Trace, timing: TraceTiming) -> Tuple[OpCost, ...]:
 
     Args:
         trace: a trace recorded with ``record_shapes=True``.
-        timing: ``attribute(trace)`` (rows are the outermost ``aten::`` ops).
+        timing: ``attribute(trace)``.
 
     Returns:
         ``shape_costs(trace, timing).costs``: see :func:`shape_costs` and the module docstring.
@@ -146,50 +162,153 @@ def costs_from_shapes(trace: Trace, timing: TraceTiming) -> Tuple[OpCost, ...]:
     return shape_costs(trace, timing).costs
 
 
-def shape_costs(trace: Trace, timing: TraceTiming) -> ShapeCosts:
+def shape_costs(trace: Trace, timing: TraceTiming, *, identities: Optional[Identities] = None,
+                formulas: Optional[Mapping[Any, Callable[..., Any]]] = None,
+                parameters: Optional[Sequence[Any]] = None) -> ShapeCosts:
     """Rebuild every op row's call from its recorded shapes and count it (module docstring).
 
     Args:
         trace: a trace recorded with ``record_shapes=True``.
         timing: the trace's attribution, ``attribute(trace)``; each row is matched to its
             ``cpu_op`` event by (thread, start time, op name).
+        identities: the live session's tensor identities
+            (:class:`~torch_roofline.timing.identity.Identities`): exact compulsory bytes, and
+            rows the meta device cannot run counted from their allocations.
+        formulas: per-call FLOP formulas, as for :func:`torch_roofline.count`.
+        parameters: the model's parameters (their storages are weights, not activations).
 
     Returns:
         A :class:`ShapeCosts`: costs for all rows (all profiled steps: see :func:`per_step`),
         the reasons of the uncounted ones, and the notes.
     """
     events = _events_by_key(trace)
-    cache: Dict[str, Tuple[List[OpCost], Optional[str], bool]] = {}
+    use_ids = identities is not None and identities.available
+    rows = []
+    for row in timing.ops:
+        ev = _pop_event(events, row.thread, row.start_s, row.op)
+        rows.append((row, ev, identities.of(ev) if use_ids and ev is not None else None))
+    spans = _storage_spans(rows) if use_ids else {}
+    replayer = _Replayer(formulas)
+    traffic = _StepTraffic()
     costs: List[OpCost] = []
     reasons: List[Tuple[str, str]] = []
     dispatched: Dict[str, Tuple[str, ...]] = {}
     assumed: Dict[str, int] = defaultdict(int)
-    for row in timing.ops:
-        ev = _pop_event(events, row.thread, row.start_s, row.op)
-        signature = _signature(ev)
-        if signature not in cache:
-            cache[signature] = _replay(ev)
-        subs, reason, list_dtype_assumed = cache[signature]
-        if list_dtype_assumed:
+    unjoined = aborted = 0
+    for row, ev, identity in rows:
+        if use_ids and identity is None:
+            unjoined += 1
+        aliases, storages = _aliases(ev, identity, spans) if identity is not None else (None, {})
+        replayed = replayer.replay(ev, identity, aliases)
+        if replayed.list_dtype_assumed:
             assumed[row.op] += 1
-        cost, why = _merge(row.op, subs, reason, ev)
-        costs.append(dataclasses.replace(cost, module=row.module, scope=tuple(row.scope),
-                                         phase=row.phase, index=row.index))
+        cost = replayed.cost(row.op, ev)
+        if identity is not None and replayed.reason is None and not identity.allocations and _writes_new(replayed):
+            # It returns fresh outputs, yet the profiler saw it allocate nothing: it stopped
+            # before computing (activation checkpointing stops its recompute by raising in the
+            # op that saves the last tensor it needs; the op was entered, never run).
+            cost = dataclasses.replace(cost, flops=0, macs=0, bytes_read=0, bytes_written=0,
+                                       compulsory_bytes_read=0, compulsory_bytes_written=0)
+            replayed = _Replayed((), None)
+            aborted += 1
+        if use_ids:
+            traffic.start(row.step)
+            if identity is not None:
+                cost = traffic.apply(cost, replayed, identity, storages)
+        costs.append(frozen_record(OpCost, {
+            **cost.__dict__, "module": row.module, "scope": tuple(row.scope), "phase": row.phase,
+            "index": row.index, "recompute": row.recompute}))
+        why = replayed.reason or replayed.uncounted_reason
         if why is not None:
             reasons.append((row.op, why))
-        if subs:
-            dispatched.setdefault(row.op, tuple(dict.fromkeys(s.op for s in subs)))
-    notes = tuple(f"{op}: {n} call(s) with tensor lists, whose dtypes the trace does not record; "
-                  "the op's first tensor dtype (else float32) was assumed" for op, n in assumed.items())
-    return ShapeCosts(tuple(costs), tuple(reasons), MappingProxyType(dispatched), notes)
+        if replayed.subs:
+            dispatched.setdefault(row.op, tuple(dict.fromkeys(sub.op for sub in replayed.subs)))
+    notes = [f"{op}: {n} call(s) with tensor lists, whose dtypes the trace does not record; "
+             "the op's first tensor dtype (else float32) was assumed" for op, n in assumed.items()]
+    if aborted:
+        notes.append(f"{aborted} op call(s) stopped before computing (entered, nothing allocated: activation "
+                     "checkpointing ends its recompute this way): counted as no work")
+    if unjoined:
+        notes.append(f"{unjoined} op call(s) had no tensor identities in the profiler's records: their "
+                     "compulsory bytes are their own first-touch bytes")
+    activations = _activation_bytes(rows, spans, parameters or (), timing.steps) if use_ids else {}
+    return ShapeCosts(tuple(costs), tuple(reasons), MappingProxyType(dispatched), tuple(notes),
+                      replayer.signatures, MappingProxyType(activations))
 
 
-def per_step(costs: Sequence[OpCost], steps: int) -> Tuple[Tuple[OpCost, ...], Tuple[str, ...]]:
-    """The costs of one step, from costs counted over ``steps`` profiled steps.
+def _activation_bytes(rows: Sequence[Tuple[Any, Optional[TraceEvent], Optional[CallIdentity]]],
+                      spans: Mapping[int, int], parameters: Sequence[Any], steps: int) -> Dict[str, int]:
+    """Module -> bytes autograd saved during its forward, from what the steps read in backward.
 
-    For each (module, phase, op) with ``k`` calls: when ``steps`` divides ``k`` the steps are
-    taken to be alike and the first ``k / steps`` calls are kept; otherwise every call is kept
-    with its FLOPs, MACs and bytes divided by ``steps`` (rounded), and a note says so.
+    A storage is an activation when a backward op reads it and a forward op of the same step
+    used it (read it, or allocated and kept it), and it is not a parameter's. It is charged
+    once per step to the module of the *earliest* forward op that saved it: backward ops carry
+    the sequence number of the forward op that created their autograd node, so among the
+    backward ops reading the storage, the smallest number is that op; the charge goes to its
+    module and every module enclosing it (as :func:`torch_roofline.count` charges it when
+    autograd packs the tensor). Its size is the widest view of it seen in the step.
+    """
+    params = set()
+    for p in parameters:
+        try:
+            params.add(p.untyped_storage().data_ptr())
+        except (RuntimeError, NotImplementedError, AttributeError):
+            continue
+    first: Dict[Tuple[int, int], int] = {}  # (step, storage) -> position of its first forward use
+    created: Dict[Tuple[int, int], int] = {}  # (step, sequence number) -> position of the forward op
+    saver: Dict[Tuple[int, int], Tuple[int, Tuple[str, ...]]] = {}
+    for position, (row, ev, identity) in enumerate(rows):
+        if identity is None or ev is None:
+            continue
+        ids = [t for t in _flat_tensor_ids(identity) if t is not None and t[1] is not None]
+        if row.phase == "forward" and not row.recompute:
+            for t in ids:
+                first.setdefault((row.step, t[1]), position)
+            for alloc, _ in identity.kept:
+                first.setdefault((row.step, alloc), position)
+            if row.seq is not None:
+                created.setdefault((row.step, row.seq), position)
+        elif row.phase == "backward" and row.seq is not None and not row.recompute:
+            made = created.get((row.step, row.seq))
+            for t in ids:
+                key = (row.step, t[1])
+                # saved: it existed when the op that saved it ran (not the gradient seed, made later)
+                if made is not None and first.get(key, made + 1) <= made and t[2] not in params:
+                    known = saver.get(key)
+                    if known is None or row.seq < known[0]:
+                        saver[key] = (row.seq, tuple(row.scope))
+    out: Dict[str, int] = defaultdict(int)
+    for (_, alloc), (_, scope) in saver.items():
+        for name in set(scope):
+            out[name] += spans.get(alloc, 0)
+    return {k: int(round(v / max(steps, 1))) for k, v in out.items()}
+
+
+def _flat_tensor_ids(identity: CallIdentity) -> List[Optional[TensorId]]:
+    flat: List[Optional[TensorId]] = []
+    for arg in identity.inputs:
+        if isinstance(arg, tuple) and arg and isinstance(arg[0], tuple):
+            flat.extend(arg)
+        elif isinstance(arg, tuple) and len(arg) == 3:
+            flat.append(arg)
+    return flat
+
+
+def per_step(costs: Sequence[OpCost], steps: int, step_of: Optional[Sequence[int]] = None
+             ) -> Tuple[Tuple[OpCost, ...], Tuple[str, ...]]:
+    """The costs of one (average) step, from costs counted over ``steps`` profiled steps.
+
+    For each (module, phase, op): when every step ran the same calls at the same cost (their
+    FLOPs, MACs and bytes agree step by step), the first step's calls are kept; otherwise
+    (variable-length batches, a step that skipped an op) every call is kept with its FLOPs,
+    MACs and bytes divided by ``steps`` (rounded), so the sums are the per-step averages, and
+    a note says so.
+
+    Args:
+        costs: the calls of all steps, in time order.
+        steps: profiled steps.
+        step_of: each call's step (0-based), aligned with ``costs``; default: calls are split
+            into ``steps`` equal runs per (module, phase, op).
 
     Returns:
         ``(costs, notes)``.
@@ -198,21 +317,45 @@ def per_step(costs: Sequence[OpCost], steps: int) -> Tuple[Tuple[OpCost, ...], T
         raise ValueError(f"per_step(steps={steps}): expected a positive number of steps")
     if steps == 1:
         return tuple(costs), ()
-    groups: Dict[Tuple[str, str, str], List[OpCost]] = defaultdict(list)
-    for c in costs:
-        groups[(c.module, c.phase, c.op)].append(c)
+    groups: Dict[Tuple[str, str, str], List[Tuple[int, OpCost]]] = defaultdict(list)
+    for i, c in enumerate(costs):
+        groups[(c.module, c.phase, c.op)].append((i, c))
     keep: List[OpCost] = []
     uneven: List[str] = []
     for (module, phase, op), calls in groups.items():
-        if len(calls) % steps == 0:
-            keep += calls[: len(calls) // steps]
+        chunks = _chunks(calls, steps, step_of)
+        if chunks is not None and all(_sums(ch) == _sums(chunks[0]) for ch in chunks[1:]):
+            keep += chunks[0]
         else:
             uneven.append(op)
-            keep += [_scaled(c, steps) for c in calls]
+            keep += [_scaled(c, steps) for _, c in calls]
     keep.sort(key=lambda c: (c.phase, c.index))
-    notes = (f"ops whose call count differs between the {steps} profiled steps ({', '.join(sorted(set(uneven)))}): "
+    notes = (f"ops whose calls differ between the {steps} profiled steps ({', '.join(sorted(set(uneven)))}): "
              "their counts are averaged over the steps",) if uneven else ()
     return tuple(keep), notes
+
+
+def _chunks(calls: Sequence[Tuple[int, OpCost]], steps: int, step_of: Optional[Sequence[int]]
+            ) -> Optional[List[List[OpCost]]]:
+    """The calls split by step; ``None`` when they cannot be split into ``steps`` parts."""
+    if step_of is not None:
+        by_step: List[List[OpCost]] = [[] for _ in range(steps)]
+        for i, c in calls:
+            k = step_of[i]
+            if not 0 <= k < steps:
+                return None
+            by_step[k].append(c)
+        return by_step
+    if len(calls) % steps:
+        return None
+    n = len(calls) // steps
+    return [[c for _, c in calls[k * n:(k + 1) * n]] for k in range(steps)]
+
+
+def _sums(calls: Sequence[OpCost]) -> Tuple[int, ...]:
+    return (len(calls), sum(c.flops for c in calls), sum(c.macs for c in calls),
+            sum(c.bytes_read for c in calls), sum(c.bytes_written for c in calls),
+            sum(c.compulsory_bytes_read for c in calls), sum(c.compulsory_bytes_written for c in calls))
 
 
 # --------------------------------------------------------------------------- matching rows to events
@@ -241,29 +384,317 @@ def _signature(ev: Optional[TraceEvent]) -> str:
     return ev.name + json.dumps([ev.args.get(k) for k in keys])
 
 
-# --------------------------------------------------------------------------- rebuilding a call
+# --------------------------------------------------------------------------- replaying a call
+
+# Per recorded tensor argument: (tensor class, storage class, storage larger than the view).
+# Classes number the arguments by first appearance: two arguments with one class are the
+# same tensor (or share a storage). ``None`` where the call's identities are unknown.
+_Alias = Optional[Tuple[int, int, bool]]
+_Slot = Tuple[str, int]  # ("in", storage class) or ("new", j): a storage the call created
 
 
-def _replay(ev: Optional[TraceEvent]) -> Tuple[List[OpCost], Optional[str], bool]:
-    """(dispatched op costs, reason it could not run, tensor-list dtype assumed)."""
-    from torch_roofline.count.mode import OpCounter
+@dataclass(frozen=True)
+class _Replayed:
+    """One signature's replay: the dispatched ops' costs and their storage accesses."""
+
+    subs: Tuple[OpCost, ...]
+    reason: Optional[str]
+    list_dtype_assumed: bool = False
+    accesses: Tuple[Tuple[Any, ...], ...] = ()  # ("r", slot, bytes) / ("w", slot, bytes, whole)
+
+    def cost(self, op: str, ev: Optional[TraceEvent]) -> OpCost:
+        """The row's cost: the dispatched ops merged (op-model bytes; compulsory per row)."""
+        if self.reason is not None:
+            return _uncounted(op, ev)
+        if not self.subs:  # nothing dispatched (contiguous() of a contiguous tensor): no work
+            return dataclasses.replace(_uncounted(op, ev), counted=True)
+        subs = self.subs
+        lead = subs[0] if len(subs) == 1 else max(subs, key=lambda c: (c.flops, c.bytes_read + c.bytes_written))
+        missing = [c.op for c in subs if not c.counted]
+        counted = not missing
+        return OpCost(
+            op=op, module="", scope=("",), phase="forward",
+            flops=sum(c.flops for c in subs) if counted else 0,
+            macs=sum(c.macs for c in subs) if counted else 0,
+            bytes_read=sum(c.bytes_read for c in subs), bytes_written=sum(c.bytes_written for c in subs),
+            compulsory_bytes_read=sum(c.compulsory_bytes_read for c in subs),
+            compulsory_bytes_written=sum(c.compulsory_bytes_written for c in subs),
+            dtype=lead.dtype, unit=lead.unit, counted=counted,
+        )
+
+    @property
+    def uncounted_reason(self) -> Optional[str]:
+        missing = sorted({c.op for c in self.subs if not c.counted})
+        return f"no FLOP formula for {', '.join(missing)}" if missing else None
+
+
+class _Replayer:
+    """Replays recorded calls on meta tensors, once per signature."""
+
+    def __init__(self, formulas: Optional[Mapping[Any, Callable[..., Any]]]) -> None:
+        self.formulas = formulas
+        self._cache: Dict[Any, _Replayed] = {}
+        self.signatures = 0
+
+    def replay(self, ev: Optional[TraceEvent], identity: Optional[CallIdentity],
+               aliases: Optional[Tuple[_Alias, ...]] = None) -> _Replayed:
+        list_dtypes = _list_dtypes(identity)
+        key = (_signature(ev), aliases, list_dtypes)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache[key] = self._run(ev, aliases, list_dtypes)
+            self.signatures += 1
+        if found.reason is not None and identity is not None and ev is not None:
+            # The meta device cannot run it: count it from what the profiler saw it allocate.
+            fallback = _from_allocations(ev, aliases, identity, self.formulas)
+            if fallback is not None:
+                return fallback
+        return found
+
+    def _run(self, ev: Optional[TraceEvent], aliases: Optional[Tuple[_Alias, ...]],
+             list_dtypes: Optional[Tuple[Any, ...]]) -> _Replayed:
+        from torch_roofline.count.mode import OpCounter
+
+        try:
+            if ev is None:
+                raise _Unbuildable("no trace event found for the row")
+            candidates, assumed = _calls(ev, aliases, list_dtypes)
+        except _Unbuildable as exc:
+            return _Replayed((), str(exc))
+        last = "no overload of the op matches the recorded arguments"
+        for overload, kwargs, slots in candidates:
+            counter = OpCounter(None, self.formulas)
+            counter._traffic.log = log = []
+            try:
+                with counter:
+                    overload(**kwargs)
+            except Exception as exc:  # noqa: BLE001 - any failure means this overload cannot replay it
+                last = _failure(exc)
+                continue
+            return _Replayed(tuple(counter.ops), None, assumed, _slotted(log, slots))
+        return _Replayed((), last)
+
+
+def _slotted(log: Sequence[Tuple[Any, ...]], slots: Mapping[Any, _Slot]) -> Tuple[Tuple[Any, ...], ...]:
+    """The replay's storage accesses with meta storage keys replaced by slots."""
+    new: Dict[Any, _Slot] = {}
+    out = []
+    for access in log:
+        key = access[1]
+        slot = slots.get(key)
+        if slot is None:
+            slot = new.get(key)
+            if slot is None:
+                slot = new[key] = ("new", len(new))
+        out.append((access[0], slot) + tuple(access[2:]))
+    return tuple(out)
+
+
+def _from_allocations(ev: TraceEvent, aliases: Optional[Tuple[_Alias, ...]], identity: CallIdentity,
+                      formulas: Optional[Mapping[Any, Callable[..., Any]]]) -> Optional[_Replayed]:
+    """The cost of a call the meta device cannot run, from the inputs' recorded shapes and the
+    outputs the profiler saw it allocate (bytes kept when it returned).
+
+    FLOPs: the op's formula on the inputs alone (no output), or 0 for an op without
+    arithmetic; a formula that needs the output leaves the row uncounted.
+    """
+    from torch_roofline.count import formulas as _f
+    from torch_roofline.count.mode import compute_dtype, op_name
+    from torch_roofline.count.traffic import StepTraffic, is_view_op
+    from torch_roofline.count._tree import tensors as _tensors
 
     try:
-        if ev is None:
-            raise _Unbuildable("no trace event found for the row")
-        candidates, assumed = _calls(ev)
-    except _Unbuildable as exc:
-        return [], str(exc), False
-    last = "no overload of the op matches the recorded arguments"
-    for overload, kwargs in candidates:
+        candidates, _ = _calls(ev, aliases, _list_dtypes(identity))
+    except _Unbuildable:
+        return None
+    overload, kwargs, slots = candidates[0]
+    outs = [torch.empty(nbytes, dtype=torch.uint8, device="meta") for _, nbytes in identity.kept]
+    traffic = StepTraffic()
+    traffic.log = log = []
+    measured = traffic.measure(overload, (), kwargs, outs)
+    entry = _f.lookup(overload, formulas)
+    flops = macs = 0
+    unit = "vector"
+    if entry is not None:
         try:
-            with OpCounter(None) as counter:
-                overload(**kwargs)
-        except Exception as exc:  # noqa: BLE001 - any failure means this overload cannot replay it
-            last = _failure(exc)
+            result = _f.evaluate(entry, *_positional(overload, kwargs), None)
+        except Exception:  # noqa: BLE001 - a formula that needs the output: not countable here
+            result = None
+        if result is None or result.flops is None:
+            return None
+        flops, macs, unit = result.flops, result.macs, result.unit
+    elif not (_f.op_key(overload) in _f.NO_ARITHMETIC or is_view_op(overload)):
+        return None
+    ins = _tensors(kwargs)
+    cost = OpCost(op=op_name(overload), module="", scope=("",), phase="forward", flops=int(flops), macs=int(macs),
+                  bytes_read=measured.bytes_read, bytes_written=measured.bytes_written,
+                  compulsory_bytes_read=measured.compulsory_bytes_read,
+                  compulsory_bytes_written=measured.compulsory_bytes_written,
+                  dtype=compute_dtype(ins, [], unit), unit=unit, counted=True)
+    return _Replayed((cost,), None, False, _slotted(log, slots))
+
+
+def _writes_new(replayed: _Replayed) -> bool:
+    """Whether the call writes bytes to a storage it creates (a fresh output)."""
+    return any(a[0] == "w" and a[1][0] == "new" and a[2] > 0 for a in replayed.accesses)
+
+
+def _positional(overload: Any, kwargs: Mapping[str, Any]) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
+    """``kwargs`` of a rebuilt call split as the dispatcher passes them: positional arguments in
+    schema order (defaults filled in), keyword-only ones by name."""
+    args: List[Any] = []
+    kw: Dict[str, Any] = {}
+    for arg in overload._schema.arguments:
+        if arg.kwarg_only:
+            if arg.name in kwargs:
+                kw[arg.name] = kwargs[arg.name]
+        elif arg.name in kwargs:
+            args.append(kwargs[arg.name])
+        else:
+            args.append(arg.default_value if arg.has_default_value() else None)
+    return tuple(args), kw
+
+
+class _StepTraffic:
+    """Compulsory bytes over a step's real storages (allocation ids), from replayed accesses.
+
+    The same rules as :class:`~torch_roofline.count.traffic.StepTraffic`: a storage is read
+    at most once per step (free when the step produced it whole) and written at most once.
+    """
+
+    def __init__(self) -> None:
+        self._step: Optional[int] = None
+        self._read: set = set()
+        self._written: set = set()
+        self._produced: set = set()
+        self._rows = 0
+
+    def start(self, step: int) -> None:
+        """Begin (or continue) profiled step ``step``: a new step starts from nothing."""
+        if step != self._step:
+            self._step = step
+            self._read, self._written, self._produced = set(), set(), set()
+
+    def apply(self, cost: OpCost, replayed: _Replayed, identity: CallIdentity,
+              storages: Mapping[int, int]) -> OpCost:
+        """``cost`` with its compulsory bytes counted against the step's storages so far.
+
+        ``storages``: ``{storage class: allocation id}`` of the call's arguments (:func:`_aliases`).
+        """
+        self._rows += 1
+        read, written, produced = self._read, self._written, self._produced
+        comp_read = comp_written = 0
+        made_whole = False
+        for access in replayed.accesses:
+            slot = access[1]
+            if slot[0] == "in" and slot[1] in storages:
+                key: Any = storages[slot[1]]
+            else:
+                key = (self._rows, slot)  # a storage this call created: new, unique
+            if access[0] == "r":
+                if key not in read:
+                    read.add(key)
+                    if key not in produced:
+                        comp_read += access[2]
+            else:
+                if key not in written:
+                    written.add(key)
+                    comp_written += access[2]
+                if access[3]:
+                    produced.add(key)
+                    made_whole = made_whole or slot[0] == "new"
+        if made_whole:  # its outputs are storages the profiler saw it allocate
+            produced.update(identity.allocations)
+        return dataclasses.replace(cost, compulsory_bytes_read=comp_read, compulsory_bytes_written=comp_written)
+
+
+def _list_dtypes(identity: Optional[CallIdentity]) -> Optional[Tuple[Any, ...]]:
+    if identity is None or not any(d is not None for d in identity.list_dtypes):
+        return None
+    return tuple(identity.list_dtypes)
+
+
+def _tensor_args(ev: TraceEvent, identity: CallIdentity) -> List[Tuple[Any, Any, Any, Optional[TensorId]]]:
+    """(dims, strides, dtype, tensor id) of every tensor argument, tensor lists flattened, in
+    the order the call is rebuilt (:class:`_Builder`)."""
+    args = ev.args
+    types = args.get("Input type") or ()
+    dims = args.get("Input Dims") or ()
+    strides = args.get("Input Strides") or ()
+    out = []
+    wrapped = _wrapped_numbers(types, dims)
+    for k, typ in enumerate(types):
+        ident = identity.inputs[k] if k < len(identity.inputs) else None
+        d = dims[k] if k < len(dims) else None
+        st = strides[k] if k < len(strides) else None
+        if wrapped[k]:
+            continue  # rebuilt as a Python number: no tensor argument
+        if typ in _DTYPES:
+            out.append((d, st, _DTYPES[typ], ident if isinstance(ident, tuple) and len(ident) == 3
+                        and isinstance(ident[0], int) else None))
+        elif typ == "TensorList" and isinstance(d, list):
+            ids = ident if isinstance(ident, tuple) else ()
+            known = identity.list_dtypes[k] if k < len(identity.list_dtypes) else None
+            for j, dj in enumerate(d):
+                sj = st[j] if isinstance(st, list) and j < len(st) else None
+                dt = known[j] if known and j < len(known) and known[j] is not None else torch.float32
+                out.append((dj, sj, dt, ids[j] if j < len(ids) else None))
+    return out
+
+
+def _span_bytes(dims: Any, strides: Any, dtype: torch.dtype) -> int:
+    """Bytes from a view's first to its last element (its numel when strides are unknown)."""
+    if not isinstance(dims, list) or any(not isinstance(d, int) for d in dims):
+        return 0
+    if any(d == 0 for d in dims):
+        return 0
+    itemsize = dtype.itemsize
+    if isinstance(strides, list) and len(strides) == len(dims) and all(isinstance(s, int) for s in strides):
+        return (1 + sum((d - 1) * abs(s) for d, s in zip(dims, strides))) * itemsize
+    n = 1
+    for d in dims:
+        n *= d
+    return n * itemsize
+
+
+
+
+
+def _storage_spans(rows: Sequence[Tuple[Any, Optional[TraceEvent], Optional[CallIdentity]]]) -> Dict[int, int]:
+    """Per storage (allocation id), the widest span any recorded view of it covered in the
+    window: the best size estimate for storages allocated before the profiler started."""
+    spans: Dict[int, int] = {}
+    for _, ev, identity in rows:
+        if ev is None or identity is None:
             continue
-        return list(counter.ops), None, assumed
-    return [], last, False
+        for dims, strides, dtype, tid in _tensor_args(ev, identity):
+            if tid is None or tid[1] is None:
+                continue
+            span = _span_bytes(dims, strides, dtype)
+            if span > spans.get(tid[1], -1):
+                spans[tid[1]] = span
+    return spans
+
+
+def _aliases(ev: Optional[TraceEvent], identity: CallIdentity, spans: Mapping[int, int]
+             ) -> Tuple[Optional[Tuple[_Alias, ...]], Dict[int, int]]:
+    """Per tensor argument: (tensor class, storage class, storage larger than this view); and
+    ``{storage class: allocation id}``."""
+    if ev is None:
+        return None, {}
+    impls: Dict[int, int] = {}
+    storages: Dict[int, int] = {}
+    out: List[_Alias] = []
+    for position, (dims, strides, dtype, tid) in enumerate(_tensor_args(ev, identity)):
+        if tid is None:
+            out.append((-1 - position, len(storages) + position + 1_000_000, False))
+            continue
+        impl, alloc, _ = tid
+        impl_class = impls.setdefault(impl, position)
+        storage_class = storages.setdefault(alloc, len(storages)) if alloc is not None else 1_000_000 + position
+        larger = alloc is not None and spans.get(alloc, 0) > _span_bytes(dims, strides, dtype)
+        out.append((impl_class, storage_class, larger))
+    return tuple(out), {cls: alloc for alloc, cls in storages.items()}
 
 
 def _failure(exc: Exception) -> str:
@@ -283,8 +714,16 @@ def _packet(name: str) -> Any:
         raise _Unbuildable(f"torch.ops.{ns} has no op {rest!r} in this torch") from None
 
 
-def _calls(ev: TraceEvent) -> Tuple[List[Tuple[Any, Dict[str, Any]]], bool]:
-    """Every overload whose schema fits the recorded arguments, with its keyword arguments."""
+def _calls(ev: TraceEvent, aliases: Optional[Tuple[_Alias, ...]] = None,
+           list_dtypes: Optional[Sequence[Any]] = None
+           ) -> Tuple[List[Tuple[Any, Dict[str, Any], Dict[Any, _Slot]]], bool]:
+    """Every overload whose schema fits the recorded arguments: (overload, keyword arguments,
+    ``{meta storage key: ("in", storage class)}``), and whether a tensor list's dtype was assumed.
+
+    ``aliases``: per tensor argument (tensor lists flattened), its tensor and storage classes
+    (:func:`_aliases`): arguments of one tensor class are one meta tensor. ``list_dtypes``: the
+    element dtypes of tensor lists when known (live sessions), per recorded argument.
+    """
     args = ev.args
     if "Input Dims" not in args or "Input type" not in args:
         raise _Unbuildable("the trace has no recorded shapes for it (record_shapes=False)")
@@ -296,26 +735,70 @@ def _calls(ev: TraceEvent) -> Tuple[List[Tuple[Any, Dict[str, Any]]], bool]:
     packet = _packet(ev.name)
     list_dtype = next((_DTYPES[t] for t in types if t in _DTYPES), torch.float32)
     recorded = list(zip(types, dims, strides, concrete))
+    overloads = _overloads(packet, ev.name)
     fits, reason = [], None
-    for name in packet.overloads():
-        overload = getattr(packet, name)
+    for overload in overloads:
         schema = overload._schema.arguments
         if len(schema) != len(recorded):
             continue
         try:
-            fits.append((overload, _kwargs(schema, recorded, list_dtype)))
+            builder = _Builder(aliases, list_dtype, list_dtypes)
+            fits.append((overload, _kwargs(schema, recorded, builder), builder.slots))
         except _Unbuildable as exc:
             reason = reason or str(exc)
     if not fits:
         raise _Unbuildable(reason or f"no overload of {ev.name} takes {len(recorded)} arguments")
-    assumed = "TensorList" in types
+    assumed = "TensorList" in types and not list_dtypes
     return fits, assumed
 
 
-def _kwargs(schema: Sequence[Any], recorded: Sequence[Tuple[Any, Any, Any, Any]], list_dtype: torch.dtype
+def _overloads(packet: Any, name: str) -> List[Any]:
+    """The recorded overload when the trace names it (``aten::add.Tensor``), else all of them."""
+    _, _, rest = name.partition("::")
+    if "." in rest:
+        overload = rest.split(".", 1)[1]
+        if overload in packet.overloads():
+            return [getattr(packet, overload)]
+    elif "default" in packet.overloads():  # a name without suffix may be the default overload: try it first
+        return [packet.default] + [getattr(packet, o) for o in packet.overloads() if o != "default"]
+    return [getattr(packet, o) for o in packet.overloads()]
+
+
+class _Builder:
+    """Builds one call's meta tensors, aliased as the recorded call's tensors were."""
+
+    def __init__(self, aliases: Optional[Tuple[_Alias, ...]], list_dtype: torch.dtype,
+                 list_dtypes: Optional[Sequence[Any]]) -> None:
+        self.aliases = aliases
+        self.list_dtype = list_dtype
+        self.list_dtypes = list_dtypes
+        self.position = 0  # flat index of the next tensor argument
+        self.made: Dict[int, torch.Tensor] = {}
+        self.slots: Dict[Any, _Slot] = {}
+
+    def tensor(self, dims: Any, strides: Any, dtype: torch.dtype) -> torch.Tensor:
+        from torch_roofline.count.traffic import _storage_key
+
+        alias = self.aliases[self.position] if self.aliases and self.position < len(self.aliases) else None
+        storage_class = alias[1] if alias is not None else self.position
+        self.position += 1
+        if alias is not None and alias[0] in self.made:
+            return self.made[alias[0]]
+        t = _meta_tensor(dims, strides, dtype, larger=alias is not None and alias[2])
+        if alias is not None:
+            self.made[alias[0]] = t
+        self.slots.setdefault(_storage_key(t), ("in", storage_class))
+        return t
+
+
+def _kwargs(schema: Sequence[Any], recorded: Sequence[Tuple[Any, Any, Any, Any]], builder: _Builder
             ) -> Dict[str, Any]:
     kwargs: Dict[str, Any] = {}
-    for arg, (typ, dim, stride, value) in zip(schema, recorded):
+    wrapped = _wrapped_numbers([r[0] for r in recorded], [r[1] for r in recorded])
+    for index, (arg, (typ, dim, stride, value)) in enumerate(zip(schema, recorded)):
+        if wrapped[index] and str(arg.real_type) in ("Tensor", "Scalar"):
+            kwargs[arg.name] = _WRAPPED_VALUE[typ]
+            continue
         real = str(arg.real_type)
         match = _OPTIONAL.match(real)
         base, optional = (match.group(1), True) if match else (real, False)
@@ -335,22 +818,53 @@ def _kwargs(schema: Sequence[Any], recorded: Sequence[Tuple[Any, Any, Any, Any]]
             if not base.startswith(("List[Tensor]", "List[Optional[Tensor]]")):
                 raise _Unbuildable(f"argument {arg.name!r} ({real}) recorded as a tensor list")
             strides = stride if isinstance(stride, list) and len(stride) == len(dim) else [None] * len(dim)
-            kwargs[arg.name] = [_meta_tensor(d, s, list_dtype) for d, s in zip(dim, strides)]
+            known = builder.list_dtypes[index] if builder.list_dtypes and index < len(builder.list_dtypes) else None
+            dtypes = list(known) if known and len(known) == len(dim) else [builder.list_dtype] * len(dim)
+            kwargs[arg.name] = [builder.tensor(d, s, dt or builder.list_dtype) for d, s, dt in zip(dim, strides, dtypes)]
         elif typ in _DTYPES:
             if base != "Tensor":
                 raise _Unbuildable(f"argument {arg.name!r} ({real}) recorded as a tensor")
-            kwargs[arg.name] = _meta_tensor(dim, stride, _DTYPES[typ])
+            kwargs[arg.name] = builder.tensor(dim, stride, _DTYPES[typ])
         else:
             raise _Unbuildable(f"argument {arg.name!r} has a recorded type we cannot rebuild ({typ!r})")
     return kwargs
 
 
-def _meta_tensor(dims: Any, strides: Any, dtype: torch.dtype) -> torch.Tensor:
+def _meta_tensor(dims: Any, strides: Any, dtype: torch.dtype, larger: bool = False) -> torch.Tensor:
+    """A meta tensor of the recorded shape and strides; ``larger``: on a storage one element
+    longer than the view (the real storage is bigger, so writing the view does not cover it)."""
     if not isinstance(dims, list) or not all(isinstance(d, int) for d in dims):
         raise _Unbuildable(f"tensor shape {dims!r} is not a list of ints")
-    if isinstance(strides, list) and len(strides) == len(dims) and all(isinstance(s, int) for s in strides):
-        return torch.empty_strided(dims, strides, dtype=dtype, device="meta")
-    return torch.empty(dims, dtype=dtype, device="meta")
+    if not (isinstance(strides, list) and len(strides) == len(dims) and all(isinstance(s, int) for s in strides)):
+        strides = None
+    if not larger:
+        if strides is not None:
+            return torch.empty_strided(dims, strides, dtype=dtype, device="meta")
+        return torch.empty(dims, dtype=dtype, device="meta")
+    view = torch.empty_strided(dims, strides, dtype=dtype, device="meta") if strides is not None else \
+        torch.empty(dims, dtype=dtype, device="meta")
+    base = torch.empty(view.untyped_storage().nbytes() // view.element_size() + 1, dtype=dtype, device="meta")
+    return base.as_strided(view.shape, view.stride(), 0)
+
+
+_WRAPPED_TYPES = ("double", "long int", "long long", "__int64", "bool", "c10::complex<double>")
+
+
+def _wrapped_numbers(types: Sequence[Any], dims: Sequence[Any]) -> List[bool]:
+    """Which recorded tensor arguments are Python numbers the dispatcher wrapped in a 0-dim
+    tensor (``x * 0.9`` calls ``mul.Tensor`` with a float64 0-dim tensor, which the profiler
+    records as a tensor): a 0-dim float64/int64/bool/complex128 argument of an op whose other
+    tensors have another dtype. A dispatch-mode counter sees the Python number, so the rebuilt
+    call passes a number too (no bytes read for it)."""
+    tensor_types = [t for t in types if t in _DTYPES]
+    out = []
+    for typ, dim in zip(types, dims):
+        out.append(typ in _WRAPPED_TYPES and dim == [] and any(t != typ for t in tensor_types))
+    return out
+
+
+_WRAPPED_VALUE = {"double": 1.0, "long int": 1, "long long": 1, "__int64": 1, "bool": True,
+                  "c10::complex<double>": 1.0}
 
 
 def _scalar(base: str, value: Any, name: str) -> Any:
@@ -392,31 +906,6 @@ def _scalar_list(base: str, value: Any, name: str) -> List[Any]:
     if base == "List[float]":
         return [float(v) for v in items]
     return list(items)
-
-
-# --------------------------------------------------------------------------- merging
-
-
-def _merge(op: str, subs: Sequence[OpCost], reason: Optional[str], ev: Optional[TraceEvent]
-           ) -> Tuple[OpCost, Optional[str]]:
-    """One cost for the row from its dispatched ops' costs; (cost, reason when uncounted)."""
-    if reason is not None:
-        return _uncounted(op, ev), reason
-    if not subs:  # the op returned without dispatching anything (e.g. contiguous() on a contiguous tensor)
-        return dataclasses.replace(_uncounted(op, ev), counted=True), None
-    lead = max(subs, key=lambda s: (s.flops, s.bytes_read + s.bytes_written))
-    missing = sorted({s.op for s in subs if not s.counted})
-    counted = not missing
-    cost = OpCost(
-        op=op, module="", scope=("",), phase="forward",
-        flops=sum(s.flops for s in subs) if counted else 0,
-        macs=sum(s.macs for s in subs) if counted else 0,
-        bytes_read=sum(s.bytes_read for s in subs), bytes_written=sum(s.bytes_written for s in subs),
-        compulsory_bytes_read=sum(s.compulsory_bytes_read for s in subs),
-        compulsory_bytes_written=sum(s.compulsory_bytes_written for s in subs),
-        dtype=lead.dtype, unit=lead.unit, counted=counted,
-    )
-    return cost, None if counted else f"no FLOP formula for {', '.join(missing)}"
 
 
 def _uncounted(op: str, ev: Optional[TraceEvent]) -> OpCost:
