@@ -48,7 +48,7 @@ def test_profile_writes_report_csv_and_chart(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "Where the time goes" in captured.out
     # long work shows progress on stderr: each step (1 warm-up + --steps 1), the analysis, the files
-    for line in ("step 1/2 (warm-up)", "step 2/2 (profiled)", "counting (fake-tensor replay)", "wrote "):
+    for line in ("step 1/2 (warm-up)", "step 2/2 (profiled)", "counting the recorded calls", "wrote "):
         assert line in captured.err, line
     report = json.loads((out / "report.json").read_text())
     assert report["schema"] == "torch_roofline.report/1" and report["device"]["id"] == "gtx-1080-ti"
