@@ -61,12 +61,16 @@ class CallIdentity:
             its outputs (and caches it filled).
         list_dtypes: per recorded argument, the dtypes of a tensor list's elements (which the
             Chrome trace does not record), else ``None``.
+        fresh: per recorded argument, whether it is a tensor allocated right before the call
+            (after the previous op of its caller): how a Python number the dispatcher wrapped
+            in a 0-dim tensor looks (``x * 0.5``), as opposed to a real 0-dim tensor.
     """
 
     inputs: Tuple[Union[None, TensorId, Tuple[Optional[TensorId], ...]], ...]
     allocations: Tuple[int, ...]
     kept: Tuple[Tuple[int, int], ...] = ()
     list_dtypes: Tuple[Optional[Tuple[Optional[torch.dtype], ...]], ...] = ()
+    fresh: Tuple[bool, ...] = ()
 
 
 class Identities:
@@ -87,26 +91,32 @@ class Identities:
         self._base_ns = int(base) if isinstance(base, (int, float)) else None
         self._index: Optional[Dict[int, List[Any]]] = None
         self._sizes: Dict[int, int] = {}
+        self._before: Dict[int, frozenset] = {}  # id(op node) -> allocations made just before it
         self.available = self._base_ns is not None and results is not None
 
     def _build(self) -> Dict[int, List[Any]]:
         index: Dict[int, List[Any]] = {}
         if not self.available:
             return index
-        base, sizes = self._base_ns, self._sizes
-        stack = list(self._results.experimental_event_tree())
+        base, sizes, before = self._base_ns, self._sizes, self._before
+        stack = [list(self._results.experimental_event_tree())]
         while stack:
-            node = stack.pop()
-            tag = node.tag
-            if tag == _TORCH_OP:
-                index.setdefault(node.start_time_ns - base, []).append(node)
-            elif tag == _ALLOCATION:
-                fields = node.extra_fields
-                if fields.alloc_size > 0 and fields.allocation_id is not None:
-                    sizes[fields.allocation_id] = fields.alloc_size
-            children = node.children
-            if children:
-                stack.extend(children)
+            pending: List[int] = []  # allocations since the previous op among these siblings
+            for node in stack.pop():
+                tag = node.tag
+                if tag == _TORCH_OP:
+                    index.setdefault(node.start_time_ns - base, []).append(node)
+                    if pending:
+                        before[id(node)] = frozenset(pending)
+                        pending = []
+                elif tag == _ALLOCATION:
+                    fields = node.extra_fields
+                    if fields.alloc_size > 0 and fields.allocation_id is not None:
+                        sizes[fields.allocation_id] = fields.alloc_size
+                        pending.append(fields.allocation_id)
+                children = node.children
+                if children:
+                    stack.append(children)
         return index
 
     def allocation_bytes(self, allocation_id: int) -> Optional[int]:
@@ -126,13 +136,15 @@ class Identities:
         for delta in (0, -1, 1):  # the file's microseconds round-trip to the nanosecond, +-1
             for node in self._index.get(event.ts_ns + delta, ()):
                 if node.name == name:
-                    return _identity(node)
+                    return _identity(node, self._before.get(id(node), frozenset()))
         return None
 
 
-def _identity(node: Any) -> CallIdentity:
+def _identity(node: Any, made_before: frozenset = frozenset()) -> CallIdentity:
     raw = node.extra_fields.inputs
     inputs = tuple(_tensor_id(i) for i in raw)
+    fresh = tuple(isinstance(t, tuple) and len(t) == 3 and isinstance(t[0], int) and t[1] in made_before
+                  for t in inputs)
     list_dtypes = tuple(tuple(getattr(v, "dtype", None) for v in i) if isinstance(i, list) else None for i in raw)
     allocated: Dict[int, int] = {}
     freed = set()
@@ -151,7 +163,7 @@ def _identity(node: Any) -> CallIdentity:
             stack.extend(child.children)
     ids = tuple(sorted(allocated))
     kept = tuple((i, allocated[i]) for i in ids if i not in freed)
-    return CallIdentity(inputs, ids, kept, list_dtypes)
+    return CallIdentity(inputs, ids, kept, list_dtypes, fresh)
 
 
 def _tensor_id(value: Any) -> Union[None, TensorId, Tuple[Optional[TensorId], ...]]:

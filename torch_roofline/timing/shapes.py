@@ -195,6 +195,7 @@ def shape_costs(trace: Trace, timing: TraceTiming, *, identities: Optional[Ident
     dispatched: Dict[str, Tuple[str, ...]] = {}
     assumed: Dict[str, int] = defaultdict(int)
     unjoined = aborted = 0
+    partial: Dict[Tuple[str, str], int] = defaultdict(int)
     for row, ev, identity in rows:
         if use_ids and identity is None:
             unjoined += 1
@@ -202,6 +203,8 @@ def shape_costs(trace: Trace, timing: TraceTiming, *, identities: Optional[Ident
         replayed = replayer.replay(ev, identity, aliases)
         if replayed.list_dtype_assumed:
             assumed[row.op] += 1
+        for name in replayed.omitted:
+            partial[(row.op, name)] += 1
         cost = replayed.cost(row.op, ev)
         if identity is not None and replayed.reason is None and not identity.allocations and _writes_new(replayed):
             # It returns fresh outputs, yet the profiler saw it allocate nothing: it stopped
@@ -211,6 +214,8 @@ def shape_costs(trace: Trace, timing: TraceTiming, *, identities: Optional[Ident
                                        compulsory_bytes_read=0, compulsory_bytes_written=0)
             replayed = _Replayed((), None)
             aborted += 1
+        elif identity is not None and replayed.reason is None:
+            cost = _as_allocated(cost, replayed, identity)
         if use_ids:
             traffic.start(row.step)
             if identity is not None:
@@ -225,6 +230,9 @@ def shape_costs(trace: Trace, timing: TraceTiming, *, identities: Optional[Ident
             dispatched.setdefault(row.op, tuple(dict.fromkeys(sub.op for sub in replayed.subs)))
     notes = [f"{op}: {n} call(s) with tensor lists, whose dtypes the trace does not record; "
              "the op's first tensor dtype (else float32) was assumed" for op, n in assumed.items()]
+    for (op, name), n in partial.items():
+        notes.append(f"{op}: {n} call(s) counted without their {name!r} argument, which torch.profiler does not "
+                     "record (a list of optional tensors): the bytes of those tensors are not included")
     if aborted:
         notes.append(f"{aborted} op call(s) stopped before computing (entered, nothing allocated: activation "
                      "checkpointing ends its recompute this way): counted as no work")
@@ -401,6 +409,7 @@ class _Replayed:
     reason: Optional[str]
     list_dtype_assumed: bool = False
     accesses: Tuple[Tuple[Any, ...], ...] = ()  # ("r", slot, bytes) / ("w", slot, bytes, whole)
+    omitted: Tuple[str, ...] = ()  # arguments the profiler did not record, left out of the cost
 
     def cost(self, op: str, ev: Optional[TraceEvent]) -> OpCost:
         """The row's cost: the dispatched ops merged (op-model bytes; compulsory per row)."""
@@ -439,10 +448,11 @@ class _Replayer:
     def replay(self, ev: Optional[TraceEvent], identity: Optional[CallIdentity],
                aliases: Optional[Tuple[_Alias, ...]] = None) -> _Replayed:
         list_dtypes = _list_dtypes(identity)
-        key = (_signature(ev), aliases, list_dtypes)
+        fresh = identity.fresh if identity is not None and any(identity.fresh) else None
+        key = (_signature(ev), aliases, list_dtypes, fresh)
         found = self._cache.get(key)
         if found is None:
-            found = self._cache[key] = self._run(ev, aliases, list_dtypes)
+            found = self._cache[key] = self._run(ev, aliases, list_dtypes, fresh)
             self.signatures += 1
         if found.reason is not None and identity is not None and ev is not None:
             # The meta device cannot run it: count it from what the profiler saw it allocate.
@@ -452,13 +462,13 @@ class _Replayer:
         return found
 
     def _run(self, ev: Optional[TraceEvent], aliases: Optional[Tuple[_Alias, ...]],
-             list_dtypes: Optional[Tuple[Any, ...]]) -> _Replayed:
+             list_dtypes: Optional[Tuple[Any, ...]], fresh: Optional[Tuple[bool, ...]] = None) -> _Replayed:
         from torch_roofline.count.mode import OpCounter
 
         try:
             if ev is None:
                 raise _Unbuildable("no trace event found for the row")
-            candidates, assumed = _calls(ev, aliases, list_dtypes)
+            candidates, assumed = _calls(ev, aliases, list_dtypes, fresh=fresh)
         except _Unbuildable as exc:
             return _Replayed((), str(exc))
         last = "no overload of the op matches the recorded arguments"
@@ -503,8 +513,9 @@ def _from_allocations(ev: TraceEvent, aliases: Optional[Tuple[_Alias, ...]], ide
     from torch_roofline.count.traffic import StepTraffic, is_view_op
     from torch_roofline.count._tree import tensors as _tensors
 
+    omitted: List[str] = []
     try:
-        candidates, _ = _calls(ev, aliases, _list_dtypes(identity))
+        candidates, _ = _calls(ev, aliases, _list_dtypes(identity), omitted, identity.fresh or None)
     except _Unbuildable:
         return None
     overload, kwargs, slots = candidates[0]
@@ -531,7 +542,20 @@ def _from_allocations(ev: TraceEvent, aliases: Optional[Tuple[_Alias, ...]], ide
                   compulsory_bytes_read=measured.compulsory_bytes_read,
                   compulsory_bytes_written=measured.compulsory_bytes_written,
                   dtype=compute_dtype(ins, [], unit), unit=unit, counted=True)
-    return _Replayed((cost,), None, False, _slotted(log, slots))
+    return _Replayed((cost,), None, False, _slotted(log, slots), tuple(dict.fromkeys(omitted)))
+
+
+def _as_allocated(cost: OpCost, replayed: _Replayed, identity: CallIdentity) -> OpCost:
+    """``cost`` with its fresh outputs' bytes capped at what the profiler saw the call allocate
+    and keep. The meta device's shapes can be larger than a real kernel's: eval-mode
+    ``native_batch_norm`` on the CPU returns empty ``save_mean``/``save_invstd``, its meta kernel
+    ``[C]`` ones. Only ever lowered: a caching allocator rounds its blocks up."""
+    new = sum(a[2] for a in replayed.accesses if a[0] == "w" and a[1][0] == "new")
+    kept = sum(nbytes for _, nbytes in identity.kept)
+    if not identity.kept or kept >= new:
+        return cost
+    extra = new - kept
+    return dataclasses.replace(cost, bytes_written=max(cost.bytes_written - extra, 0))
 
 
 def _writes_new(replayed: _Replayed) -> bool:
@@ -605,6 +629,10 @@ class _StepTraffic:
                     made_whole = made_whole or slot[0] == "new"
         if made_whole:  # its outputs are storages the profiler saw it allocate
             produced.update(identity.allocations)
+        new = sum(a[2] for a in replayed.accesses if a[0] == "w" and a[1][0] == "new")
+        kept = sum(nbytes for _, nbytes in identity.kept)
+        if identity.kept and kept < new:  # as in _as_allocated: the real outputs were smaller
+            comp_written = max(comp_written - (new - kept), 0)
         return dataclasses.replace(cost, compulsory_bytes_read=comp_read, compulsory_bytes_written=comp_written)
 
 
@@ -622,7 +650,7 @@ def _tensor_args(ev: TraceEvent, identity: CallIdentity) -> List[Tuple[Any, Any,
     dims = args.get("Input Dims") or ()
     strides = args.get("Input Strides") or ()
     out = []
-    wrapped = _wrapped_numbers(types, dims)
+    wrapped = _wrapped_numbers(types, dims, identity.fresh or None)
     for k, typ in enumerate(types):
         ident = identity.inputs[k] if k < len(identity.inputs) else None
         d = dims[k] if k < len(dims) else None
@@ -715,7 +743,8 @@ def _packet(name: str) -> Any:
 
 
 def _calls(ev: TraceEvent, aliases: Optional[Tuple[_Alias, ...]] = None,
-           list_dtypes: Optional[Sequence[Any]] = None
+           list_dtypes: Optional[Sequence[Any]] = None, omitted: Optional[List[str]] = None,
+           fresh: Optional[Sequence[bool]] = None
            ) -> Tuple[List[Tuple[Any, Dict[str, Any], Dict[Any, _Slot]]], bool]:
     """Every overload whose schema fits the recorded arguments: (overload, keyword arguments,
     ``{meta storage key: ("in", storage class)}``), and whether a tensor list's dtype was assumed.
@@ -723,6 +752,10 @@ def _calls(ev: TraceEvent, aliases: Optional[Tuple[_Alias, ...]] = None,
     ``aliases``: per tensor argument (tensor lists flattened), its tensor and storage classes
     (:func:`_aliases`): arguments of one tensor class are one meta tensor. ``list_dtypes``: the
     element dtypes of tensor lists when known (live sessions), per recorded argument.
+    ``omitted``: when a list, a required ``List[Optional[Tensor]]`` argument that the profiler
+    did not record (it never records that type: ``index``'s ``indices``) is rebuilt as an
+    empty list and its name appended, instead of refusing the call. ``fresh``: per recorded
+    argument, allocated right before the call (:func:`_wrapped_numbers`).
     """
     args = ev.args
     if "Input Dims" not in args or "Input type" not in args:
@@ -743,6 +776,8 @@ def _calls(ev: TraceEvent, aliases: Optional[Tuple[_Alias, ...]] = None,
             continue
         try:
             builder = _Builder(aliases, list_dtype, list_dtypes)
+            builder.omitted = omitted
+            builder.fresh = fresh
             fits.append((overload, _kwargs(schema, recorded, builder), builder.slots))
         except _Unbuildable as exc:
             reason = reason or str(exc)
@@ -775,6 +810,8 @@ class _Builder:
         self.position = 0  # flat index of the next tensor argument
         self.made: Dict[int, torch.Tensor] = {}
         self.slots: Dict[Any, _Slot] = {}
+        self.omitted: Optional[List[str]] = None
+        self.fresh: Optional[Sequence[bool]] = None
 
     def tensor(self, dims: Any, strides: Any, dtype: torch.dtype) -> torch.Tensor:
         from torch_roofline.count.traffic import _storage_key
@@ -794,7 +831,7 @@ class _Builder:
 def _kwargs(schema: Sequence[Any], recorded: Sequence[Tuple[Any, Any, Any, Any]], builder: _Builder
             ) -> Dict[str, Any]:
     kwargs: Dict[str, Any] = {}
-    wrapped = _wrapped_numbers([r[0] for r in recorded], [r[1] for r in recorded])
+    wrapped = _wrapped_numbers([r[0] for r in recorded], [r[1] for r in recorded], builder.fresh)
     for index, (arg, (typ, dim, stride, value)) in enumerate(zip(schema, recorded)):
         if wrapped[index] and str(arg.real_type) in ("Tensor", "Scalar"):
             kwargs[arg.name] = _WRAPPED_VALUE[typ]
@@ -808,6 +845,10 @@ def _kwargs(schema: Sequence[Any], recorded: Sequence[Tuple[Any, Any, Any, Any]]
             if arg.has_default_value():
                 continue
             if not optional:
+                if builder.omitted is not None and real == "List[Optional[Tensor]]":
+                    builder.omitted.append(arg.name)
+                    kwargs[arg.name] = []
+                    continue
                 raise _Unbuildable(f"argument {arg.name!r} ({real}) was not recorded")
             kwargs[arg.name] = None
         elif typ == "Scalar":
@@ -850,16 +891,26 @@ def _meta_tensor(dims: Any, strides: Any, dtype: torch.dtype, larger: bool = Fal
 _WRAPPED_TYPES = ("double", "long int", "long long", "__int64", "bool", "c10::complex<double>")
 
 
-def _wrapped_numbers(types: Sequence[Any], dims: Sequence[Any]) -> List[bool]:
+def _wrapped_numbers(types: Sequence[Any], dims: Sequence[Any], fresh: Optional[Sequence[bool]] = None
+                     ) -> List[bool]:
     """Which recorded tensor arguments are Python numbers the dispatcher wrapped in a 0-dim
     tensor (``x * 0.9`` calls ``mul.Tensor`` with a float64 0-dim tensor, which the profiler
-    records as a tensor): a 0-dim float64/int64/bool/complex128 argument of an op whose other
-    tensors have another dtype. A dispatch-mode counter sees the Python number, so the rebuilt
-    call passes a number too (no bytes read for it)."""
+    records as a tensor). A dispatch-mode counter sees the Python number, so the rebuilt call
+    passes a number too (no bytes read for it).
+
+    A wrapped number is a 0-dim float64/int64/bool/complex128 argument; in a live session,
+    also one allocated right before the call (``fresh``, from the tensor identities), which
+    tells it from a real 0-dim tensor. Without identities (a saved trace), one whose dtype
+    differs from the call's other tensors'.
+    """
     tensor_types = [t for t in types if t in _DTYPES]
     out = []
-    for typ, dim in zip(types, dims):
-        out.append(typ in _WRAPPED_TYPES and dim == [] and any(t != typ for t in tensor_types))
+    for k, (typ, dim) in enumerate(zip(types, dims)):
+        candidate = typ in _WRAPPED_TYPES and dim == []
+        if fresh is not None and k < len(fresh):
+            out.append(candidate and bool(fresh[k]))
+        else:
+            out.append(candidate and any(t != typ for t in tensor_types))
     return out
 
 
