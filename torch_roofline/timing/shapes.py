@@ -183,11 +183,21 @@ def shape_costs(trace: Trace, timing: TraceTiming, *, identities: Optional[Ident
     """
     events = _events_by_key(trace)
     use_ids = identities is not None and identities.available
-    rows = []
-    for row in timing.ops:
-        ev = _pop_event(events, row.thread, row.start_s, row.op)
-        rows.append((row, ev, identities.of(ev) if use_ids and ev is not None else None))
-    spans = _storage_spans(rows) if use_ids else {}
+    found = [_pop_event(events, row.thread, row.start_s, row.op) for row in timing.ops]
+    ids = identities.of_many(found) if use_ids else [None] * len(found)
+    rows = list(zip(timing.ops, found, ids))
+    signatures = [_signature(ev) for ev in found]
+    entries: Dict[str, Tuple[_Entry, ...]] = {}
+    tensors: List[Optional[List[Tuple[Optional[TensorId], int]]]] = []
+    for (row, ev, identity), sig in zip(rows, signatures):
+        if identity is None or ev is None:
+            tensors.append(None)
+            continue
+        static = entries.get(sig)
+        if static is None:
+            static = entries[sig] = _entries(ev)
+        tensors.append(_row_tensors(static, identity, ev))
+    spans = _storage_spans(tensors) if use_ids else {}
     replayer = _Replayer(formulas)
     traffic = _StepTraffic()
     costs: List[OpCost] = []
@@ -196,33 +206,34 @@ def shape_costs(trace: Trace, timing: TraceTiming, *, identities: Optional[Ident
     assumed: Dict[str, int] = defaultdict(int)
     unjoined = aborted = 0
     partial: Dict[Tuple[str, str], int] = defaultdict(int)
-    for row, ev, identity in rows:
+    for (row, ev, identity), sig, row_tensors in zip(rows, signatures, tensors):
         if use_ids and identity is None:
             unjoined += 1
-        aliases, storages = _aliases(ev, identity, spans) if identity is not None else (None, {})
-        replayed = replayer.replay(ev, identity, aliases)
+        aliases, storages = _aliases(row_tensors, spans) if row_tensors is not None else (None, {})
+        replayed = replayer.replay(ev, identity, aliases, sig)
         if replayed.list_dtype_assumed:
             assumed[row.op] += 1
         for name in replayed.omitted:
             partial[(row.op, name)] += 1
-        cost = replayed.cost(row.op, ev)
-        if identity is not None and replayed.reason is None and not identity.allocations and _writes_new(replayed):
+        fields = dict(replayer.cost(replayed, row.op, ev).__dict__)
+        if identity is not None and replayed.reason is None and not identity.allocations and replayed.writes_new:
             # It returns fresh outputs, yet the profiler saw it allocate nothing: it stopped
             # before computing (activation checkpointing stops its recompute by raising in the
             # op that saves the last tensor it needs; the op was entered, never run).
-            cost = dataclasses.replace(cost, flops=0, macs=0, bytes_read=0, bytes_written=0,
-                                       compulsory_bytes_read=0, compulsory_bytes_written=0)
-            replayed = _Replayed((), None)
+            fields.update(flops=0, macs=0, bytes_read=0, bytes_written=0,
+                          compulsory_bytes_read=0, compulsory_bytes_written=0)
+            replayed = _NOTHING
             aborted += 1
-        elif identity is not None and replayed.reason is None:
-            cost = _as_allocated(cost, replayed, identity)
+        elif identity is not None and replayed.reason is None and identity.kept:
+            fields["bytes_written"] -= _beyond_allocated(replayed, identity)
         if use_ids:
             traffic.start(row.step)
             if identity is not None:
-                cost = traffic.apply(cost, replayed, identity, storages)
-        costs.append(frozen_record(OpCost, {
-            **cost.__dict__, "module": row.module, "scope": tuple(row.scope), "phase": row.phase,
-            "index": row.index, "recompute": row.recompute}))
+                fields["compulsory_bytes_read"], fields["compulsory_bytes_written"] = traffic.apply(
+                    replayed, identity, storages)
+        fields.update(module=row.module, scope=tuple(row.scope), phase=row.phase, index=row.index,
+                      recompute=row.recompute)
+        costs.append(frozen_record(OpCost, fields))
         why = replayed.reason or replayed.uncounted_reason
         if why is not None:
             reasons.append((row.op, why))
@@ -239,12 +250,13 @@ def shape_costs(trace: Trace, timing: TraceTiming, *, identities: Optional[Ident
     if unjoined:
         notes.append(f"{unjoined} op call(s) had no tensor identities in the profiler's records: their "
                      "compulsory bytes are their own first-touch bytes")
-    activations = _activation_bytes(rows, spans, parameters or (), timing.steps) if use_ids else {}
+    activations = _activation_bytes(rows, tensors, spans, parameters or (), timing.steps) if use_ids else {}
     return ShapeCosts(tuple(costs), tuple(reasons), MappingProxyType(dispatched), tuple(notes),
                       replayer.signatures, MappingProxyType(activations))
 
 
 def _activation_bytes(rows: Sequence[Tuple[Any, Optional[TraceEvent], Optional[CallIdentity]]],
+                      tensors: Sequence[Optional[List[Tuple[Optional[TensorId], int]]]],
                       spans: Mapping[int, int], parameters: Sequence[Any], steps: int) -> Dict[str, int]:
     """Module -> bytes autograd saved during its forward, from what the steps read in backward.
 
@@ -265,10 +277,10 @@ def _activation_bytes(rows: Sequence[Tuple[Any, Optional[TraceEvent], Optional[C
     first: Dict[Tuple[int, int], int] = {}  # (step, storage) -> position of its first forward use
     created: Dict[Tuple[int, int], int] = {}  # (step, sequence number) -> position of the forward op
     saver: Dict[Tuple[int, int], Tuple[int, Tuple[str, ...]]] = {}
-    for position, (row, ev, identity) in enumerate(rows):
-        if identity is None or ev is None:
+    for position, ((row, ev, identity), row_tensors) in enumerate(zip(rows, tensors)):
+        if identity is None or ev is None or row_tensors is None:
             continue
-        ids = [t for t in _flat_tensor_ids(identity) if t is not None and t[1] is not None]
+        ids = [t for t, _ in row_tensors if t is not None and t[1] is not None]
         if row.phase == "forward" and not row.recompute:
             for t in ids:
                 first.setdefault((row.step, t[1]), position)
@@ -290,16 +302,6 @@ def _activation_bytes(rows: Sequence[Tuple[Any, Optional[TraceEvent], Optional[C
         for name in set(scope):
             out[name] += spans.get(alloc, 0)
     return {k: int(round(v / max(steps, 1))) for k, v in out.items()}
-
-
-def _flat_tensor_ids(identity: CallIdentity) -> List[Optional[TensorId]]:
-    flat: List[Optional[TensorId]] = []
-    for arg in identity.inputs:
-        if isinstance(arg, tuple) and arg and isinstance(arg[0], tuple):
-            flat.extend(arg)
-        elif isinstance(arg, tuple) and len(arg) == 3:
-            flat.append(arg)
-    return flat
 
 
 def per_step(costs: Sequence[OpCost], steps: int, step_of: Optional[Sequence[int]] = None
@@ -410,6 +412,17 @@ class _Replayed:
     list_dtype_assumed: bool = False
     accesses: Tuple[Tuple[Any, ...], ...] = ()  # ("r", slot, bytes) / ("w", slot, bytes, whole)
     omitted: Tuple[str, ...] = ()  # arguments the profiler did not record, left out of the cost
+    per_call: bool = False  # built for one call (from its allocations), not cached per signature
+
+    @property
+    def new_bytes(self) -> int:
+        """Bytes written to storages the call creates (its fresh outputs)."""
+        return sum(a[2] for a in self.accesses if a[0] == "w" and a[1][0] == "new")
+
+    @property
+    def writes_new(self) -> bool:
+        """Whether the call writes bytes to a storage it creates (a fresh output)."""
+        return self.new_bytes > 0
 
     def cost(self, op: str, ev: Optional[TraceEvent]) -> OpCost:
         """The row's cost: the dispatched ops merged (op-model bytes; compulsory per row)."""
@@ -443,13 +456,24 @@ class _Replayer:
     def __init__(self, formulas: Optional[Mapping[Any, Callable[..., Any]]]) -> None:
         self.formulas = formulas
         self._cache: Dict[Any, _Replayed] = {}
+        self._costs: Dict[Tuple[int, str], OpCost] = {}
         self.signatures = 0
 
+    def cost(self, replayed: _Replayed, op: str, ev: Optional[TraceEvent]) -> OpCost:
+        """``replayed.cost(op, ev)``, computed once per replay and op name."""
+        if replayed.per_call or replayed.reason is not None:
+            return replayed.cost(op, ev)
+        key = (id(replayed), op)  # cached replays live as long as this replayer: ids stay theirs
+        found = self._costs.get(key)
+        if found is None:
+            found = self._costs[key] = replayed.cost(op, ev)
+        return found
+
     def replay(self, ev: Optional[TraceEvent], identity: Optional[CallIdentity],
-               aliases: Optional[Tuple[_Alias, ...]] = None) -> _Replayed:
+               aliases: Optional[Tuple[_Alias, ...]] = None, signature: Optional[str] = None) -> _Replayed:
         list_dtypes = _list_dtypes(identity)
         fresh = identity.fresh if identity is not None and any(identity.fresh) else None
-        key = (_signature(ev), aliases, list_dtypes, fresh)
+        key = (signature if signature is not None else _signature(ev), aliases, list_dtypes, fresh)
         found = self._cache.get(key)
         if found is None:
             found = self._cache[key] = self._run(ev, aliases, list_dtypes, fresh)
@@ -542,25 +566,16 @@ def _from_allocations(ev: TraceEvent, aliases: Optional[Tuple[_Alias, ...]], ide
                   compulsory_bytes_read=measured.compulsory_bytes_read,
                   compulsory_bytes_written=measured.compulsory_bytes_written,
                   dtype=compute_dtype(ins, [], unit), unit=unit, counted=True)
-    return _Replayed((cost,), None, False, _slotted(log, slots), tuple(dict.fromkeys(omitted)))
+    return _Replayed((cost,), None, False, _slotted(log, slots), tuple(dict.fromkeys(omitted)), per_call=True)
 
 
-def _as_allocated(cost: OpCost, replayed: _Replayed, identity: CallIdentity) -> OpCost:
-    """``cost`` with its fresh outputs' bytes capped at what the profiler saw the call allocate
-    and keep. The meta device's shapes can be larger than a real kernel's: eval-mode
-    ``native_batch_norm`` on the CPU returns empty ``save_mean``/``save_invstd``, its meta kernel
-    ``[C]`` ones. Only ever lowered: a caching allocator rounds its blocks up."""
-    new = sum(a[2] for a in replayed.accesses if a[0] == "w" and a[1][0] == "new")
+def _beyond_allocated(replayed: _Replayed, identity: CallIdentity) -> int:
+    """Bytes by which the replay's fresh outputs exceed what the profiler saw the call allocate
+    and keep (0 when they do not). The meta device's shapes can be larger than a real kernel's:
+    eval-mode ``native_batch_norm`` on the CPU returns empty ``save_mean``/``save_invstd``, its
+    meta kernel ``[C]`` ones. Only ever a cut: a caching allocator rounds its blocks up."""
     kept = sum(nbytes for _, nbytes in identity.kept)
-    if not identity.kept or kept >= new:
-        return cost
-    extra = new - kept
-    return dataclasses.replace(cost, bytes_written=max(cost.bytes_written - extra, 0))
-
-
-def _writes_new(replayed: _Replayed) -> bool:
-    """Whether the call writes bytes to a storage it creates (a fresh output)."""
-    return any(a[0] == "w" and a[1][0] == "new" and a[2] > 0 for a in replayed.accesses)
+    return max(replayed.new_bytes - kept, 0)
 
 
 def _positional(overload: Any, kwargs: Mapping[str, Any]) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
@@ -577,6 +592,9 @@ def _positional(overload: Any, kwargs: Mapping[str, Any]) -> Tuple[Tuple[Any, ..
         else:
             args.append(arg.default_value if arg.has_default_value() else None)
     return tuple(args), kw
+
+
+_NOTHING = _Replayed((), None)  # a call that did no work
 
 
 class _StepTraffic:
@@ -599,9 +617,8 @@ class _StepTraffic:
             self._step = step
             self._read, self._written, self._produced = set(), set(), set()
 
-    def apply(self, cost: OpCost, replayed: _Replayed, identity: CallIdentity,
-              storages: Mapping[int, int]) -> OpCost:
-        """``cost`` with its compulsory bytes counted against the step's storages so far.
+    def apply(self, replayed: _Replayed, identity: CallIdentity, storages: Mapping[int, int]) -> Tuple[int, int]:
+        """The call's compulsory bytes (read, written), counted against the step's storages so far.
 
         ``storages``: ``{storage class: allocation id}`` of the call's arguments (:func:`_aliases`).
         """
@@ -629,11 +646,9 @@ class _StepTraffic:
                     made_whole = made_whole or slot[0] == "new"
         if made_whole:  # its outputs are storages the profiler saw it allocate
             produced.update(identity.allocations)
-        new = sum(a[2] for a in replayed.accesses if a[0] == "w" and a[1][0] == "new")
-        kept = sum(nbytes for _, nbytes in identity.kept)
-        if identity.kept and kept < new:  # as in _as_allocated: the real outputs were smaller
-            comp_written = max(comp_written - (new - kept), 0)
-        return dataclasses.replace(cost, compulsory_bytes_read=comp_read, compulsory_bytes_written=comp_written)
+        if identity.kept:  # as for the op bytes: the real outputs may be smaller than the meta ones
+            comp_written = max(comp_written - _beyond_allocated(replayed, identity), 0)
+        return comp_read, comp_written
 
 
 def _list_dtypes(identity: Optional[CallIdentity]) -> Optional[Tuple[Any, ...]]:
@@ -642,86 +657,106 @@ def _list_dtypes(identity: Optional[CallIdentity]) -> Optional[Tuple[Any, ...]]:
     return tuple(identity.list_dtypes)
 
 
-def _tensor_args(ev: TraceEvent, identity: CallIdentity) -> List[Tuple[Any, Any, Any, Optional[TensorId]]]:
-    """(dims, strides, dtype, tensor id) of every tensor argument, tensor lists flattened, in
-    the order the call is rebuilt (:class:`_Builder`)."""
+# One tensor argument of a recorded call, as far as the call's signature tells: (recorded
+# argument k, element j of a tensor list or -1, span in elements, dtype (None: a list element,
+# dtype from the identities), a Python number the dispatcher may have wrapped).
+_Entry = Tuple[int, int, int, Optional[torch.dtype], bool]
+
+
+def _entries(ev: TraceEvent) -> Tuple[_Entry, ...]:
+    """Every tensor argument of a recorded call, tensor lists flattened, in the order the call
+    is rebuilt (:class:`_Builder`); computed once per signature."""
     args = ev.args
     types = args.get("Input type") or ()
     dims = args.get("Input Dims") or ()
     strides = args.get("Input Strides") or ()
-    out = []
-    wrapped = _wrapped_numbers(types, dims, identity.fresh or None)
+    out: List[_Entry] = []
     for k, typ in enumerate(types):
-        ident = identity.inputs[k] if k < len(identity.inputs) else None
         d = dims[k] if k < len(dims) else None
         st = strides[k] if k < len(strides) else None
-        if wrapped[k]:
-            continue  # rebuilt as a Python number: no tensor argument
         if typ in _DTYPES:
-            out.append((d, st, _DTYPES[typ], ident if isinstance(ident, tuple) and len(ident) == 3
-                        and isinstance(ident[0], int) else None))
+            out.append((k, -1, _span_elements(d, st), _DTYPES[typ], typ in _WRAPPED_TYPES and d == []))
         elif typ == "TensorList" and isinstance(d, list):
-            ids = ident if isinstance(ident, tuple) else ()
-            known = identity.list_dtypes[k] if k < len(identity.list_dtypes) else None
             for j, dj in enumerate(d):
                 sj = st[j] if isinstance(st, list) and j < len(st) else None
-                dt = known[j] if known and j < len(known) and known[j] is not None else torch.float32
-                out.append((dj, sj, dt, ids[j] if j < len(ids) else None))
+                out.append((k, j, _span_elements(dj, sj), None, False))
+    return tuple(out)
+
+
+def _row_tensors(entries: Sequence[_Entry], identity: CallIdentity, ev: TraceEvent
+                 ) -> List[Tuple[Optional[TensorId], int]]:
+    """(tensor id, span bytes) of each tensor argument the rebuilt call passes as a tensor
+    (wrapped Python numbers left out, as :func:`_wrapped_numbers` decides)."""
+    inputs, fresh, list_dtypes = identity.inputs, identity.fresh, identity.list_dtypes
+    guess: Optional[List[bool]] = None
+    out: List[Tuple[Optional[TensorId], int]] = []
+    for k, j, span, dtype, candidate in entries:
+        if candidate:
+            if fresh:
+                if k < len(fresh) and fresh[k]:
+                    continue
+            else:
+                if guess is None:
+                    guess = _wrapped_numbers(ev.args.get("Input type") or (), ev.args.get("Input Dims") or ())
+                if guess[k]:
+                    continue
+        ident = inputs[k] if k < len(inputs) else None
+        if j >= 0:
+            ident = ident[j] if isinstance(ident, tuple) and j < len(ident) and isinstance(ident[j], tuple) else None
+            known = list_dtypes[k] if k < len(list_dtypes) else None
+            dtype = known[j] if known and j < len(known) and known[j] is not None else torch.float32
+        elif not (isinstance(ident, tuple) and len(ident) == 3 and isinstance(ident[0], int)):
+            ident = None
+        out.append((ident, span * dtype.itemsize))
     return out
 
 
-def _span_bytes(dims: Any, strides: Any, dtype: torch.dtype) -> int:
-    """Bytes from a view's first to its last element (its numel when strides are unknown)."""
+def _span_elements(dims: Any, strides: Any) -> int:
+    """Elements from a view's first to its last (its numel when strides are unknown)."""
     if not isinstance(dims, list) or any(not isinstance(d, int) for d in dims):
         return 0
     if any(d == 0 for d in dims):
         return 0
-    itemsize = dtype.itemsize
     if isinstance(strides, list) and len(strides) == len(dims) and all(isinstance(s, int) for s in strides):
-        return (1 + sum((d - 1) * abs(s) for d, s in zip(dims, strides))) * itemsize
+        return 1 + sum((d - 1) * abs(s) for d, s in zip(dims, strides))
     n = 1
     for d in dims:
         n *= d
-    return n * itemsize
+    return n
 
 
-
-
-
-def _storage_spans(rows: Sequence[Tuple[Any, Optional[TraceEvent], Optional[CallIdentity]]]) -> Dict[int, int]:
+def _storage_spans(tensors: Sequence[Optional[List[Tuple[Optional[TensorId], int]]]]) -> Dict[int, int]:
     """Per storage (allocation id), the widest span any recorded view of it covered in the
     window: the best size estimate for storages allocated before the profiler started."""
     spans: Dict[int, int] = {}
-    for _, ev, identity in rows:
-        if ev is None or identity is None:
+    get = spans.get
+    for row in tensors:
+        if not row:
             continue
-        for dims, strides, dtype, tid in _tensor_args(ev, identity):
-            if tid is None or tid[1] is None:
-                continue
-            span = _span_bytes(dims, strides, dtype)
-            if span > spans.get(tid[1], -1):
+        for tid, span in row:
+            if tid is not None and tid[1] is not None and span > get(tid[1], -1):
                 spans[tid[1]] = span
     return spans
 
 
-def _aliases(ev: Optional[TraceEvent], identity: CallIdentity, spans: Mapping[int, int]
-             ) -> Tuple[Optional[Tuple[_Alias, ...]], Dict[int, int]]:
+def _aliases(tensors: Sequence[Tuple[Optional[TensorId], int]], spans: Mapping[int, int]
+             ) -> Tuple[Tuple[_Alias, ...], Dict[int, int]]:
     """Per tensor argument: (tensor class, storage class, storage larger than this view); and
     ``{storage class: allocation id}``."""
-    if ev is None:
-        return None, {}
     impls: Dict[int, int] = {}
     storages: Dict[int, int] = {}
     out: List[_Alias] = []
-    for position, (dims, strides, dtype, tid) in enumerate(_tensor_args(ev, identity)):
+    for position, (tid, span) in enumerate(tensors):
         if tid is None:
-            out.append((-1 - position, len(storages) + position + 1_000_000, False))
+            out.append((-1 - position, 1_000_000 + position, False))
             continue
         impl, alloc, _ = tid
         impl_class = impls.setdefault(impl, position)
-        storage_class = storages.setdefault(alloc, len(storages)) if alloc is not None else 1_000_000 + position
-        larger = alloc is not None and spans.get(alloc, 0) > _span_bytes(dims, strides, dtype)
-        out.append((impl_class, storage_class, larger))
+        if alloc is None:
+            out.append((impl_class, 1_000_000 + position, False))
+            continue
+        storage_class = storages.setdefault(alloc, len(storages))
+        out.append((impl_class, storage_class, spans.get(alloc, 0) > span))
     return tuple(out), {cls: alloc for alloc, cls in storages.items()}
 
 

@@ -146,6 +146,7 @@ class MemoryEvent:
         device_id: device index (-1 for the CPU).
         pid: process id.
         tid: thread id.
+        address: the block's address (``Addr``), ``None`` when not recorded.
     """
 
     time_s: float
@@ -156,6 +157,7 @@ class MemoryEvent:
     device_id: int
     pid: Union[int, str]
     tid: Union[int, str]
+    address: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -473,6 +475,7 @@ def _memory_event(ev: Mapping[str, Any], seconds) -> MemoryEvent:
         device_id=_int_or_none(args.get("Device Id")) if args.get("Device Id") is not None else -1,
         pid=ev.get("pid", 0),
         tid=ev.get("tid", 0),
+        address=_int_or_none(args.get("Addr")),
     )
 
 
