@@ -102,6 +102,13 @@ class BenchResult:
         triad: STREAM triad B/s (3 x 4 bytes per element).
         array_bytes: bytes of one copy/triad array.
         created_s: UNIX time of the measurement.
+        mode: ``"quick"``, ``"full"`` (:func:`run_bench`) or ``"roofs"`` (the time-boxed,
+            interleaved run behind ``roof="auto"``, :mod:`._cpu_bench`); ``""`` in caches
+            written before the field existed (then ``quick`` tells).
+        others_cpu_share: share of the machine's CPU time that other processes (and the
+            hypervisor: steal) used while this ran, 0..1; ``None`` when unknown. A busy
+            machine gives low roofs.
+        seconds: wall-clock seconds the measurement took; ``None`` when unknown.
     """
 
     device: str
@@ -117,6 +124,14 @@ class BenchResult:
     conv: Mapping[str, BenchStats] = field(default_factory=lambda: types.MappingProxyType({}))
     gemm_by_library: Mapping[str, Mapping[str, BenchStats]] = field(
         default_factory=lambda: types.MappingProxyType({}))
+    mode: str = ""
+    others_cpu_share: Optional[float] = None
+    seconds: Optional[float] = None
+
+    @property
+    def mode_name(self) -> str:
+        """``mode``, or ``"quick"``/``"full"`` for results cached before it was recorded."""
+        return self.mode or ("quick" if self.quick else "full")
 
     def matrix_peak(self, dtype: str) -> BenchStats:
         """The matrix roof's measurement: the better of the GEMM sweep and the conv probe."""
@@ -135,6 +150,7 @@ class BenchResult:
                 k: {lib: stats(v) for lib, v in libs.items()} for k, libs in self.gemm_by_library.items()},
             "copy_bytes_per_s": stats(self.copy), "triad_bytes_per_s": stats(self.triad),
             "array_bytes": self.array_bytes, "created_s": self.created_s,
+            "mode": self.mode_name, "others_cpu_share": self.others_cpu_share, "seconds": self.seconds,
         }
 
     @classmethod
@@ -151,6 +167,9 @@ class BenchResult:
             gemm_by_library=types.MappingProxyType({
                 k: types.MappingProxyType({lib: stats(v) for lib, v in libs.items()})
                 for k, libs in data.get("gemm_by_library_flops_per_s", {}).items()}),
+            mode=str(data.get("mode", "")),
+            others_cpu_share=data.get("others_cpu_share"),
+            seconds=data.get("seconds"),
         )
 
 
@@ -370,9 +389,10 @@ def _device_name(device: torch.device, info: Optional[CpuInfo]) -> Tuple[str, in
 _BENCH_VERSION = 6
 
 
-def _cache_path(device: torch.device, name: str, threads: int, quick: bool) -> str:
+def _cache_path(device: torch.device, name: str, threads: int, quick: bool, mode: Optional[str] = None) -> str:
+    """The cache file of one device, torch version and mode (``mode`` overrides ``quick``)."""
     slug = "".join(c if c.isalnum() else "-" for c in f"{device.type}-{name}-t{threads}".lower())
-    mode = "quick" if quick else "full"
+    mode = mode or ("quick" if quick else "full")
     return os.path.join(cache_dir(), f"bench-v{_BENCH_VERSION}-{slug}-torch{torch.__version__}-{mode}.json")
 
 
@@ -457,6 +477,7 @@ def run_bench(
         device=str(dev), device_name=name, torch_version=torch.__version__, threads=threads,
         quick=quick, gemm=types.MappingProxyType(gemm), conv=types.MappingProxyType(conv), copy=copy, triad=triad,
         array_bytes=4 * elements, gemm_by_library=types.MappingProxyType(by_library),
+        mode="quick" if quick else "full",
     )
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
@@ -490,7 +511,7 @@ def result_to_device(result: BenchResult) -> Device:
     for k in ("fp32", "fp64"):
         if k in result.gemm:
             peaks[f"{k}:vector"] = result.matrix_peak(k).max
-    mode = "quick" if result.quick else "full"
+    mode = result.mode_name
     provenance = {
         key: _peak_provenance(result.matrix_peak(key.split(":")[0]), mode)
         for key in peaks
