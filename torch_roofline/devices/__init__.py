@@ -17,7 +17,7 @@ Where roofs come from (``Device.source``):
 * ``"user"``: ``Device(name=..., peak_flops={...}, bandwidth=...)`` or :func:`load_file`.
 
 :func:`auto` is what ``roof="auto"`` resolves to: the catalog row of a GPU, MEASURED roofs
-of a CPU (the first call measures for about 11 s, progress on stderr, then the cache
+of a CPU (the first call measures for about 10 s, progress on stderr, then the cache
 answers), or the CPU estimate when measuring is refused (``measure=False`` or
 ``TORCH_ROOFLINE_NO_BENCH=1``). Every roof says how it was obtained:
 ``Device.provenance[key]`` and ``Roof.how`` (``"measured (fp32: fastest of 412 oneDNN GEMMs

@@ -2,7 +2,7 @@
 
 * GPU: :func:`~torch_roofline.devices.detect` (the catalog row; an estimate for an unlisted GPU).
 * CPU: MEASURED roofs by default (:func:`measured_cpu`: the time-boxed bench of
-  :mod:`._cpu_bench`, about 11 s the first time, then cached per machine), because a CPU's
+  :mod:`._cpu_bench`, about 10 s the first time, then cached per machine), because a CPU's
   datasheet peak depends on clocks and units that cloud VMs hide: on this project's 2-core
   AMD EPYC VM, ``/proc/cpuinfo`` shows a 2.445 GHz base clock and no model, and an estimate
   from it lay far below what the machine's own GEMMs reached. Intel Advisor, the CPU
@@ -28,7 +28,7 @@ from typing import Dict, Optional, Tuple, Union
 import torch
 
 from torch_roofline.devices._cpu import CpuInfo, estimate_cpu_peaks, per_cycle_explained, read_cpu_info
-from torch_roofline.devices._cpu_bench import roofs_cache_path, run_roofs_bench
+from torch_roofline.devices._cpu_bench import MAX_MEASUREMENTS, is_busy, roofs_cache_path, run_roofs_bench
 from torch_roofline.devices._detect import detect
 from torch_roofline.devices._device import Device
 from torch_roofline.devices._lookup import UnknownDeviceError
@@ -39,8 +39,6 @@ __all__ = ["NO_BENCH_ENV", "auto", "estimate_cpu", "estimate_cpu_peaks", "measur
 
 #: Environment variable that refuses measuring (CI, quick runs): ``TORCH_ROOFLINE_NO_BENCH=1``.
 NO_BENCH_ENV = "TORCH_ROOFLINE_NO_BENCH"
-#: Above this share of the CPU used by other processes during the measurement, warn.
-_BUSY_WARN = 0.15
 
 
 def measuring_refused(measure: Optional[bool] = None) -> bool:
@@ -132,6 +130,8 @@ def measured_device(result: BenchResult, info: CpuInfo, where: str = "the bench 
                                       f"arrays, bytes = read + write; cached in {where})")
     busy = result.others_cpu_share
     busy_note = "" if busy is None else f"; other processes used {100 * busy:.0f}% of the CPU meanwhile"
+    if result.measurements > 1:
+        busy_note += f" (the quietest of {result.measurements} measurements, fastest samples of each kept)"
     return Device(
         name=f"{info.model} ({info.cores} cores, measured)",
         id="cpu",
@@ -149,21 +149,23 @@ def measured_device(result: BenchResult, info: CpuInfo, where: str = "the bench 
 
 
 def measured_cpu(*, refresh: bool = False, progress: bool = True, info: Optional[CpuInfo] = None) -> Device:
-    """This CPU's measured roofs: cached, or measured now (about 11 s, progress on stderr).
+    """This CPU's measured roofs: cached, or measured now (about 10 s, progress on stderr).
 
-    Warns, when it measures, if other processes used more than 15 % of the CPU meanwhile
-    (the roofs are then low: re-measure on a quiet machine with ``refresh=True``); the
-    Device's notes say it in any case.
+    A measurement during which other processes used more than 15 % of the CPU
+    (:data:`._cpu_bench.BUSY_SHARE`) may be low: it warns, and the next calls measure again
+    (up to 3 measurements in all) keeping the fastest samples of every run; the Device's
+    notes say how busy the machine was in any case.
     """
     info = info or read_cpu_info()
     start = time.time()
     result = run_roofs_bench(info, refresh=refresh, progress=progress)
-    busy = result.others_cpu_share
-    if busy is not None and busy > _BUSY_WARN and result.created_s >= start:  # measured by this call
+    if is_busy(result) and result.created_s >= start:  # measured by this call
+        left = MAX_MEASUREMENTS - result.measurements
         warnings.warn(
-            f"the CPU roofs were measured while other processes used {100 * busy:.0f}% of the CPU: "
-            f"they may be low (ops would then show above their roof). Re-measure on a quiet machine: "
-            f"devices.auto(refresh=True)", stacklevel=3)
+            f"the CPU roofs were measured while other processes used {100 * result.others_cpu_share:.0f}% of "
+            f"the CPU: they may be low (ops would then show above their roof). "
+            + (f"The next {left} call(s) measure again and keep the fastest samples; " if left > 0 else "")
+            + "re-measure on a quiet machine with devices.auto(refresh=True)", stacklevel=3)
     return measured_device(result, info, os.path.dirname(roofs_cache_path(info)))
 
 
@@ -207,7 +209,7 @@ def auto(
     Example::
 
         >>> from torch_roofline import devices
-        >>> cpu = devices.auto("cpu")                    # ~11 s the first time, then cached
+        >>> cpu = devices.auto("cpu")                    # ~10 s the first time, then cached
         >>> cpu.roof("fp32").source, cpu.roof("fp32").how
         ('measured', 'measured (fp32: fastest of 412 oneDNN GEMMs n=512, on this machine ...)')
         >>> devices.auto("cpu", measure=False).source    # TORCH_ROOFLINE_NO_BENCH=1 does the same

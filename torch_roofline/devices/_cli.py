@@ -148,7 +148,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print JSON (SI units) instead of a table")
     p.add_argument("--this", action="store_true",
                    help="this machine's roofs as roof='auto' resolves them, with how each was obtained "
-                        "(a CPU is measured once, about 11 s, then cached)")
+                        "(a CPU is measured once, about 10 s, then cached)")
     p.add_argument("--no-bench", action="store_true",
                    help="with --this: never measure, show the estimate (as TORCH_ROOFLINE_NO_BENCH=1 does)")
     p.add_argument("--refresh", action="store_true", help="with --this: measure again instead of reusing the cache")

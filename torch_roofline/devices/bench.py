@@ -109,6 +109,7 @@ class BenchResult:
             hypervisor: steal) used while this ran, 0..1; ``None`` when unknown. A busy
             machine gives low roofs.
         seconds: wall-clock seconds the measurement took; ``None`` when unknown.
+        measurements: how many runs this result merges (fastest samples of each kept).
     """
 
     device: str
@@ -127,6 +128,7 @@ class BenchResult:
     mode: str = ""
     others_cpu_share: Optional[float] = None
     seconds: Optional[float] = None
+    measurements: int = 1
 
     @property
     def mode_name(self) -> str:
@@ -151,6 +153,7 @@ class BenchResult:
             "copy_bytes_per_s": stats(self.copy), "triad_bytes_per_s": stats(self.triad),
             "array_bytes": self.array_bytes, "created_s": self.created_s,
             "mode": self.mode_name, "others_cpu_share": self.others_cpu_share, "seconds": self.seconds,
+            "measurements": self.measurements,
         }
 
     @classmethod
@@ -170,6 +173,7 @@ class BenchResult:
             mode=str(data.get("mode", "")),
             others_cpu_share=data.get("others_cpu_share"),
             seconds=data.get("seconds"),
+            measurements=int(data.get("measurements", 1)),
         )
 
 
