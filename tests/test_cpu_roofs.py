@@ -204,12 +204,17 @@ def test_auto_measures_once_then_uses_the_cache(capsys, small_bench):
 
 def test_busy_measurement_is_repeated_and_merged(monkeypatch, small_bench):
     monkeypatch.setattr(_cpu_bench, "others_share", lambda *args: 0.5)   # a neighbour uses half the CPU
+    monkeypatch.setattr(_cpu_bench, "_MEASURED_HERE", set())
     with pytest.warns(UserWarning, match="50% of the CPU.*measure again"):
         first = devices.auto("cpu", progress=False)
+    devices.auto("cpu", progress=False)
+    assert len(small_bench) == 1                                     # one measurement per process
     for n in (2, 3):
+        _cpu_bench._MEASURED_HERE.clear()                            # as if a new process
         with pytest.warns(UserWarning):
             devices.auto("cpu", progress=False)
         assert _cpu_bench.load_roofs(devices._cpu.read_cpu_info()).measurements == n
+    _cpu_bench._MEASURED_HERE.clear()
     devices.auto("cpu", progress=False)
     assert len(small_bench) == _cpu_bench.MAX_MEASUREMENTS == 3      # then the merged result stands
     assert "quietest of 3 measurements" in devices.auto("cpu").notes

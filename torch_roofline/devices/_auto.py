@@ -152,9 +152,9 @@ def measured_cpu(*, refresh: bool = False, progress: bool = True, info: Optional
     """This CPU's measured roofs: cached, or measured now (about 10 s, progress on stderr).
 
     A measurement during which other processes used more than 15 % of the CPU
-    (:data:`._cpu_bench.BUSY_SHARE`) may be low: it warns, and the next calls measure again
-    (up to 3 measurements in all) keeping the fastest samples of every run; the Device's
-    notes say how busy the machine was in any case.
+    (:data:`._cpu_bench.BUSY_SHARE`) may be low: it warns, and the next processes measure
+    again (one measurement per process, up to 3 in all) keeping the fastest samples of every
+    run; the Device's notes say how busy the machine was in any case.
     """
     info = info or read_cpu_info()
     start = time.time()
@@ -164,7 +164,7 @@ def measured_cpu(*, refresh: bool = False, progress: bool = True, info: Optional
         warnings.warn(
             f"the CPU roofs were measured while other processes used {100 * result.others_cpu_share:.0f}% of "
             f"the CPU: they may be low (ops would then show above their roof). "
-            + (f"The next {left} call(s) measure again and keep the fastest samples; " if left > 0 else "")
+            + (f"The next {left} run(s) measure again and keep the fastest samples; " if left > 0 else "")
             + "re-measure on a quiet machine with devices.auto(refresh=True)", stacklevel=3)
     return measured_device(result, info, os.path.dirname(roofs_cache_path(info)))
 

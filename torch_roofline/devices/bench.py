@@ -18,7 +18,8 @@
 * Bandwidth: STREAM's copy (``b = a``) and triad (``a = b + s*c``) on float32 arrays of at
   least 4x the last-level cache, bytes counted as STREAM does: read + write (copy 2 x 4 B,
   triad 3 x 4 B per element), no write-allocate traffic.
-* Results are cached per device + torch version + mode (quick/full) as JSON in
+* Results are cached per device + torch version + mode (quick/full; "roofs" for the
+  time-boxed CPU run behind ``roof="auto"``, :mod:`._cpu_bench`) as JSON in
   ``$TORCH_ROOFLINE_CACHE_DIR``, else ``$XDG_CACHE_HOME/torch_roofline``, else
   ``~/.cache/torch_roofline``; a later call reuses them, ``refresh=True`` redoes them.
 
