@@ -4,9 +4,9 @@
 * CPU: MEASURED roofs by default (:func:`measured_cpu`: the time-boxed bench of
   :mod:`._cpu_bench`, about 10 s the first time, then cached per machine), because a CPU's
   datasheet peak depends on clocks and units that cloud VMs hide: on this project's 2-core
-  AMD EPYC VM, ``/proc/cpuinfo`` shows a 2.445 GHz base clock and no model, and an estimate
-  from it lay far below what the machine's own GEMMs reached. Intel Advisor, the CPU
-  roofline reference, measures its roofs on the machine too.
+  AMD EPYC VM, ``/proc/cpuinfo`` shows a 2.445 GHz base clock and no SKU, and where issue 13
+  was filed an estimate from it (157 GFLOP/s) lay far below the machine's own GEMMs (~430).
+  Intel Advisor, the CPU roofline reference, measures its roofs on the machine too.
 * CPU, measuring refused (``measure=False``, or ``TORCH_ROOFLINE_NO_BENCH=1`` in the
   environment): :func:`estimate_cpu`, cores x max clock x FLOP/cycle of the core's FMA
   units and matrix extensions (:mod:`._cpu`, :mod:`._uarch`), the bandwidth the platform's
@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Optional, Union
 
 import torch
 
@@ -35,7 +35,8 @@ from torch_roofline.devices._lookup import UnknownDeviceError
 from torch_roofline.devices._uarch import platform_bandwidth
 from torch_roofline.devices.bench import BenchResult, BenchStats, stream_bandwidth
 
-__all__ = ["NO_BENCH_ENV", "auto", "estimate_cpu", "estimate_cpu_peaks", "measured_cpu", "measuring_refused"]
+__all__ = ["NO_BENCH_ENV", "auto", "estimate_cpu", "estimate_cpu_peaks", "measured_cpu", "measured_device",
+           "measuring_refused"]
 
 #: Environment variable that refuses measuring (CI, quick runs): ``TORCH_ROOFLINE_NO_BENCH=1``.
 NO_BENCH_ENV = "TORCH_ROOFLINE_NO_BENCH"

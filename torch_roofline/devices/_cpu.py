@@ -63,6 +63,8 @@ class CpuInfo:
         model_number: x86 model number (``0x11``), ``None`` if unknown.
         sockets: physical packages.
         arm_implementer, arm_part: Arm ``CPU implementer`` / ``CPU part`` (``"0x41"``, ``"0xd40"``).
+        torch_capability: ``torch.backends.cpu.get_cpu_capability()`` on this machine
+            (``"AVX2"``, ``"AVX512"``...); ``""`` for facts of another machine.
     """
 
     model: str
@@ -77,6 +79,7 @@ class CpuInfo:
     sockets: int = 1
     arm_implementer: str = ""
     arm_part: str = ""
+    torch_capability: str = ""
 
     @property
     def uarch(self) -> Optional[Uarch]:
@@ -217,6 +220,7 @@ def read_cpu_info() -> CpuInfo:
         clock_source="unknown", flags=facts["flags"], llc_bytes=_llc_bytes(),
         model_number=facts["model_number"], sockets=int(facts["sockets"]),
         arm_implementer=str(facts["arm_implementer"]), arm_part=str(facts["arm_part"]),
+        torch_capability=torch.backends.cpu.get_cpu_capability(),
     )
     clock_hz, source = pick_clock(
         cpufreq_khz=_float(max_khz),
@@ -271,7 +275,7 @@ def per_cycle_explained(info: CpuInfo) -> Dict[str, Tuple[float, str]]:
     """
     uarch = info.uarch
     if uarch is not None:
-        level = isa_level(info.flags, uarch)
+        level = isa_level(info.flags, uarch, info.torch_capability)
         fp32 = uarch.fp32_per_cycle[level]
         why = f"{uarch.name}, {level.upper()}: {uarch.units} [{uarch.source}]"
     else:

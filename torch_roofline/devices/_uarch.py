@@ -237,13 +237,15 @@ def identify(
     return UARCHES.get(uid) if uid else None
 
 
-def isa_level(flags: FrozenSet[str], uarch: Optional[Uarch] = None) -> str:
+def isa_level(flags: FrozenSet[str], uarch: Optional[Uarch] = None, capability: str = "") -> str:
     """The widest vector ISA the OS lets programs use, as a key of ``fp32_per_cycle``.
 
-    Flags, not the core, decide: a hypervisor that hides ``avx512f`` also hides it from
-    oneDNN and MKL, so their kernels run AVX2 there.
+    The flags and torch's own CPUID probe decide, not the core: a hypervisor that hides
+    ``avx512f`` usually hides it from oneDNN and MKL too, so their kernels run AVX2 there.
+    ``capability``: ``torch.backends.cpu.get_cpu_capability()`` of this machine (``"AVX512"``
+    counts even when ``/proc/cpuinfo`` lacks the flag), ``""`` for facts of another machine.
     """
-    if "avx512f" in flags:
+    if "avx512f" in flags or capability == "AVX512":
         level = "avx512"
     elif "avx2" in flags and "fma" in flags:
         level = "avx2"
