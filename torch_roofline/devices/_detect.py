@@ -14,12 +14,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Dict, Tuple, Union
 
 import torch
 
-from torch_roofline.devices._cpu import estimate_cpu_peaks, read_cpu_info
+from torch_roofline.devices._cpu import estimate_cpu_peaks, flops_per_cycle, read_cpu_info
 from torch_roofline.devices._device import Device
 from torch_roofline.devices._lookup import UnknownDeviceError, find_entry
 
@@ -169,9 +170,14 @@ def _detect_cpu() -> Device:
     from torch_roofline.devices.bench import run_bench, stream_bandwidth
 
     info = read_cpu_info()
+    result = run_bench("cpu", ("fp32",), quick=False, progress=False)
+    if not info.clock_hz > 0 and "fp32" in result.gemm:  # the OS shows no clock: the kernels' own
+        fp32_per_cycle = flops_per_cycle(info)["fp32:vector"]
+        info = dataclasses.replace(
+            info, clock_hz=result.matrix_peak("fp32").max / (info.cores * fp32_per_cycle),
+            clock_source="no clock known: the effective clock of the fastest measured fp32 kernel")
     estimated = estimate_cpu_peaks(info)
     peaks = {k: v for k, (v, _) in estimated.items()}
-    result = run_bench("cpu", ("fp32",), quick=False, progress=False)
     scaled = ""
     scale = 1.0
     probe = result.matrix_peak("fp32").max if "fp32" in result.gemm else 0.0
