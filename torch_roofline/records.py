@@ -241,6 +241,10 @@ class Roof:
         peak_flops_per_s: dense peak in FLOP/s (2 per FMA; never a 2:4-sparse figure).
         bandwidth_bytes_per_s: memory bandwidth in B/s (decimal: 1 TB/s = 1e12 B/s).
         source: ``"datasheet"``, ``"estimated"``, ``"measured"`` or ``"user"``.
+        how: where the peak and the bandwidth come from, in words (``"measured (fp32:
+            fastest of 412 oneDNN GEMMs n=512, ...); bandwidth: measured (...)"``); ``""``
+            when unknown. Not part of equality: two roofs with the same numbers and source
+            are the same roof.
     """
 
     dtype: str
@@ -248,6 +252,7 @@ class Roof:
     peak_flops_per_s: float
     bandwidth_bytes_per_s: float
     source: str = "datasheet"
+    how: str = field(default="", compare=False)
 
     @property
     def ridge(self) -> float:

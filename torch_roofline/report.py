@@ -335,6 +335,7 @@ class RooflineReport:
                     "bandwidth_bytes_per_s": r.bandwidth_bytes_per_s,
                     "ridge": r.ridge if r.bandwidth_bytes_per_s else None,
                     "source": r.source,
+                    "how": r.how,
                     "used": r in used,
                 }
                 for r in self.device.roofs
@@ -404,6 +405,7 @@ class RooflineReport:
                     r["peak_flops_per_s"],
                     r["bandwidth_bytes_per_s"],
                     r.get("source", "datasheet"),
+                    r.get("how", ""),
                 )
                 for r in dev.get("roofs", ())
             ),

@@ -10,8 +10,18 @@ Where roofs come from (``Device.source``):
 * ``"datasheet"``: :func:`get` / :func:`catalog`, rows of ``catalog.toml`` (dense peaks,
   provenance per number; ``Roof.source`` says ``"estimated"`` where a number is one);
 * ``"estimated"``: :func:`detect` on an unlisted GPU or on a CPU (cores x clock x FLOP/cycle);
-* ``"measured"``: :func:`measure` (GEMM sweep and STREAM copy/triad, cached);
+  :func:`estimate_cpu` (nothing measured: the core's FMA units and matrix extensions, the
+  max clock, the platform's DRAM peak);
+* ``"measured"``: :func:`measure` (GEMM sweep and STREAM copy/triad, cached); :func:`auto` on
+  a CPU (a time-boxed measurement, cached per machine);
 * ``"user"``: ``Device(name=..., peak_flops={...}, bandwidth=...)`` or :func:`load_file`.
+
+:func:`auto` is what ``roof="auto"`` resolves to: the catalog row of a GPU, MEASURED roofs
+of a CPU (the first call measures for about 10 s, progress on stderr, then the cache
+answers), or the CPU estimate when measuring is refused (``measure=False`` or
+``TORCH_ROOFLINE_NO_BENCH=1``). Every roof says how it was obtained:
+``Device.provenance[key]`` and ``Roof.how`` (``"measured (fp32: fastest of 412 oneDNN GEMMs
+n=512, ...); bandwidth: measured (...)"``).
 
 Catalog ids are short and lower case: vendor dropped, form factor and memory kept where
 they change the numbers: ``h100-sxm``, ``h100-pcie``, ``h100-nvl``, ``h200``, ``b200``,
@@ -34,6 +44,7 @@ from __future__ import annotations
 import os
 from typing import List, Optional, Union
 
+from torch_roofline.devices._auto import NO_BENCH_ENV, auto, estimate_cpu
 from torch_roofline.devices._catalog import CatalogError, catalog_entries, read_entries
 from torch_roofline.devices._cpu import cpu_peak_flops
 from torch_roofline.devices._detect import detect
@@ -60,6 +71,9 @@ __all__ = [
     "get",
     "catalog",
     "detect",
+    "auto",
+    "estimate_cpu",
+    "NO_BENCH_ENV",
     "load_file",
     "measure",
     "run_bench",

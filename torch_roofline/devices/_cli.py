@@ -8,20 +8,23 @@ import os
 import sys
 from typing import List, Sequence
 
-from torch_roofline.devices import DTYPES, Device, catalog, detect, get, load_file, measure
+from torch_roofline.devices import DTYPES, Device, auto, catalog, detect, get, load_file, measure
 from torch_roofline.devices.bench import run_bench
 
-__all__ = ["add_parser", "resolve", "devices_table", "run_devices", "run_bench_cmd"]
+__all__ = ["add_parser", "resolve", "devices_table", "provenance_lines", "run_devices", "run_bench_cmd"]
 
 
 def resolve(spec: str) -> Device:
     """A Device from a command-line spec.
 
-    ``"detect"``/``"auto"``: :func:`detect`; ``"measured"``: :func:`measure` on CUDA if
-    available else CPU (cached); a path ending in .toml/.yaml/.yml: the file's single
-    device (or ``path:id`` to pick one of several); anything else: :func:`get`.
+    ``"auto"``: :func:`auto` (measured CPU roofs, cached; the catalog row of a GPU);
+    ``"detect"``: :func:`detect`; ``"measured"``: :func:`measure` on CUDA if available else
+    CPU (cached); a path ending in .toml/.yaml/.yml: the file's single device (or
+    ``path:id`` to pick one of several); anything else: :func:`get`.
     """
-    if spec in ("detect", "auto"):
+    if spec == "auto":
+        return auto()
+    if spec == "detect":
         return detect()
     if spec == "measured":
         import torch
@@ -53,7 +56,7 @@ def _row(device: Device) -> dict:
         "interconnect_bandwidth_bytes_per_s": device.interconnect_bandwidth,
         "roofs": [
             {"dtype": r.dtype, "unit": r.unit, "peak_flops_per_s": r.peak_flops_per_s,
-             "ridge_flops_per_byte": r.ridge, "source": r.source}
+             "ridge_flops_per_byte": r.ridge, "source": r.source, "how": r.how}
             for r in device.roofs()
         ],
         "provenance": dict(device.provenance),
@@ -82,16 +85,35 @@ def devices_table(devices: Sequence[Device]) -> str:
     return tabulate(rows, headers=headers, disable_numparse=True)
 
 
+def provenance_lines(device: Device) -> List[str]:
+    """One line per roof: ``dtype unit  peak  source: how``, then the bandwidth's provenance."""
+    lines = []
+    for roof in device.roofs():
+        peak = device.provenance.get(f"{roof.dtype}:{roof.unit}") or roof.source
+        lines.append(f"  {roof.dtype:<5} {roof.unit:<7} {roof.peak_flops_per_s / 1e9:10,.1f} GFLOP/s  "
+                     f"{roof.source}: {peak}")
+    bandwidth = device.provenance.get("memory_bandwidth") or device.source
+    lines.append(f"  bandwidth     {device.memory_bandwidth / 1e9:10,.1f} GB/s     {bandwidth}")
+    return lines
+
+
 def run_devices(args: argparse.Namespace) -> int:
-    """``torch-roofline devices [--json]``."""
-    devices = catalog()
+    """``torch-roofline devices [--json] [--this [--no-bench] [--refresh]]``."""
+    if getattr(args, "this", False):
+        measure = False if getattr(args, "no_bench", False) else None
+        devices = [auto(measure=measure, refresh=getattr(args, "refresh", False), progress=not args.json)]
+    else:
+        devices = catalog()
     if args.json:
         json.dump([_row(d) for d in devices], sys.stdout, indent=1, sort_keys=True)
         sys.stdout.write("\n")
-    else:
-        print(devices_table(devices))
-        print("\nv = vector units (no matrix unit for the dtype); ~ = estimated; dense peaks, "
-              "decimal units (1 TB/s = 1e12 B/s)")
+        return 0
+    print(devices_table(devices))
+    print("\nv = vector units (no matrix unit for the dtype); ~ = estimated; dense peaks, "
+          "decimal units (1 TB/s = 1e12 B/s)")
+    if getattr(args, "this", False):
+        print(f"\n{devices[0].name}: {devices[0].notes}")
+        print("\n".join(provenance_lines(devices[0])))
     return 0
 
 
@@ -124,6 +146,12 @@ def add_parser(subparsers) -> None:
     """Register ``devices`` and ``bench`` on the torch-roofline command."""
     p = subparsers.add_parser("devices", help="list the catalog's roofs (id, bandwidth, peaks, ridge points)")
     p.add_argument("--json", action="store_true", help="print JSON (SI units) instead of a table")
+    p.add_argument("--this", action="store_true",
+                   help="this machine's roofs as roof='auto' resolves them, with how each was obtained "
+                        "(a CPU is measured once, about 10 s, then cached)")
+    p.add_argument("--no-bench", action="store_true",
+                   help="with --this: never measure, show the estimate (as TORCH_ROOFLINE_NO_BENCH=1 does)")
+    p.add_argument("--refresh", action="store_true", help="with --this: measure again instead of reusing the cache")
     p.set_defaults(func=run_devices)
 
     b = subparsers.add_parser("bench", help="measure GEMM FLOP/s and STREAM bandwidth on this machine (cached)")

@@ -14,12 +14,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Dict, Tuple, Union
 
 import torch
 
-from torch_roofline.devices._cpu import cpu_peak_flops, flops_per_cycle, read_cpu_info
+from torch_roofline.devices._cpu import estimate_cpu_peaks, flops_per_cycle, read_cpu_info
 from torch_roofline.devices._device import Device
 from torch_roofline.devices._lookup import UnknownDeviceError, find_entry
 
@@ -169,18 +170,22 @@ def _detect_cpu() -> Device:
     from torch_roofline.devices.bench import run_bench, stream_bandwidth
 
     info = read_cpu_info()
-    per_cycle = flops_per_cycle(info)
-    peaks = {k: cpu_peak_flops(info.cores, info.clock_hz, v) for k, v in per_cycle.items()}
     result = run_bench("cpu", ("fp32",), quick=False, progress=False)
-    how = (f"estimated ({info.cores} cores x {info.clock_hz / 1e9:.3f} GHz [{info.clock_source}] "
-           f"x FLOP/cycle from ISA flags)")
+    if not info.clock_hz > 0 and "fp32" in result.gemm:  # the OS shows no clock: the kernels' own
+        fp32_per_cycle = flops_per_cycle(info)["fp32:vector"]
+        info = dataclasses.replace(
+            info, clock_hz=result.matrix_peak("fp32").max / (info.cores * fp32_per_cycle),
+            clock_source="no clock known: the effective clock of the fastest measured fp32 kernel")
+    estimated = estimate_cpu_peaks(info)
+    peaks = {k: v for k, (v, _) in estimated.items()}
+    scaled = ""
     scale = 1.0
     probe = result.matrix_peak("fp32").max if "fp32" in result.gemm else 0.0
     if probe > peaks.get("fp32:vector", float("inf")):
         scale = probe / peaks["fp32:vector"]
         peaks = {k: v * scale for k, v in peaks.items()}
-        how += (f", scaled x{scale:.2f}: a measured fp32 kernel ran at {probe / 1e9:.1f} GFLOP/s, above the "
-                f"reported clock's peak (effective clock {info.clock_hz * scale / 1e9:.2f} GHz)")
+        scaled = (f", scaled x{scale:.2f}: a measured fp32 kernel ran at {probe / 1e9:.1f} GFLOP/s, above the "
+                  f"clock's peak (effective clock {info.clock_hz * scale / 1e9:.2f} GHz)")
     return Device(
         name=f"{info.model} ({info.cores} cores)",
         id="cpu",
@@ -189,7 +194,7 @@ def _detect_cpu() -> Device:
         memory_bandwidth=stream_bandwidth(result),
         l2_bytes=info.llc_bytes,
         provenance={
-            **{k: f"{how}: {v:g}/cycle" for k, v in per_cycle.items()},
+            **{k: f"{how[:-1]}{scaled})" for k, (_, how) in estimated.items()},
             "memory_bandwidth": f"measured (STREAM copy/triad, {result.array_bytes / 1e6:.0f} MB arrays, cached)",
         },
         vendor=info.vendor,

@@ -323,24 +323,38 @@ class Device:
             peak_flops_per_s=self.peaks[peak_key],
             bandwidth_bytes_per_s=self.memory_bandwidth,
             source=self._roof_source(peak_key),
+            how=self.how(peak_key),
         )
 
     def roofs(self) -> List[Roof]:
         """Every listed ``(dtype, unit)`` roof, in dtype then unit order (no fallbacks)."""
         return [
             Roof(dtype=k.split(":")[0], unit=k.split(":")[1], peak_flops_per_s=v,
-                 bandwidth_bytes_per_s=self.memory_bandwidth, source=self._roof_source(k))
+                 bandwidth_bytes_per_s=self.memory_bandwidth, source=self._roof_source(k),
+                 how=self.how(k))
             for k, v in self.peaks.items()
         ]
 
+    def how(self, peak_key: str) -> str:
+        """Where the ``"dtype:unit"`` peak and the bandwidth come from, in words (``Roof.how``).
+
+        ``"<peak provenance>; bandwidth: <bandwidth provenance>"``; the device's source
+        where a provenance is missing (user devices).
+        """
+        peak = self.provenance.get(peak_key) or self.source
+        bandwidth = self.provenance.get("memory_bandwidth") or self.source
+        return f"{peak}; bandwidth: {bandwidth}"
+
     def _roof_source(self, peak_key: str) -> str:
-        """The device's source, or ``"estimated"`` where this peak or the bandwidth is one."""
-        if self.source != "datasheet":
-            return self.source
+        """The device's source, or ``"estimated"`` where this peak or the bandwidth is one.
+
+        A measured CPU Device lists the dtypes it did not measure as estimates, and a
+        datasheet row may hold an estimated number: their roofs say ``"estimated"``.
+        """
         for field in (peak_key, "memory_bandwidth"):
             if self.provenance.get(field, "").startswith("estimated"):
                 return "estimated"
-        return "datasheet"
+        return self.source
 
 
 def _peak_order(item: Tuple[str, float]) -> Tuple[int, int]:

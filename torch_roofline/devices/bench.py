@@ -18,7 +18,8 @@
 * Bandwidth: STREAM's copy (``b = a``) and triad (``a = b + s*c``) on float32 arrays of at
   least 4x the last-level cache, bytes counted as STREAM does: read + write (copy 2 x 4 B,
   triad 3 x 4 B per element), no write-allocate traffic.
-* Results are cached per device + torch version + mode (quick/full) as JSON in
+* Results are cached per device + torch version + mode (quick/full; "roofs" for the
+  time-boxed CPU run behind ``roof="auto"``, :mod:`._cpu_bench`) as JSON in
   ``$TORCH_ROOFLINE_CACHE_DIR``, else ``$XDG_CACHE_HOME/torch_roofline``, else
   ``~/.cache/torch_roofline``; a later call reuses them, ``refresh=True`` redoes them.
 
@@ -102,6 +103,14 @@ class BenchResult:
         triad: STREAM triad B/s (3 x 4 bytes per element).
         array_bytes: bytes of one copy/triad array.
         created_s: UNIX time of the measurement.
+        mode: ``"quick"``, ``"full"`` (:func:`run_bench`) or ``"roofs"`` (the time-boxed,
+            interleaved run behind ``roof="auto"``, :mod:`._cpu_bench`); ``""`` in caches
+            written before the field existed (then ``quick`` tells).
+        others_cpu_share: share of the machine's CPU time that other processes (and the
+            hypervisor: steal) used while this ran, 0..1; ``None`` when unknown. A busy
+            machine gives low roofs.
+        seconds: wall-clock seconds the measurement took; ``None`` when unknown.
+        measurements: how many runs this result merges (fastest samples of each kept).
     """
 
     device: str
@@ -117,6 +126,15 @@ class BenchResult:
     conv: Mapping[str, BenchStats] = field(default_factory=lambda: types.MappingProxyType({}))
     gemm_by_library: Mapping[str, Mapping[str, BenchStats]] = field(
         default_factory=lambda: types.MappingProxyType({}))
+    mode: str = ""
+    others_cpu_share: Optional[float] = None
+    seconds: Optional[float] = None
+    measurements: int = 1
+
+    @property
+    def mode_name(self) -> str:
+        """``mode``, or ``"quick"``/``"full"`` for results cached before it was recorded."""
+        return self.mode or ("quick" if self.quick else "full")
 
     def matrix_peak(self, dtype: str) -> BenchStats:
         """The matrix roof's measurement: the better of the GEMM sweep and the conv probe."""
@@ -135,6 +153,8 @@ class BenchResult:
                 k: {lib: stats(v) for lib, v in libs.items()} for k, libs in self.gemm_by_library.items()},
             "copy_bytes_per_s": stats(self.copy), "triad_bytes_per_s": stats(self.triad),
             "array_bytes": self.array_bytes, "created_s": self.created_s,
+            "mode": self.mode_name, "others_cpu_share": self.others_cpu_share, "seconds": self.seconds,
+            "measurements": self.measurements,
         }
 
     @classmethod
@@ -151,6 +171,10 @@ class BenchResult:
             gemm_by_library=types.MappingProxyType({
                 k: types.MappingProxyType({lib: stats(v) for lib, v in libs.items()})
                 for k, libs in data.get("gemm_by_library_flops_per_s", {}).items()}),
+            mode=str(data.get("mode", "")),
+            others_cpu_share=data.get("others_cpu_share"),
+            seconds=data.get("seconds"),
+            measurements=int(data.get("measurements", 1)),
         )
 
 
@@ -370,9 +394,10 @@ def _device_name(device: torch.device, info: Optional[CpuInfo]) -> Tuple[str, in
 _BENCH_VERSION = 6
 
 
-def _cache_path(device: torch.device, name: str, threads: int, quick: bool) -> str:
+def _cache_path(device: torch.device, name: str, threads: int, quick: bool, mode: Optional[str] = None) -> str:
+    """The cache file of one device, torch version and mode (``mode`` overrides ``quick``)."""
     slug = "".join(c if c.isalnum() else "-" for c in f"{device.type}-{name}-t{threads}".lower())
-    mode = "quick" if quick else "full"
+    mode = mode or ("quick" if quick else "full")
     return os.path.join(cache_dir(), f"bench-v{_BENCH_VERSION}-{slug}-torch{torch.__version__}-{mode}.json")
 
 
@@ -457,6 +482,7 @@ def run_bench(
         device=str(dev), device_name=name, torch_version=torch.__version__, threads=threads,
         quick=quick, gemm=types.MappingProxyType(gemm), conv=types.MappingProxyType(conv), copy=copy, triad=triad,
         array_bytes=4 * elements, gemm_by_library=types.MappingProxyType(by_library),
+        mode="quick" if quick else "full",
     )
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
@@ -490,7 +516,7 @@ def result_to_device(result: BenchResult) -> Device:
     for k in ("fp32", "fp64"):
         if k in result.gemm:
             peaks[f"{k}:vector"] = result.matrix_peak(k).max
-    mode = "quick" if result.quick else "full"
+    mode = result.mode_name
     provenance = {
         key: _peak_provenance(result.matrix_peak(key.split(":")[0]), mode)
         for key in peaks
