@@ -127,8 +127,8 @@ def device_info(device: Any) -> DeviceInfo:
 def resolve_device(roof: Any, torch_device: Optional[torch.device]) -> Any:
     """The :class:`~torch_roofline.devices.Device` whose roofs a report uses.
 
-    ``roof``: ``"auto"`` (catalog row for a known GPU; computed peak and measured bandwidth
-    for a CPU), ``"datasheet"`` (the catalog row; an error if the device has none),
+    ``roof``: ``"auto"`` (catalog row for a known GPU; on a CPU, roofs measured on the machine,
+    cached, or labelled estimates where measuring is refused: :func:`torch_roofline.devices.auto`), ``"datasheet"`` (the catalog row; an error if the device has none),
     ``"measured"`` (micro-benchmarked on the spot, cached), a catalog id or name, a path to
     a TOML/YAML roofs file, or a ``Device``.
     """
@@ -140,7 +140,7 @@ def resolve_device(roof: Any, torch_device: Optional[torch.device]) -> Any:
         raise TypeError(f"roof={roof!r}: expected 'auto', 'datasheet', 'measured', a device name or a Device")
     kind = (torch_device or torch.device("cpu")).type
     if roof == "auto":
-        return devices.detect(torch_device)
+        return devices.auto(torch_device)
     if roof == "measured":
         return devices.measure(device=kind)
     if roof == "datasheet":
