@@ -24,7 +24,8 @@ __all__ = ["BENCHMARKS", "main"]
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 #: The benchmarks, in the order they run.
-BENCHMARKS = ("count_overhead.py", "profile_overhead.py", "report_scale.py", "predict_vs_measured.py")
+BENCHMARKS = ("count_overhead.py", "profile_overhead.py", "timing_fidelity.py", "count_what_ran.py", "report_scale.py",
+              "predict_vs_measured.py")
 
 
 def main(argv: Optional[List[str]] = None) -> int:

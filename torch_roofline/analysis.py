@@ -202,12 +202,18 @@ class _Acc:
     class_roofline: Dict[str, float] = field(default_factory=dict)
 
     def merge(self, other: "_Acc") -> None:
-        for name in ("flops", "macs", "bytes_read", "bytes_written", "compulsory", "op_bytes",
-                     "roofline", "known", "missing"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        for name in ("roof_time", "class_time", "class_roofline"):
-            mine = getattr(self, name)
-            for k, v in getattr(other, name).items():
+        self.flops += other.flops
+        self.macs += other.macs
+        self.bytes_read += other.bytes_read
+        self.bytes_written += other.bytes_written
+        self.compulsory += other.compulsory
+        self.op_bytes += other.op_bytes
+        self.roofline += other.roofline
+        self.known += other.known
+        self.missing += other.missing
+        for mine, theirs in ((self.roof_time, other.roof_time), (self.class_time, other.class_time),
+                             (self.class_roofline, other.class_roofline)):
+            for k, v in theirs.items():
                 mine[k] = mine.get(k, 0.0) + v
 
     @property
@@ -443,7 +449,8 @@ def _op_row(key, g: _Group, facts: List[_CallFacts], info, steps, threshold, rat
         if f.roof is not None:
             roof_time[f.roof] = roof_time.get(f.roof, 0.0) + (f.roofline or 0.0)
     roof = _dominant(roof_time) if rt is not None else None
-    dtype = _dominant(Counter(c.dtype for c in calls)) if calls else None
+    dtypes = {c.dtype for c in calls}
+    dtype = (next(iter(dtypes)) if len(dtypes) == 1 else _dominant(Counter(c.dtype for c in calls))) if calls else None
 
     has_time = time_s is not None and time_s > 0
     return OpRow(
@@ -486,18 +493,39 @@ def _op_row(key, g: _Group, facts: List[_CallFacts], info, steps, threshold, rat
 
 
 def _aggregate(groups, facts, op_by_key):
-    """Inclusive (via scope) and self (via module) sums per (module, phase): O(calls x depth)."""
+    """Inclusive (via scope) and self (via module) sums per (module, phase).
+
+    Each op row's calls are summed once per distinct scope (a row's calls share one almost
+    always), and that sum is added to every module of the scope: O(calls + rows x depth).
+    """
     inclusive: Dict[Tuple[str, str], _Acc] = defaultdict(_Acc)
     self_: Dict[Tuple[str, str], _Acc] = defaultdict(_Acc)
+    refs: Dict[Roof, RoofRef] = {}
+    scopes: Dict[Tuple[Tuple[str, ...], str], Tuple[str, ...]] = {}
     for key, g in groups.items():
         row = op_by_key[key]
         if not row.counted:
             continue
         share_s = row.time_s / len(g.calls) if row.time_s is not None else None
+        sums: Dict[Tuple[Tuple[str, ...], str, str], _Acc] = {}
         for c, f in zip(g.calls, facts[key]):
-            ref = RoofRef.of(f.roof) if f.roof is not None else None
-            for acc in [inclusive[(m, c.phase)] for m in _scope(c.scope, c.module)] + [self_[(c.module, c.phase)]]:
-                _add_call(acc, c, f, ref, row.bound, share_s)
+            ref = None
+            if f.roof is not None:
+                ref = refs.get(f.roof)
+                if ref is None:
+                    ref = refs[f.roof] = RoofRef.of(f.roof)
+            where = (c.scope, c.module, c.phase)
+            acc = sums.get(where)
+            if acc is None:
+                acc = sums[where] = _Acc()
+            _add_call(acc, c, f, ref, row.bound, share_s)
+        for (scope, module, phase), acc in sums.items():
+            chain = scopes.get((scope, module))
+            if chain is None:
+                chain = scopes[(scope, module)] = _scope(scope, module)
+            for m in chain:
+                inclusive[(m, phase)].merge(acc)
+            self_[(module, phase)].merge(acc)
     return inclusive, self_
 
 

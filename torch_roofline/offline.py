@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from torch_roofline._gc import paused_gc
 from torch_roofline.analysis import analyse
 from torch_roofline.count.replay import count_without_compute
 from torch_roofline.count.result import CountResult
@@ -179,6 +180,14 @@ def from_trace(
 
         report = from_trace("trace.json.gz", torchvision.models.alexnet(), torch.randn(128, 3, 224, 224))
     """
+    with paused_gc():  # bulk post-processing, no reference cycles: see torch_roofline._gc
+        return _from_trace(path, model, inputs, roof=roof, backward=backward, loss_fn=loss_fn,
+                           memory_model=memory_model, steps=steps, counted=counted)
+
+
+def _from_trace(path: Any, model: Optional[nn.Module], inputs: Any, *, roof: Any, backward: bool,
+                loss_fn: Optional[Callable[[Any], torch.Tensor]], memory_model: str, steps: Optional[int],
+                counted: Optional[CountResult]) -> RooflineReport:
     trace = path if isinstance(path, Trace) else load_trace(path)
     if model is not None and inputs is None:
         raise ValueError("from_trace(model=...): pass inputs= too (the shapes the traced step ran with)")

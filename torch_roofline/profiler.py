@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from torch_roofline._gc import paused_gc
 from torch_roofline.analysis import analyse
 from torch_roofline.count import check_devices, model_device
 from torch_roofline.count.mode import module_infos
@@ -349,6 +350,11 @@ class RooflineProfiler:
             return self._report
         if getattr(_ACTIVE, "on", False) and self._ranges.active:
             raise RuntimeError("RooflineProfiler.report(): leave the `with` block first")
+        with paused_gc():  # bulk post-processing, no reference cycles: see torch_roofline._gc
+            self._report = self._build_report()
+        return self._report
+
+    def _build_report(self) -> RooflineReport:
         timing = self.timing
         if not self.record_shapes:
             costs, notes = (), ["record_shapes=False: the trace has no shapes to count; a timing-only report"]
@@ -388,8 +394,7 @@ class RooflineProfiler:
                 and not any(op.module and op.module != OUTSIDE for op in timing.ops):
             notes.append(f"the model ({self._ranges.root_type}) was never called inside the profiled steps: every op "
                          f"ran outside its modules ({OUTSIDE!r}); call it inside `with prof:`")
-        self._report = report.with_notes(*notes)
-        return self._report
+        return report.with_notes(*notes)
 
     def _module_infos(self) -> List[ModuleInfo]:
         infos = module_infos(self.model, root_type=self._ranges.root_type)

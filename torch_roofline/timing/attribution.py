@@ -53,7 +53,7 @@ import logging
 import math
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from torch_roofline.records import OUTSIDE, ModuleTiming, OpTiming, frozen_record
@@ -153,6 +153,7 @@ class TraceTiming:
         peak_memory_bytes: the largest ``Total Allocated`` of the profiler's memory events
             on the device that ran the work (CUDA on GPU traces, CPU otherwise); ``None``
             when the trace has none (``profile_memory=False``).
+        row_events: the trace event each op row was read from, aligned with :attr:`ops`.
     """
 
     ops: Tuple[OpTiming, ...]
@@ -166,6 +167,7 @@ class TraceTiming:
     unattributed: Tuple[DeviceActivity, ...]
     device_busy_s: Optional[float]
     peak_memory_bytes: Optional[int]
+    row_events: Tuple[TraceEvent, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def unattributed_time_s(self) -> float:
@@ -415,6 +417,7 @@ def attribute(trace: Trace, *, op_names: Optional[Iterable[str]] = None,
         device_busy_s=_union_length([(a.start_s, a.start_s + a.dur_s) for a in activities])
         if on_device else None,
         peak_memory_bytes=_peak_memory(trace, on_device),
+        row_events=tuple(n.event for n in row_nodes),
     )
 
 

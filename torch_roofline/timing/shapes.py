@@ -181,13 +181,16 @@ def shape_costs(trace: Trace, timing: TraceTiming, *, identities: Optional[Ident
         A :class:`ShapeCosts`: costs for all rows (all profiled steps: see :func:`per_step`),
         the reasons of the uncounted ones, and the notes.
     """
-    events = _events_by_key(trace)
     use_ids = identities is not None and identities.available
-    found = [_pop_event(events, row.thread, row.start_s, row.op) for row in timing.ops]
+    if len(timing.row_events) == len(timing.ops):
+        found: List[Optional[TraceEvent]] = list(timing.row_events)
+    else:  # a TraceTiming built elsewhere: match rows to events by (thread, start, name)
+        events = _events_by_key(trace)
+        found = [_pop_event(events, row.thread, row.start_s, row.op) for row in timing.ops]
     ids = identities.of_many(found) if use_ids else [None] * len(found)
     rows = list(zip(timing.ops, found, ids))
     signatures = [_signature(ev) for ev in found]
-    entries: Dict[str, Tuple[_Entry, ...]] = {}
+    entries: Dict[Any, Tuple[_Entry, ...]] = {}
     tensors: List[Optional[List[Tuple[Optional[TensorId], int]]]] = []
     for (row, ev, identity), sig in zip(rows, signatures):
         if identity is None or ev is None:
@@ -387,11 +390,19 @@ def _pop_event(table: Mapping[Tuple[int, float, str], List[TraceEvent]], thread:
     return evs.pop(0) if evs else None
 
 
-def _signature(ev: Optional[TraceEvent]) -> str:
+def _signature(ev: Optional[TraceEvent]) -> Any:
+    """What a call's cost depends on, as one hashable value: its name and recorded arguments."""
     if ev is None:
         return ""
-    keys = ("Input type", "Input Dims", "Input Strides", "Concrete Inputs")
-    return ev.name + json.dumps([ev.args.get(k) for k in keys])
+    get = ev.args.get
+    return ev.name, _dumps([get("Input type"), get("Input Dims"), get("Input Strides"), get("Concrete Inputs")])
+
+
+try:
+    from orjson import dumps as _dumps
+except ImportError:  # pragma: no cover - orjson is in install_requires
+    def _dumps(value: Any) -> Any:
+        return json.dumps(value)
 
 
 # --------------------------------------------------------------------------- replaying a call

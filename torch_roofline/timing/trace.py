@@ -28,15 +28,14 @@ origin, the earliest timed event, and ``dur_s``).
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import gzip
 import json
 import os
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Iterable, List, Mapping, Optional, Tuple, Union
 
+from torch_roofline._gc import paused_gc
 from torch_roofline.records import frozen_record
 
 __all__ = [
@@ -273,25 +272,8 @@ def load_trace(source: Union[str, "os.PathLike[str]", Mapping[str, Any], List[An
         trace = load_trace("tests/data/alexnet_a100_forward.kineto.json.gz")
         print(trace.device().name, len(trace.of_kind("kernel")))
     """
-    with _no_gc():
+    with paused_gc():  # millions of objects, no cycles: see torch_roofline._gc
         return _load(source)
-
-
-@contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a trace's millions of objects are built.
-
-    Parsing creates containers only (no reference cycles to collect), and each automatic
-    collection would walk every object built so far: with it on, a 50 MB trace parses about
-    three times slower.
-    """
-    was_on = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_on:
-            gc.enable()
 
 
 def _load(source: Union[str, "os.PathLike[str]", Mapping[str, Any], List[Any]]) -> Trace:
