@@ -49,6 +49,7 @@ __all__ = [
     "METADATA_OP_NAMES",
     "lookup",
     "op_key",
+    "op_name",
 ]
 
 aten = torch.ops.aten
@@ -85,6 +86,14 @@ _REGISTRY: Dict[Any, _Entry] = {}
 def op_key(func: Any) -> Any:
     """The registry key of an op: its overload packet (``aten.add`` for ``aten.add.Tensor``)."""
     return getattr(func, "overloadpacket", func)
+
+
+def op_name(func: Any) -> str:
+    """Dotted op name of an overload: ``aten.convolution`` for ``aten.convolution.default``."""
+    packet = getattr(func, "overloadpacket", None)
+    if packet is None:
+        return str(func)
+    return f"{getattr(func, 'namespace', 'aten')}.{packet.__name__}"
 
 
 def register_formula(*ops: Any, unit: str = "vector", raw: bool = False) -> Callable[[Formula], Formula]:
@@ -194,6 +203,11 @@ def _first_shape(tree: Any) -> Any:
         if found is not None:
             return found
     return None
+
+
+def _values_numel(out: Any) -> int:
+    """Elements of an op's first output (``max_pool2d_with_indices``: the values, not the indices)."""
+    return _numel(_first_shape(out))
 
 
 def _out_numel(out: Any) -> int:
@@ -507,19 +521,19 @@ def _pool2d_flops(x: Any, kernel_size: Any, *args: Any, out: Any = None, **kw: A
 
     NB: avg pooling's final divide (1 per output) is folded in.
     """
-    return _out_numel(out) * _window(kernel_size, 2)
+    return _values_numel(out) * _window(kernel_size, 2)
 
 
 @register_formula(aten.max_pool3d_with_indices, aten.avg_pool3d)
 def _pool3d_flops(x: Any, kernel_size: Any, *args: Any, out: Any = None, **kw: Any) -> int:
     """out x kd x kh x kw compares/adds."""
-    return _out_numel(out) * _window(kernel_size, 3)
+    return _values_numel(out) * _window(kernel_size, 3)
 
 
 @register_formula(aten.max_pool1d, aten.avg_pool1d)
 def _pool1d_flops(x: Any, kernel_size: Any, *args: Any, out: Any = None, **kw: Any) -> int:
     """out x k compares/adds."""
-    return _out_numel(out) * _window(kernel_size, 1)
+    return _values_numel(out) * _window(kernel_size, 1)
 
 
 @register_formula(aten._adaptive_avg_pool2d, aten._adaptive_avg_pool3d, aten.adaptive_max_pool2d)

@@ -23,7 +23,9 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch_roofline.count._tree import tensors as _tensors
 
+from torch_roofline.count import decompose as _decompose
 from torch_roofline.count import formulas as _f
+from torch_roofline.count.formulas import op_name
 from torch_roofline.count.traffic import StepTraffic, _storage_key, is_view_op, tensor_bytes
 from torch_roofline.count.result import CountResult
 from torch_roofline.records import ModuleInfo, OpCost
@@ -32,13 +34,9 @@ __all__ = ["OpCounter", "module_infos", "op_name", "compute_dtype"]
 
 _ACTIVE = threading.local()
 
-
-def op_name(func: Any) -> str:
-    """Dotted op name of an overload: ``aten.convolution`` for ``aten.convolution.default``."""
-    packet = getattr(func, "overloadpacket", None)
-    if packet is None:
-        return str(func)
-    return f"{getattr(func, 'namespace', 'aten')}.{packet.__name__}"
+#: What the counter knows of an overload: (formula entry, dotted name, has arithmetic but no
+#: formula, the overload, decompose it before counting).
+_Facts = Tuple[Any, str, bool, Any, bool]
 
 
 def compute_dtype(ins: Sequence[torch.Tensor], outs: Sequence[torch.Tensor], unit: str) -> Optional[str]:
@@ -186,12 +184,16 @@ class _Mode(TorchDispatchMode):
         kwargs = kwargs or {}
         if getattr(func, "namespace", "") == "prim":  # metadata queries (prim.device): no op ran
             return func(*args, **kwargs)
-        known = self.counter.scalar_values
+        counter = self.counter
+        facts = counter._op_facts(func)
+        if facts[4]:  # no formula, or a composite op: decompose before giving up
+            return counter._decompose(self, func, args, kwargs, facts)
+        known = counter.scalar_values
         if known and func is torch.ops.aten._local_scalar_dense.default and id(args[0]) in known:
             out = known[id(args[0])]  # a fake stand-in for a real scalar (see count.replay)
         else:
             out = func(*args, **kwargs)
-        self.counter._record(func, args, kwargs, out)
+        counter._record(func, args, kwargs, out, facts)
         return out
 
 
@@ -234,6 +236,9 @@ class OpCounter:
         self._seq_scope: Dict[int, Tuple[str, ...]] = {}
         self._phase_override: Optional[str] = None
         self._traffic = StepTraffic()
+        # op name -> why it stayed uncounted (no formula, no decomposition, ...)
+        self.reasons: Dict[str, str] = {}
+        self._meta_counts: Dict[Any, Any] = {}  # call signature -> FLOPs of its decomposition
         self._handles: List[Any] = []
         self._exit = contextlib.ExitStack()
 
@@ -248,6 +253,7 @@ class OpCounter:
             optimizer_steps=self.optimizer_steps,
             notes=tuple(notes),
             activation_bytes=dict(self.activation_bytes),
+            uncounted_reasons=_decompose.first_reasons(self.reasons, self.ops),
         )
 
     # ---- context management -------------------------------------------------------
@@ -361,59 +367,120 @@ class OpCounter:
         return "forward", self.scope()
 
     # ---- counting -------------------------------------------------------------------
-    def _op_facts(self, func: Any) -> Tuple[Any, str, bool, Any]:
-        """(formula entry, dotted name, has arithmetic but no formula, the overload) of an overload, cached:
-        the answers depend on the overload only (and this counter's ``formulas``). Keyed by
-        ``id(func)`` (``OpOverload.__hash__`` is Python code); the entry keeps ``func``
-        alive, so the id stays its own."""
+    def _op_facts(self, func: Any) -> "_Facts":
+        """(formula entry, dotted name, has arithmetic but no formula, the overload, decompose
+        it) of an overload, cached: the answers depend on the overload only (and this
+        counter's ``formulas``). Keyed by ``id(func)`` (``OpOverload.__hash__`` is Python
+        code); the entry keeps ``func`` alive, so the id stays its own.
+
+        An overload is decomposed (``_decompose``) when it has arithmetic but no formula, and
+        whenever it has a CompositeImplicitAutograd kernel (unless ``formulas`` names it):
+        such an op reaches the counter only when autograd is off (``inference_mode``), and its
+        parts are what runs (``max_pool2d`` runs ``max_pool2d_with_indices``, ``reshape`` of a
+        non-contiguous tensor a copy), so it is counted exactly as it is with autograd on."""
         facts = self._facts.get(id(func))
         if facts is None:
             entry = _f.lookup(func, self.formulas)
             no_formula = entry is None and not (
                 _f.op_key(func) in _f.NO_ARITHMETIC or is_view_op(func) or _is_marker(func))
-            facts = self._facts[id(func)] = (entry, op_name(func), no_formula, func)
+            own = bool(self.formulas) and (func in self.formulas or _f.op_key(func) in self.formulas)
+            decompose = no_formula or (not own and _decompose.has_implicit_kernel(func))
+            facts = self._facts[id(func)] = (entry, op_name(func), no_formula, func, decompose)
         return facts
 
-    def _record(self, func: Any, args: Tuple, kwargs: Dict, out: Any) -> None:
-        phase, scope = self._where()
-        entry, name, no_formula, _ = self._op_facts(func)
+    def _decompose(self, mode: "_Mode", func: Any, args: Tuple, kwargs: Dict, facts: "_Facts") -> Any:
+        """Run and count an op that has no formula through its decomposition (``count.decompose``).
+
+        Its CompositeImplicitAutograd kernel runs under the counter and its parts become one
+        row named like the op; otherwise the op itself runs and its FLOPs are counted from
+        torch's decomposition table on meta copies. Returns the op's output.
+        """
+        start = len(self.ops)
+        template_where = self._where()
+        out: Any = NotImplemented
+        if not _unusual_layout(_tensors(args, kwargs), []):
+            try:
+                with mode:
+                    out = func.decompose(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - never fail the step: run the op itself below
+                del self.ops[start:]
+                self.reasons.setdefault(facts[1], f"{facts[1]}: its decomposition raised {type(exc).__name__}")
+                out = NotImplemented
+        if out is not NotImplemented:
+            parts = self.ops[start:]
+            del self.ops[start:]
+            self._record(func, args, kwargs, out, facts, parts=parts, where=template_where)
+            return out
+        out = func(*args, **kwargs)
+        self._record(func, args, kwargs, out, facts)
+        return out
+
+    def _record(self, func: Any, args: Tuple, kwargs: Dict, out: Any,
+                facts: Optional["_Facts"] = None,
+                parts: Optional[List[OpCost]] = None,
+                where: Optional[Tuple[str, Tuple[str, ...]]] = None) -> None:
+        phase, scope = where or self._where()
+        entry, name, no_formula = (facts or self._op_facts(func))[:3]
         flops = macs = 0
         unit = "vector"
         counted = not no_formula
         ins, outs = _tensors(args, kwargs), _tensors(out)
+        layout = _unusual_layout(ins, outs)
         if entry is not None:
-            result = _f.evaluate(entry, args, kwargs, out, (ins, outs))
+            try:
+                result = _f.evaluate(entry, args, kwargs, out, (ins, outs))
+            except Exception as exc:  # noqa: BLE001 - a formula must never fail the user's step
+                result = None
+                self.reasons.setdefault(name, f"{name}: its formula raised {type(exc).__name__}: {exc}"[:200])
+            if result is None and layout is None:  # declined: count its decomposition instead
+                result, reason = _decompose.meta_flops(func, args, kwargs, self.formulas, self._meta_counts)
+                if reason:
+                    self.reasons.setdefault(name, reason)
             if result is None or result.flops is None:
                 counted = False
             else:
                 flops, macs, unit = result.flops, result.macs, result.unit
-        layout = _unusual_layout(ins, outs)
+                counted = True
+        elif no_formula and parts is None and layout is None:
+            result, reason = _decompose.meta_flops(func, args, kwargs, self.formulas, self._meta_counts)
+            if result is not None:
+                flops, macs, unit, counted = result.flops, result.macs, result.unit, True
+            else:
+                self.reasons.setdefault(name, reason or f"{name}: no formula and no decomposition")
         if layout is not None:
             self.unusual_layouts.add(layout)
-            if flops or (entry is not None and counted):
+            if flops or (entry is not None and counted) or parts:
                 # Formulas assume dense strided tensors: a sparse op does work per stored
                 # element, a nested op per sequence. List it as uncounted, never guess.
                 flops, macs, counted = 0, 0, False
-        traffic = self._traffic.measure(func, args, kwargs, out, tensors=(ins, outs))
-        self.ops.append(
-            _record_of(
-                OpCost,
-                op=name,
-                module=scope[-1],
-                scope=scope,
-                phase=phase,
-                flops=int(flops),
-                macs=int(macs),
-                bytes_read=traffic.bytes_read,
-                bytes_written=traffic.bytes_written,
-                compulsory_bytes_read=traffic.compulsory_bytes_read,
-                compulsory_bytes_written=traffic.compulsory_bytes_written,
-                dtype=compute_dtype(ins, outs, unit),
-                unit=unit,
-                counted=counted,
-                index=len(self.ops),
-            )
+        if parts is not None:  # a CompositeImplicitAutograd decomposition that ran under the counter
+            traffic = None
+        else:
+            traffic = self._traffic.measure(func, args, kwargs, out, tensors=(ins, outs))
+        record = _record_of(
+            OpCost,
+            op=name,
+            module=scope[-1],
+            scope=scope,
+            phase=phase,
+            flops=int(flops),
+            macs=int(macs),
+            bytes_read=traffic.bytes_read if traffic else 0,
+            bytes_written=traffic.bytes_written if traffic else 0,
+            compulsory_bytes_read=traffic.compulsory_bytes_read if traffic else 0,
+            compulsory_bytes_written=traffic.compulsory_bytes_written if traffic else 0,
+            dtype=compute_dtype(ins, outs, unit),
+            unit=unit,
+            counted=counted,
+            index=len(self.ops),
         )
+        if parts is not None:
+            record = _decompose.merge_parts(name, parts, record)
+            if not record.counted:
+                missing = sorted({p.op for p in parts if not p.counted})
+                self.reasons.setdefault(name, f"{name}: decomposed into {', '.join(missing)}, which "
+                                              + ("is" if len(missing) == 1 else "are") + " uncounted")
+        self.ops.append(record)
 
 
 def _unusual_layout(ins: Sequence[torch.Tensor], outs: Sequence[torch.Tensor]) -> Optional[str]:
