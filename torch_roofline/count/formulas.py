@@ -47,6 +47,7 @@ __all__ = [
     "register_formula",
     "NO_ARITHMETIC",
     "METADATA_OP_NAMES",
+    "INPLACE_METADATA_OP_NAMES",
     "lookup",
     "op_key",
     "op_name",
@@ -81,6 +82,9 @@ class _Entry:
 
 
 _REGISTRY: Dict[Any, _Entry] = {}
+#: Formulas of ops registered by name (``"torchvision.nms"``): their library need not be
+#: imported for the formula to be registered.
+_BY_NAME: Dict[str, _Entry] = {}
 
 
 def op_key(func: Any) -> Any:
@@ -97,7 +101,8 @@ def op_name(func: Any) -> str:
 
 
 def register_formula(*ops: Any, unit: str = "vector", raw: bool = False) -> Callable[[Formula], Formula]:
-    """Decorator registering a FLOP formula for one or more ops (overload packets or overloads).
+    """Decorator registering a FLOP formula for one or more ops (overload packets or overloads,
+    or names ``"namespace::op"`` for ops of a library that may not be imported yet).
 
     The formula is called as ``fn(*args, out=output, **kwargs)``. With ``raw=False`` (default)
     every tensor in ``args``, ``kwargs`` and ``out`` is replaced by its shape (a
@@ -120,7 +125,10 @@ def register_formula(*ops: Any, unit: str = "vector", raw: bool = False) -> Call
 
     def deco(fn: Formula) -> Formula:
         for op in ops:
-            _REGISTRY[op_key(op)] = _Entry(fn, unit, raw)
+            if isinstance(op, str):  # "torchvision::nms": an op of a library that may not be loaded
+                _BY_NAME[op.replace("::", ".")] = _Entry(fn, unit, raw)
+            else:
+                _REGISTRY[op_key(op)] = _Entry(fn, unit, raw)
         return fn
 
     return deco
@@ -158,7 +166,7 @@ def lookup(func: Any, extra: Optional[Mapping[Any, Formula]] = None) -> Optional
     if key in _tfc.flop_registry:
         call, fast = _torch_formula(_tfc.flop_registry[key])
         return _Entry(call, "matrix", True, fast)
-    return None
+    return _BY_NAME.get(op_name(func)) if _BY_NAME else None
 
 
 def _torch_formula(fn: Callable[..., int]) -> Tuple[Formula, Callable[..., Any]]:
@@ -230,6 +238,12 @@ METADATA_OP_NAMES = (
     "_nested_tensor_storage_offsets",
 )
 
+#: In-place view ops: they change a tensor's sizes, strides or offset and touch no data
+#: (0 FLOPs, 0 bytes), though their schemas mark ``self`` as written.
+INPLACE_METADATA_OP_NAMES = (
+    "as_strided_", "transpose_", "t_", "squeeze_", "unsqueeze_", "swapaxes_", "swapdims_", "detach_",
+)
+
 
 def _collect_no_arithmetic() -> frozenset:
     names = (
@@ -249,6 +263,9 @@ def _collect_no_arithmetic() -> frozenset:
         "replication_pad1d replication_pad2d upsample_nearest1d upsample_nearest2d "
         "upsample_nearest3d pixel_shuffle pixel_unshuffle channel_shuffle native_channel_shuffle "
         "max_pool2d_with_indices_backward lift_fresh_copy "
+        "index_fill index_fill_ take masked_select masked_scatter masked_scatter_ nonzero "
+        "nonzero_static argwhere im2col _upsample_nearest_exact1d _upsample_nearest_exact2d "
+        "_upsample_nearest_exact3d reflection_pad3d replication_pad3d max_pool3d_with_indices_backward "
         # layout conversions (oneDNN's blocked layout, dense): copies
         "to_mkldnn _to_dense to_dense "
         # random numbers: integer generator work, not floating-point arithmetic
@@ -259,7 +276,7 @@ def _collect_no_arithmetic() -> frozenset:
         "bitwise_or isnan isinf isfinite sign argmax argmin _local_scalar_dense item equal "
         "is_nonzero "
         # metadata queries (sizes, strides, device, layout): no data is touched at all
-        + " ".join(METADATA_OP_NAMES)
+        + " ".join(METADATA_OP_NAMES) + " " + " ".join(INPLACE_METADATA_OP_NAMES)
     ).split()
     ops = {getattr(aten, n) for n in names if hasattr(aten, n)}
     ops |= {getattr(torch.ops.prim, n) for n in ("device", "layout") if hasattr(torch.ops.prim, n)}
@@ -620,75 +637,37 @@ for _name, _k in _FUSED_OPT.items():
 
 
 # --------------------------------------------------------------------------------------
-# Matrix work torch's registry leaves at zero.
+# Matrix work: convolution backward per group, and what torch's registry leaves at zero.
 # --------------------------------------------------------------------------------------
-def _attention_matmul_flops(b: int, h: int, s_q: int, s_k: int, d_qk: int, d_v: int) -> int:
-    """Q @ K^T and P @ V: 2*b*h*s_q*s_k*d_qk + 2*b*h*s_q*s_k*d_v.
+def _conv_macs(x: Any, w: Any, out_spatial: Sequence[int], transposed: bool) -> int:
+    """Multiply-accumulates of one convolution: every (output or input) position x kernel.
 
-    NB: as torch's sdpa formulas, the softmax between the two matmuls is not counted, and a
-    causal mask does not halve the count (an upper bound for masked attention).
+    ``w`` is ``[C_out, C_in/groups, *k]`` (``[C_in, C_out/groups, *k]`` transposed): its
+    product already holds the per-group channel pairs. A convolution pairs every output
+    position with ``prod(w)`` weights; a transposed one every *input* position.
     """
-    return 2 * b * h * s_q * s_k * d_qk + 2 * b * h * s_q * s_k * d_v
+    spatial = x[2:] if transposed else out_spatial
+    return x[0] * math.prod(w) * math.prod(spatial)
 
 
-def _sdpa_cpu_flops(q: Any, k: Any, v: Any, *args: Any, out: Any = None, **kw: Any) -> int:
-    """[b,h,s_q,d] @ [b,h,d,s_k] -> [b,h,s_q,s_k] @ [b,h,s_k,d_v] -> [b,h,s_q,d_v]."""
-    b, h, s_q, d = q
-    s_k, d_v = k[-2], v[-1]
-    return _attention_matmul_flops(b, h, s_q, s_k, d, d_v)
+@register_formula(aten.convolution_backward, unit="matrix")
+def _conv_backward_flops(grad_out: Any, x: Any, w: Any, bias_sizes: Any, stride: Any, padding: Any,
+                         dilation: Any, transposed: bool, output_padding: Any, groups: int,
+                         output_mask: Sequence[bool], *, out: Any = None) -> int:
+    """Convolution backward, per group: grad input and grad weight each equal the forward's MACs.
 
-
-def _sdpa_cpu_backward_flops(grad_out: Any, q: Any, k: Any, v: Any, *args: Any, out: Any = None, **kw: Any) -> int:
-    """Backward: recompute S = QK^T, dV = P^T dO, dP = dO V^T, dQ = dS K, dK = dS^T Q: 5 matmuls.
-
-    NB: 2.5x the forward's two matmuls, as torch's flash/efficient backward formulas count.
+    forward MACs = N * prod(out spatial) * C_out * (C_in/groups) * prod(k)   (w: [C_out, C_in/g, *k])
+    grad input  = conv_transpose(grad_out, w): each forward MAC once -> the forward's MACs;
+    grad weight = per group, [C_in/g, N*out] @ [N*out, C_out/g] per tap -> the forward's MACs.
+    Transposed (w: [C_in, C_out/g, *k]): forward MACs = N * prod(in spatial) * C_in * (C_out/g) * prod(k),
+    and the same for each gradient.
+    NB: torch's formula (and FlopCounterMode) counts grad weight over all C_in x C_out channel
+    pairs, groups times too high (x32 for a depthwise conv of 32 channels). The bias
+    gradient (a sum over grad_out) is not counted, as the forward's bias add is not.
     """
-    b, h, s_q, d = q
-    s_k, d_v = k[-2], v[-1]
-    return 2 * b * h * s_q * s_k * (3 * d + 2 * d_v)
-
-
-if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
-    register_formula(aten._scaled_dot_product_flash_attention_for_cpu, unit="matrix")(_sdpa_cpu_flops)
-if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
-    register_formula(aten._scaled_dot_product_flash_attention_for_cpu_backward, unit="matrix")(_sdpa_cpu_backward_flops)
-
-
-@register_formula(aten._native_multi_head_attention, unit="matrix")
-def _mha_flops(query: Any, key: Any, value: Any, embed_dim: int, num_heads: int, *args: Any,
-               out: Any = None, **kw: Any) -> int:
-    """Fused eval-mode multi-head attention (batch first [b, s, e]):
-
-    in-projection  q: 2*b*s_q*e*e, k: 2*b*s_k*e*e, v: 2*b*s_k*e*e;
-    attention      2*b*s_q*s_k*e (QK^T, all heads) + 2*b*s_q*s_k*e (PV);
-    out-projection 2*b*s_q*e*e.
-    NB: bias adds and the softmax are not counted, as in torch's linear and sdpa formulas.
-    """
-    q_shape, k_shape = query, key
-    b, s_q, e = (q_shape[0], q_shape[1], q_shape[2]) if len(q_shape) == 3 else (1, q_shape[0], q_shape[1])
-    s_k = k_shape[1] if len(k_shape) == 3 else k_shape[0]
-    proj = 2 * b * (s_q + 2 * s_k) * e * e + 2 * b * s_q * e * e
-    return proj + 4 * b * s_q * s_k * e
-
-
-@register_formula(aten._transformer_encoder_layer_fwd, unit="matrix")
-def _encoder_layer_flops(src: Any, embed_dim: int, num_heads: int, qkv_weight: Any, qkv_bias: Any,
-                         proj_weight: Any, proj_bias: Any, use_gelu: bool, norm_first: bool,
-                         eps: float, norm_weight_1: Any, norm_bias_1: Any, norm_weight_2: Any,
-                         norm_bias_2: Any, ffn_weight_1: Any, ffn_bias_1: Any, ffn_weight_2: Any,
-                         *args: Any, out: Any = None, **kw: Any) -> FlopCount:
-    """Fused eval-mode ``nn.TransformerEncoderLayer`` ([b, s, e], feed-forward width f):
-
-    self-attention as in ``_native_multi_head_attention`` with s_q = s_k = s: 8*b*s*e*e + 4*b*s*s*e;
-    feed-forward 2*b*s*e*f + 2*b*s*f*e (MACs: half of these matrix FLOPs);
-    plus vector work: 2 layer norms (7 per element each), the activation (1 per b*s*f) and
-    the two residual adds (1 per element each).
-    """
-    b, s, e = src if len(src) == 3 else (1, src[0], src[1])
-    f = ffn_weight_1[0]
-    matrix = 8 * b * s * e * e + 4 * b * s * s * e + 4 * b * s * e * f
-    vector = 2 * 7 * b * s * e + b * s * f + 2 * b * s * e
-    return FlopCount(matrix + vector, matrix // 2, "matrix")
+    fwd = _conv_macs(x, w, grad_out[2:], bool(transposed))
+    grads = int(bool(output_mask[0])) + int(bool(output_mask[1]))
+    return 2 * fwd * grads
 
 
 if hasattr(aten, "mkldnn_linear"):
@@ -700,3 +679,8 @@ if hasattr(aten, "mkldnn_linear"):
         NB: the bias add is not counted, as for ``addmm``."""
         rows = _numel(x[:-1])
         return 2 * rows * x[-1] * weight[0]
+
+
+# Formulas kept in modules of their own (they register themselves on import).
+from torch_roofline.count import _attention_formulas, _index_formulas  # noqa: E402,F401
+from torch_roofline.count import _recurrent_formulas, _vision_formulas  # noqa: E402,F401

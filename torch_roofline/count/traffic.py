@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch_roofline.count._tree import tensors as _all_tensors
 
-from torch_roofline.count.formulas import METADATA_OP_NAMES, op_key
+from torch_roofline.count.formulas import INPLACE_METADATA_OP_NAMES, METADATA_OP_NAMES, op_key
 
 __all__ = ["Traffic", "tensor_bytes", "is_view_op", "StepTraffic"]
 
@@ -89,7 +89,7 @@ _VIEW_LIKE = {
     for o in (aten._unsafe_view, aten.lift_fresh, aten.detach, aten._reshape_alias)
     if o is not None
 }
-_METADATA = {op_key(getattr(aten, n)) for n in METADATA_OP_NAMES if hasattr(aten, n)}
+_METADATA = {op_key(getattr(aten, n)) for n in METADATA_OP_NAMES + INPLACE_METADATA_OP_NAMES if hasattr(aten, n)}
 _FACTORY_LIKE = {op_key(getattr(aten, n)) for n in
                  ("zeros_like", "ones_like", "full_like", "rand_like", "randn_like", "randint_like",
                   "new_zeros", "new_ones", "new_full") if hasattr(aten, n)}
