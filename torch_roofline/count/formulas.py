@@ -274,7 +274,7 @@ def _collect_no_arithmetic() -> frozenset:
         # comparisons and logic produce bools: no floating-point arithmetic
         "eq ne lt le gt ge logical_not logical_and logical_or bitwise_not bitwise_and "
         "bitwise_or isnan isinf isfinite sign argmax argmin _local_scalar_dense item equal "
-        "is_nonzero "
+        "is_nonzero any all "
         # metadata queries (sizes, strides, device, layout): no data is touched at all
         + " ".join(METADATA_OP_NAMES) + " " + " ".join(INPLACE_METADATA_OP_NAMES)
     ).split()
@@ -590,6 +590,18 @@ def _mse_flops(x: Any, target: Any, *args: Any, out: Any = None, **kw: Any) -> i
 def _mse_backward_flops(grad: Any, x: Any, target: Any, *args: Any, out: Any = None, **kw: Any) -> int:
     """2 * (x - t) * grad / N: 3 per element."""
     return 3 * _numel(x)
+
+
+@register_formula(aten.smooth_l1_loss, aten.huber_loss)
+def _smooth_l1_flops(x: Any, target: Any, *args: Any, out: Any = None, **kw: Any) -> int:
+    """d = x - t, |d|, compare with beta, the quadratic branch 0.5*d*d/beta (3), accumulate: 7 per element."""
+    return 7 * _numel(x)
+
+
+@register_formula(aten.smooth_l1_loss_backward, aten.huber_loss_backward)
+def _smooth_l1_backward_flops(grad: Any, x: Any, target: Any, *args: Any, out: Any = None, **kw: Any) -> int:
+    """d = x - t, compare, d/beta (or its sign), times grad: 4 per element."""
+    return 4 * _numel(x)
 
 
 @register_formula(aten.binary_cross_entropy_with_logits)

@@ -154,7 +154,8 @@ class _MetaAttention(TorchFunctionMode):
     falls back to its math path (matmul, softmax, and for bf16/fp16 an up-cast of K and V to
     fp32): other ops and several times the traffic. This mode routes meta SDPA calls to
     ``aten._scaled_dot_product_flash_attention_for_cpu``, which has meta and backward
-    kernels; calls it cannot express (grouped-query ``enable_gqa``, dropout) keep the default.
+    kernels; calls it cannot express (grouped-query ``enable_gqa``, dropout, a mask that needs
+    a gradient) keep the default.
     """
 
     def __torch_function__(self, func: Any, types: Any, args: Tuple = (), kwargs: Optional[Dict] = None) -> Any:
@@ -171,6 +172,8 @@ def _flash_on_meta(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, 
                    enable_gqa: bool = False) -> Optional[torch.Tensor]:
     if enable_gqa or dropout_p or query.dim() != 4 or query.shape[1] != key.shape[1]:
         return None
+    if isinstance(attn_mask, torch.Tensor) and attn_mask.requires_grad and torch.is_grad_enabled():
+        return None  # a learned bias (relative positions): no fused kernel differentiates it; CPU runs the math path too
     return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
         query, key, value, 0.0, is_causal, attn_mask=attn_mask, scale=scale)[0]
 
