@@ -55,14 +55,26 @@ def has_arithmetic_without_formula(func: Any, formulas: Optional[Mapping[Any, Ca
 
 
 def has_implicit_kernel(func: Any) -> bool:
-    """True when ``func`` (an overload) has a CompositeImplicitAutograd kernel: it is made of other ops."""
-    dk = torch._C.DispatchKey.CompositeImplicitAutograd
-    if dk in getattr(func, "py_kernels", {}):
-        return True
+    """True when ``func`` (an overload) has a C++ CompositeImplicitAutograd kernel: eager mode
+    runs it as other ops. (A Python kernel for that key, registered for tracing, does not count:
+    eager mode never runs it.)"""
     try:
-        return bool(torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), dk))
+        return bool(torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), torch._C.DispatchKey.CompositeImplicitAutograd))
     except (AttributeError, RuntimeError):
         return False
+
+
+def run_composite(func: Any, args: Sequence[Any], kwargs: Mapping[str, Any], python: bool = True) -> Any:
+    """Run ``func``'s CompositeImplicitAutograd kernel (``NotImplemented`` when it has none).
+
+    The C++ kernel first, the one eager mode runs: ``OpOverload.decompose`` prefers a Python
+    kernel registered for tracing (``upsample_nearest2d``'s computes its own indices), which
+    is not what an eager step executes. ``python``: fall back to such a Python kernel (to
+    count on meta copies; never for the ops of a live step).
+    """
+    if has_implicit_kernel(func):
+        return func._op_dk(torch._C.DispatchKey.CompositeImplicitAutograd, *args, **kwargs)
+    return func.decompose(*args, **kwargs) if python else NotImplemented
 
 
 def _table_entry(func: Any) -> Optional[Callable[..., Any]]:
@@ -157,7 +169,7 @@ class _PartCounter(TorchDispatchMode):
         try:
             out = NotImplemented
             with self:
-                out = func.decompose(*args, **kwargs)
+                out = run_composite(func, args, kwargs)
                 if out is NotImplemented:
                     table = _table_entry(func)
                     if table is not None:

@@ -235,7 +235,8 @@ def _out_numel(out: Any) -> int:
 METADATA_OP_NAMES = (
     "sym_size", "sym_stride", "sym_numel", "sym_storage_offset", "is_contiguous", "is_same_size",
     "dim", "size", "stride", "_nested_tensor_size", "_nested_tensor_strides",
-    "_nested_tensor_storage_offsets",
+    "_nested_tensor_storage_offsets", "cudnn_is_acceptable", "is_floating_point", "is_complex", "is_signed",
+    "_has_compatible_shallow_copy_type",
 )
 
 #: In-place view ops: they change a tensor's sizes, strides or offset and touch no data

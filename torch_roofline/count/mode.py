@@ -404,7 +404,7 @@ class OpCounter:
         if not _unusual_layout(_tensors(args, kwargs), []):
             try:
                 with mode:
-                    out = func.decompose(*args, **kwargs)
+                    out = _decompose.run_composite(func, args, kwargs, python=False)
             except Exception as exc:  # noqa: BLE001 - never fail the step: run the op itself below
                 del self.ops[start:]
                 self.reasons.setdefault(facts[1], f"{facts[1]}: its decomposition raised {type(exc).__name__}")
