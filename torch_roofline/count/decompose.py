@@ -39,7 +39,8 @@ from torch_roofline.count._tree import tensors as _tensors
 from torch_roofline.count.traffic import is_view_op
 from torch_roofline.records import OpCost
 
-__all__ = ["has_arithmetic_without_formula", "has_implicit_kernel", "meta_flops", "merge_parts", "MAX_DEPTH"]
+__all__ = ["has_arithmetic_without_formula", "has_implicit_kernel", "composite_devices", "device_type", "run_composite",
+           "meta_flops", "merge_parts", "MAX_DEPTH"]
 
 #: Nested decompositions followed at most this deep (a decomposition that re-enters itself
 #: is given up rather than followed forever).
@@ -55,13 +56,48 @@ def has_arithmetic_without_formula(func: Any, formulas: Optional[Mapping[Any, Ca
 
 
 def has_implicit_kernel(func: Any) -> bool:
-    """True when ``func`` (an overload) has a C++ CompositeImplicitAutograd kernel: eager mode
-    runs it as other ops. (A Python kernel for that key, registered for tracing, does not count:
-    eager mode never runs it.)"""
+    """True when ``func`` (an overload) has a C++ CompositeImplicitAutograd kernel. (A Python
+    kernel for that key, registered for tracing, does not count: eager mode never runs it.)"""
     try:
         return bool(torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), torch._C.DispatchKey.CompositeImplicitAutograd))
     except (AttributeError, RuntimeError):
         return False
+
+
+_BACKENDS = {"cpu": "CPU", "cuda": "CUDA", "meta": "Meta", "xpu": "XPU", "mps": "MPS"}
+
+
+def composite_devices(func: Any) -> Optional[frozenset]:
+    """Where ``func`` runs as its composite kernel's parts.
+
+    ``None``: it has no CompositeImplicitAutograd kernel. Otherwise the device types that
+    have a kernel of their own (the composite runs everywhere else): empty for ``conv2d``
+    (always its parts), ``{"cpu", "cuda", "meta"}`` for ``silu_backward`` (a fused kernel
+    on those devices; the composite only serves autograd of higher order).
+    """
+    if not has_implicit_kernel(func):
+        return None
+    own = set()
+    for device, key in _BACKENDS.items():
+        dk = getattr(torch._C.DispatchKey, key, None)
+        try:
+            if dk is not None and torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), dk):
+                own.add(device)
+        except RuntimeError:
+            continue
+    return frozenset(own)
+
+
+def device_type(args: Sequence[Any]) -> Optional[str]:
+    """The device type of the first tensor among ``args`` (one level of lists), else None."""
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            return a.device.type
+        if isinstance(a, (list, tuple)):
+            for b in a:
+                if isinstance(b, torch.Tensor):
+                    return b.device.type
+    return None
 
 
 def run_composite(func: Any, args: Sequence[Any], kwargs: Mapping[str, Any], python: bool = True) -> Any:

@@ -189,8 +189,12 @@ class _Mode(TorchDispatchMode):
             return func(*args, **kwargs)
         counter = self.counter
         facts = counter._op_facts(func)
-        if facts[4]:  # no formula, or a composite op: decompose before giving up
-            return counter._decompose(self, func, args, kwargs, facts)
+        how = facts[4]
+        if how:  # no formula, or a composite op: decompose before giving up
+            if how is True or _decompose.device_type(args) not in how:
+                return counter._decompose(self, func, args, kwargs, facts)
+            if facts[2]:  # a kernel of its own on this device: run it, count its decomposition
+                return counter._decompose(self, func, args, kwargs, facts, composite=False)
         known = counter.scalar_values
         if known and func is torch.ops.aten._local_scalar_dense.default and id(args[0]) in known:
             out = known[id(args[0])]  # a fake stand-in for a real scalar (see count.replay)
@@ -377,21 +381,28 @@ class OpCounter:
         code); the entry keeps ``func`` alive, so the id stays its own.
 
         An overload is decomposed (``_decompose``) when it has arithmetic but no formula, and
-        whenever it has a CompositeImplicitAutograd kernel (unless ``formulas`` names it):
-        such an op reaches the counter only when autograd is off (``inference_mode``), and its
+        wherever its CompositeImplicitAutograd kernel is what runs (unless ``formulas`` names
+        it): such an op reaches the counter when autograd is off (``inference_mode``), and its
         parts are what runs (``max_pool2d`` runs ``max_pool2d_with_indices``, ``reshape`` of a
-        non-contiguous tensor a copy), so it is counted exactly as it is with autograd on."""
+        non-contiguous tensor a copy), so it is counted exactly as it is with autograd on. The
+        last field is True (always), False (never) or the device types where the op has a
+        kernel of its own (``silu_backward``: a fused CPU kernel; decomposed elsewhere)."""
         facts = self._facts.get(id(func))
         if facts is None:
             entry = _f.lookup(func, self.formulas)
             no_formula = entry is None and not (
                 _f.op_key(func) in _f.NO_ARITHMETIC or is_view_op(func) or _is_marker(func))
             own = bool(self.formulas) and (func in self.formulas or _f.op_key(func) in self.formulas)
-            decompose = no_formula or (not own and _decompose.has_implicit_kernel(func))
+            devices = None if own else _decompose.composite_devices(func)
+            if devices is None or not devices:
+                decompose: Any = no_formula or devices is not None
+            else:
+                decompose = devices  # the composite runs except on these devices
             facts = self._facts[id(func)] = (entry, op_name(func), no_formula, func, decompose)
         return facts
 
-    def _decompose(self, mode: "_Mode", func: Any, args: Tuple, kwargs: Dict, facts: "_Facts") -> Any:
+    def _decompose(self, mode: "_Mode", func: Any, args: Tuple, kwargs: Dict, facts: "_Facts",
+                   composite: bool = True) -> Any:
         """Run and count an op that has no formula through its decomposition (``count.decompose``).
 
         Its CompositeImplicitAutograd kernel runs under the counter and its parts become one
@@ -401,7 +412,7 @@ class OpCounter:
         start = len(self.ops)
         template_where = self._where()
         out: Any = NotImplemented
-        if not _unusual_layout(_tensors(args, kwargs), []):
+        if composite and not _unusual_layout(_tensors(args, kwargs), []):
             try:
                 with mode:
                     out = _decompose.run_composite(func, args, kwargs, python=False)
