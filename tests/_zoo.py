@@ -37,6 +37,8 @@ class ZooModel:
             no training step for this model.
         sample: counted by the default (CI) run; the full zoo (``TORCH_ROOFLINE_FULL_ZOO=1``)
             counts every model.
+        sample_train: the default run counts its training step too (the full zoo counts
+            every ``train``).
         fvcore: compare per-module Conv/Linear FLOPs with fvcore's (real CPU inputs).
         fvcore_input: the CPU input fvcore traces (small, to keep the trace cheap).
     """
@@ -47,6 +49,7 @@ class ZooModel:
     device: str = "meta"
     train: Optional[Callable[[str, nn.Module], Tuple[Any, Optional[Callable[[Any], torch.Tensor]]]]] = None
     sample: bool = False
+    sample_train: bool = False
     fvcore: bool = False
     fvcore_input: Optional[Tuple[int, ...]] = None
 
@@ -67,16 +70,19 @@ def _on(device: str) -> Any:
 # --------------------------------------------------------------------------------------
 # torchvision
 # --------------------------------------------------------------------------------------
+# The CI sample: each task and architecture family once (the full zoo: every model).
 _TV_SAMPLE = {"resnet18", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny", "vit_b_16", "swin_t",
-              "regnet_x_400mf", "maxvit_t", "inception_v3", "shufflenet_v2_x0_5", "densenet121", "squeezenet1_0",
+              "regnet_x_400mf", "maxvit_t", "inception_v3", "shufflenet_v2_x0_5", "squeezenet1_0",
               "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large", "fcn_resnet50",
-              "fasterrcnn_mobilenet_v3_large_320_fpn", "maskrcnn_resnet50_fpn", "retinanet_resnet50_fpn",
-              "ssdlite320_mobilenet_v3_large", "fcos_resnet50_fpn", "keypointrcnn_resnet50_fpn",
-              "r3d_18", "mvit_v2_s", "s3d", "raft_small"}
+              "fasterrcnn_mobilenet_v3_large_320_fpn", "maskrcnn_resnet50_fpn", "r3d_18", "s3d", "raft_small"}
 _TV_TRAIN = {"resnet18", "efficientnet_b0", "vit_b_16", "convnext_tiny", "mobilenet_v3_small", "swin_t",
-             "fcn_resnet50", "maskrcnn_resnet50_fpn", "raft_small", "r3d_18"}
+             "fcn_resnet50", "maskrcnn_resnet50_fpn", "fasterrcnn_mobilenet_v3_large_320_fpn", "retinanet_resnet50_fpn",
+             "keypointrcnn_resnet50_fpn", "raft_small", "r3d_18", "mvit_v2_s"}
+_TV_SAMPLE_TRAIN = {"resnet18", "vit_b_16", "fcn_resnet50", "fasterrcnn_mobilenet_v3_large_320_fpn", "r3d_18"}
 _TV_FVCORE = {"resnet18", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny", "regnet_x_400mf",
-              "shufflenet_v2_x0_5", "densenet121", "squeezenet1_0", "inception_v3"}
+              "shufflenet_v2_x0_5", "densenet121", "squeezenet1_0", "inception_v3", "resnext50_32x4d",
+              "mnasnet0_5", "vgg11", "alexnet", "googlenet", "wide_resnet50_2", "efficientnet_v2_s"}
+_TV_SAMPLE_FVCORE = {"resnet18", "mobilenet_v3_small", "efficientnet_b0", "regnet_x_400mf", "squeezenet1_0"}
 
 
 @contextlib.contextmanager
@@ -150,27 +156,28 @@ def _torchvision() -> List[ZooModel]:
             f"torchvision.{name}", _tv_builder(tvm, name, **kw), _image((1, 3, size, size)),
             train=(lambda device, model, size=size: (_image((2, 3, size, size))(device), _sum_outputs))
             if name in _TV_TRAIN else None,
-            sample=name in _TV_SAMPLE, fvcore=name in _TV_FVCORE,
-            fvcore_input=(1, 3, 128 if name != "inception_v3" else 299, 128 if name != "inception_v3" else 299)))
+            sample=name in _TV_SAMPLE, sample_train=name in _TV_SAMPLE_TRAIN,
+            fvcore=name in _TV_FVCORE and (name in _TV_SAMPLE_FVCORE or full_zoo_requested()),
+            fvcore_input=(1, 3, 75, 75) if name == "inception_v3" else (1, 3, 64, 64)))
     for name in tvm.list_models(module=segmentation):
         zoo.append(ZooModel(
             f"torchvision.{name}", _tv_builder(segmentation, name, weights=None, weights_backbone=None),
             _image((1, 3, 224, 224)),
             train=(lambda device, model: (_image((2, 3, 224, 224))(device), lambda out: out["out"].sum()))
             if name in _TV_TRAIN else None,
-            sample=name in _TV_SAMPLE))
-    small = dict(weights=None, weights_backbone=None, min_size=128, max_size=160, rpn_pre_nms_top_n_test=100,
-                 rpn_post_nms_top_n_test=50, rpn_pre_nms_top_n_train=100, rpn_post_nms_top_n_train=50,
-                 box_batch_size_per_image=32, box_detections_per_img=10)
+            sample=name in _TV_SAMPLE, sample_train=name in _TV_SAMPLE_TRAIN))
+    small = dict(weights=None, weights_backbone=None, min_size=96, max_size=96, rpn_pre_nms_top_n_test=64,
+                 rpn_post_nms_top_n_test=32, rpn_pre_nms_top_n_train=64, rpn_post_nms_top_n_train=32,
+                 box_batch_size_per_image=16, box_detections_per_img=4)
     for name in tvm.list_models(module=detection):
         kw = dict(weights=None, weights_backbone=None)
         if "rcnn" in name:
             kw = dict(small)
         elif name.startswith(("retinanet", "fcos")):
-            kw.update(min_size=128, max_size=160, topk_candidates=50, detections_per_img=10)
+            kw.update(min_size=96, max_size=96, topk_candidates=32, detections_per_img=4)
         elif name.startswith("ssd"):
             kw.update(topk_candidates=50, detections_per_img=10)
-        img = 128 if not name.startswith("ssd") else 160
+        img = 96 if not name.startswith("ssd") else 160
 
         def inputs(device: str, img: int = img) -> Tuple[List[torch.Tensor]]:
             g = torch.Generator().manual_seed(0)
@@ -183,14 +190,15 @@ def _torchvision() -> List[ZooModel]:
             return (images, _detection_targets(name, 1, img)), lambda losses: sum(losses.values())
 
         zoo.append(ZooModel(f"torchvision.{name}", _tv_builder(detection, name, **kw), inputs, device="cpu",
-                            train=train if name in _TV_TRAIN else None, sample=name in _TV_SAMPLE))
+                            train=train if name in _TV_TRAIN else None, sample=name in _TV_SAMPLE,
+                            sample_train=name in _TV_SAMPLE_TRAIN))
     for name in tvm.list_models(module=video):
         frames, size = (16, 224) if name.startswith(("mvit", "s3d", "swin3d")) else (8, 112)
         zoo.append(ZooModel(
             f"torchvision.{name}", _tv_builder(video, name, weights=None), _image((1, 3, frames, size, size)),
             train=(lambda device, model, f=frames, s=size: (_image((1, 3, f, s, s))(device), _sum_outputs))
             if name in _TV_TRAIN else None,
-            sample=name in _TV_SAMPLE))
+            sample=name in _TV_SAMPLE, sample_train=name in _TV_SAMPLE_TRAIN))
     for name in tvm.list_models(module=optical_flow):
         def flow_inputs(device: str) -> Dict[str, Any]:
             # 128x128 frames (the smallest the correlation pyramid takes) and 4 refinement steps
@@ -201,7 +209,7 @@ def _torchvision() -> List[ZooModel]:
             f"torchvision.{name}", _tv_builder(optical_flow, name, weights=None), flow_inputs,
             train=(lambda device, model: (flow_inputs(device), lambda flows: flows[-1].sum()))
             if name in _TV_TRAIN else None,
-            sample=name in _TV_SAMPLE))
+            sample=name in _TV_SAMPLE, sample_train=name in _TV_SAMPLE_TRAIN))
     return zoo
 
 
@@ -220,6 +228,7 @@ _TIMM = {
     "maxvit": (["maxvit_tiny_tf_224", "maxvit_rmlp_nano_rw_256"], "maxvit_tiny_tf_224"),
 }
 _TIMM_TRAIN = {"deit_tiny_distilled_patch16_224", "regnety_002", "convnext_atto"}
+_TIMM_SAMPLE_TRAIN = {"deit_tiny_distilled_patch16_224"}
 
 
 def _timm() -> List[ZooModel]:
@@ -240,7 +249,7 @@ def _timm() -> List[ZooModel]:
                 f"timm.{name}", build, _image((1, 3, size, size)),
                 train=(lambda device, model, size=size: (_image((2, 3, size, size))(device), _sum_outputs))
                 if name in _TIMM_TRAIN else None,
-                sample=name == sampled))
+                sample=name == sampled, sample_train=name in _TIMM_SAMPLE_TRAIN))
     return zoo
 
 
@@ -292,6 +301,7 @@ def _hf_models() -> Dict[str, Tuple[Callable[[], nn.Module], Callable[[], Any]]]
 
 _HF_SAMPLE = {"gpt2", "llama", "bert", "t5", "whisper", "vit", "clip"}
 _HF_TRAIN = {"gpt2", "llama", "bert"}
+_HF_SAMPLE_TRAIN = {"llama"}
 
 
 def _transformers() -> List[ZooModel]:
@@ -313,7 +323,8 @@ def _transformers() -> List[ZooModel]:
             return batch, None  # the model returns its loss (out.loss)
 
         zoo.append(ZooModel(f"transformers.{name}", build, inputs, device="cpu",
-                            train=train if name in _HF_TRAIN else None, sample=name in _HF_SAMPLE))
+                            train=train if name in _HF_TRAIN else None, sample=name in _HF_SAMPLE,
+                            sample_train=name in _HF_SAMPLE_TRAIN))
     return zoo
 
 
