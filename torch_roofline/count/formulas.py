@@ -3,20 +3,29 @@
 Conventions (each formula below repeats the one it follows):
 
 * **Matrix work** (mm, addmm, bmm, baddbmm, convolution and its backward, attention):
-  2 FLOPs per multiply-accumulate, MACs = FLOPs / 2. These come from
+  2 FLOPs per multiply-accumulate, MACs = FLOPs / 2. Most come from
   ``torch.utils.flop_counter.flop_registry`` unchanged, so our count equals
-  ``FlopCounterMode``'s for every op it counts. As there, a bias add is not counted
-  (fvcore does not count it either). We add the matrix ops torch counts as zero:
-  CPU flash attention, ``_native_multi_head_attention`` and
+  ``FlopCounterMode``'s for those ops. As there, a bias add is not counted (fvcore does not
+  count it either). **The arithmetic wins where torch's formulas are wrong**:
+  convolution backward is counted per group (torch counts grad weight over all channel
+  pairs, groups times too high), and fused attention counts the query-key pairs its mask
+  lets through: causal attention over T tokens is 2*b*h*d*T(T+1) forward, not the full
+  square 4*b*h*d*T^2 (``_attention_formulas.py``). We add the matrix ops torch counts as
+  zero: CPU flash attention, ``_native_multi_head_attention`` and
   ``_transformer_encoder_layer_fwd`` (the fused eval-mode paths of ``nn.MultiheadAttention``
-  and ``nn.TransformerEncoderLayer``), and ``mkldnn_linear`` (``torch.utils.mkldnn``).
+  and ``nn.TransformerEncoderLayer``), ``mkldnn_linear`` (``torch.utils.mkldnn``), the
+  fused RNN kernels (``_recurrent_formulas.py``) and ``torchvision::deform_conv2d``.
 * **Elementwise ops**: FLOPs per output element = the number of arithmetic operations in
   the op's definition (``add`` 1, ``addcmul`` 2, ``lerp`` 3, ...). A transcendental or an
   activation function (exp, tanh, sigmoid, gelu, ...) counts 1 per element: hardware
   spends several instructions on it, but no single count is right across devices, and
   1 per element is what ptflops and thop use. MACs are 0 for everything that is not matrix
   work.
-* **Reductions**: one FLOP per input element (sum, mean, max, ...).
+* **Reductions**: one FLOP per input element (sum, mean, max, ...). Comparisons in sorts
+  and selections count 1 each, as max does (``_index_formulas.py``).
+* **Resampling** (interpolation, grid sampling, RoI ops): 2 FLOPs per tap per output
+  element, a multiply-accumulate per tap as convolution counts them; nearest is a gather
+  (0). Bilinear is 8 per output element, 2 x fvcore's 4 (``_vision_formulas.py``).
 * **Only floating-point arithmetic counts.** Integer and bool elementwise ops have 0 FLOPs
   (they are counted, and move bytes); integer matmuls (int8) count ops like FLOPs, since
   the int8 roofs are quoted in operations per second.
@@ -27,8 +36,12 @@ Conventions (each formula below repeats the one it follows):
   listed as uncounted (its bytes still count) and the result carries a note. oneDNN
   (``to_mkldnn()``) tensors are dense, only blocked in memory: they are counted.
 
-An op with no formula and not in :data:`NO_ARITHMETIC` is *uncounted*: it still moves
-bytes, its time is still measured, and it is listed in the result's ``uncounted`` view.
+An op with no formula and not in :data:`NO_ARITHMETIC` is decomposed before it is given up
+(``count/decompose.py``: its composite kernel's parts, or torch's decomposition table on
+meta copies); a formula that returns ``None`` (a call it has no honest count for) or raises
+falls back to the same. Only what cannot be decomposed is *uncounted*: it still moves
+bytes, its time is still measured, and it is listed, with the reason, in the result's
+``uncounted`` view.
 """
 
 from __future__ import annotations

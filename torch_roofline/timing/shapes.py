@@ -33,8 +33,9 @@ Rules (each one a choice):
   type we cannot read, no overload matching the recorded arguments) or cannot run on meta
   tensors (data-dependent output: ``nonzero``, boolean indexing, ``item``) becomes an
   ``OpCost`` with ``counted=False`` and 0 FLOPs and bytes, and its reason is kept in
-  :attr:`ShapeCosts.reasons`: listed with its time, never silently zero. A row that
-  dispatches an op without a formula is uncounted too (its bytes are kept).
+  :attr:`ShapeCosts.reasons`: listed with its time, never silently zero. An op without a
+  formula is counted through its decomposition (``count/decompose.py``); a row that
+  dispatches an op that cannot be decomposed is uncounted too (its bytes are kept).
 * **Compulsory bytes** are per row: the trace records no tensor identities, so reuse across
   ops cannot be seen and each row's compulsory traffic is its own first-touch traffic.
 
