@@ -184,7 +184,7 @@ class _PartCounter(TorchDispatchMode):
         except Exception:  # noqa: BLE001 - a formula that raises declines
             result = None
         if result is None:
-            self._decomposed(func, args, kwargs, run=False)
+            self._decomposed(func, args, kwargs)
         else:
             self._add(result)
         return out
@@ -197,8 +197,8 @@ class _PartCounter(TorchDispatchMode):
         else:
             self.vector_flops += result.flops
 
-    def _decomposed(self, func: Any, args: Tuple, kwargs: Dict, run: bool = True) -> Any:
-        """Count ``func`` through its decomposition; its output when ``run``."""
+    def _decomposed(self, func: Any, args: Tuple, kwargs: Dict) -> Any:
+        """Count ``func`` through its decomposition (the ops it dispatches); its output."""
         if self.depth >= MAX_DEPTH:
             raise _Undecomposable(f"{_f.op_name(func)} decomposes deeper than {MAX_DEPTH} levels")
         self.depth += 1
@@ -284,7 +284,7 @@ def meta_flops(func: Any, args: Sequence[Any], kwargs: Mapping[str, Any],
         try:
             with _disable_current_modes():
                 margs, mkwargs = _to_meta(tuple(args)), _to_meta(dict(kwargs))
-                counter._decomposed(func, margs, mkwargs, run=False)
+                counter._decomposed(func, margs, mkwargs)
             unit = "matrix" if counter.matrix_flops >= counter.vector_flops and counter.matrix_flops else "vector"
             found = (_f.FlopCount(counter.flops, counter.macs, unit), None)
         except _Undecomposable as exc:

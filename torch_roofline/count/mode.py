@@ -423,55 +423,26 @@ class OpCounter:
         if out is not NotImplemented:
             parts = self.ops[start:]
             del self.ops[start:]
-            self._record(func, args, kwargs, out, facts, parts=parts, where=template_where)
+            self._record_parts(func, args, kwargs, out, facts[1], parts, template_where)
             return out
         out = func(*args, **kwargs)
         self._record(func, args, kwargs, out, facts)
         return out
 
-    def _record(self, func: Any, args: Tuple, kwargs: Dict, out: Any,
-                facts: Optional["_Facts"] = None,
-                parts: Optional[List[OpCost]] = None,
-                where: Optional[Tuple[str, Tuple[str, ...]]] = None) -> None:
-        phase, scope = where or self._where()
+    def _record(self, func: Any, args: Tuple, kwargs: Dict, out: Any, facts: Optional["_Facts"] = None) -> None:
+        phase, scope = self._where()
         entry, name, no_formula = (facts or self._op_facts(func))[:3]
-        flops = macs = 0
-        unit = "vector"
-        counted = not no_formula
         ins, outs = _tensors(args, kwargs), _tensors(out)
         layout = _unusual_layout(ins, outs)
-        if entry is not None:
-            try:
-                result = _f.evaluate(entry, args, kwargs, out, (ins, outs))
-            except Exception as exc:  # noqa: BLE001 - a formula must never fail the user's step
-                result = None
-                self.reasons.setdefault(name, f"{name}: its formula raised {type(exc).__name__}: {exc}"[:200])
-            if result is None and layout is None:  # declined: count its decomposition instead
-                result, reason = _decompose.meta_flops(func, args, kwargs, self.formulas, self._meta_counts)
-                if reason:
-                    self.reasons.setdefault(name, reason)
-            if result is None or result.flops is None:
-                counted = False
-            else:
-                flops, macs, unit = result.flops, result.macs, result.unit
-                counted = True
-        elif no_formula and parts is None and layout is None:
-            result, reason = _decompose.meta_flops(func, args, kwargs, self.formulas, self._meta_counts)
-            if result is not None:
-                flops, macs, unit, counted = result.flops, result.macs, result.unit, True
-            else:
-                self.reasons.setdefault(name, reason or f"{name}: no formula and no decomposition")
+        flops, macs, unit, counted = self._flops(func, args, kwargs, out, entry, name, no_formula, (ins, outs), layout)
         if layout is not None:
             self.unusual_layouts.add(layout)
-            if flops or (entry is not None and counted) or parts:
+            if flops or (entry is not None and counted):
                 # Formulas assume dense strided tensors: a sparse op does work per stored
                 # element, a nested op per sequence. List it as uncounted, never guess.
                 flops, macs, counted = 0, 0, False
-        if parts is not None:  # a CompositeImplicitAutograd decomposition that ran under the counter
-            traffic = None
-        else:
-            traffic = self._traffic.measure(func, args, kwargs, out, tensors=(ins, outs))
-        record = _record_of(
+        traffic = self._traffic.measure(func, args, kwargs, out, tensors=(ins, outs))
+        self.ops.append(_record_of(
             OpCost,
             op=name,
             module=scope[-1],
@@ -479,21 +450,50 @@ class OpCounter:
             phase=phase,
             flops=int(flops),
             macs=int(macs),
-            bytes_read=traffic.bytes_read if traffic else 0,
-            bytes_written=traffic.bytes_written if traffic else 0,
-            compulsory_bytes_read=traffic.compulsory_bytes_read if traffic else 0,
-            compulsory_bytes_written=traffic.compulsory_bytes_written if traffic else 0,
+            bytes_read=traffic.bytes_read,
+            bytes_written=traffic.bytes_written,
+            compulsory_bytes_read=traffic.compulsory_bytes_read,
+            compulsory_bytes_written=traffic.compulsory_bytes_written,
             dtype=compute_dtype(ins, outs, unit),
             unit=unit,
             counted=counted,
             index=len(self.ops),
-        )
-        if parts is not None:
-            record = _decompose.merge_parts(name, parts, record)
-            if not record.counted:
-                missing = sorted({p.op for p in parts if not p.counted})
-                self.reasons.setdefault(name, f"{name}: decomposed into {', '.join(missing)}, which "
-                                              + ("is" if len(missing) == 1 else "are") + " uncounted")
+        ))
+
+    def _flops(self, func: Any, args: Tuple, kwargs: Dict, out: Any, entry: Any, name: str, no_formula: bool,
+               tensors: Tuple[List[torch.Tensor], List[torch.Tensor]], layout: Optional[str]) -> Tuple[int, int, str, bool]:
+        """(FLOPs, MACs, unit, counted) of one call: its formula, else (declined, raised or
+        missing) its decomposition counted on meta copies, else uncounted with the reason."""
+        if entry is None and not no_formula:
+            return 0, 0, "vector", True  # no arithmetic
+        result = None
+        if entry is not None:
+            try:
+                result = _f.evaluate(entry, args, kwargs, out, tensors)
+            except Exception as exc:  # noqa: BLE001 - a formula must never fail the user's step
+                self.reasons.setdefault(name, f"{name}: its formula raised {type(exc).__name__}: {exc}"[:200])
+        if (result is None or result.flops is None) and layout is None:
+            result, reason = _decompose.meta_flops(func, args, kwargs, self.formulas, self._meta_counts)
+            if result is None:
+                self.reasons.setdefault(name, reason or f"{name}: no formula and no decomposition")
+        if result is None or result.flops is None:
+            return 0, 0, "vector", False
+        return result.flops, result.macs, result.unit, True
+
+    def _record_parts(self, func: Any, args: Tuple, kwargs: Dict, out: Any, name: str, parts: List[OpCost],
+                      where: Tuple[str, Tuple[str, ...]]) -> None:
+        """One row for a composite op whose parts ran (and were counted) under the counter."""
+        phase, scope = where
+        ins, outs = _tensors(args, kwargs), _tensors(out)
+        template = _record_of(
+            OpCost, op=name, module=scope[-1], scope=scope, phase=phase, flops=0, macs=0, bytes_read=0,
+            bytes_written=0, compulsory_bytes_read=0, compulsory_bytes_written=0,
+            dtype=compute_dtype(ins, outs, "vector"), unit="vector", counted=True, index=len(self.ops))
+        record = _decompose.merge_parts(name, parts, template)
+        if not record.counted:
+            missing = sorted({p.op for p in parts if not p.counted})
+            self.reasons.setdefault(name, f"{name}: decomposed into {', '.join(missing)}, which "
+                                          + ("is" if len(missing) == 1 else "are") + " uncounted")
         self.ops.append(record)
 
 
