@@ -242,13 +242,12 @@ class StepTraffic:
             inputs = [(t, sk) for t, sk in inputs if _identity_of(t, sk) != dest]
         if role == "factory":
             inputs = []
-        partial: Optional[Tuple[int, int]] = None  # the destination's (bytes read, bytes written)
-        if role == "indexed-write":
-            partial = _indexed_write(func, args, kwargs)
+        # an indexed write's destination: (bytes read, bytes written) of the elements it writes
+        partial = _indexed_write(func, args, kwargs) if role == "indexed-write" else None
         if partial is not None:
-            dest = _identity(args[0])
-            inputs = [(t, sk) for t, sk in inputs if _identity_of(t, sk) != dest]
-            outputs = [(t, sk) for t, sk in outputs if _identity_of(t, sk) != dest]
+            dest_id = _identity(args[0])
+            inputs = [(t, sk) for t, sk in inputs if _identity_of(t, sk) != dest_id]
+            outputs = [(t, sk) for t, sk in outputs if _identity_of(t, sk) != dest_id]
         if role == "gather":
             reads = self._gather_reads(args, [t for t, _ in outputs])
         elif partial is not None:
