@@ -130,8 +130,9 @@ def _detection_targets(name: str, n_images: int, size: int) -> List[Dict[str, to
     g = torch.Generator().manual_seed(0)
     targets = []
     for _ in range(n_images):
-        boxes = torch.tensor([[8.0, 10.0, 60.0, 70.0], [30.0, 20.0, 100.0, 90.0]])
-        t = {"boxes": boxes, "labels": torch.tensor([1, 2])}
+        boxes = torch.tensor([[8.0, 10.0, 60.0, 70.0], [30.0, 20.0, 90.0, 90.0]])
+        # keypoint R-CNN has 2 classes (background, person)
+        t = {"boxes": boxes, "labels": torch.tensor([1, 1] if "keypoint" in name else [1, 2])}
         if "mask" in name:
             t["masks"] = (torch.rand(2, size, size, generator=g) > 0.5).to(torch.uint8)
         if "keypoint" in name:

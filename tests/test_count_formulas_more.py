@@ -157,6 +157,15 @@ def test_indexed_writes_and_gathers():
     assert _only(put, "aten.index_put_").flops == 12  # 3 rows x 4: one add per element written
     put = count(lambda x: x.index_put_((idx,), v), (torch.zeros(5, 4),))
     assert _only(put, "aten.index_put_").flops == 0  # a plain write
+    # a boolean mask: as many elements as the values hold (the backward of x[mask] writes
+    # a gradient of the selected shape): mask selects 3 of 5 rows -> [3, 4] = 12 adds
+    mask = torch.tensor([True, False, True, False, True])
+    x = torch.randn(5, 4, requires_grad=True)
+    r = count(lambda x: x[mask], (x,), backward=True)
+    assert _flops(r, "aten.index_put") == 12 and r.uncounted == {}
+    put = _only(count(lambda x: x.index_put_((mask,), v), (torch.zeros(5, 4),)), "aten.index_put_")
+    # in place: writes the 12 selected elements (48 bytes), reads mask 5 + values 48
+    assert (put.bytes_read, put.bytes_written) == (53, 48)
     src, index = torch.randn(2, 4), torch.tensor([[0, 1, 2, 0], [1, 2, 0, 1]])
     assert _only(count(lambda s: torch.zeros(3, 4).scatter_add(0, index, s), (src,)), "aten.scatter_add").flops == 8
     # mean: 8 accumulations + 12 divides (one per output element)

@@ -179,21 +179,24 @@ def _index_reduce_flops(x: torch.Tensor, dim: int, index: torch.Tensor, source: 
     return FlopCount(source.numel() + (x.numel() if reduce == "mean" else 0))
 
 
-def written_by_index_put(x: torch.Tensor, indices: Sequence[Optional[torch.Tensor]]) -> Optional[int]:
-    """Elements ``x[indices] = ...`` writes: the broadcast index shape x the dims not indexed.
+def written_by_index_put(x: torch.Tensor, indices: Sequence[Optional[torch.Tensor]],
+                         values: Optional[torch.Tensor] = None) -> Optional[int]:
+    """Elements ``x[indices] = values`` writes: the indexing result's size.
 
-    ``None`` when a boolean mask is among the indices (how many it selects is data).
+    Integer indices: the broadcast index shape x the dims not indexed. A boolean mask selects
+    a data-dependent count, read from ``values`` when they are not broadcast along the
+    selected dimension (the backward of ``x[mask]`` writes a gradient of exactly that shape);
+    otherwise ``None``.
     """
     shapes = []
+    masks = [i for i in indices if i is not None and i.dtype in (torch.bool, torch.uint8)]
+    if masks:
+        return _written_by_mask(x, indices, masks, values)
     indexed = 0
     for idx in indices:
-        if idx is None:
-            indexed += 1
-            continue
-        if idx.dtype in (torch.bool, torch.uint8):
-            return None
-        shapes.append(tuple(idx.shape))
         indexed += 1
+        if idx is not None:
+            shapes.append(tuple(idx.shape))
     try:
         picked = math.prod(torch.broadcast_shapes(*shapes)) if shapes else 1
     except RuntimeError:
@@ -203,16 +206,31 @@ def written_by_index_put(x: torch.Tensor, indices: Sequence[Optional[torch.Tenso
     return picked * rest
 
 
+def _written_by_mask(x: torch.Tensor, indices: Sequence[Optional[torch.Tensor]], masks: Sequence[torch.Tensor],
+                     values: Optional[torch.Tensor]) -> Optional[int]:
+    """One boolean mask among ``None`` indices: [*before, nnz, *after], nnz read from ``values``."""
+    if len(masks) != 1 or any(i is not None and i is not masks[0] for i in indices) or values is None:
+        return None
+    position = next(p for p, i in enumerate(indices) if i is masks[0])
+    before = x.shape[:position]
+    after = x.shape[position + masks[0].dim():]
+    rank = len(before) + 1 + len(after)
+    if values.dim() != rank or values.shape[len(before)] == 1:
+        return None  # broadcast along the selected dimension: how many were selected is data
+    return math.prod(before) * values.shape[len(before)] * math.prod(after)
+
+
 @register_formula(aten.index_put, aten.index_put_, aten._index_put_impl_, raw=True)
 def _index_put_flops(x: torch.Tensor, indices: Sequence[Optional[torch.Tensor]], values: torch.Tensor,
                      accumulate: bool = False, *args: Any, out: Any = None, **kw: Any) -> Optional[FlopCount]:
     """0 (a write); with ``accumulate=True``, 1 add per element written.
 
-    NB: a boolean mask selects a data-dependent count: accumulating through one declines.
+    NB: a boolean mask selects a data-dependent count, read from ``values`` when they are not
+    broadcast (:func:`written_by_index_put`); otherwise accumulating through one declines.
     """
     if not accumulate or not _floating(x):
         return _ZERO
-    written = written_by_index_put(x, indices)
+    written = written_by_index_put(x, indices, values)
     return None if written is None else FlopCount(written)
 
 

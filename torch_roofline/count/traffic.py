@@ -19,8 +19,9 @@
   elements they write, the indices and the source, not the whole destination: an LLM
   decode step writing one token's slot of a static KV cache moves that slot. Accumulating
   ones (``index_add_``, ``scatter_add_``, ``index_put_(accumulate=True)``, ...) also read
-  the elements they update. A boolean-mask ``index_put_`` (how many elements it writes is
-  data) keeps the whole-destination charge. NB: masked writes (``masked_fill_``,
+  the elements they update. A boolean-mask ``index_put_`` writes as many elements as its
+  values hold (unless they are broadcast: then how many it writes is data, and it keeps the
+  whole-destination charge). NB: masked writes (``masked_fill_``,
   ``masked_scatter_``) keep it too: their kernels run over every element of the destination
   (the mask picks each element's value, not its address), so they do move all of it.
 
@@ -317,7 +318,8 @@ def _indexed_write(func: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) ->
         from torch_roofline.count._index_formulas import written_by_index_put
 
         indices = args[1] if len(args) > 1 else kwargs.get("indices", ())
-        written = written_by_index_put(dest, list(indices))
+        values = args[2] if len(args) > 2 else kwargs.get("values")
+        written = written_by_index_put(dest, list(indices), values if isinstance(values, torch.Tensor) else None)
         accumulate = bool(args[3] if len(args) > 3 else kwargs.get("accumulate", False))
     elif name in ("index_copy_", "index_add_", "index_reduce_"):
         source = args[3] if len(args) > 3 else kwargs.get("source")
