@@ -16,7 +16,7 @@ import torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from torch_roofline import count
+from torch_roofline import count, predict
 from torch_roofline.timing import attribute, load_trace
 from torch_roofline.timing.shapes import costs_from_shapes
 
@@ -134,6 +134,13 @@ def test_what_cannot_be_decomposed_is_uncounted_with_the_reason():
         r = count(torch.ops.roofline_test.outer, (x,))
     assert r.uncounted == {"roofline_test.outer": 1}
     assert "roofline_test.mystery" in r.uncounted_reasons["roofline_test.outer"]
+
+    class Mystery(nn.Module):
+        def forward(self, x):
+            return torch.ops.roofline_test.mystery(x)
+
+    report = predict(Mystery(), torch.empty(4, 6, device="meta"), on="h100-sxm")["h100-sxm"]
+    assert any(n.startswith("roofline_test.mystery is uncounted: ") for n in report.notes)
 
 
 def test_recorded_shapes_rows_are_decomposed_too(tmp_path):

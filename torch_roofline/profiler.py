@@ -403,6 +403,7 @@ class RooflineProfiler:
         # The count's own notes (sparse tensors, scripted modules, a forward counted again),
         # except the routine one saying it was replayed on fake tensors.
         notes = [n for n in costs.notes if n not in report.notes and not n.startswith("counted by replaying")]
+        notes += costs.uncounted_notes()
         faults = self._session.minor_faults_per_step
         if faults is not None and faults >= NOTE_THRESHOLD_FAULTS and getattr(dev, "kind", None) == "cpu":
             notes.append(page_fault_note(faults))

@@ -129,6 +129,10 @@ class CountResult:
                 out[op.op] += 1
         return dict(out)
 
+    def uncounted_notes(self) -> Tuple[str, ...]:
+        """One report note per uncounted op, saying why it is uncounted (for the reports' notes)."""
+        return tuple(f"{op} is uncounted: {reason}" for op, reason in sorted(self.uncounted_reasons.items()))
+
     def module(self, name: str) -> ModuleInfo:
         """Static facts of one module (type, parameters, parameter bytes)."""
         for m in self.modules:
