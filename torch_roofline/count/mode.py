@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import warnings
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.optim.optimizer as _optim
@@ -35,8 +35,8 @@ __all__ = ["OpCounter", "module_infos", "op_name", "compute_dtype"]
 _ACTIVE = threading.local()
 
 #: What the counter knows of an overload: (formula entry, dotted name, has arithmetic but no
-#: formula, the overload, decompose it before counting).
-_Facts = Tuple[Any, str, bool, Any, bool]
+#: formula, the overload, decompose it: True, False, or the device types where it does not).
+_Facts = Tuple[Any, str, bool, Any, Union[bool, frozenset]]
 
 
 def compute_dtype(ins: Sequence[torch.Tensor], outs: Sequence[torch.Tensor], unit: str) -> Optional[str]:
@@ -434,7 +434,18 @@ class OpCounter:
         entry, name, no_formula = (facts or self._op_facts(func))[:3]
         ins, outs = _tensors(args, kwargs), _tensors(out)
         layout = _unusual_layout(ins, outs)
-        flops, macs, unit, counted = self._flops(func, args, kwargs, out, entry, name, no_formula, (ins, outs), layout)
+        flops = macs = 0
+        unit, counted = "vector", True
+        result = None
+        if entry is not None:
+            try:
+                result = _f.evaluate(entry, args, kwargs, out, (ins, outs))
+            except Exception as exc:  # noqa: BLE001 - a formula must never fail the user's step
+                self.reasons.setdefault(name, f"{name}: its formula raised {type(exc).__name__}: {exc}"[:200])
+        if result is not None and result.flops is not None:
+            flops, macs, unit = result.flops, result.macs, result.unit
+        elif entry is not None or no_formula:  # declined, raised or missing: its decomposition
+            flops, macs, unit, counted = self._decomposed_flops(func, args, kwargs, name, layout)
         if layout is not None:
             self.unusual_layouts.add(layout)
             if flops or (entry is not None and counted):
@@ -460,25 +471,16 @@ class OpCounter:
             index=len(self.ops),
         ))
 
-    def _flops(self, func: Any, args: Tuple, kwargs: Dict, out: Any, entry: Any, name: str, no_formula: bool,
-               tensors: Tuple[List[torch.Tensor], List[torch.Tensor]], layout: Optional[str]) -> Tuple[int, int, str, bool]:
-        """(FLOPs, MACs, unit, counted) of one call: its formula, else (declined, raised or
-        missing) its decomposition counted on meta copies, else uncounted with the reason."""
-        if entry is None and not no_formula:
-            return 0, 0, "vector", True  # no arithmetic
-        result = None
-        if entry is not None:
-            try:
-                result = _f.evaluate(entry, args, kwargs, out, tensors)
-            except Exception as exc:  # noqa: BLE001 - a formula must never fail the user's step
-                self.reasons.setdefault(name, f"{name}: its formula raised {type(exc).__name__}: {exc}"[:200])
-        if (result is None or result.flops is None) and layout is None:
+    def _decomposed_flops(self, func: Any, args: Tuple, kwargs: Dict, name: str,
+                          layout: Optional[str]) -> Tuple[int, int, str, bool]:
+        """(FLOPs, MACs, unit, counted) of a call its formula declined (or that has none): its
+        decomposition counted on meta copies, else uncounted with the reason."""
+        if layout is None:
             result, reason = _decompose.meta_flops(func, args, kwargs, self.formulas, self._meta_counts)
-            if result is None:
-                self.reasons.setdefault(name, reason or f"{name}: no formula and no decomposition")
-        if result is None or result.flops is None:
-            return 0, 0, "vector", False
-        return result.flops, result.macs, result.unit, True
+            if result is not None:
+                return result.flops, result.macs, result.unit, True
+            self.reasons.setdefault(name, reason or f"{name}: no formula and no decomposition")
+        return 0, 0, "vector", False
 
     def _record_parts(self, func: Any, args: Tuple, kwargs: Dict, out: Any, name: str, parts: List[OpCost],
                       where: Tuple[str, Tuple[str, ...]]) -> None:
