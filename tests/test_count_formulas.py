@@ -62,14 +62,21 @@ def test_bmm():
 
 
 @pytest.mark.parametrize("causal", [False, True])
-def test_sdpa_full_square_convention(causal):
+def test_sdpa_counts_the_attended_pairs(causal):
     q, k, v = (torch.randn(1, 2, 8, 4) for _ in range(3))
     r = count(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal), (q, k, v))
     op = _only(r, "aten._scaled_dot_product_flash_attention_for_cpu")
-    # QK^T 2*b*h*s*s*d = 2*1*2*8*8*4 = 1024, PV the same: 2048. A causal mask does not
-    # halve it: the full square, as torch's sdpa formulas count.
-    assert op.flops == 2048
-    assert op.flops == sdpa_flop_count(q.shape, k.shape, v.shape)  # torch's own formula
+    if causal:
+        # The fused kernel computes the lower triangle with its diagonal: 8*9/2 = 36 pairs per
+        # head; QK^T and PV 2*b*h*pairs*d each = 2*1*2*36*4 = 576 -> 1152 = 2*b*h*d*T(T+1).
+        # torch's formula counts the full square (2048) for a causal mask too: the
+        # arithmetic wins (formulas.py, _attention_formulas.py).
+        assert op.flops == 1152 == 2 * 1 * 2 * 4 * 8 * 9
+        assert sdpa_flop_count(q.shape, k.shape, v.shape) == 2048
+    else:
+        # QK^T 2*b*h*s*s*d = 2*1*2*8*8*4 = 1024, PV the same: 2048
+        assert op.flops == 2048
+        assert op.flops == sdpa_flop_count(q.shape, k.shape, v.shape)  # torch's own formula
     # read q, k, v 3*64*4 = 768; write out 64*4 = 256 + logsumexp [1,2,8] 16*4 = 64
     assert (op.bytes_read, op.bytes_written) == (768, 320)
 

@@ -6,10 +6,11 @@ peak resident memory (``ru_maxrss``, which includes importing torch) can be meas
 
 Forward matrix FLOPs for T tokens (batch 1):
   * every matmul parameter does one multiply-accumulate per token: 2 x P_matmul x T;
-  * attention, per layer: QK^T 2*T*T*d and PV 2*T*T*d (all heads together; the causal
-    mask does not halve it, as torch's sdpa formulas count). On the meta device the counter
-    routes SDPA to the fused CPU flash op (torch itself would take its math path there), so
-    this work shows up in ``aten._scaled_dot_product_flash_attention_for_cpu``.
+  * attention, per layer: QK^T and PV over the causal mask's T(T+1)/2 query-key pairs,
+    2*d*T(T+1)/2 each (all heads together): 2*d*T(T+1), the work the fused kernel does
+    (torch's sdpa formulas count the full square 4*d*T^2 for a causal mask too). On the meta
+    device the counter routes SDPA to the fused CPU flash op (torch itself would take its
+    math path there), so this work shows up in ``aten._scaled_dot_product_flash_attention_for_cpu``.
 """
 
 import json
@@ -106,12 +107,12 @@ def test_forward_matrix_flops(seven_b):
     matmul_params = LAYERS * (4 * D * D + 3 * D * FFN) + D * VOCAB
     # 32 * (67108864 + 135266304) + 131072000 = 6476005376 + 131072000 = 6607077376
     assert matmul_params == 6607077376
-    attention = LAYERS * 2 * (2 * T * T * D)  # 32 * 2 * 134217728 = 8589934592
+    attention = LAYERS * 2 * D * T * (T + 1)  # causal: 32 * 2*4096*128*129 = 32 * 135266304 = 4328521728
     # on the meta device SDPA is counted as the fused kernel a CPU/GPU run uses, not torch's
     # meta math fallback: the attention matmuls are in the flash op, no bmm remains
     assert seven_b["attention_flops"] == attention and seven_b["bmm_flops"] == 0
-    # 2 * 6607077376 * 128 + 8589934592 = 1691411808256 + 8589934592 = 1700001742848
-    assert seven_b["matrix_flops"] == 2 * matmul_params * T + attention == 1700001742848
+    # 2 * 6607077376 * 128 + 4328521728 = 1691411808256 + 4328521728 = 1695740329984
+    assert seven_b["matrix_flops"] == 2 * matmul_params * T + attention == 1695740329984
     assert seven_b["uncounted"] == {}
 
 

@@ -107,7 +107,7 @@ def predict(
         reports[dev.id] = analyse(
             ops, (), (), costs.modules, roofs, device=device_info(dev),
             predicted=True, memory_model=memory_model, model=type(model).__name__,
-        )
+        ).with_notes(*costs.uncounted_notes())
     return reports
 
 

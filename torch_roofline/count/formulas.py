@@ -3,20 +3,29 @@
 Conventions (each formula below repeats the one it follows):
 
 * **Matrix work** (mm, addmm, bmm, baddbmm, convolution and its backward, attention):
-  2 FLOPs per multiply-accumulate, MACs = FLOPs / 2. These come from
+  2 FLOPs per multiply-accumulate, MACs = FLOPs / 2. Most come from
   ``torch.utils.flop_counter.flop_registry`` unchanged, so our count equals
-  ``FlopCounterMode``'s for every op it counts. As there, a bias add is not counted
-  (fvcore does not count it either). We add the matrix ops torch counts as zero:
-  CPU flash attention, ``_native_multi_head_attention`` and
+  ``FlopCounterMode``'s for those ops. As there, a bias add is not counted (fvcore does not
+  count it either). **The arithmetic wins where torch's formulas are wrong**:
+  convolution backward is counted per group (torch counts grad weight over all channel
+  pairs, groups times too high), and fused attention counts the query-key pairs its mask
+  lets through: causal attention over T tokens is 2*b*h*d*T(T+1) forward, not the full
+  square 4*b*h*d*T^2 (``_attention_formulas.py``). We add the matrix ops torch counts as
+  zero: CPU flash attention, ``_native_multi_head_attention`` and
   ``_transformer_encoder_layer_fwd`` (the fused eval-mode paths of ``nn.MultiheadAttention``
-  and ``nn.TransformerEncoderLayer``), and ``mkldnn_linear`` (``torch.utils.mkldnn``).
+  and ``nn.TransformerEncoderLayer``), ``mkldnn_linear`` (``torch.utils.mkldnn``), the
+  fused RNN kernels (``_recurrent_formulas.py``) and ``torchvision::deform_conv2d``.
 * **Elementwise ops**: FLOPs per output element = the number of arithmetic operations in
   the op's definition (``add`` 1, ``addcmul`` 2, ``lerp`` 3, ...). A transcendental or an
   activation function (exp, tanh, sigmoid, gelu, ...) counts 1 per element: hardware
   spends several instructions on it, but no single count is right across devices, and
   1 per element is what ptflops and thop use. MACs are 0 for everything that is not matrix
   work.
-* **Reductions**: one FLOP per input element (sum, mean, max, ...).
+* **Reductions**: one FLOP per input element (sum, mean, max, ...). Comparisons in sorts
+  and selections count 1 each, as max does (``_index_formulas.py``).
+* **Resampling** (interpolation, grid sampling, RoI ops): 2 FLOPs per tap per output
+  element, a multiply-accumulate per tap as convolution counts them; nearest is a gather
+  (0). Bilinear is 8 per output element, 2 x fvcore's 4 (``_vision_formulas.py``).
 * **Only floating-point arithmetic counts.** Integer and bool elementwise ops have 0 FLOPs
   (they are counted, and move bytes); integer matmuls (int8) count ops like FLOPs, since
   the int8 roofs are quoted in operations per second.
@@ -27,8 +36,12 @@ Conventions (each formula below repeats the one it follows):
   listed as uncounted (its bytes still count) and the result carries a note. oneDNN
   (``to_mkldnn()``) tensors are dense, only blocked in memory: they are counted.
 
-An op with no formula and not in :data:`NO_ARITHMETIC` is *uncounted*: it still moves
-bytes, its time is still measured, and it is listed in the result's ``uncounted`` view.
+An op with no formula and not in :data:`NO_ARITHMETIC` is decomposed before it is given up
+(``count/decompose.py``: its composite kernel's parts, or torch's decomposition table on
+meta copies); a formula that returns ``None`` (a call it has no honest count for) or raises
+falls back to the same. Only what cannot be decomposed is *uncounted*: it still moves
+bytes, its time is still measured, and it is listed, with the reason, in the result's
+``uncounted`` view.
 """
 
 from __future__ import annotations
@@ -47,8 +60,10 @@ __all__ = [
     "register_formula",
     "NO_ARITHMETIC",
     "METADATA_OP_NAMES",
+    "INPLACE_METADATA_OP_NAMES",
     "lookup",
     "op_key",
+    "op_name",
 ]
 
 aten = torch.ops.aten
@@ -80,6 +95,9 @@ class _Entry:
 
 
 _REGISTRY: Dict[Any, _Entry] = {}
+#: Formulas of ops registered by name (``"torchvision.nms"``): their library need not be
+#: imported for the formula to be registered.
+_BY_NAME: Dict[str, _Entry] = {}
 
 
 def op_key(func: Any) -> Any:
@@ -87,8 +105,17 @@ def op_key(func: Any) -> Any:
     return getattr(func, "overloadpacket", func)
 
 
+def op_name(func: Any) -> str:
+    """Dotted op name of an overload: ``aten.convolution`` for ``aten.convolution.default``."""
+    packet = getattr(func, "overloadpacket", None)
+    if packet is None:
+        return str(func)
+    return f"{getattr(func, 'namespace', 'aten')}.{packet.__name__}"
+
+
 def register_formula(*ops: Any, unit: str = "vector", raw: bool = False) -> Callable[[Formula], Formula]:
-    """Decorator registering a FLOP formula for one or more ops (overload packets or overloads).
+    """Decorator registering a FLOP formula for one or more ops (overload packets or overloads,
+    or names ``"namespace::op"`` for ops of a library that may not be imported yet).
 
     The formula is called as ``fn(*args, out=output, **kwargs)``. With ``raw=False`` (default)
     every tensor in ``args``, ``kwargs`` and ``out`` is replaced by its shape (a
@@ -111,7 +138,10 @@ def register_formula(*ops: Any, unit: str = "vector", raw: bool = False) -> Call
 
     def deco(fn: Formula) -> Formula:
         for op in ops:
-            _REGISTRY[op_key(op)] = _Entry(fn, unit, raw)
+            if isinstance(op, str):  # "torchvision::nms": an op of a library that may not be loaded
+                _BY_NAME[op.replace("::", ".")] = _Entry(fn, unit, raw)
+            else:
+                _REGISTRY[op_key(op)] = _Entry(fn, unit, raw)
         return fn
 
     return deco
@@ -149,7 +179,7 @@ def lookup(func: Any, extra: Optional[Mapping[Any, Formula]] = None) -> Optional
     if key in _tfc.flop_registry:
         call, fast = _torch_formula(_tfc.flop_registry[key])
         return _Entry(call, "matrix", True, fast)
-    return None
+    return _BY_NAME.get(op_name(func)) if _BY_NAME else None
 
 
 def _torch_formula(fn: Callable[..., int]) -> Tuple[Formula, Callable[..., Any]]:
@@ -196,6 +226,11 @@ def _first_shape(tree: Any) -> Any:
     return None
 
 
+def _values_numel(out: Any) -> int:
+    """Elements of an op's first output (``max_pool2d_with_indices``: the values, not the indices)."""
+    return _numel(_first_shape(out))
+
+
 def _out_numel(out: Any) -> int:
     """Elements of the (first) output tensor; foreach ops: summed over the list."""
     if isinstance(out, (list, tuple)) and out and all(isinstance(o, torch.Size) for o in out):
@@ -213,7 +248,14 @@ def _out_numel(out: Any) -> int:
 METADATA_OP_NAMES = (
     "sym_size", "sym_stride", "sym_numel", "sym_storage_offset", "is_contiguous", "is_same_size",
     "dim", "size", "stride", "_nested_tensor_size", "_nested_tensor_strides",
-    "_nested_tensor_storage_offsets",
+    "_nested_tensor_storage_offsets", "cudnn_is_acceptable", "is_floating_point", "is_complex", "is_signed",
+    "_has_compatible_shallow_copy_type",
+)
+
+#: In-place view ops: they change a tensor's sizes, strides or offset and touch no data
+#: (0 FLOPs, 0 bytes), though their schemas mark ``self`` as written.
+INPLACE_METADATA_OP_NAMES = (
+    "as_strided_", "transpose_", "t_", "squeeze_", "unsqueeze_", "swapaxes_", "swapdims_", "detach_",
 )
 
 
@@ -235,6 +277,9 @@ def _collect_no_arithmetic() -> frozenset:
         "replication_pad1d replication_pad2d upsample_nearest1d upsample_nearest2d "
         "upsample_nearest3d pixel_shuffle pixel_unshuffle channel_shuffle native_channel_shuffle "
         "max_pool2d_with_indices_backward lift_fresh_copy "
+        "index_fill index_fill_ take masked_select masked_scatter masked_scatter_ nonzero "
+        "nonzero_static argwhere im2col _upsample_nearest_exact1d _upsample_nearest_exact2d "
+        "_upsample_nearest_exact3d reflection_pad3d replication_pad3d max_pool3d_with_indices_backward "
         # layout conversions (oneDNN's blocked layout, dense): copies
         "to_mkldnn _to_dense to_dense "
         # random numbers: integer generator work, not floating-point arithmetic
@@ -243,9 +288,9 @@ def _collect_no_arithmetic() -> frozenset:
         # comparisons and logic produce bools: no floating-point arithmetic
         "eq ne lt le gt ge logical_not logical_and logical_or bitwise_not bitwise_and "
         "bitwise_or isnan isinf isfinite sign argmax argmin _local_scalar_dense item equal "
-        "is_nonzero "
+        "is_nonzero any all "
         # metadata queries (sizes, strides, device, layout): no data is touched at all
-        + " ".join(METADATA_OP_NAMES)
+        + " ".join(METADATA_OP_NAMES) + " " + " ".join(INPLACE_METADATA_OP_NAMES)
     ).split()
     ops = {getattr(aten, n) for n in names if hasattr(aten, n)}
     ops |= {getattr(torch.ops.prim, n) for n in ("device", "layout") if hasattr(torch.ops.prim, n)}
@@ -507,19 +552,19 @@ def _pool2d_flops(x: Any, kernel_size: Any, *args: Any, out: Any = None, **kw: A
 
     NB: avg pooling's final divide (1 per output) is folded in.
     """
-    return _out_numel(out) * _window(kernel_size, 2)
+    return _values_numel(out) * _window(kernel_size, 2)
 
 
 @register_formula(aten.max_pool3d_with_indices, aten.avg_pool3d)
 def _pool3d_flops(x: Any, kernel_size: Any, *args: Any, out: Any = None, **kw: Any) -> int:
     """out x kd x kh x kw compares/adds."""
-    return _out_numel(out) * _window(kernel_size, 3)
+    return _values_numel(out) * _window(kernel_size, 3)
 
 
 @register_formula(aten.max_pool1d, aten.avg_pool1d)
 def _pool1d_flops(x: Any, kernel_size: Any, *args: Any, out: Any = None, **kw: Any) -> int:
     """out x k compares/adds."""
-    return _out_numel(out) * _window(kernel_size, 1)
+    return _values_numel(out) * _window(kernel_size, 1)
 
 
 @register_formula(aten._adaptive_avg_pool2d, aten._adaptive_avg_pool3d, aten.adaptive_max_pool2d)
@@ -559,6 +604,18 @@ def _mse_flops(x: Any, target: Any, *args: Any, out: Any = None, **kw: Any) -> i
 def _mse_backward_flops(grad: Any, x: Any, target: Any, *args: Any, out: Any = None, **kw: Any) -> int:
     """2 * (x - t) * grad / N: 3 per element."""
     return 3 * _numel(x)
+
+
+@register_formula(aten.smooth_l1_loss, aten.huber_loss)
+def _smooth_l1_flops(x: Any, target: Any, *args: Any, out: Any = None, **kw: Any) -> int:
+    """d = x - t, |d|, compare with beta, the quadratic branch 0.5*d*d/beta (3), accumulate: 7 per element."""
+    return 7 * _numel(x)
+
+
+@register_formula(aten.smooth_l1_loss_backward, aten.huber_loss_backward)
+def _smooth_l1_backward_flops(grad: Any, x: Any, target: Any, *args: Any, out: Any = None, **kw: Any) -> int:
+    """d = x - t, compare, d/beta (or its sign), times grad: 4 per element."""
+    return 4 * _numel(x)
 
 
 @register_formula(aten.binary_cross_entropy_with_logits)
@@ -606,75 +663,37 @@ for _name, _k in _FUSED_OPT.items():
 
 
 # --------------------------------------------------------------------------------------
-# Matrix work torch's registry leaves at zero.
+# Matrix work: convolution backward per group, and what torch's registry leaves at zero.
 # --------------------------------------------------------------------------------------
-def _attention_matmul_flops(b: int, h: int, s_q: int, s_k: int, d_qk: int, d_v: int) -> int:
-    """Q @ K^T and P @ V: 2*b*h*s_q*s_k*d_qk + 2*b*h*s_q*s_k*d_v.
+def _conv_macs(x: Any, w: Any, out_spatial: Sequence[int], transposed: bool) -> int:
+    """Multiply-accumulates of one convolution: every (output or input) position x kernel.
 
-    NB: as torch's sdpa formulas, the softmax between the two matmuls is not counted, and a
-    causal mask does not halve the count (an upper bound for masked attention).
+    ``w`` is ``[C_out, C_in/groups, *k]`` (``[C_in, C_out/groups, *k]`` transposed): its
+    product already holds the per-group channel pairs. A convolution pairs every output
+    position with ``prod(w)`` weights; a transposed one every *input* position.
     """
-    return 2 * b * h * s_q * s_k * d_qk + 2 * b * h * s_q * s_k * d_v
+    spatial = x[2:] if transposed else out_spatial
+    return x[0] * math.prod(w) * math.prod(spatial)
 
 
-def _sdpa_cpu_flops(q: Any, k: Any, v: Any, *args: Any, out: Any = None, **kw: Any) -> int:
-    """[b,h,s_q,d] @ [b,h,d,s_k] -> [b,h,s_q,s_k] @ [b,h,s_k,d_v] -> [b,h,s_q,d_v]."""
-    b, h, s_q, d = q
-    s_k, d_v = k[-2], v[-1]
-    return _attention_matmul_flops(b, h, s_q, s_k, d, d_v)
+@register_formula(aten.convolution_backward, unit="matrix")
+def _conv_backward_flops(grad_out: Any, x: Any, w: Any, bias_sizes: Any, stride: Any, padding: Any,
+                         dilation: Any, transposed: bool, output_padding: Any, groups: int,
+                         output_mask: Sequence[bool], *, out: Any = None) -> int:
+    """Convolution backward, per group: grad input and grad weight each equal the forward's MACs.
 
-
-def _sdpa_cpu_backward_flops(grad_out: Any, q: Any, k: Any, v: Any, *args: Any, out: Any = None, **kw: Any) -> int:
-    """Backward: recompute S = QK^T, dV = P^T dO, dP = dO V^T, dQ = dS K, dK = dS^T Q: 5 matmuls.
-
-    NB: 2.5x the forward's two matmuls, as torch's flash/efficient backward formulas count.
+    forward MACs = N * prod(out spatial) * C_out * (C_in/groups) * prod(k)   (w: [C_out, C_in/g, *k])
+    grad input  = conv_transpose(grad_out, w): each forward MAC once -> the forward's MACs;
+    grad weight = per group, [C_in/g, N*out] @ [N*out, C_out/g] per tap -> the forward's MACs.
+    Transposed (w: [C_in, C_out/g, *k]): forward MACs = N * prod(in spatial) * C_in * (C_out/g) * prod(k),
+    and the same for each gradient.
+    NB: torch's formula (and FlopCounterMode) counts grad weight over all C_in x C_out channel
+    pairs, groups times too high (x32 for a depthwise conv of 32 channels). The bias
+    gradient (a sum over grad_out) is not counted, as the forward's bias add is not.
     """
-    b, h, s_q, d = q
-    s_k, d_v = k[-2], v[-1]
-    return 2 * b * h * s_q * s_k * (3 * d + 2 * d_v)
-
-
-if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
-    register_formula(aten._scaled_dot_product_flash_attention_for_cpu, unit="matrix")(_sdpa_cpu_flops)
-if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
-    register_formula(aten._scaled_dot_product_flash_attention_for_cpu_backward, unit="matrix")(_sdpa_cpu_backward_flops)
-
-
-@register_formula(aten._native_multi_head_attention, unit="matrix")
-def _mha_flops(query: Any, key: Any, value: Any, embed_dim: int, num_heads: int, *args: Any,
-               out: Any = None, **kw: Any) -> int:
-    """Fused eval-mode multi-head attention (batch first [b, s, e]):
-
-    in-projection  q: 2*b*s_q*e*e, k: 2*b*s_k*e*e, v: 2*b*s_k*e*e;
-    attention      2*b*s_q*s_k*e (QK^T, all heads) + 2*b*s_q*s_k*e (PV);
-    out-projection 2*b*s_q*e*e.
-    NB: bias adds and the softmax are not counted, as in torch's linear and sdpa formulas.
-    """
-    q_shape, k_shape = query, key
-    b, s_q, e = (q_shape[0], q_shape[1], q_shape[2]) if len(q_shape) == 3 else (1, q_shape[0], q_shape[1])
-    s_k = k_shape[1] if len(k_shape) == 3 else k_shape[0]
-    proj = 2 * b * (s_q + 2 * s_k) * e * e + 2 * b * s_q * e * e
-    return proj + 4 * b * s_q * s_k * e
-
-
-@register_formula(aten._transformer_encoder_layer_fwd, unit="matrix")
-def _encoder_layer_flops(src: Any, embed_dim: int, num_heads: int, qkv_weight: Any, qkv_bias: Any,
-                         proj_weight: Any, proj_bias: Any, use_gelu: bool, norm_first: bool,
-                         eps: float, norm_weight_1: Any, norm_bias_1: Any, norm_weight_2: Any,
-                         norm_bias_2: Any, ffn_weight_1: Any, ffn_bias_1: Any, ffn_weight_2: Any,
-                         *args: Any, out: Any = None, **kw: Any) -> FlopCount:
-    """Fused eval-mode ``nn.TransformerEncoderLayer`` ([b, s, e], feed-forward width f):
-
-    self-attention as in ``_native_multi_head_attention`` with s_q = s_k = s: 8*b*s*e*e + 4*b*s*s*e;
-    feed-forward 2*b*s*e*f + 2*b*s*f*e (MACs: half of these matrix FLOPs);
-    plus vector work: 2 layer norms (7 per element each), the activation (1 per b*s*f) and
-    the two residual adds (1 per element each).
-    """
-    b, s, e = src if len(src) == 3 else (1, src[0], src[1])
-    f = ffn_weight_1[0]
-    matrix = 8 * b * s * e * e + 4 * b * s * s * e + 4 * b * s * e * f
-    vector = 2 * 7 * b * s * e + b * s * f + 2 * b * s * e
-    return FlopCount(matrix + vector, matrix // 2, "matrix")
+    fwd = _conv_macs(x, w, grad_out[2:], bool(transposed))
+    grads = int(bool(output_mask[0])) + int(bool(output_mask[1]))
+    return 2 * fwd * grads
 
 
 if hasattr(aten, "mkldnn_linear"):
@@ -686,3 +705,8 @@ if hasattr(aten, "mkldnn_linear"):
         NB: the bias add is not counted, as for ``addmm``."""
         rows = _numel(x[:-1])
         return 2 * rows * x[-1] * weight[0]
+
+
+# Formulas kept in modules of their own (they register themselves on import).
+from torch_roofline.count import _attention_formulas, _index_formulas  # noqa: E402,F401
+from torch_roofline.count import _recurrent_formulas, _vision_formulas  # noqa: E402,F401

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import warnings
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.optim.optimizer as _optim
@@ -23,7 +23,9 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch_roofline.count._tree import tensors as _tensors
 
+from torch_roofline.count import decompose as _decompose
 from torch_roofline.count import formulas as _f
+from torch_roofline.count.formulas import op_name
 from torch_roofline.count.traffic import StepTraffic, _storage_key, is_view_op, tensor_bytes
 from torch_roofline.count.result import CountResult
 from torch_roofline.records import ModuleInfo, OpCost, frozen_record
@@ -32,13 +34,9 @@ __all__ = ["OpCounter", "module_infos", "op_name", "compute_dtype"]
 
 _ACTIVE = threading.local()
 
-
-def op_name(func: Any) -> str:
-    """Dotted op name of an overload: ``aten.convolution`` for ``aten.convolution.default``."""
-    packet = getattr(func, "overloadpacket", None)
-    if packet is None:
-        return str(func)
-    return f"{getattr(func, 'namespace', 'aten')}.{packet.__name__}"
+#: What the counter knows of an overload: (formula entry, dotted name, has arithmetic but no
+#: formula, the overload, decompose it: True, False, or the device types where it does not).
+_Facts = Tuple[Any, str, bool, Any, Union[bool, frozenset]]
 
 
 def compute_dtype(ins: Sequence[torch.Tensor], outs: Sequence[torch.Tensor], unit: str) -> Optional[str]:
@@ -155,7 +153,8 @@ class _MetaAttention(TorchFunctionMode):
     falls back to its math path (matmul, softmax, and for bf16/fp16 an up-cast of K and V to
     fp32): other ops and several times the traffic. This mode routes meta SDPA calls to
     ``aten._scaled_dot_product_flash_attention_for_cpu``, which has meta and backward
-    kernels; calls it cannot express (grouped-query ``enable_gqa``, dropout) keep the default.
+    kernels; calls it cannot express (grouped-query ``enable_gqa``, dropout, a mask that needs
+    a gradient) keep the default.
     """
 
     def __torch_function__(self, func: Any, types: Any, args: Tuple = (), kwargs: Optional[Dict] = None) -> Any:
@@ -172,6 +171,8 @@ def _flash_on_meta(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, 
                    enable_gqa: bool = False) -> Optional[torch.Tensor]:
     if enable_gqa or dropout_p or query.dim() != 4 or query.shape[1] != key.shape[1]:
         return None
+    if isinstance(attn_mask, torch.Tensor) and attn_mask.requires_grad and torch.is_grad_enabled():
+        return None  # a learned bias (relative positions): no fused kernel differentiates it; CPU runs the math path too
     return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
         query, key, value, 0.0, is_causal, attn_mask=attn_mask, scale=scale)[0]
 
@@ -185,12 +186,20 @@ class _Mode(TorchDispatchMode):
         kwargs = kwargs or {}
         if getattr(func, "namespace", "") == "prim":  # metadata queries (prim.device): no op ran
             return func(*args, **kwargs)
-        known = self.counter.scalar_values
+        counter = self.counter
+        facts = counter._op_facts(func)
+        how = facts[4]
+        if how:  # no formula, or a composite op: decompose before giving up
+            if how is True or _decompose.device_type(args) not in how:
+                return counter._decompose(self, func, args, kwargs, facts)
+            if facts[2]:  # a kernel of its own on this device: run it, count its decomposition
+                return counter._decompose(self, func, args, kwargs, facts, composite=False)
+        known = counter.scalar_values
         if known and func is torch.ops.aten._local_scalar_dense.default and id(args[0]) in known:
             out = known[id(args[0])]  # a fake stand-in for a real scalar (see count.replay)
         else:
             out = func(*args, **kwargs)
-        self.counter._record(func, args, kwargs, out)
+        counter._record(func, args, kwargs, out, facts)
         return out
 
 
@@ -233,6 +242,9 @@ class OpCounter:
         self._seq_scope: Dict[int, Tuple[str, ...]] = {}
         self._phase_override: Optional[str] = None
         self._traffic = StepTraffic()
+        # op name -> why it stayed uncounted (no formula, no decomposition, ...)
+        self.reasons: Dict[str, str] = {}
+        self._meta_counts: Dict[Any, Any] = {}  # call signature -> FLOPs of its decomposition
         self._handles: List[Any] = []
         self._exit = contextlib.ExitStack()
 
@@ -247,6 +259,7 @@ class OpCounter:
             optimizer_steps=self.optimizer_steps,
             notes=tuple(notes),
             activation_bytes=dict(self.activation_bytes),
+            uncounted_reasons=_decompose.first_reasons(self.reasons, self.ops),
         )
 
     # ---- context management -------------------------------------------------------
@@ -362,33 +375,78 @@ class OpCounter:
         return "forward", self.scope()
 
     # ---- counting -------------------------------------------------------------------
-    def _op_facts(self, func: Any) -> Tuple[Any, str, bool, Any]:
-        """(formula entry, dotted name, has arithmetic but no formula, the overload) of an overload, cached:
-        the answers depend on the overload only (and this counter's ``formulas``). Keyed by
-        ``id(func)`` (``OpOverload.__hash__`` is Python code); the entry keeps ``func``
-        alive, so the id stays its own."""
+    def _op_facts(self, func: Any) -> "_Facts":
+        """(formula entry, dotted name, has arithmetic but no formula, the overload, decompose
+        it) of an overload, cached: the answers depend on the overload only (and this
+        counter's ``formulas``). Keyed by ``id(func)`` (``OpOverload.__hash__`` is Python
+        code); the entry keeps ``func`` alive, so the id stays its own.
+
+        An overload is decomposed (``_decompose``) when it has arithmetic but no formula, and
+        wherever its CompositeImplicitAutograd kernel is what runs (unless ``formulas`` names
+        it): such an op reaches the counter when autograd is off (``inference_mode``), and its
+        parts are what runs (``max_pool2d`` runs ``max_pool2d_with_indices``, ``reshape`` of a
+        non-contiguous tensor a copy), so it is counted exactly as it is with autograd on. The
+        last field is True (always), False (never) or the device types where the op has a
+        kernel of its own (``silu_backward``: a fused CPU kernel; decomposed elsewhere)."""
         facts = self._facts.get(id(func))
         if facts is None:
             entry = _f.lookup(func, self.formulas)
             no_formula = entry is None and not (
                 _f.op_key(func) in _f.NO_ARITHMETIC or is_view_op(func) or _is_marker(func))
-            facts = self._facts[id(func)] = (entry, op_name(func), no_formula, func)
+            own = bool(self.formulas) and (func in self.formulas or _f.op_key(func) in self.formulas)
+            devices = None if own else _decompose.composite_devices(func)
+            if devices is None or not devices:
+                decompose: Any = no_formula or devices is not None
+            else:
+                decompose = devices  # the composite runs except on these devices
+            facts = self._facts[id(func)] = (entry, op_name(func), no_formula, func, decompose)
         return facts
 
-    def _record(self, func: Any, args: Tuple, kwargs: Dict, out: Any) -> None:
+    def _decompose(self, mode: "_Mode", func: Any, args: Tuple, kwargs: Dict, facts: "_Facts",
+                   composite: bool = True) -> Any:
+        """Run and count an op that has no formula through its decomposition (``count.decompose``).
+
+        Its CompositeImplicitAutograd kernel runs under the counter and its parts become one
+        row named like the op; otherwise the op itself runs and its FLOPs are counted from
+        torch's decomposition table on meta copies. Returns the op's output.
+        """
+        start = len(self.ops)
+        template_where = self._where()
+        out: Any = NotImplemented
+        if composite and not _unusual_layout(_tensors(args, kwargs), []):
+            try:
+                with mode:
+                    out = _decompose.run_composite(func, args, kwargs, python=False)
+            except Exception as exc:  # noqa: BLE001 - never fail the step: run the op itself below
+                del self.ops[start:]
+                self.reasons.setdefault(facts[1], f"{facts[1]}: its decomposition raised {type(exc).__name__}")
+                out = NotImplemented
+        if out is not NotImplemented:
+            parts = self.ops[start:]
+            del self.ops[start:]
+            self._record_parts(func, args, kwargs, out, facts[1], parts, template_where)
+            return out
+        out = func(*args, **kwargs)
+        self._record(func, args, kwargs, out, facts)
+        return out
+
+    def _record(self, func: Any, args: Tuple, kwargs: Dict, out: Any, facts: Optional["_Facts"] = None) -> None:
         phase, scope = self._where()
-        entry, name, no_formula, _ = self._op_facts(func)
-        flops = macs = 0
-        unit = "vector"
-        counted = not no_formula
+        entry, name, no_formula = (facts or self._op_facts(func))[:3]
         ins, outs = _tensors(args, kwargs), _tensors(out)
-        if entry is not None:
-            result = _f.evaluate(entry, args, kwargs, out, (ins, outs))
-            if result is None or result.flops is None:
-                counted = False
-            else:
-                flops, macs, unit = result.flops, result.macs, result.unit
         layout = _unusual_layout(ins, outs)
+        flops = macs = 0
+        unit, counted = "vector", True
+        result = None
+        if entry is not None:
+            try:
+                result = _f.evaluate(entry, args, kwargs, out, (ins, outs))
+            except Exception as exc:  # noqa: BLE001 - a formula must never fail the user's step
+                self.reasons.setdefault(name, f"{name}: its formula raised {type(exc).__name__}: {exc}"[:200])
+        if result is not None and result.flops is not None:
+            flops, macs, unit = result.flops, result.macs, result.unit
+        elif entry is not None or no_formula:  # declined, raised or missing: its decomposition
+            flops, macs, unit, counted = self._decomposed_flops(func, args, kwargs, name, layout)
         if layout is not None:
             self.unusual_layouts.add(layout)
             if flops or (entry is not None and counted):
@@ -396,25 +454,52 @@ class OpCounter:
                 # element, a nested op per sequence. List it as uncounted, never guess.
                 flops, macs, counted = 0, 0, False
         traffic = self._traffic.measure(func, args, kwargs, out, tensors=(ins, outs))
-        self.ops.append(
-            frozen_record(OpCost, dict(
-                op=name,
-                module=scope[-1],
-                scope=scope,
-                phase=phase,
-                flops=int(flops),
-                macs=int(macs),
-                bytes_read=traffic.bytes_read,
-                bytes_written=traffic.bytes_written,
-                compulsory_bytes_read=traffic.compulsory_bytes_read,
-                compulsory_bytes_written=traffic.compulsory_bytes_written,
-                dtype=compute_dtype(ins, outs, unit),
-                unit=unit,
-                counted=counted,
-                index=len(self.ops),
-                recompute=phase == "backward" and bool(self._stack),
-            ))
-        )
+        self.ops.append(_record_of(
+            OpCost,
+            op=name,
+            module=scope[-1],
+            scope=scope,
+            phase=phase,
+            flops=int(flops),
+            macs=int(macs),
+            bytes_read=traffic.bytes_read,
+            bytes_written=traffic.bytes_written,
+            compulsory_bytes_read=traffic.compulsory_bytes_read,
+            compulsory_bytes_written=traffic.compulsory_bytes_written,
+            dtype=compute_dtype(ins, outs, unit),
+            unit=unit,
+            counted=counted,
+            index=len(self.ops),
+            recompute=phase == "backward" and bool(self._stack),
+        ))
+
+    def _decomposed_flops(self, func: Any, args: Tuple, kwargs: Dict, name: str,
+                          layout: Optional[str]) -> Tuple[int, int, str, bool]:
+        """(FLOPs, MACs, unit, counted) of a call its formula declined (or that has none): its
+        decomposition counted on meta copies, else uncounted with the reason."""
+        if layout is None:
+            result, reason = _decompose.meta_flops(func, args, kwargs, self.formulas, self._meta_counts)
+            if result is not None:
+                return result.flops, result.macs, result.unit, True
+            self.reasons.setdefault(name, reason or f"{name}: no formula and no decomposition")
+        return 0, 0, "vector", False
+
+    def _record_parts(self, func: Any, args: Tuple, kwargs: Dict, out: Any, name: str, parts: List[OpCost],
+                      where: Tuple[str, Tuple[str, ...]]) -> None:
+        """One row for a composite op whose parts ran (and were counted) under the counter."""
+        phase, scope = where
+        ins, outs = _tensors(args, kwargs), _tensors(out)
+        template = _record_of(
+            OpCost, op=name, module=scope[-1], scope=scope, phase=phase, flops=0, macs=0, bytes_read=0,
+            bytes_written=0, compulsory_bytes_read=0, compulsory_bytes_written=0,
+            dtype=compute_dtype(ins, outs, "vector"), unit="vector", counted=True, index=len(self.ops),
+            recompute=phase == "backward" and bool(self._stack))
+        record = _decompose.merge_parts(name, parts, template)
+        if not record.counted:
+            missing = sorted({p.op for p in parts if not p.counted})
+            self.reasons.setdefault(name, f"{name}: decomposed into {', '.join(missing)}, which "
+                                          + ("is" if len(missing) == 1 else "are") + " uncounted")
+        self.ops.append(record)
 
 
 def _unusual_layout(ins: Sequence[torch.Tensor], outs: Sequence[torch.Tensor]) -> Optional[str]:
@@ -432,6 +517,11 @@ def _unusual_layout(ins: Sequence[torch.Tensor], outs: Sequence[torch.Tensor]) -
 
 
 _MKLDNN = getattr(torch, "_mkldnn", None)
+
+
+def _record_of(cls: type, **fields: Any) -> Any:
+    """:func:`~torch_roofline.records.frozen_record` with keyword fields (the counter's hot path)."""
+    return frozen_record(cls, fields)
 
 
 def _unpack(t: torch.Tensor) -> torch.Tensor:

@@ -51,6 +51,8 @@ class CountResult:
             the module's forward (children included; each storage once): its activation memory.
             Empty when the step ran without autograd (``torch.no_grad()``, a meta model without
             grad-requiring inputs still saves tensors when its parameters require grad).
+        uncounted_reasons: op -> why it stayed uncounted (no formula and no decomposition, a
+            part of its decomposition without a formula, a formula that declined the call).
     """
 
     ops: Tuple[OpCost, ...]
@@ -62,6 +64,7 @@ class CountResult:
     optimizer_steps: int = 0
     notes: Tuple[str, ...] = ()
     activation_bytes: Dict[str, int] = field(default_factory=dict)
+    uncounted_reasons: Dict[str, str] = field(default_factory=dict)
 
     # ---- views ------------------------------------------------------------------------
     @property
@@ -126,6 +129,10 @@ class CountResult:
                 out[op.op] += 1
         return dict(out)
 
+    def uncounted_notes(self) -> Tuple[str, ...]:
+        """One report note per uncounted op, saying why it is uncounted (for the reports' notes)."""
+        return tuple(f"{op} is uncounted: {reason}" for op, reason in sorted(self.uncounted_reasons.items()))
+
     def module(self, name: str) -> ModuleInfo:
         """Static facts of one module (type, parameters, parameter bytes)."""
         for m in self.modules:
@@ -166,6 +173,8 @@ class CountResult:
         if uncounted:
             foot += "\nuncounted ops (no FLOP formula; FLOPs unknown): " + ", ".join(
                 f"{k} x{v}" for k, v in sorted(uncounted.items()))
+            for op, reason in sorted(self.uncounted_reasons.items()):
+                foot += f"\n  {op}: {reason}"
         for note in self.notes:
             foot += f"\nnote: {note}"
         return text + foot
@@ -194,6 +203,7 @@ class CountResult:
             ],
             "ops": [{"op": k, **cost(v)} for k, v in self.by_op().items()],
             "uncounted": self.uncounted,
+            "uncounted_reasons": dict(self.uncounted_reasons),
             "notes": list(self.notes),
         }
 

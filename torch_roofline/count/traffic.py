@@ -14,13 +14,24 @@
 * The same tensor passed twice (``x * x``) is read once.
 * Gathers (``embedding``, ``index_select``, ``index``) read the rows they gather (the
   output's size), not the whole table, plus the indices.
+* Indexed in-place writes (``index_copy_``, ``index_put_``, ``scatter_``, ``scatter_add_``,
+  ``scatter_reduce_``, ``index_add_``, ``index_reduce_``, ``index_fill_``, ``put_``) move the
+  elements they write, the indices and the source, not the whole destination: an LLM
+  decode step writing one token's slot of a static KV cache moves that slot. Accumulating
+  ones (``index_add_``, ``scatter_add_``, ``index_put_(accumulate=True)``, ...) also read
+  the elements they update. A boolean-mask ``index_put_`` writes as many elements as its
+  values hold (unless they are broadcast: then how many it writes is data, and it keeps the
+  whole-destination charge). NB: masked writes (``masked_fill_``,
+  ``masked_scatter_``) keep it too: their kernels run over every element of the destination
+  (the mask picks each element's value, not its address), so they do move all of it.
 
 ``compulsory`` model (the lower bound a perfectly fused step could reach): each distinct
 storage is read at most once (weights, inputs: the first time an op reads them) and
 written at most once (activations: the first time an op writes them); a storage the step
 itself produced whole is never read back from memory. A partial write (a slice, e.g. one
 new token's slot in a preallocated KV cache) does not make the rest of the storage
-"produced": reading it later still costs its bytes once.
+"produced": reading it later still costs its bytes once; a partial read (the elements an
+accumulating indexed write updates) costs its bytes without marking the storage read.
 """
 
 from __future__ import annotations
@@ -32,7 +43,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch_roofline.count._tree import tensors as _all_tensors
 
-from torch_roofline.count.formulas import METADATA_OP_NAMES, op_key
+from torch_roofline.count.formulas import INPLACE_METADATA_OP_NAMES, METADATA_OP_NAMES, op_key
 
 __all__ = ["Traffic", "tensor_bytes", "is_view_op", "StepTraffic"]
 
@@ -89,7 +100,7 @@ _VIEW_LIKE = {
     for o in (aten._unsafe_view, aten.lift_fresh, aten.detach, aten._reshape_alias)
     if o is not None
 }
-_METADATA = {op_key(getattr(aten, n)) for n in METADATA_OP_NAMES if hasattr(aten, n)}
+_METADATA = {op_key(getattr(aten, n)) for n in METADATA_OP_NAMES + INPLACE_METADATA_OP_NAMES if hasattr(aten, n)}
 _FACTORY_LIKE = {op_key(getattr(aten, n)) for n in
                  ("zeros_like", "ones_like", "full_like", "rand_like", "randn_like", "randint_like",
                   "new_zeros", "new_ones", "new_full") if hasattr(aten, n)}
@@ -99,6 +110,9 @@ _NO_READ_OF_DEST = {op_key(getattr(aten, n)) for n in ("copy_", "fill_", "zero_"
                                                         "uniform_", "random_", "bernoulli_",
                                                         "exponential_")}
 _GATHERS = {op_key(getattr(aten, n)) for n in ("embedding", "index_select", "index", "_unsafe_index")}
+_INDEXED_WRITES = {op_key(getattr(aten, n)) for n in
+                   ("index_copy_", "index_put_", "_index_put_impl_", "scatter_", "scatter_add_", "scatter_reduce_",
+                    "index_add_", "index_reduce_", "index_fill_", "put_") if hasattr(aten, n)}
 
 
 def is_view_op(func: Any) -> bool:
@@ -167,13 +181,14 @@ _KINDS: Dict[int, Tuple[Any, Any]] = {}
 
 def _kind_of(func: Any) -> Any:
     """``_NO_DATA`` for ops that move no bytes (views, allocations, metadata, markers), else
-    its role: ``"no-read-of-dest"``, ``"factory"``, ``"gather"`` or None."""
+    its role: ``"no-read-of-dest"``, ``"factory"``, ``"gather"``, ``"indexed-write"`` or None."""
     key = op_key(func)
     if key in _VIEW_LIKE or key in _ALLOC_ONLY or key in _METADATA:
         return _NO_DATA
     if getattr(func, "namespace", "") in ("profiler", "prim") or _schema_flags(func)[0]:
         return _NO_DATA
-    for role, members in (("no-read-of-dest", _NO_READ_OF_DEST), ("factory", _FACTORY_LIKE), ("gather", _GATHERS)):
+    for role, members in (("no-read-of-dest", _NO_READ_OF_DEST), ("factory", _FACTORY_LIKE), ("gather", _GATHERS),
+                          ("indexed-write", _INDEXED_WRITES)):
         if key in members:
             return role
     return None
@@ -191,8 +206,9 @@ class StepTraffic:
         from torch.multiprocessing.reductions import StorageWeakRef
 
         #: When a list, every storage access is appended to it, in order: ``("r", storage key,
-        #: bytes)`` and ``("w", storage key, bytes, whole)`` (``whole``: the write covered the
-        #: storage). The recorded-shapes path replays one op alone and re-applies these accesses
+        #: bytes)``, ``("p", storage key, bytes)`` (a partial read, which does not mark the
+        #: storage read) and ``("w", storage key, bytes, whole)`` (``whole``: the write covered
+        #: the storage). The recorded-shapes path replays one op alone and re-applies these accesses
         #: to the step's real storages (:mod:`torch_roofline.timing.shapes`).
         self.log: Optional[List[Tuple[Any, ...]]] = None
         self._weakref = StorageWeakRef
@@ -233,8 +249,16 @@ class StepTraffic:
             inputs = [(t, sk) for t, sk in inputs if _identity_of(t, sk) != dest]
         if role == "factory":
             inputs = []
+        # an indexed write's destination: (bytes read, bytes written) of the elements it writes
+        partial = _indexed_write(func, args, kwargs) if role == "indexed-write" else None
+        if partial is not None:
+            dest_id = _identity(args[0])
+            inputs = [(t, sk) for t, sk in inputs if _identity_of(t, sk) != dest_id]
+            outputs = [(t, sk) for t, sk in outputs if _identity_of(t, sk) != dest_id]
         if role == "gather":
             reads = self._gather_reads(args, [t for t, _ in outputs])
+        elif partial is not None:
+            reads = [(t, sk, _source_bytes(func, args, t)) for t, sk in inputs]
         else:
             reads = [(t, sk, tensor_bytes(t)) for t, sk in inputs]
         bytes_read = comp_read = 0
@@ -265,6 +289,22 @@ class StepTraffic:
                     produced.add(sk)
                 if log is not None:
                     log.append(("w", sk, b, whole))
+        if partial is not None:  # the destination's written (and, accumulating, re-read) elements
+            dest, (dest_read, dest_written) = args[0], partial
+            sk = _storage_key(dest)
+            bytes_read += dest_read
+            if sk not in read and sk not in produced:
+                comp_read += dest_read  # a partial read does not mark the storage read
+            bytes_written += dest_written
+            if sk not in written:
+                written.add(sk)
+                if sk not in alive:
+                    self._keep(dest, sk)
+                comp_written += dest_written
+            if log is not None:
+                if dest_read:
+                    log.append(("p", sk, dest_read))  # a partial read: charged, not marked read
+                log.append(("w", sk, dest_written, False))
         return Traffic(bytes_read, bytes_written, comp_read, comp_written)
 
     @staticmethod
@@ -279,3 +319,51 @@ class StepTraffic:
         reads = [(source, _storage_key(source), min(gathered, tensor_bytes(source)))]
         reads += [(t, _storage_key(t), tensor_bytes(t)) for t in index_tensors]
         return reads
+
+
+def _indexed_write(func: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Optional[Tuple[int, int]]:
+    """(bytes of the destination read, bytes written) of an indexed in-place write, or
+    None when how many elements it writes cannot be known from shapes (a boolean mask)."""
+    if not args or not isinstance(args[0], torch.Tensor):
+        return None
+    dest = args[0]
+    name = op_key(func).__name__
+    itemsize = dest.element_size()
+    accumulate = False
+    if name in ("index_put_", "_index_put_impl_"):
+        from torch_roofline.count._index_formulas import written_by_index_put
+
+        indices = args[1] if len(args) > 1 else kwargs.get("indices", ())
+        values = args[2] if len(args) > 2 else kwargs.get("values")
+        written = written_by_index_put(dest, list(indices), values if isinstance(values, torch.Tensor) else None)
+        accumulate = bool(args[3] if len(args) > 3 else kwargs.get("accumulate", False))
+    elif name in ("index_copy_", "index_add_", "index_reduce_"):
+        source = args[3] if len(args) > 3 else kwargs.get("source")
+        written = source.numel() if isinstance(source, torch.Tensor) else None
+        accumulate = name != "index_copy_"
+    elif name == "index_fill_":
+        dim, index = args[1], args[2]
+        size = dest.shape[dim] if dest.dim() else 1
+        written = index.numel() * (dest.numel() // size if size else 0)
+    elif name in ("scatter_", "scatter_add_", "scatter_reduce_"):
+        index = args[2] if len(args) > 2 else kwargs.get("index")
+        written = index.numel() if isinstance(index, torch.Tensor) else None
+        accumulate = name != "scatter_" or "reduce" in kwargs or len(args) > 4
+    elif name == "put_":
+        written = args[1].numel()
+        accumulate = bool(args[3] if len(args) > 3 else kwargs.get("accumulate", False))
+    else:
+        return None
+    if written is None:
+        return None
+    written_bytes = min(written, dest.numel()) * itemsize
+    return (written_bytes if accumulate else 0), written_bytes
+
+
+def _source_bytes(func: Any, args: Sequence[Any], t: torch.Tensor) -> int:
+    """Bytes an indexed write reads of one of its inputs: a scatter reads only the part of
+    ``src`` its index covers; everything else (indices, sources, values) is read whole."""
+    if op_key(func).__name__ in ("scatter_", "scatter_add_", "scatter_reduce_") and len(args) > 3 and t is args[3]:
+        index = args[2]
+        return min(tensor_bytes(t), index.numel() * t.element_size())
+    return tensor_bytes(t)

@@ -37,7 +37,8 @@ Rules (each one a choice):
   FLOPs the formula's from the input shapes (or 0 for ops without arithmetic). Elsewhere (a
   saved trace), and when the formula needs the output, the row is uncounted: an ``OpCost``
   with ``counted=False`` and 0 FLOPs and bytes whose reason is kept in
-  :attr:`ShapeCosts.reasons`: listed with its time, never silently zero.
+  :attr:`ShapeCosts.reasons`: listed with its time, never silently zero. An op without a
+  formula is counted through its decomposition (:mod:`torch_roofline.count.decompose`).
 * **Compulsory bytes.** In a live session the profiler's tensor identities
   (:mod:`torch_roofline.timing.identity`) say which storage each argument was, and which
   storages each call allocated: each storage is then read and written at most once per
@@ -424,6 +425,7 @@ class _Replayed:
     accesses: Tuple[Tuple[Any, ...], ...] = ()  # ("r", slot, bytes) / ("w", slot, bytes, whole)
     omitted: Tuple[str, ...] = ()  # arguments the profiler did not record, left out of the cost
     per_call: bool = False  # built for one call (from its allocations), not cached per signature
+    why: Optional[str] = None  # the counter's reason when a dispatched op stayed uncounted
 
     @property
     def new_bytes(self) -> int:
@@ -458,7 +460,9 @@ class _Replayed:
     @property
     def uncounted_reason(self) -> Optional[str]:
         missing = sorted({c.op for c in self.subs if not c.counted})
-        return f"no FLOP formula for {', '.join(missing)}" if missing else None
+        if not missing:
+            return None
+        return self.why or f"no FLOP formula for {', '.join(missing)}"
 
 
 class _Replayer:
@@ -516,7 +520,9 @@ class _Replayer:
             except Exception as exc:  # noqa: BLE001 - any failure means this overload cannot replay it
                 last = _failure(exc)
                 continue
-            return _Replayed(tuple(counter.ops), None, assumed, _slotted(log, slots))
+            why = "; ".join(counter.reasons[c.op] for c in counter.ops
+                            if not c.counted and c.op in counter.reasons) or None
+            return _Replayed(tuple(counter.ops), None, assumed, _slotted(log, slots), why=why)
         return _Replayed((), last)
 
 
@@ -643,11 +649,15 @@ class _StepTraffic:
                 key: Any = storages[slot[1]]
             else:
                 key = (self._rows, slot)  # a storage this call created: new, unique
-            if access[0] == "r":
+            kind = access[0]
+            if kind == "r":
                 if key not in read:
                     read.add(key)
                     if key not in produced:
                         comp_read += access[2]
+            elif kind == "p":  # a partial read (an indexed write's destination): not marked read
+                if key not in read and key not in produced:
+                    comp_read += access[2]
             else:
                 if key not in written:
                     written.add(key)
