@@ -50,8 +50,8 @@ def _flop_counter(step):
     return fc.get_total_flops()
 
 
-def _counted_bytes(result):
-    return sum(o.bytes_read + o.bytes_written for o in result.ops if o.counted)
+def _counted_bytes(result, leave_out=()):
+    return sum(o.bytes_read + o.bytes_written for o in result.ops if o.counted and o.op not in leave_out)
 
 
 def _same_as_oracles(report, step, modules=None):
@@ -325,11 +325,15 @@ def test_i_detection_model_with_data_dependent_ops():
     # nonzero, nms, boolean indexing ran once (no second run); the ops count() can count are
     # counted here too, from their recorded inputs and the outputs the profiler saw allocated.
     # torch.profiler records no List[Optional[Tensor]] argument: `index`'s index tensors are
-    # missing from its bytes, said in a note (a few kB of ~400 MB here).
+    # missing from its bytes (said in a note: a few kB of ~400 MB here), and an `index_put_`
+    # whose indices are unknown is listed uncounted with that reason, never costed as another
+    # write. nms's output bytes are the block it allocated (its kept indices are a view of it).
+    uncounted = {u.op for u in report.uncounted}
+    assert uncounted <= {"aten.index_put_"}
     ours = report.totals.bytes_read + report.totals.bytes_written
-    assert abs(ours - _counted_bytes(direct)) <= 1e-3 * _counted_bytes(direct)
+    theirs = _counted_bytes(direct, leave_out=uncounted)
+    assert abs(ours - theirs) <= 1e-3 * theirs
     assert any("'indices' argument, which torch.profiler does not record" in n for n in report.notes)
-    assert {u.op for u in report.uncounted} <= set(direct.uncounted)
 
 
 def test_dynamic_shapes_each_step_counted_with_its_own_shapes():

@@ -554,7 +554,10 @@ def _from_allocations(ev: TraceEvent, aliases: Optional[Tuple[_Alias, ...]], ide
     from torch_roofline.count.traffic import StepTraffic, is_view_op
     from torch_roofline.count._tree import tensors as _tensors
 
-    omitted: List[str] = []
+    # Leaving out an unrecorded list of index tensors only loses their own bytes for a gather
+    # (its output, allocated, says what it read); an indexed write without its indices would be
+    # costed as a different write, so it stays uncounted.
+    omitted: Optional[List[str]] = [] if dotted_op_name(ev.name) in _GATHERS_WITHOUT_INDICES else None
     try:
         candidates, _ = _calls(ev, aliases, _list_dtypes(identity), omitted, identity.fresh or None)
     except _Unbuildable:
@@ -583,7 +586,7 @@ def _from_allocations(ev: TraceEvent, aliases: Optional[Tuple[_Alias, ...]], ide
                   compulsory_bytes_read=measured.compulsory_bytes_read,
                   compulsory_bytes_written=measured.compulsory_bytes_written,
                   dtype=compute_dtype(ins, [], unit), unit=unit, counted=True)
-    return _Replayed((cost,), None, False, _slotted(log, slots), tuple(dict.fromkeys(omitted)), per_call=True)
+    return _Replayed((cost,), None, False, _slotted(log, slots), tuple(dict.fromkeys(omitted or ())), per_call=True)
 
 
 def _beyond_allocated(replayed: _Replayed, identity: CallIdentity) -> int:
@@ -593,6 +596,9 @@ def _beyond_allocated(replayed: _Replayed, identity: CallIdentity) -> int:
     meta kernel ``[C]`` ones. Only ever a cut: a caching allocator rounds its blocks up."""
     kept = sum(nbytes for _, nbytes in identity.kept)
     return max(replayed.new_bytes - kept, 0)
+
+
+_GATHERS_WITHOUT_INDICES = frozenset({"aten.index", "aten._unsafe_index"})
 
 
 def _positional(overload: Any, kwargs: Mapping[str, Any]) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
