@@ -8,7 +8,8 @@ intensity and its achieved FLOP/s (attainable FLOP/s when the report is predicte
 its time and coloured by its bound. Points above their roof are ringed in black (suspect).
 
 Drawing uses matplotlib's object API with the Agg canvas: no display, no pyplot state.
-The file format follows the path's extension (``.png``, ``.svg`` or ``.pdf``).
+The file format follows the path's extension (``.png``, ``.svg`` or ``.pdf``); the file is
+written whole or not at all (a temporary file renamed into place).
 
 Example::
 
@@ -21,6 +22,7 @@ import math
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from torch_roofline._io import atomic_open
 from torch_roofline.records import Roof
 from torch_roofline.report import BOUNDS, parent_names
 
@@ -250,5 +252,9 @@ def _finish(ax, title: str) -> None:
 
 
 def _save(fig, path: Optional[PathLike]) -> None:
+    """Save ``fig`` to ``path`` (format from the extension) whole or not at all: a full disk
+    leaves no truncated image behind."""
     if path is not None:
-        fig.savefig(os.fspath(path), dpi=120)
+        fmt = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
+        with atomic_open(path, "wb", caller="plot_roofline") as handle:
+            fig.savefig(handle, format=fmt, dpi=120)

@@ -30,6 +30,7 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple, Union
 
+from torch_roofline._io import atomic_write
 from torch_roofline._report_text import _format_table, _summary, human_time
 from torch_roofline.records import Roof
 
@@ -361,12 +362,13 @@ class RooflineReport:
         """The JSON text (compact, sorted keys, ``null`` for unknowns); also written to ``path``.
 
         Compact because the indenting encoder is pure Python and slow on 1,000-module models;
-        ``python -m json.tool report.json`` pretty-prints it.
+        ``python -m json.tool report.json`` pretty-prints it. The file is written whole or not
+        at all (a temporary file renamed into place); a failed write raises an ``OSError``
+        naming the path and leaves no partial file.
         """
         text = json.dumps(self.to_dict(), sort_keys=True, allow_nan=False)
-        if path is not None:
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(text + "\n")
+        if path is not None:  # whole or not at all: a full disk leaves no truncated report
+            atomic_write(path, text + "\n", caller="RooflineReport.to_json")
         return text
 
     @classmethod
@@ -478,8 +480,7 @@ class RooflineReport:
             writer.writerow({k: ("" if v is None else v) for k, v in d.items()})
         text = buf.getvalue()
         if path is not None:
-            with open(path, "w", encoding="utf-8", newline="") as f:
-                f.write(text)
+            atomic_write(path, text, caller="RooflineReport.to_csv", newline="")
         return text
 
     def to_dataframe(self, level: str = "module"):

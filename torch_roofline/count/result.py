@@ -7,6 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
+from torch_roofline._io import atomic_write
 from torch_roofline.records import PHASES, Cost, ModuleInfo, OpCost
 
 __all__ = ["CountResult"]
@@ -200,9 +201,8 @@ class CountResult:
     def to_json(self, path: Optional[str] = None) -> str:
         """JSON text of :meth:`to_dict`; also written to ``path`` when given."""
         text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
-        if path:
-            with open(path, "w", encoding="utf-8") as fh:
-                fh.write(text)
+        if path:  # whole or not at all
+            atomic_write(path, text, caller="CountResult.to_json")
         return text
 
 

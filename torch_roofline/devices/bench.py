@@ -35,11 +35,13 @@ import statistics
 import sys
 import time
 import types
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from torch_roofline._io import atomic_write
 from torch_roofline.devices._cpu import CpuInfo, read_cpu_info
 from torch_roofline.devices._device import Device, dtype_key
 
@@ -458,10 +460,23 @@ def run_bench(
         quick=quick, gemm=types.MappingProxyType(gemm), conv=types.MappingProxyType(conv), copy=copy, triad=triad,
         array_bytes=4 * elements, gemm_by_library=types.MappingProxyType(by_library),
     )
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(result.to_dict(), f, indent=1, sort_keys=True)
+    _save_cache(path, result)
     return result
+
+
+def _save_cache(path: str, result: BenchResult) -> None:
+    """Cache ``result`` at ``path``, whole or not at all. A cache that cannot be written (a
+    full disk, a read-only home) costs a warning, never the measurement just made."""
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write(path, json.dumps(result.to_dict(), indent=1, sort_keys=True), caller="run_bench")
+    except OSError as err:
+        warnings.warn(
+            f"run_bench: the measurement was not cached ({err}); it is used now and measured again next "
+            "time. Set TORCH_ROOFLINE_CACHE_DIR to a writable directory to keep it.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def stream_bandwidth(result: BenchResult) -> float:
