@@ -143,3 +143,122 @@ def test_a_real_gzip_trace_still_reads(tmp_path):
         events = json.load(f)["traceEvents"]
     assert len(load_trace(TINY).events) == sum(
         1 for e in events if e.get("ph") == "X" and e.get("cat") in ("cpu_op", "user_annotation"))
+
+
+# ================================================================================ files we write
+
+
+def _small_report():
+    """A two-module measured report (hand-made rows: the numbers do not matter here)."""
+    from torch_roofline.analysis import analyse
+    from torch_roofline.records import ModuleInfo, OpCost, OpTiming, Roof
+
+    roofs = {("float32", "matrix"): Roof("fp32", "matrix", 1e12, 1e11, "measured")}
+    scope = ("", "fc")
+    cost = OpCost("aten.mm", "fc", scope, "forward", 2 * 10**6, 10**6, 4000, 4000, 4000, 4000, "float32", "matrix",
+                  True, 0)
+    timing = OpTiming("aten.mm", "fc", scope, "forward", 1e-5, 1e-5)
+    modules = [ModuleInfo("", "Net", 10, 40), ModuleInfo("fc", "Linear", 10, 40)]
+    return analyse([cost], [timing], (), modules, roofs)
+
+
+class _FullDisk:
+    """A file object that writes ``budget`` bytes, then fails like a full disk (ENOSPC)."""
+
+    def __init__(self, handle, budget: int = 64) -> None:
+        self._handle, self._budget = handle, budget
+
+    def write(self, data):
+        room = max(self._budget, 0)
+        self._budget -= len(data)
+        if self._budget < 0:
+            self._handle.write(data[:room])
+            self._handle.flush()  # the partial bytes really reach the temporary file
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self._handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._handle.close()
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """Every file opened through torch_roofline._io fails after 64 bytes with ENOSPC."""
+    import torch_roofline._io as io_module
+
+    real = io_module.os.fdopen
+    monkeypatch.setattr(io_module.os, "fdopen", lambda *a, **k: _FullDisk(real(*a, **k)))
+
+
+FULL = r"could not write '.*{name}' \(No space left on device\); nothing was written .*free disk space"
+
+
+@pytest.mark.parametrize("name, write", [
+    ("report.json", lambda report, path: report.to_json(path)),
+    ("report.csv", lambda report, path: report.to_csv(path)),
+    ("roofline.png", lambda report, path: report.plot(path)),
+    ("roofline.svg", lambda report, path: report.plot(path)),
+])
+def test_a_full_disk_leaves_no_partial_report_file(tmp_path, full_disk, name, write):
+    report = _small_report()
+    with pytest.raises(OSError, match=FULL.format(name=name)) as info:
+        write(report, tmp_path / name)
+    assert info.value.errno == errno.ENOSPC
+    assert os.listdir(tmp_path) == []  # neither the file nor the temporary file
+
+
+def test_a_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    report = _small_report()
+    path = tmp_path / "report.json"
+    report.to_json(path)
+    before = path.read_bytes()
+    import torch_roofline._io as io_module
+
+    real = io_module.os.fdopen
+    monkeypatch.setattr(io_module.os, "fdopen", lambda *a, **k: _FullDisk(real(*a, **k)))
+    with pytest.raises(OSError, match="an earlier file of that name is unchanged"):
+        report.to_json(path)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["report.json"]
+
+
+def test_count_json_and_bench_cache_are_atomic(tmp_path, full_disk):
+    import torch
+
+    from torch_roofline import count
+    from torch_roofline.devices import bench
+
+    result = count(torch.nn.Linear(4, 4), torch.randn(2, 4))
+    with pytest.raises(OSError, match=FULL.format(name="count.json")):
+        result.to_json(str(tmp_path / "count.json"))
+    cached = bench.BenchResult.from_dict({
+        "device": "cpu", "device_name": "test", "torch_version": torch.__version__, "threads": 1, "quick": True,
+        "gemm_flops_per_s": {}, "copy_bytes_per_s": None, "triad_bytes_per_s": None, "array_bytes": 0,
+        "created_s": 0.0})
+    with pytest.warns(RuntimeWarning, match=r"run_bench: the measurement was not cached .*No space left.*"
+                                            r"TORCH_ROOFLINE_CACHE_DIR"):
+        bench._save_cache(str(tmp_path / "cache" / "bench.json"), cached)
+    assert os.listdir(tmp_path) == ["cache"] and os.listdir(tmp_path / "cache") == []
+
+
+def test_writes_land_with_the_usual_permissions(tmp_path):
+    report = _small_report()
+    report.to_json(tmp_path / "a.json")
+    with open(tmp_path / "b.json", "w") as f:
+        f.write("{}")
+    assert os.stat(tmp_path / "a.json").st_mode == os.stat(tmp_path / "b.json").st_mode  # umask, not 0600
+
+
+def test_writing_to_a_directory_or_a_missing_folder_names_the_path(tmp_path):
+    report = _small_report()
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"RooflineReport.to_json: could not write .*taken.*pass a file name"):
+        report.to_json(tmp_path / "taken")
+    with pytest.raises(FileNotFoundError, match=r"could not write .*nowhere.*create the directory first"):
+        report.to_csv(tmp_path / "nowhere" / "r.csv")
+    assert sorted(os.listdir(tmp_path)) == ["taken"] and os.listdir(tmp_path / "taken") == []
