@@ -9,6 +9,7 @@ module names and shapes.
 from __future__ import annotations
 
 import errno
+import re
 import gzip
 import json
 import os
@@ -262,3 +263,179 @@ def test_writing_to_a_directory_or_a_missing_folder_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"could not write .*nowhere.*create the directory first"):
         report.to_csv(tmp_path / "nowhere" / "r.csv")
     assert sorted(os.listdir(tmp_path)) == ["taken"] and os.listdir(tmp_path / "taken") == []
+
+
+# ================================================================================ the CLI
+
+TINY_MODEL = """
+import torch
+model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU())
+inputs = torch.randn(2, 8)
+"""
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    path = tmp_path / "tiny.py"
+    path.write_text(TINY_MODEL)
+    return str(path)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path, monkeypatch):
+    """A directory nobody can create files in (as root, where chmod does not stop writes,
+    creating files there fails as on a read-only file system)."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.access(folder, os.W_OK):
+        import torch_roofline._io as io_module
+
+        real = io_module.os.open
+
+        def refuse(path, *args, **kwargs):
+            if os.path.dirname(os.path.abspath(path)).startswith(str(folder)):
+                raise OSError(errno.EROFS, "Read-only file system", path)
+            return real(path, *args, **kwargs)
+
+        monkeypatch.setattr(io_module.os, "open", refuse)
+    yield folder
+    folder.chmod(0o755)
+
+
+def _cli_error(argv, capsys, *, code=1):
+    """Run the CLI in-process; the error is one line on stderr, no traceback."""
+    from torch_roofline.cli import main
+
+    try:
+        rc = main(argv)
+    except SystemExit as exit_:  # argparse errors
+        rc = exit_.code
+    err = capsys.readouterr().err
+    assert rc == code, err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.strip() and not line.startswith("[torch-roofline]")]
+    assert len(errors) == 1 and errors[0].startswith(f"torch-roofline {argv[0]}: error: "), err
+    return errors[0]
+
+
+def _bad_files(tmp_path):
+    (tmp_path / "trunc.json.gz").write_bytes(_gz_bytes()[:3000])
+    (tmp_path / "nan.json").write_text(json.dumps({"traceEvents": [_op(dur=-1.0)]}))
+    (tmp_path / "list.json").write_text(json.dumps({"traceEvents": [_op(args=[1])]}))
+    (tmp_path / "syntax.py").write_text("import torch\nmodel = torch.nn.Linear(4, 4\n")
+    (tmp_path / "not_a_report.json").write_text('{"schema": "something/else"}')
+    (tmp_path / "a_file").write_text("x")
+
+
+# (argv with {tmp} and {model} placeholders, exit code, what the one line must say)
+CLI_CASES = [
+    # MODEL specs
+    (["count", "os:path", "--input-shape", "2,8"], 1, r"MODEL 'os:path': 'path' is a module, not a model class"),
+    (["count", "torch.nn:Linear", "--input-shape", "2,8"], 1,
+     r"Linear\(\) needs arguments \(in_features, out_features\).*write a .py file"),
+    (["count", "{tmp}/syntax.py"], 1, r"MODEL '.*syntax.py': syntax error at line 2"),
+    (["count", "{tmp}/missing.py"], 1, r"MODEL '.*missing.py': no such file"),
+    (["count", "nosuchpkg.mod:factory", "--input-shape", "2,8"], 1, r"cannot import 'factory'"),
+    (["count", "resnet18", "--input-shape", "2,8"], 1, r"expected 'torchvision:NAME'"),
+    (["predict", "torch.nn:Linear", "--input-shape", "2,8", "--on", "h100-sxm"], 1, r"needs arguments"),
+    (["profile", "os:path", "--input-shape", "2,8"], 1, r"is a module"),
+    # shapes and devices
+    (["count", "{model}", "--input-shape", "2,3"], 1,
+     r"MODEL '.*tiny.py' failed on inputs of shape \(2, 3\): .*fix: pass --input-shape"),
+    (["count", "{model}", "--input-shape", "2,x"], 1, r"--input-shape '2,x': expected comma-separated integers"),
+    (["count", "{model}", "--input-shape", "0,8"], 1, r"expected positive sizes"),
+    (["count", "{model}", "--input-shape", "100000,100000,100000"], 1, r"cannot make a torch.float32 tensor"),
+    (["count", "{model}", "--device", "tpu9"], 1, r"--device 'tpu9': expected cpu, cuda, cuda:N or meta"),
+    (["count", "{model}", "--dtype", "fp7"], 1, r"--dtype 'fp7': expected one of"),
+    (["profile", "{model}", "--roof", "no-such-gpu", "--steps", "1"], 1, r"unknown device 'no-such-gpu'"),
+    (["predict", "{model}", "--on", "h100-sxn"], 1, r"unknown device 'h100-sxn': closest catalog devices: h100-sxm"),
+    (["predict", "{model}"], 1, r"name at least one device with --on"),
+    (["trace", "{tmp}/list.json", "--roof", "no-such-gpu"], 1, r"field 'args'"),
+    (["bench", "--device", "foo"], 1, r"run_bench\(device='foo'\): expected 'cpu', 'cuda' or 'cuda:N'"),
+    # numbers: refused at argument parsing (exit 2), before any work
+    (["count", "{model}", "--depth", "-1"], 2, r"argument --depth: expected an integer >= 0, e.g. 2; got '-1'"),
+    (["profile", "{model}", "--top", "0"], 2, r"argument --top: expected an integer >= 1, e.g. 25; got '0'"),
+    (["profile", "{model}", "--steps", "0"], 2, r"argument --steps: expected an integer >= 1"),
+    (["profile", "{model}", "--depth", "two"], 2, r"argument --depth: expected an integer >= 0.*got 'two'"),
+    (["predict", "{model}", "--on", "h100-sxm", "--depth", "-3"], 2, r"argument --depth"),
+    (["diff", "a.json", "b.json", "--depth", "-1"], 2, r"argument --depth"),
+    (["trace", "t.json", "--steps", "-2"], 2, r"argument --steps"),
+    (["count", "{model}", "--memory-model", "x"], 2, r"invalid choice: 'x'.*see 'torch-roofline count --help'"),
+    (["devices", "--bogus"], 2, r"unrecognized arguments: --bogus"),
+    # outputs: refused before any work
+    (["profile", "{model}", "--out", "{tmp}/a_file"], 1, r"--out .*a_file: '.*a_file' is a file; expected a directory"),
+    (["profile", "{model}", "--out", "{tmp}/a_file/sub"], 1, r"lies under the file"),
+    (["predict", "{model}", "--on", "h100-sxm", "--out", "{tmp}/a_file"], 1, r"is a file"),
+    (["trace", "{tmp}/nan.json", "--out", "{tmp}/a_file"], 1, r"is a file"),
+    # trace files (TraceError) and report files
+    (["trace", "{tmp}/trunc.json.gz"], 1, r"load_trace\('.*trunc.json.gz'\): expected a complete gzip stream"),
+    (["trace", "{tmp}/nan.json"], 1, r"event 0 field 'dur': .*negative duration"),
+    (["trace", "{tmp}"], 1, r"got a directory; pass one of the trace files in it"),
+    (["trace", "{tmp}/missing.json"], 1, r"no such file"),
+    (["diff", "{tmp}/not_a_report.json", "{tmp}/not_a_report.json"], 1, r"A.json '.*not_a_report.json': .*schema"),
+    (["diff", "{tmp}/nan.json", "{tmp}/missing.json"], 1, r"A.json .*schema None"),
+    (["diff", "{tmp}", "{tmp}"], 1, r"is a directory; pass the report.json in it"),
+    (["diff", "{tmp}/trunc.json.gz", "{tmp}/trunc.json.gz"], 1, r"not UTF-8 text|not valid JSON"),
+]
+
+
+@pytest.mark.parametrize("argv, code, match", CLI_CASES, ids=[" ".join(c[0][:2]) + f" #{i}" for i, c in enumerate(CLI_CASES)])
+def test_cli_user_errors_are_one_line_without_traceback(argv, code, match, tmp_path, model_file, capsys):
+    import re
+
+    _bad_files(tmp_path)
+    argv = [a.format(tmp=tmp_path, model=model_file) for a in argv]
+    line = _cli_error(argv, capsys, code=code)
+    assert re.search(match, line), line
+
+
+def test_every_subcommand_is_covered():
+    from torch_roofline.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert set(sub.choices) == {argv[0] for argv, _, _ in CLI_CASES}
+
+
+def test_cli_read_only_out_is_refused_before_any_work(read_only_dir, model_file, capsys):
+    line = _cli_error(["profile", model_file, "--out", str(read_only_dir / "run1")], capsys)
+    assert re.search(r"--out .*run1: cannot create files in '.*ro' \(.*\); expected a writable directory", line)
+    assert capsys.readouterr().err == ""  # no progress line: nothing ran
+
+
+def test_cli_full_disk_while_writing_outputs_is_one_line(tmp_path, model_file, full_disk, capsys):
+    line = _cli_error(["predict", model_file, "--on", "h100-sxm", "--out", str(tmp_path / "o")], capsys)
+    assert re.search(r"could not write '.*report-h100-sxm.json' \(No space left on device\); nothing was written", line)
+    assert os.listdir(tmp_path / "o") == []
+
+
+def test_cli_debug_shows_the_traceback(model_file):
+    from torch_roofline.cli import main
+
+    with pytest.raises(ValueError, match="failed on inputs of shape"):
+        main(["count", model_file, "--input-shape", "2,3", "--debug"])
+    with pytest.raises(ValueError, match="is a module"):
+        main(["--debug", "count", "os:path", "--input-shape", "2,3"])
+
+
+def _run_cli(*argv, timeout=180):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "torch_roofline", *argv], capture_output=True, text=True,
+                          timeout=timeout, cwd=os.path.dirname(DATA) + "/..")
+
+
+def test_cli_subprocess_errors_are_one_line(tmp_path, model_file):
+    _bad_files(tmp_path)
+    for argv, code, match in [
+        (["trace", str(tmp_path / "trunc.json.gz")], 1, "truncated or corrupt gzip"),
+        (["count", "torch.nn:Linear", "--input-shape", "2,8"], 1, "needs arguments"),
+        (["profile", model_file, "--depth", "-1"], 2, "argument --depth"),
+    ]:
+        proc = _run_cli(*argv)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == code and len(lines) == 1 and match in lines[0], proc.stderr
+        assert lines[0].startswith(f"torch-roofline {argv[0]}: error: ")
+    proc = _run_cli("--debug", "trace", str(tmp_path / "nan.json"))
+    assert proc.returncode == 1 and "Traceback" in proc.stderr and "TraceError" in proc.stderr

@@ -434,17 +434,26 @@ class RooflineReport:
         if isinstance(path_or_text, str) and path_or_text.lstrip().startswith("{"):
             text = path_or_text
         else:
-            if not os.path.exists(path_or_text):
+            path = os.fspath(path_or_text)
+            if not os.path.exists(path):
                 raise FileNotFoundError(
-                    f"RooflineReport.from_json: no file {os.fspath(path_or_text)!r}; pass the path "
+                    f"RooflineReport.from_json: no file {path!r}; pass the path "
                     f"of a report.json written by to_json(path), or its JSON text"
                 )
-            with open(path_or_text, encoding="utf-8") as f:
-                text = f.read()
+            if os.path.isdir(path):
+                raise ValueError(f"RooflineReport.from_json: {path!r} is a directory; pass the report.json in it "
+                                 f"(e.g. {os.path.join(path, 'report.json')!r})")
+            try:
+                with open(path, encoding="utf-8") as f:
+                    text = f.read()
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"RooflineReport.from_json: {path!r} is not UTF-8 text ({exc}); expected a "
+                                 "report.json written by to_json(path)") from None
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"RooflineReport.from_json: not valid JSON ({exc})") from None
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise ValueError(f"RooflineReport.from_json: not valid JSON ({exc or 'nested too deeply'}); expected a "
+                             "report.json written by to_json(path)") from None
         return cls.from_dict(data)
 
     # ---------------------------------------------------------------- tables for programs

@@ -409,7 +409,10 @@ def run_bench(
     Returns:
         The :class:`BenchResult`; dtypes already in the cache are not measured again.
     """
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"run_bench(device={device!r}): expected 'cpu', 'cuda' or 'cuda:N'") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("bench --device cuda: torch sees no CUDA device here; use --device cpu")
     if dev.type not in ("cpu", "cuda"):
