@@ -439,3 +439,81 @@ def test_cli_subprocess_errors_are_one_line(tmp_path, model_file):
         assert lines[0].startswith(f"torch-roofline {argv[0]}: error: ")
     proc = _run_cli("--debug", "trace", str(tmp_path / "nan.json"))
     assert proc.returncode == 1 and "Traceback" in proc.stderr and "TraceError" in proc.stderr
+
+
+# ================================================================================ TensorBoard
+
+
+@pytest.fixture(scope="module")
+def tb_client(tmp_path_factory):
+    """The Roofline tab over a log directory holding one good report and hostile payloads."""
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("werkzeug")
+    from test_tensorboard_plugin import _write_raw, make_client
+
+    from torch_roofline.tensorboard import write_report
+
+    root = str(tmp_path_factory.mktemp("tb_hostile"))
+    write_report(os.path.join(root, "demo"), _small_report(), step=0, plot=False)
+    _write_raw(os.path.join(root, "deep"), b"[" * 100_000 + b"]" * 100_000, step=0)
+    _write_raw(os.path.join(root, "deep_nan"), b"[NaN, " + b"[" * 100_000 + b"]" * 100_000 + b"]", step=0)
+    _write_raw(os.path.join(root, "big_step"), b"{}", step=2**63 - 1)
+    return make_client(root)
+
+
+PREFIX = "/data/plugin/roofline"
+
+
+@pytest.mark.parametrize("step", ["9" * 5000, "1" + "0" * 19, str(2**63), "-5", "1e3", "0x10", "\u0661", "", " "])
+def test_tab_answers_400_to_steps_it_cannot_hold(tb_client, step):
+    from urllib.parse import quote
+
+    response = tb_client.get(f"{PREFIX}/report?run=demo&tag=roofline&step={quote(step)}")
+    assert response.status_code == 400, response.get_data(as_text=True)[:300]
+    assert "is not a non-negative integer up to 9223372036854775807" in json.loads(response.get_data())["error"]
+
+
+def test_tab_serves_the_largest_step(tb_client):
+    assert tb_client.get(f"{PREFIX}/report?run=big_step&tag=roofline&step={2**63 - 1}").status_code == 200
+    assert tb_client.get(f"{PREFIX}/report?run=demo&tag=roofline&step=0000").status_code == 200
+
+
+@pytest.mark.parametrize("run", ["deep", "deep_nan"])
+def test_tab_answers_422_not_500_to_a_deeply_nested_payload(tb_client, run):
+    # The request is well formed; the stored payload is what cannot be read (as for other
+    # unreadable payloads: 422, see plugin.py's route list).
+    response = tb_client.get(f"{PREFIX}/report?run={run}&tag=roofline&step=0")
+    assert response.status_code == 422
+    assert "nested too deeply" in json.loads(response.get_data())["error"]
+
+
+@pytest.mark.parametrize("step", [-1, 2**63, True, 1.5, "3", None])
+def test_writer_refuses_steps_the_tab_cannot_serve(tmp_path, step):
+    pytest.importorskip("tensorboard")
+    from torch_roofline.tensorboard import TensorBoardSink, write_report
+    from torch_roofline.tensorboard.summary import write_image
+
+    report = _small_report()
+    expected = r"step=.*expected an integer from 0 to 9223372036854775807 .*e.g. step=trainer.global_step"
+    with pytest.raises(ValueError, match="write_report: " + expected):
+        write_report(str(tmp_path / "a"), report, step=step)
+    with pytest.raises(ValueError, match="RooflineReport.to_tensorboard|write_report: " + expected):
+        report.to_tensorboard(str(tmp_path / "a"), step=step)
+    with pytest.raises(ValueError, match="write_image: " + expected):
+        write_image(str(tmp_path / "a"), "chart", b"", step)
+    with TensorBoardSink(str(tmp_path / "b")) as sink, pytest.raises(ValueError, match="TensorBoardSink.write: "):
+        sink.write(report, step=step)
+    assert not os.path.exists(tmp_path / "a")  # refused before an event file was created
+
+
+def test_writer_and_tab_agree_on_the_step_range(tmp_path):
+    pytest.importorskip("tensorboard")
+    import numpy as np
+
+    from torch_roofline.tensorboard import write_report
+    from torch_roofline.tensorboard.metadata import MAX_STEP
+    from torch_roofline.tensorboard.plugin import _parse_step
+
+    write_report(str(tmp_path), _small_report(), step=np.int64(MAX_STEP), plot=False)  # numpy ints are steps
+    assert _parse_step(str(MAX_STEP)) == MAX_STEP and _parse_step(str(MAX_STEP + 1)) is None
+    assert _parse_step("-1") is None and _parse_step("0") == 0
