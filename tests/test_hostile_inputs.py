@@ -517,3 +517,158 @@ def test_writer_and_tab_agree_on_the_step_range(tmp_path):
     write_report(str(tmp_path), _small_report(), step=np.int64(MAX_STEP), plot=False)  # numpy ints are steps
     assert _parse_step(str(MAX_STEP)) == MAX_STEP and _parse_step(str(MAX_STEP + 1)) is None
     assert _parse_step("-1") is None and _parse_step("0") == 0
+
+
+# ================================================================================ deep models
+
+DEEP_SCRIPT = r"""
+import json, sys, torch
+from torch import nn
+sys.path.insert(0, {root!r})
+import torch_roofline as tr
+from torch_roofline.count.replay import count_without_compute
+
+def chain(n, device="cpu"):
+    with torch.device(device):
+        m = nn.Linear(4, 4)
+        for _ in range(n):
+            m = nn.Sequential(m)
+    return m
+
+def runs(n):
+    try:
+        chain(n)(torch.randn(2, 4))
+        return True
+    except RecursionError:
+        return False
+
+lo, hi = 1, 1000  # the deepest chain the plain forward runs, from this stack
+while lo < hi:
+    mid = (lo + hi + 1) // 2
+    lo, hi = (mid, hi) if runs(mid) else (lo, mid - 1)
+x = torch.randn(2, 4)
+limit = sys.getrecursionlimit()
+
+def say(key, value):
+    print(json.dumps({{key: value}}), flush=True)
+
+say("depth", lo)
+say("count", tr.count(chain(lo), x).total.flops)
+say("count_backward", tr.count(chain(lo), x, backward=True).total.flops)
+say("replay", count_without_compute(chain(lo), x, backward=True).total.flops)
+report = tr.predict(chain(lo, "meta"), torch.empty(2, 4, device="meta"), on="h100-sxm")["h100-sxm"]
+say("predict", report.totals.flops)
+say("limit_restored", sys.getrecursionlimit() == limit)
+model = chain(lo)
+with tr.RooflineProfiler(model, roof="gtx-1080-ti") as prof:
+    model(x)
+report = prof.report()
+say("profiler", [report.totals.flops, len(report.modules)])
+"""
+
+
+@pytest.fixture(scope="module")
+def deep_run():
+    """One subprocess (a RecursionError inside torch's C++ dispatch aborts the process)
+    counting, replaying, predicting and profiling the deepest chain the plain forward runs."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", DEEP_SCRIPT.format(root=root)], capture_output=True, text=True,
+                          timeout=300)
+    results = {}
+    for line in proc.stdout.splitlines():
+        results.update(json.loads(line))
+    results["returncode"], results["stderr"] = proc.returncode, proc.stderr[-3000:]
+    return results
+
+
+def test_count_handles_any_depth_the_plain_forward_handles(deep_run):
+    # Linear(4, 4) on (2, 4): 2 * 2 * 4 * 4 = 64 FLOPs forward; backward adds the grad of the
+    # input (64) and of the weight (64) ... measured against the shallow model below.
+    import torch
+
+    from torch_roofline import count
+
+    shallow = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    forward = count(shallow, torch.randn(2, 4)).total.flops
+    both = count(shallow, torch.randn(2, 4), backward=True).total.flops
+    assert deep_run["depth"] >= 150, deep_run
+    assert (deep_run.get("count"), deep_run.get("count_backward")) == (forward, both), deep_run
+    assert deep_run.get("replay") == both and deep_run.get("predict") == forward, deep_run
+    assert deep_run.get("limit_restored") is True
+
+
+@pytest.mark.xfail(strict=False, reason="pending in profiler.py/timing/ranges.py (out of this change's scope): hold "
+                                        "torch_roofline._depth.hooked_call_headroom() from RooflineProfiler.__enter__ "
+                                        "to __exit__, so the user's forward under our range hooks gets the headroom")
+def test_profiler_handles_any_depth_the_plain_forward_handles(deep_run):
+    assert deep_run.get("profiler") is not None, deep_run["stderr"]  # today: RecursionError in the forward
+    assert deep_run["profiler"][0] == 64 and deep_run["profiler"][1] >= deep_run["depth"]
+
+
+def _deep_names(depth: int):
+    return [""] + [".".join(["0"] * i) for i in range(1, depth + 1)]
+
+
+def test_reports_of_deep_models_build_print_and_serialise():
+    """1,500 levels, past the default recursion limit: no step recurses per level."""
+    from torch_roofline.analysis import analyse
+    from torch_roofline.records import ModuleInfo, OpCost, OpTiming, Roof
+    from torch_roofline.report import RooflineReport
+
+    names = _deep_names(1500)
+    leaf, scope = names[-1], tuple(names)
+    roofs = {("float32", "matrix"): Roof("fp32", "matrix", 1e12, 1e11, "measured")}
+    report = analyse(
+        [OpCost("aten.mm", leaf, scope, "forward", 64, 32, 64, 32, 64, 32, "float32", "matrix", True, 0)],
+        [OpTiming("aten.mm", leaf, scope, "forward", 1e-6, 1e-6)], (),
+        [ModuleInfo(n, "Linear" if n == leaf else "Sequential", 20, 80) for n in names], roofs)
+    assert sum(r.phase == "all" for r in report.modules) == 1501 and report.module(leaf).flops == 64
+    assert leaf in report.table(sort="tree", top=None) and "Sequential" in str(report)
+    again = RooflineReport.from_json(report.to_json())
+    assert again.modules == report.modules and len(report.to_csv().splitlines()) == 1 + len(report.modules)
+    report.plot()  # draws the leaves: one point
+
+
+def test_named_modules_matches_torch_without_recursion():
+    import torch
+    from torch import nn
+
+    from torch_roofline._depth import named_modules
+
+    shared = nn.Linear(3, 3)
+    odd = nn.ModuleDict({"a": shared, "b\n\"c": nn.Sequential(shared, nn.ReLU()), "Ωx": nn.Identity()})
+    odd.register_module("none", None)
+    models = [odd, nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2), 2), nn.Sequential()]
+    torchvision = pytest.importorskip("torchvision")
+    models.append(torchvision.models.resnet18())
+    for model in models:
+        assert [(n, id(m)) for n, m in named_modules(model)] == [(n, id(m)) for n, m in model.named_modules()]
+    deep = nn.Linear(2, 2)
+    for _ in range(5000):  # far deeper than torch's recursive generator goes
+        deep = nn.Sequential(deep)
+    names = [n for n, _ in named_modules(deep)]
+    assert len(names) == 5001 and names[-1] == ".".join(["0"] * 5000)
+    assert torch is not None
+
+
+@pytest.mark.xfail(strict=False, raises=RecursionError,
+                   reason="pending in count/mode.py (out of this change's scope): module_infos' total() and "
+                          "_shared_parameter_totals' params_of() recurse once per level; iterative post-order "
+                          "versions are in the closing note of issue 14's inputs branch")
+@pytest.mark.parametrize("shared", [False, True])
+def test_module_infos_of_a_deep_tree_without_recursion(shared):
+    from torch import nn
+
+    from torch_roofline._depth import named_modules
+    from torch_roofline.count.mode import module_infos
+
+    leaf = nn.Linear(2, 2)  # 6 parameters
+    deep = leaf
+    for _ in range(3000):
+        deep = nn.Sequential(deep, leaf) if shared else nn.Sequential(deep)
+    infos = module_infos(deep, named=named_modules(deep))
+    assert len(infos) == 3001  # 3,000 Sequentials and the Linear, listed once however shared
+    assert infos[0].params == 6 and infos[0].param_bytes == 24  # a shared parameter counted once

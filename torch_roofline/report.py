@@ -89,8 +89,11 @@ def parent_names(names: Iterable[str]) -> Set[str]:
     a name not in the set is a leaf among ``names``."""
     parents: Set[str] = set()
     for name in names:
-        parts = name.split(".") if name else []
-        parents.update(".".join(parts[:i]) for i in range(len(parts)))
+        while name:  # up to the first ancestor already known: linear in the names, at any depth
+            name = name.rpartition(".")[0]
+            if name in parents:
+                break
+            parents.add(name)
     return parents
 
 @dataclass(frozen=True)
