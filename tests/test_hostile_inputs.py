@@ -430,7 +430,6 @@ def test_cli_subprocess_errors_are_one_line(tmp_path, model_file):
     _bad_files(tmp_path)
     for argv, code, match in [
         (["trace", str(tmp_path / "trunc.json.gz")], 1, "truncated or corrupt gzip"),
-        (["count", "torch.nn:Linear", "--input-shape", "2,8"], 1, "needs arguments"),
         (["profile", model_file, "--depth", "-1"], 2, "argument --depth"),
     ]:
         proc = _run_cli(*argv)
@@ -641,7 +640,7 @@ def test_named_modules_matches_torch_without_recursion():
     shared = nn.Linear(3, 3)
     odd = nn.ModuleDict({"a": shared, "b\n\"c": nn.Sequential(shared, nn.ReLU()), "Ωx": nn.Identity()})
     odd.register_module("none", None)
-    models = [odd, nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2), 2), nn.Sequential()]
+    models = [odd, nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2), 2, enable_nested_tensor=False), nn.Sequential()]
     torchvision = pytest.importorskip("torchvision")
     models.append(torchvision.models.resnet18())
     for model in models:
@@ -672,3 +671,246 @@ def test_module_infos_of_a_deep_tree_without_recursion(shared):
     infos = module_infos(deep, named=named_modules(deep))
     assert len(infos) == 3001  # 3,000 Sequentials and the Linear, listed once however shared
     assert infos[0].params == 6 and infos[0].param_bytes == 24  # a shared parameter counted once
+
+
+# ================================================================================ property sweeps
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+SWEEP = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=6))
+_JSONISH = st.recursive(_SCALARS, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)), max_leaves=5)
+
+
+def _mostly(good):
+    """Usually a plausible value, sometimes any JSON-like value (the corruption)."""
+    return st.one_of(good, good, good, _JSONISH)
+
+
+_ARG_KEYS = ["External id", "correlation", "device", "stream", "bytes", "Sequence number", "Fwd thread id",
+             "Bytes", "Total Allocated", "Total Reserved", "Device Type", "Device Id", "Input Dims"]
+_EVENT = st.fixed_dictionaries({}, optional={
+    "ph": _mostly(st.sampled_from(["X", "i", "s", "f", "M"])),
+    "cat": _mostly(st.sampled_from(["cpu_op", "kernel", "user_annotation", "Operator", "cuda_runtime",
+                                    "gpu_memcpy", "ac2g", "fwdbwd", "python_function"])),
+    "name": _mostly(st.sampled_from(["aten::mm", "[memory]", "roofline::fc", "ProfilerStep#1"])),
+    "ts": _mostly(st.one_of(st.floats(-1e6, 1e12), st.integers(-10**6, 10**12))),
+    "dur": _mostly(st.one_of(st.floats(0, 1e6), st.integers(0, 10**6))),
+    "args": _mostly(st.dictionaries(st.sampled_from(_ARG_KEYS), _mostly(st.integers(-5, 10**6)), max_size=4)),
+    "pid": _mostly(st.integers(0, 9)),
+    "tid": _mostly(st.one_of(st.integers(0, 9), st.text(max_size=3))),
+    "id": _mostly(st.integers(0, 9)),
+})
+_DOCUMENT = st.one_of(
+    st.fixed_dictionaries({"traceEvents": st.lists(_mostly(_EVENT), max_size=8)},
+                          optional={"deviceProperties": _mostly(st.lists(st.dictionaries(
+                              st.sampled_from(["id", "name", "computeMajor", "numSms"]), _SCALARS), max_size=2)),
+                              "baseTimeNanoseconds": _SCALARS}),
+    st.lists(_mostly(_EVENT), max_size=8),  # the bare list of events
+    _JSONISH.filter(lambda doc: not isinstance(doc, str)),  # a str would be a path
+)
+
+
+def _check_trace(trace) -> None:
+    import math
+
+    from torch_roofline.timing.trace import Trace
+
+    assert isinstance(trace, Trace)
+    for event in trace.events:
+        assert math.isfinite(event.start_s) and math.isfinite(event.dur_s) and event.dur_s >= 0.0
+        assert isinstance(event.args, collections_abc.Mapping)
+        hash((event.pid, event.tid))  # grouped by thread downstream
+    assert all(math.isfinite(m.time_s) for m in trace.memory)
+    assert all(math.isfinite(f.time_s) for f in trace.flows)
+
+
+import collections.abc as collections_abc  # noqa: E402
+
+
+@SWEEP
+@given(_DOCUMENT)
+def test_sweep_random_trace_documents_give_a_trace_or_a_trace_error(document):
+    try:
+        trace = load_trace(document)
+    except TraceError as err:
+        assert str(err).startswith("load_trace('<dict>'): ") and err.expected and err.got
+    else:
+        _check_trace(trace)
+
+
+@SWEEP
+@given(st.lists(_EVENT, min_size=1, max_size=6), st.data())
+def test_sweep_corrupted_trace_files_give_a_trace_or_a_trace_error(events, data):
+    import tempfile
+
+    raw = json.dumps({"traceEvents": events}).encode()
+    if data.draw(st.booleans(), label="gzip"):
+        raw = gzip.compress(raw)
+    action = data.draw(st.sampled_from(["keep", "truncate", "flip", "insert"]), label="corruption")
+    if action == "truncate":
+        raw = raw[: data.draw(st.integers(0, len(raw)), label="cut at")]
+    elif action in ("flip", "insert") and raw:
+        at = data.draw(st.integers(0, len(raw) - 1), label="at")
+        byte = bytes([data.draw(st.integers(0, 255), label="byte")])
+        raw = raw[:at] + byte + raw[at + (action == "flip"):]
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "trace.json")
+        with open(path, "wb") as f:
+            f.write(raw)
+        try:
+            trace = load_trace(path)
+        except TraceError as err:
+            assert err.source == path and path in str(err)
+        else:
+            _check_trace(trace)
+
+
+def _forbidden_key(key: str) -> bool:
+    """Keys torch itself refuses for a ModuleDict: empty, dotted, or an existing attribute."""
+    import torch
+
+    return not key or "." in key or hasattr(torch.nn.ModuleDict(), key)
+
+
+_KEYS = st.text(min_size=1, max_size=12).filter(lambda k: not _forbidden_key(k))
+
+
+class _Blocks:
+    """A model whose ModuleDict keys are ``keys``; each block is a Linear(2, 2)."""
+
+    @staticmethod
+    def build(keys, device="cpu"):
+        import torch
+        from torch import nn
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.blocks = nn.ModuleDict({k: nn.Linear(2, 2) for k in keys})
+
+            def forward(self, x):
+                for block in self.blocks.values():
+                    x = block(x)
+                return x
+
+        with torch.device(device):
+            return Net()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_KEYS, min_size=1, max_size=3, unique=True))
+def test_sweep_module_names_are_kept_and_shown_as_written(keys):
+    import csv
+    import io
+
+    import torch
+
+    from torch_roofline import count, predict
+    from torch_roofline._report_text import shown_name
+    from torch_roofline.report import RooflineReport
+
+    names = ["", "blocks"] + [f"blocks.{k}" for k in keys]
+    result = count(_Blocks.build(keys), torch.randn(3, 2))
+    assert [m["name"] for m in json.loads(result.to_json())["modules"]] == names  # exactly as written
+    assert result.by_module()[f"blocks.{keys[0]}"].flops == 2 * 3 * 2 * 2  # 2*3*2*2 = 24: the key kept its work
+    rows = result.table().split("\ntotal:")[0].splitlines()
+    assert len(rows) == 2 + len(names)  # header, rule, one line per module: no name breaks a row
+    for key in keys:
+        assert any(row.lstrip().startswith(shown_name(key) + " ") for row in rows), (key, rows)
+
+    report = predict(_Blocks.build(keys, "meta"), torch.empty(3, 2, device="meta"), on="h100-sxm")["h100-sxm"]
+    again = RooflineReport.from_json(report.to_json())
+    assert [r.name for r in again.modules] == [r.name for r in report.modules]
+    assert {r.name for r in report.modules} == set(names)
+    csv_names = [row["name"] for row in csv.DictReader(io.StringIO(report.to_csv()))]
+    assert csv_names == [r.name for r in report.modules]
+    table = report.table(sort="tree", extras=False).splitlines()
+    assert len(table) == 2 + sum(r.phase == "all" for r in report.modules)
+    for name in names[2:]:
+        assert any(line.startswith(report.display_name(name) + " ") for line in table), (name, table)
+
+
+_DTYPES = ["float32", "float64", "float16", "bfloat16", "int64", "int32", "bool", "complex64"]
+_OPS = {
+    "add": lambda a, b: a + b,
+    "mul": lambda a, b: a * b,
+    "matmul": lambda a, b: a @ b,
+    "relu": lambda a, b: a.relu(),
+    "sum": lambda a, b: a.sum(-1),
+    "softmax": lambda a, b: a.softmax(-1),
+    "mean": lambda a, b: a.mean(),
+    "cat": lambda a, b: __import__("torch").cat([a, b], -1),
+    "where": lambda a, b: __import__("torch").where(a > 0, a, b),
+}
+_SHAPES = st.lists(st.integers(0, 4), max_size=3).map(tuple)
+
+
+@SWEEP
+@given(st.sampled_from(sorted(_OPS)), _SHAPES, _SHAPES, st.sampled_from(_DTYPES), st.sampled_from(_DTYPES),
+       st.booleans())
+def test_sweep_count_of_small_ops_matches_the_plain_step(op, shape_a, shape_b, dtype_a, dtype_b, backward):
+    """Whatever torch does with the step (forward, and backward of the default loss), count()
+    does the same: a result when it runs, the same exception when it fails (torch's, unchanged,
+    or our own clear ValueError for a step whose loss has no grad)."""
+    import torch
+    from torch import nn
+
+    from torch_roofline import count
+    from torch_roofline.count import run_step
+
+    def inputs():
+        def make(shape, dtype):
+            t = torch.ones(shape, dtype=getattr(torch, dtype))
+            return t.requires_grad_() if backward and (t.is_floating_point() or t.is_complex()) else t
+
+        return make(shape_a, dtype_a), make(shape_b, dtype_b)
+
+    class Op(nn.Module):
+        def forward(self, a, b):
+            return _OPS[op](a, b)
+
+    failures = (RuntimeError, TypeError, ValueError, IndexError)
+    try:
+        run_step(Op(), inputs(), backward=backward)  # the plain step: no counter
+        plain_error = None
+    except failures as err:
+        plain_error = err
+    try:
+        result = count(Op(), inputs(), backward=backward)
+    except failures as err:
+        assert plain_error is not None, f"count() failed where the plain step runs: {err!r}"
+        assert type(err) is type(plain_error), (err, plain_error)
+        if isinstance(err, ValueError) and "backward=True" in str(err):
+            assert "pass loss_fn=" in str(err)  # ours: names the fix
+        return
+    assert plain_error is None, f"count() ran what the plain step refuses: {plain_error!r}"
+    total = result.total
+    assert total.flops >= 0 and total.bytes_read >= 0 and total.bytes_written >= 0
+    assert len(result.table().splitlines()) >= 3 and json.loads(result.to_json())["total"]["flops"] == total.flops
+
+
+@SWEEP
+@given(st.one_of(_JSONISH, st.just("cuda")), st.sampled_from(["memory_model", "backend", "inputs"]))
+def test_sweep_count_arguments_fail_with_our_clear_errors(value, argument):
+    import torch
+
+    from torch_roofline import count
+
+    kwargs = {"memory_model": "op", "backend": "dispatch"}
+    inputs = torch.randn(2, 2)
+    if argument == "inputs":
+        inputs = value
+    else:
+        kwargs[argument] = value
+    try:
+        count(torch.nn.Linear(2, 2), inputs, **kwargs)
+    except (ValueError, TypeError) as err:
+        text = str(err)
+        assert ("count(" in text or "inputs" in text or "forward()" in text or "linear()" in text), text
+    except RuntimeError as err:  # torch itself: e.g. a (2, 2) weight against an empty tuple
+        assert argument == "inputs", err

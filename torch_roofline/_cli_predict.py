@@ -63,7 +63,7 @@ def run_predict(args: argparse.Namespace) -> int:
     for m in first.modules:
         if m.phase != "all" or (args.depth is not None and m.depth > args.depth):
             continue
-        row = [first.display_name(m.name) if m.name == "" else "  " * m.depth + m.name, m.type,
+        row = [first.display_name(m.name) if m.name == "" else "  " * m.depth + first.display_name(m.name), m.type,
                f"{m.flops / 1e9:.3f}", f"{(m.bytes_read + m.bytes_written) / 1e6:.2f}",
                "-" if m.intensity is None else f"{m.intensity:.1f}"]
         for dev_id in ids:

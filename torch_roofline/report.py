@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple, Union
 
 from torch_roofline._io import atomic_write
-from torch_roofline._report_text import _format_table, _summary, human_time
+from torch_roofline._report_text import _format_table, _summary, human_time, shown_name
 from torch_roofline.records import Roof
 
 __all__ = [
@@ -312,8 +312,10 @@ class RooflineReport:
         )
 
     def display_name(self, name: str) -> str:
-        """``name`` as shown to people: the root ``""`` becomes the model's class name."""
-        return name if name else self.model
+        """``name`` as shown to people: the root ``""`` becomes the model's class name; a name a
+        table cannot show as is (control characters, line breaks, tabs, leading or trailing
+        spaces) becomes its quoted Python ``repr`` (see ``_report_text.shown_name``)."""
+        return shown_name(name) if name else shown_name(self.model)
 
     def with_notes(self, *notes: str) -> "RooflineReport":
         """This report with ``notes`` appended to :attr:`notes` (the report itself when none)."""
@@ -486,7 +488,9 @@ class RooflineReport:
         """
         _, cls = self._level_rows(level)
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=_flat_columns(cls), lineterminator="\n")
+        # CRLF rows (RFC 4180, the csv module's default): a field holding "\r" or "\n" (a module
+        # name can) is then quoted, so every reader sees one row per module.
+        writer = csv.DictWriter(buf, fieldnames=_flat_columns(cls), lineterminator="\r\n")
         writer.writeheader()
         for d in self.records(level):
             writer.writerow({k: ("" if v is None else v) for k, v in d.items()})
