@@ -835,6 +835,19 @@ def test_sweep_module_names_are_kept_and_shown_as_written(keys):
         assert any(line.startswith(report.display_name(name) + " ") for line in table), (name, table)
 
 
+def test_chart_draws_names_literally(tmp_path):
+    """A ``$`` in a name is text, not matplotlib math (``$\\frac$`` would fail to draw)."""
+    import torch
+
+    from torch_roofline import predict
+
+    keys = ["$\\frac$", "a$b$c", "new\nline"]
+    report = predict(_Blocks.build(keys, "meta"), torch.empty(3, 2, device="meta"), on="h100-sxm")["h100-sxm"]
+    figure = report.plot(tmp_path / "chart.png", top_n=5)
+    labels = {t.get_text() for t in figure.axes[0].texts}
+    assert "blocks.$\\frac$".replace("$", r"\$") in labels and (tmp_path / "chart.png").stat().st_size > 0
+
+
 _DTYPES = ["float32", "float64", "float16", "bfloat16", "int64", "int32", "bool", "complex64"]
 _OPS = {
     "add": lambda a, b: a + b,
