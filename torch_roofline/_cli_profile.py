@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from torch_roofline.count import run_step
     from torch_roofline.profiler import RooflineProfiler, resolve_device, schedule
 
-    check_out(args.out)  # a bad --out, --roof, --device or shape fails before any work
+    check_out(args.out)  # then MODEL and its arguments, then --roof: all before the first step runs
     spec = load_model(args.model, args.input_shape, dtype=args.dtype, device=args.device, train=args.train)
     device = resolve_device(args.roof, torch.device(args.device))
     model = spec.model

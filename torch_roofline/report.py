@@ -484,7 +484,9 @@ class RooflineReport:
     def to_csv(self, path: Union[str, os.PathLike, None] = None, level: str = "module") -> str:
         """CSV of the ``level`` rows (columns as :meth:`records`; empty cell = unknown).
 
-        Returns the CSV text and writes it to ``path`` when given.
+        Returns the CSV text and writes it to ``path`` when given (whole or not at all). Rows
+        end in CRLF, as RFC 4180 and the csv module write them, so a name holding a line break
+        is quoted and stays one row for every reader.
         """
         _, cls = self._level_rows(level)
         buf = io.StringIO()
