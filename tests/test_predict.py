@@ -103,25 +103,42 @@ def test_dtype_what_if_halves_bytes_not_flops():
 
 
 def test_70b_decoder_on_meta_is_fast_and_small():
+    # What is bounded: what building and predicting the model costs this process, not the
+    # process's history. The child measures its own peak RSS growth (VmHWM after minus VmRSS
+    # before; ru_maxrss would not do: Linux carries the parent's peak across fork/vfork + exec,
+    # so inside a pytest process that once held 2 GiB the child "used" 2 GiB before it ran a
+    # line) and its own CPU time (wall time doubles when another process shares the cores).
     code = f"""
 import resource, sys, time, importlib.util, torch
 sys.path.insert(0, {ROOT!r})
+
+def rss_kib(field):  # this process image only (Linux); elsewhere the peak since start
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+    except OSError:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak // 1024 if sys.platform == "darwin" else peak  # macOS: bytes
+
 spec = importlib.util.spec_from_file_location("m", {os.path.join(ROOT, "examples", "llm_whatif.py")!r})
 m = importlib.util.module_from_spec(spec); sys.modules["m"] = m; spec.loader.exec_module(m)
 from torch_roofline import predict
 c = m.Config(dim=8192, layers=80, heads=64, ffn=28672, vocab=32000)
-t = time.time()
+before_kib = rss_kib("VmRSS")
+t = time.process_time()
 model = m.build(c)
 r = predict(model, (torch.zeros(1, 16, dtype=torch.long, device="meta"),), on="h100-sxm")["h100-sxm"]
-print(sum(p.numel() for p in model.parameters()), r.totals.flops, time.time() - t,
-      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+print(sum(p.numel() for p in model.parameters()), r.totals.flops, time.process_time() - t,
+      (rss_kib("VmHWM") - before_kib) * 1024)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    params, flops, seconds, rss = out.stdout.split()
+    params, flops, cpu_seconds, grown_bytes = out.stdout.split()
     assert int(params) > 68e9  # a 70B-class model
-    assert float(seconds) < 60
-    assert int(rss) < 2 * 1024 ** 3
+    assert float(cpu_seconds) < 60  # about 4 s on a 2-core CI machine
+    # No weight is allocated: 70e9 bf16 weights would be 140 GB, one layer's MLP ~0.9 GB.
+    # Measured: ~100 MiB for the module objects, hooks and fake tensors.
+    assert int(grown_bytes) < 512 * 1024 ** 2
 
 
 def test_unknown_device_lists_close_matches():

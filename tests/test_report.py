@@ -176,7 +176,8 @@ def test_from_json_errors(tmp_path):
 def test_to_csv_columns_carry_units(measured, tmp_path):
     path = tmp_path / "modules.csv"
     text = measured.to_csv(path)
-    assert path.read_text() == text
+    assert path.read_bytes().decode("utf-8") == text  # rows end in CRLF (RFC 4180), as returned
+    assert text.endswith("\r\n") and "\n" not in text.replace("\r\n", "")
     rows = list(csv.DictReader(io.StringIO(text)))
     header = list(rows[0])
     for col in ("name", "type", "phase", "calls", "flops", "macs", "bytes_read", "bytes_written",

@@ -58,6 +58,11 @@ def logdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(logdir):
+    return make_client(logdir)
+
+
+def make_client(logdir: str) -> Client:
+    """A werkzeug Client over TensorBoard's app for ``logdir``, built as ``tensorboard`` builds it."""
     loaders = default.get_plugins()
     if RooflinePlugin not in loaders:  # present already when the package is pip-installed
         loaders = loaders + [RooflinePlugin]

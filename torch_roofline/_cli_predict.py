@@ -7,7 +7,7 @@ import os
 import sys
 from typing import List, Optional
 
-from torch_roofline._cli_args import add_model_arguments
+from torch_roofline._cli_args import add_model_arguments, check_out, non_negative_int
 from torch_roofline.records import MEMORY_MODELS
 from torch_roofline.report import parent_names
 
@@ -24,7 +24,7 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--dtype", default=None, help="what-if dtype: fp32, bf16, fp16, fp8 or int8")
     p.add_argument("--train", action="store_true", help="forward + backward")
     p.add_argument("--memory-model", choices=MEMORY_MODELS, default="op")
-    p.add_argument("--depth", type=int, default=1, help="table depth (default 1)")
+    p.add_argument("--depth", type=non_negative_int, default=1, help="table depth (default 1; 0: the model only)")
     p.add_argument("--out", default=None, metavar="DIR", help="write report-<device>.json files and roofline.png")
     p.set_defaults(func=run_predict)
 
@@ -33,7 +33,7 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     d.add_argument("a", metavar="A.json")
     d.add_argument("b", metavar="B.json")
     d.add_argument("--phase", default="all")
-    d.add_argument("--depth", type=int, default=None)
+    d.add_argument("--depth", type=non_negative_int, default=None, help="table depth (default: all modules)")
     d.set_defaults(func=run_diff)
 
 
@@ -44,24 +44,26 @@ def _ms(x: Optional[float]) -> str:
 def run_predict(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from torch_roofline._models import load_model
+    from torch_roofline._models import load_model, running
     from torch_roofline.predict import WHAT_IF_DTYPES, predict
 
+    check_out(args.out)
     if not args.on:
         raise ValueError("predict: name at least one device with --on, e.g. --on h100-sxm (list: torch-roofline devices)")
     if args.dtype is not None and args.dtype not in WHAT_IF_DTYPES:
         raise ValueError(f"--dtype {args.dtype!r}: expected one of {sorted(WHAT_IF_DTYPES)}")
     build_dtype = args.dtype if args.dtype in ("fp32", "bf16", "fp16") else None
     spec = load_model(args.model, args.input_shape, dtype=build_dtype, device="meta", train=args.train)
-    reports = predict(spec.model, spec.inputs, on=args.on, dtype=args.dtype, backward=args.train,
-                      memory_model=args.memory_model, loss_fn=spec.loss_fn)
+    with running(spec):
+        reports = predict(spec.model, spec.inputs, on=args.on, dtype=args.dtype, backward=args.train,
+                          memory_model=args.memory_model, loss_fn=spec.loss_fn)
     ids = list(reports)
     first = reports[ids[0]]
     rows = []
     for m in first.modules:
         if m.phase != "all" or (args.depth is not None and m.depth > args.depth):
             continue
-        row = [first.display_name(m.name) if m.name == "" else "  " * m.depth + m.name, m.type,
+        row = [first.display_name(m.name) if m.name == "" else "  " * m.depth + first.display_name(m.name), m.type,
                f"{m.flops / 1e9:.3f}", f"{(m.bytes_read + m.bytes_written) / 1e6:.2f}",
                "-" if m.intensity is None else f"{m.intensity:.1f}"]
         for dev_id in ids:
@@ -97,9 +99,7 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_diff(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from torch_roofline.report import RooflineReport
-
-    a, b = RooflineReport.from_json(args.a), RooflineReport.from_json(args.b)
+    a, b = _read_report(args.a, "A.json"), _read_report(args.b, "B.json")
 
     def t(row) -> Optional[float]:
         return row.time_s if row.time_s is not None else row.roofline_time_s
@@ -126,3 +126,13 @@ def run_diff(args: argparse.Namespace) -> int:
     print(tabulate(out, headers=["module", "type", "A [ms]", "B [ms]", "B/A", "A eff. %", "B eff. %", "bound"],
                    tablefmt="simple", disable_numparse=True))
     return 0
+
+
+def _read_report(path: str, role: str):
+    """A report.json named on the command line; a ValueError naming the argument otherwise."""
+    from torch_roofline.report import RooflineReport
+
+    try:
+        return RooflineReport.from_json(path)
+    except ValueError as exc:
+        raise ValueError(f"{role} {path!r}: {exc}") from exc

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from torch_roofline._cli_args import add_model_arguments
+from torch_roofline._cli_args import add_model_arguments, check_out, non_negative_int, positive_int
 from torch_roofline.records import MEMORY_MODELS
 
 __all__ = ["add_parser"]
@@ -23,9 +23,9 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--roof", default="auto",
                    help="auto (default), datasheet, measured, a catalog device name, or a roofs .toml/.yaml file")
     p.add_argument("--memory-model", choices=MEMORY_MODELS, default="op")
-    p.add_argument("--steps", type=int, default=2, help="profiled steps, averaged (default 2, after 1 warm-up step)")
-    p.add_argument("--depth", type=int, default=2, help="table depth (default 2)")
-    p.add_argument("--top", type=int, default=25, help="table rows (default 25, by time)")
+    p.add_argument("--steps", type=positive_int, default=2, help="profiled steps, averaged (default 2, after 1 warm-up step)")
+    p.add_argument("--depth", type=non_negative_int, default=2, help="table depth (default 2; 0: the model only)")
+    p.add_argument("--top", type=positive_int, default=25, help="table rows (default 25, by time)")
     p.add_argument("--out", default=None, metavar="DIR", help="write report.json, report.csv and roofline.png here")
     p.set_defaults(func=run)
 
@@ -37,14 +37,13 @@ def _say(msg: str) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from torch_roofline._models import load_model
+    from torch_roofline._models import load_model, running
     from torch_roofline.count import run_step
     from torch_roofline.profiler import RooflineProfiler, resolve_device, schedule
 
-    if args.steps < 1:
-        raise ValueError(f"--steps {args.steps}: expected at least 1")
-    device = resolve_device(args.roof, torch.device(args.device))  # a bad --roof fails before any work
+    check_out(args.out)  # then MODEL and its arguments, then --roof: all before the first step runs
     spec = load_model(args.model, args.input_shape, dtype=args.dtype, device=args.device, train=args.train)
+    device = resolve_device(args.roof, torch.device(args.device))
     model = spec.model
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3) if args.train else None
 
@@ -57,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
                 run_step(model, spec.inputs)
 
     _say(f"{spec.label}: warm-up step")
-    one_step()
+    with running(spec):  # the first call: a model that cannot run on these shapes fails here
+        one_step()
     prof = RooflineProfiler(model, device=args.device, roof=device, memory_model=args.memory_model,
                             schedule=schedule(wait=0, warmup=1, active=args.steps))
     t0 = time.perf_counter()

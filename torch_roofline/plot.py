@@ -8,7 +8,8 @@ intensity and its achieved FLOP/s (attainable FLOP/s when the report is predicte
 its time and coloured by its bound. Points above their roof are ringed in black (suspect).
 
 Drawing uses matplotlib's object API with the Agg canvas: no display, no pyplot state.
-The file format follows the path's extension (``.png``, ``.svg`` or ``.pdf``).
+The file format follows the path's extension (``.png``, ``.svg`` or ``.pdf``); the file is
+written whole or not at all (a temporary file renamed into place).
 
 Example::
 
@@ -21,6 +22,7 @@ import math
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from torch_roofline._io import atomic_open
 from torch_roofline.records import Roof
 from torch_roofline.report import BOUNDS, parent_names
 
@@ -79,7 +81,7 @@ def plot_roofline(
         ax.scatter([], [], s=40, color=BOUND_COLORS[cls], label=f"{cls}-bound", alpha=0.8)
     device = report.device.name or report.device.id
     what = "predicted (attainable)" if report.predicted else "measured"
-    _finish(ax, title or f"{report.model} on {device}: {level}s, {what}")
+    _finish(ax, title or _literal(f"{report.model} on {device}: {level}s, {what}"))
     _save(fig, path)
     return fig
 
@@ -112,7 +114,7 @@ def plot_devices(
         color = _ROOF_COLORS[i % len(_ROOF_COLORS)]
         device = report.device.name or report.device.id
         for j, roof in enumerate(roofs):
-            label = f"{device}: {_roof_label(roof)}"
+            label = _literal(f"{device}: {_roof_label(roof)}")
             _draw_roof(ax, roof, lo, hi, color, label=label, alpha=1.0 - 0.25 * min(j, 2))
         for cls, marker in _BOUND_MARKERS.items():
             sel = [p for p in points if p[3] == cls]
@@ -122,7 +124,7 @@ def plot_devices(
     for cls in BOUNDS:
         ax.scatter([], [], s=40, marker=_BOUND_MARKERS[cls], color="#555555", label=f"{cls}-bound")
     model = reports[0].model
-    _finish(ax, title or f"{model} on {len(reports)} device(s): {level}s")
+    _finish(ax, title or _literal(f"{model} on {len(reports)} device(s): {level}s"))
     _save(fig, path)
     return fig
 
@@ -236,7 +238,12 @@ def _draw_points(ax, report, points: Sequence[Point], top_n: int) -> None:
         # dots that (nearly) coincide get their labels stacked instead of overprinted
         near = sum(1 for x, y in placed if abs(math.log10(x / p[0])) < 0.06 and abs(math.log10(y / p[1])) < 0.06)
         placed.append((p[0], p[1]))
-        ax.annotate(p[4], (p[0], p[1]), xytext=(5, 4 - 9 * near), textcoords="offset points", fontsize=7)
+        ax.annotate(_literal(p[4]), (p[0], p[1]), xytext=(5, 4 - 9 * near), textcoords="offset points", fontsize=7)
+
+
+def _literal(text: str) -> str:
+    """``text`` drawn as written: matplotlib reads ``$...$`` as math (and fails on bad math)."""
+    return text.replace("$", r"\$")
 
 
 def _finish(ax, title: str) -> None:
@@ -250,5 +257,9 @@ def _finish(ax, title: str) -> None:
 
 
 def _save(fig, path: Optional[PathLike]) -> None:
+    """Save ``fig`` to ``path`` (format from the extension) whole or not at all: a full disk
+    leaves no truncated image behind."""
     if path is not None:
-        fig.savefig(os.fspath(path), dpi=120)
+        fmt = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
+        with atomic_open(path, "wb", caller="plot_roofline") as handle:
+            fig.savefig(handle, format=fmt, dpi=120)

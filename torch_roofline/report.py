@@ -30,7 +30,8 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple, Union
 
-from torch_roofline._report_text import _format_table, _summary, human_time
+from torch_roofline._io import atomic_write
+from torch_roofline._report_text import _format_table, _summary, human_time, shown_name
 from torch_roofline.records import Roof
 
 __all__ = [
@@ -88,8 +89,11 @@ def parent_names(names: Iterable[str]) -> Set[str]:
     a name not in the set is a leaf among ``names``."""
     parents: Set[str] = set()
     for name in names:
-        parts = name.split(".") if name else []
-        parents.update(".".join(parts[:i]) for i in range(len(parts)))
+        while name:  # up to the first ancestor already known: linear in the names, at any depth
+            name = name.rpartition(".")[0]
+            if name in parents:
+                break
+            parents.add(name)
     return parents
 
 @dataclass(frozen=True)
@@ -309,8 +313,10 @@ class RooflineReport:
         )
 
     def display_name(self, name: str) -> str:
-        """``name`` as shown to people: the root ``""`` becomes the model's class name."""
-        return name if name else self.model
+        """``name`` as shown to people: the root ``""`` becomes the model's class name; a name a
+        table cannot show as is (control characters, line breaks, tabs, leading or trailing
+        spaces) becomes its quoted Python ``repr`` (see ``_report_text.shown_name``)."""
+        return shown_name(name) if name else shown_name(self.model)
 
     def with_notes(self, *notes: str) -> "RooflineReport":
         """This report with ``notes`` appended to :attr:`notes` (the report itself when none)."""
@@ -363,12 +369,13 @@ class RooflineReport:
         """The JSON text (compact, sorted keys, ``null`` for unknowns); also written to ``path``.
 
         Compact because the indenting encoder is pure Python and slow on 1,000-module models;
-        ``python -m json.tool report.json`` pretty-prints it.
+        ``python -m json.tool report.json`` pretty-prints it. The file is written whole or not
+        at all (a temporary file renamed into place); a failed write raises an ``OSError``
+        naming the path and leaves no partial file.
         """
         text = json.dumps(self.to_dict(), sort_keys=True, allow_nan=False)
-        if path is not None:
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(text + "\n")
+        if path is not None:  # whole or not at all: a full disk leaves no truncated report
+            atomic_write(path, text + "\n", caller="RooflineReport.to_json")
         return text
 
     @classmethod
@@ -435,17 +442,26 @@ class RooflineReport:
         if isinstance(path_or_text, str) and path_or_text.lstrip().startswith("{"):
             text = path_or_text
         else:
-            if not os.path.exists(path_or_text):
+            path = os.fspath(path_or_text)
+            if not os.path.exists(path):
                 raise FileNotFoundError(
-                    f"RooflineReport.from_json: no file {os.fspath(path_or_text)!r}; pass the path "
+                    f"RooflineReport.from_json: no file {path!r}; pass the path "
                     f"of a report.json written by to_json(path), or its JSON text"
                 )
-            with open(path_or_text, encoding="utf-8") as f:
-                text = f.read()
+            if os.path.isdir(path):
+                raise ValueError(f"RooflineReport.from_json: {path!r} is a directory; pass the report.json in it "
+                                 f"(e.g. {os.path.join(path, 'report.json')!r})")
+            try:
+                with open(path, encoding="utf-8") as f:
+                    text = f.read()
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"RooflineReport.from_json: {path!r} is not UTF-8 text ({exc}); expected a "
+                                 "report.json written by to_json(path)") from None
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"RooflineReport.from_json: not valid JSON ({exc})") from None
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise ValueError(f"RooflineReport.from_json: not valid JSON ({exc or 'nested too deeply'}); expected a "
+                             "report.json written by to_json(path)") from None
         return cls.from_dict(data)
 
     # ---------------------------------------------------------------- tables for programs
@@ -471,18 +487,21 @@ class RooflineReport:
     def to_csv(self, path: Union[str, os.PathLike, None] = None, level: str = "module") -> str:
         """CSV of the ``level`` rows (columns as :meth:`records`; empty cell = unknown).
 
-        Returns the CSV text and writes it to ``path`` when given.
+        Returns the CSV text and writes it to ``path`` when given (whole or not at all). Rows
+        end in CRLF, as RFC 4180 and the csv module write them, so a name holding a line break
+        is quoted and stays one row for every reader.
         """
         _, cls = self._level_rows(level)
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=_flat_columns(cls), lineterminator="\n")
+        # CRLF rows (RFC 4180, the csv module's default): a field holding "\r" or "\n" (a module
+        # name can) is then quoted, so every reader sees one row per module.
+        writer = csv.DictWriter(buf, fieldnames=_flat_columns(cls), lineterminator="\r\n")
         writer.writeheader()
         for d in self.records(level):
             writer.writerow({k: ("" if v is None else v) for k, v in d.items()})
         text = buf.getvalue()
         if path is not None:
-            with open(path, "w", encoding="utf-8", newline="") as f:
-                f.write(text)
+            atomic_write(path, text, caller="RooflineReport.to_csv", newline="")
         return text
 
     def to_dataframe(self, level: str = "module"):

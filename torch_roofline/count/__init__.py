@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
+from torch_roofline._depth import hooked_call_headroom, named_modules
 from torch_roofline.count.formulas import NO_ARITHMETIC, FlopCount, register_formula
 from torch_roofline.count.mode import OpCounter, module_infos
 from torch_roofline.count.result import CountResult
@@ -92,7 +93,7 @@ def count(
     tree = modules if modules is not None else (model if isinstance(model, nn.Module) else None)
     if isinstance(model, nn.Module):
         check_devices(model, inputs, hint=" (use 'meta' for both to count a model too big to allocate)")
-    named = list(tree.named_modules()) if tree is not None else None
+    named = named_modules(tree) if tree is not None else None  # no recursion: any depth
     infos = module_infos(tree, root_type=getattr(model, "__name__", None), named=named)
     on_meta = _any_meta(named, inputs)
     with OpCounter(tree, formulas, meta_attention=on_meta, named_modules=named) as counter:
@@ -120,9 +121,23 @@ def run_step(
 ) -> Any:
     """Run one step: forward (``model(*inputs)``), optionally backward and optimizer step.
 
-    Shared by the counter and the profiler so both run exactly the same step.
+    Shared by the counter and the profiler so both run exactly the same step. It runs with
+    the recursion headroom our module hooks need (:func:`~torch_roofline._depth.
+    hooked_call_headroom`), so a model as deep as the plain forward handles runs here too.
     Returns the model's output.
     """
+    with hooked_call_headroom():
+        return _run_step(model, inputs, backward=backward, loss_fn=loss_fn, optimizer=optimizer)
+
+
+def _run_step(
+    model: Callable[..., Any],
+    inputs: Inputs,
+    *,
+    backward: bool,
+    loss_fn: Optional[Callable[[Any], torch.Tensor]],
+    optimizer: Optional[torch.optim.Optimizer],
+) -> Any:
     if inputs is None:
         output = model()
     elif isinstance(inputs, torch.Tensor):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from torch_roofline._cli_args import add_model_arguments
+from torch_roofline._cli_args import add_model_arguments, non_negative_int
 from torch_roofline.records import MEMORY_MODELS
 
 __all__ = ["add_parser"]
@@ -21,7 +21,7 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--dtype", default=None, help="fp32 (default), bf16 or fp16")
     p.add_argument("--device", default="cpu", help="cpu (default) or meta (no weights allocated)")
     p.add_argument("--backend", choices=("dispatch", "fvcore"), default="dispatch")
-    p.add_argument("--depth", type=int, default=None, help="table depth (default: all modules)")
+    p.add_argument("--depth", type=non_negative_int, default=None, help="table depth (default: all modules)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.set_defaults(func=run)
 
@@ -29,13 +29,14 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from torch_roofline._models import load_model
+    from torch_roofline._models import load_model, running
     from torch_roofline.count import count
 
     spec = load_model(args.model, args.input_shape, dtype=args.dtype, device=args.device, train=args.train)
     optimizer = torch.optim.AdamW(spec.model.parameters()) if args.train else None
-    result = count(spec.model, spec.inputs, backward=args.train, loss_fn=spec.loss_fn if args.train else None,
-                   optimizer=optimizer, memory_model=args.memory_model, backend=args.backend)
+    with running(spec):
+        result = count(spec.model, spec.inputs, backward=args.train, loss_fn=spec.loss_fn if args.train else None,
+                       optimizer=optimizer, memory_model=args.memory_model, backend=args.backend)
     if args.json:
         sys.stdout.write(result.to_json() + "\n")
     else:

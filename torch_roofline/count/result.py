@@ -7,6 +7,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
+from torch_roofline._io import atomic_write
+from torch_roofline._report_text import shown_name
 from torch_roofline.records import PHASES, Cost, ModuleInfo, OpCost
 
 __all__ = ["CountResult"]
@@ -142,7 +144,11 @@ class CountResult:
 
     # ---- output -----------------------------------------------------------------------
     def table(self, depth: Optional[int] = None, phase: Optional[str] = None) -> str:
-        """A per-module table (inclusive values) with units in the headers."""
+        """A per-module table (inclusive values) with units in the headers.
+
+        Each row shows the last part of a module's name, as written, or quoted with escapes
+        when it holds control characters, line breaks, tabs or edge spaces (JSON keeps it exactly).
+        """
         from tabulate import tabulate
 
         inc = self.by_module(phase)
@@ -153,7 +159,7 @@ class CountResult:
             if depth is not None and d > depth:
                 continue
             c = inc[m.name]
-            label = ("  " * d) + (m.name.rsplit(".", 1)[-1] if m.name else root_type)
+            label = ("  " * d) + shown_name(m.name.rsplit(".", 1)[-1] if m.name else root_type)
             rows.append([
                 label, m.type, c.calls, _fmt(m.params / 1e6, 3), _fmt(c.flops / 1e9, 3), _fmt(c.macs / 1e9, 3),
                 _fmt(c.bytes_read / 1e6, 2) if self.has_bytes else "n/a",
@@ -210,9 +216,8 @@ class CountResult:
     def to_json(self, path: Optional[str] = None) -> str:
         """JSON text of :meth:`to_dict`; also written to ``path`` when given."""
         text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
-        if path:
-            with open(path, "w", encoding="utf-8") as fh:
-                fh.write(text)
+        if path:  # whole or not at all
+            atomic_write(path, text, caller="CountResult.to_json")
         return text
 
 

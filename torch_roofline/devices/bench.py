@@ -36,11 +36,13 @@ import statistics
 import sys
 import time
 import types
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from torch_roofline._io import atomic_write
 from torch_roofline.devices._cpu import CpuInfo, read_cpu_info
 from torch_roofline.devices._device import Device, dtype_key
 
@@ -432,7 +434,10 @@ def run_bench(
     Returns:
         The :class:`BenchResult`; dtypes already in the cache are not measured again.
     """
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"run_bench(device={device!r}): expected 'cpu', 'cuda' or 'cuda:N'") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("bench --device cuda: torch sees no CUDA device here; use --device cpu")
     if dev.type not in ("cpu", "cuda"):
@@ -484,10 +489,23 @@ def run_bench(
         array_bytes=4 * elements, gemm_by_library=types.MappingProxyType(by_library),
         mode="quick" if quick else "full",
     )
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(result.to_dict(), f, indent=1, sort_keys=True)
+    _save_cache(path, result)
     return result
+
+
+def _save_cache(path: str, result: BenchResult) -> None:
+    """Cache ``result`` at ``path``, whole or not at all. A cache that cannot be written (a
+    full disk, a read-only home) costs a warning, never the measurement just made."""
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write(path, json.dumps(result.to_dict(), indent=1, sort_keys=True), caller="run_bench")
+    except OSError as err:
+        warnings.warn(
+            f"run_bench: the measurement was not cached ({err}); it is used now and measured again next "
+            "time. Set TORCH_ROOFLINE_CACHE_DIR to a writable directory to keep it.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def stream_bandwidth(result: BenchResult) -> float:

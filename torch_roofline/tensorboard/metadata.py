@@ -10,9 +10,13 @@ import json
 
 from tensorboard.compat.proto import summary_pb2
 
-__all__ = ["PLUGIN_NAME", "PAYLOAD_VERSION", "create_summary_metadata"]
+__all__ = ["PLUGIN_NAME", "PAYLOAD_VERSION", "MAX_STEP", "create_summary_metadata"]
 
 PLUGIN_NAME = "roofline"
+
+#: Steps are TensorBoard's int64 event steps: the writer accepts 0..MAX_STEP and the tab
+#: serves exactly those (a negative step could be stored but never asked for).
+MAX_STEP = 2**63 - 1
 
 # Version of the plugin-content blob below (not of the report schema, which the
 # payload carries itself in its "schema" field).

@@ -6,8 +6,10 @@ Registered through the ``tensorboard_plugins`` entry point
 
 * ``/runs`` -> ``{run: {tag: [step, …]}}``, every run holding roofline reports;
 * ``/report?run=R&tag=T&step=S`` -> that report (schema JSON, NaN/inf as null);
-  400 for a missing or malformed parameter, 404 for an unknown run, tag or step,
-  422 when the stored payload is not JSON;
+  400 for a missing or malformed parameter (a step that is not an integer from 0 to
+  ``MAX_STEP``, the range the writer accepts), 404 for an unknown run, tag or step,
+  422 when the stored payload is not JSON or nests too deeply for Python's parser (a
+  report nests 4 levels); never 500 for anything a request or a stored payload holds;
 * ``/index.js``, ``/style.css`` -> the frontend (a fixed allow-list from ``static/``).
 
 Limits: listing steps reads every stored report of a tag (TensorBoard has no
@@ -29,7 +31,7 @@ from tensorboard.data import provider
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
-from torch_roofline.tensorboard.metadata import PLUGIN_NAME
+from torch_roofline.tensorboard.metadata import MAX_STEP, PLUGIN_NAME
 
 __all__ = ["RooflinePlugin"]
 
@@ -131,7 +133,9 @@ class RooflinePlugin(base_plugin.TBPlugin):
             )
         step = _parse_step(step_text)
         if step is None:
-            return _error(request, 400, f"step={step_text!r} is not a non-negative integer; expected e.g. step=100")
+            shown = step_text if len(step_text) <= 40 else f"{step_text[:20]}...({len(step_text)} characters)"
+            return _error(request, 400, f"step={shown!r} is not a non-negative integer up to {MAX_STEP} "
+                                        "(TensorBoard's int64 steps); expected e.g. step=100")
         ctx = plugin_util.context(request.environ)
         experiment = plugin_util.experiment_id(request.environ)
         index = self._index(ctx, experiment)
@@ -168,10 +172,13 @@ class RooflinePlugin(base_plugin.TBPlugin):
 
 
 def _parse_step(text: str) -> Optional[int]:
+    """A step from the query: decimal digits naming 0..MAX_STEP; ``None`` for anything else
+    (checked by length before ``int()``, which refuses numbers of over 4,300 digits)."""
     text = text.strip()
-    if not text.isdigit() or not text.isascii():
+    if not text.isdigit() or not text.isascii() or len(text.lstrip("0")) > len(str(MAX_STEP)):
         return None
-    return int(text)
+    step = int(text)
+    return step if step <= MAX_STEP else None
 
 
 class _NonStandardNumber(ValueError):
@@ -189,7 +196,8 @@ def _strict_json(value: Any) -> bytes:
     re-encoding of a multi-megabyte report); NaN/Infinity from another writer become null.
 
     Raises:
-        ValueError: when the tensor holds no single UTF-8 JSON document.
+        ValueError: when the tensor holds no single UTF-8 JSON document, or one nested too
+            deeply for ``json`` (RecursionError: the C parser stops at the recursion limit).
     """
     try:
         raw = value.item() if getattr(value, "size", 1) == 1 else None
@@ -204,10 +212,25 @@ def _strict_json(value: Any) -> bytes:
     except UnicodeDecodeError as exc:
         raise ValueError(f"not UTF-8 JSON ({exc})") from None
     try:
-        json.loads(text, parse_constant=_reject_constant)
+        _loads(text, _reject_constant)
         return raw
-    except _NonStandardNumber:
-        document = json.loads(text, parse_constant=_no_constants)
-        return json.dumps(document, allow_nan=False, sort_keys=True).encode("utf-8")
+    except _NonStandardNumber:  # NaN/Infinity from another writer: re-encoded once, as null
+        document = _loads(text, _no_constants)
+        try:
+            return json.dumps(document, allow_nan=False, sort_keys=True).encode("utf-8")
+        except RecursionError:  # parsed just below the limit, one frame deeper to encode
+            raise ValueError(_TOO_DEEP) from None
+
+
+def _loads(text: str, parse_constant: Any) -> Any:
+    """``json.loads`` whose failures (malformed, or nested past the recursion limit, where the
+    C parser stops cleanly) are ValueErrors naming the cause; ``parse_constant`` may raise."""
+    try:
+        return json.loads(text, parse_constant=parse_constant)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not UTF-8 JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError(_TOO_DEEP) from None
+
+
+_TOO_DEEP = "JSON nested too deeply to parse (a report nests 4 levels)"

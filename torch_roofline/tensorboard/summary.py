@@ -34,6 +34,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import operator
 import os
 import re
 import struct
@@ -44,7 +45,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 
 from torch_roofline.scalars import BOUNDS as _BOUNDS, finite as _finite, percent as _percent, totals_scalars
-from torch_roofline.tensorboard.metadata import create_summary_metadata
+from torch_roofline.tensorboard.metadata import MAX_STEP, create_summary_metadata
 
 __all__ = ["write_report", "write_image", "TensorBoardSink", "report_summary_pb", "report_json"]
 
@@ -256,8 +257,9 @@ def write_image(writer: Any, tag: str, png: bytes, step: int) -> None:
     """Write PNG bytes (an already rendered chart) as an image summary to ``writer``.
 
     ``writer``: a ``SummaryWriter``-like object (torch, tensorboardX) or a log directory.
-    ``step``: the global step the image is logged at.
+    ``step``: the global step the image is logged at (0 to ``MAX_STEP``).
     """
+    step = _check_step(step, "write_image")
     backend = _EventBackend(os.fspath(writer)) if isinstance(writer, (str, os.PathLike)) else _WriterBackend(writer)
     try:
         backend.summary(_image_summary(tag, png), step)
@@ -416,6 +418,21 @@ def _check_report(report: Any) -> None:
         )
 
 
+def _check_step(step: Any, caller: str) -> int:
+    """``step`` as an int from 0 to :data:`MAX_STEP` (TensorBoard's int64 steps, the range the
+    Roofline tab serves); a ValueError naming ``caller`` otherwise, before anything is written."""
+    try:
+        value = operator.index(step) if not isinstance(step, bool) else None
+    except TypeError:
+        value = None
+    if value is None or not 0 <= value <= MAX_STEP:
+        raise ValueError(
+            f"{caller}: step={step!r}; expected an integer from 0 to {MAX_STEP} (TensorBoard's int64 steps; "
+            "the Roofline tab serves only those), e.g. step=trainer.global_step"
+        )
+    return value
+
+
 def _check_top_n(top_n: int) -> int:
     if isinstance(top_n, bool) or not isinstance(top_n, int) or not 0 <= top_n <= _MAX_TOP_N:
         raise ValueError(
@@ -453,8 +470,8 @@ class TensorBoardSink:
         self._modules: Optional[Dict[str, str]] = None
 
     def write(self, report: Any, step: int = 0) -> None:
-        """Write ``report`` at ``step``: scalars, text, image and the tab's summary."""
-        self._write(report, step, fixed_modules=True)
+        """Write ``report`` at ``step`` (0 to ``MAX_STEP``): scalars, text, image and the tab's summary."""
+        self._write(report, _check_step(step, "TensorBoardSink.write"), fixed_modules=True)
 
     def _write(self, report: Any, step: int, *, fixed_modules: bool,
                report_dict: Optional[Mapping[str, Any]] = None) -> None:
@@ -503,7 +520,8 @@ def write_report(
             a Lightning ``TensorBoardLogger`` or its ``.experiment``, or an object with
             ``add_scalar``, ``add_text`` and ``log_dir``.
         report: a ``RooflineReport`` (``to_dict()``, ``table()``, ``plot()``).
-        step: global step of the summaries.
+        step: global step of the summaries, an integer from 0 to ``MAX_STEP`` (2**63 - 1): the
+            steps the Roofline tab can serve; others raise a ValueError before anything is written.
         tag: tag of the Roofline tab's data and prefix of the scalars/text/image.
         top_n: modules (by time, root excluded) given per-module scalars, 0-50.
         plot: also write the roofline chart as an image.
@@ -517,6 +535,7 @@ def write_report(
     steps, keep a :class:`TensorBoardSink` (or a ``SummaryWriter``) open instead.
     """
     _check_report(report)  # before an event file is created
+    step = _check_step(step, "write_report")
     sink = TensorBoardSink(writer_or_logdir, tag=tag, top_n=top_n, plot=plot)
     try:
         sink._write(report, step, fixed_modules=False, report_dict=report_dict)

@@ -5,7 +5,9 @@ torch.profiler and exports its Chrome/Kineto trace, :func:`load_trace` reads it 
 saved trace, GPU ones included) and :func:`attribute` turns it into :class:`TraceTiming`
 (:class:`~torch_roofline.records.OpTiming` and
 :class:`~torch_roofline.records.ModuleTiming` rows). :func:`kernel_counters` reads CUPTI
-hardware counters, when a trace has them, into measured FLOPs per kernel.
+hardware counters, when a trace has them, into measured FLOPs per kernel. A trace that cannot
+be read raises :class:`TraceError` (a ``ValueError`` naming the file, the event, the field,
+what was expected and what arrived).
 
 Example::
 
@@ -26,7 +28,7 @@ from torch_roofline.timing.counters import KernelCounters, kernel_counters, sass
 from torch_roofline.timing.quiet import quiet_native_stderr
 from torch_roofline.timing.ranges import RANGE_PREFIX, ModuleRanges, phase_range
 from torch_roofline.timing.session import DEFAULT_COUNTER_METRICS, ProfileSession
-from torch_roofline.timing.trace import DeviceProperties, Trace, TraceEvent, load_trace
+from torch_roofline.timing.trace import DeviceProperties, Trace, TraceError, TraceEvent, load_trace
 
 __all__ = [
     "RANGE_PREFIX",
@@ -36,6 +38,7 @@ __all__ = [
     "ProfileSession",
     "DEFAULT_COUNTER_METRICS",
     "Trace",
+    "TraceError",
     "TraceEvent",
     "DeviceProperties",
     "load_trace",

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from torch_roofline._cli_args import add_model_arguments
+from torch_roofline._cli_args import add_model_arguments, check_out, non_negative_int, positive_int
 from torch_roofline.records import MEMORY_MODELS
 
 __all__ = ["add_parser"]
@@ -20,9 +20,9 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     add_model_arguments(p, example_shape="8,3,224,224", optional=True)
     p.add_argument("--train", action="store_true", help="the traced step ran backward too")
     p.add_argument("--roof", default=None, help="roofs to use (default: the trace's GPU from the catalog)")
-    p.add_argument("--steps", type=int, default=None, help="model steps the trace holds (default: ProfilerStep count)")
+    p.add_argument("--steps", type=positive_int, default=None, help="model steps the trace holds (default: ProfilerStep count)")
     p.add_argument("--memory-model", choices=MEMORY_MODELS, default="op")
-    p.add_argument("--depth", type=int, default=2)
+    p.add_argument("--depth", type=non_negative_int, default=2, help="table depth (default 2; 0: the model only)")
     p.add_argument("--level", choices=("module", "op"), default="module")
     p.add_argument("--out", default=None, metavar="DIR", help="write report.json and roofline.png here")
     p.set_defaults(func=run)
@@ -32,15 +32,17 @@ def run(args: argparse.Namespace) -> int:
     from torch_roofline.offline import compare_counters, from_trace
     from torch_roofline.timing.trace import load_trace
 
-    trace = load_trace(args.file)  # a missing file: FileNotFoundError naming it
+    check_out(args.out)
+    trace = load_trace(args.file)  # FileNotFoundError, or a TraceError naming the event and field
     model = inputs = counted = None
     if args.model:
-        from torch_roofline._models import load_model
+        from torch_roofline._models import load_model, running
         from torch_roofline.count.replay import count_without_compute
 
         spec = load_model(args.model, args.input_shape, device="meta", train=args.train)
         model, inputs = spec.model, spec.inputs
-        counted = count_without_compute(model, inputs, backward=args.train, memory_model=args.memory_model)
+        with running(spec):
+            counted = count_without_compute(model, inputs, backward=args.train, memory_model=args.memory_model)
     report = from_trace(trace, model, inputs, roof=args.roof, backward=args.train,
                         memory_model=args.memory_model, steps=args.steps, counted=counted)
     print(report.table(depth=args.depth, level=args.level))

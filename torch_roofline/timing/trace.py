@@ -24,13 +24,24 @@ they are mapped onto the names above.
 
 Times: the trace stores microseconds; records hold seconds (``start_s`` from the trace's
 origin, the earliest timed event, and ``dur_s``).
+
+Validation: every way a file can be unreadable raises one error type, :class:`TraceError`
+(a ``ValueError``), naming the file, the event's index in ``traceEvents``, the field, what
+was expected and what arrived: a truncated or corrupt ``.gz``, a directory, bytes that are
+not UTF-8 JSON, a document without a ``traceEvents`` list, an event that is not a JSON
+object, and in the events that are kept: ``ts`` missing, null, a string, NaN or infinite;
+``dur`` not a finite number or negative (a NaN or negative duration would otherwise become
+a wrong time); ``args`` not an object; ``pid``/``tid`` a list or an object. A missing path
+raises ``FileNotFoundError``. Events of dropped kinds are only checked to be objects.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
+import zlib
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Iterable, List, Mapping, Optional, Tuple, Union
@@ -39,6 +50,7 @@ from torch_roofline._gc import paused_gc
 from torch_roofline.records import frozen_record
 
 __all__ = [
+    "TraceError",
     "EVENT_KINDS",
     "DEVICE_KINDS",
     "TraceEvent",
@@ -76,6 +88,55 @@ _CATEGORY_ALIASES: Mapping[str, str] = {
 }
 
 _US = 1e-6  # seconds per microsecond
+_RECORD_AGAIN = (
+    "the file is damaged or was not written by torch.profiler: record it again with "
+    "torch.profiler.profile(...).export_chrome_trace('trace.json') or tensorboard_trace_handler"
+)
+
+
+class TraceError(ValueError):
+    """A trace file (or parsed trace) that :func:`load_trace` cannot read.
+
+    The message says which file, which event (its index in ``traceEvents``), which field,
+    what was expected (with an example) and what arrived, and how to get a readable trace.
+    The parts are also attributes, for programs.
+
+    Attributes:
+        source: the path read, or ``"<dict>"`` for an already-parsed trace.
+        index: index of the offending event in ``traceEvents``; ``None`` when the problem is
+            the file or the document as a whole.
+        field: the offending field (``"ts"``, ``"dur"``, ``"args"``, ...); ``None`` for the
+            whole event, document or file.
+        expected: what the reader expected, with an example.
+        got: what it found (a short ``repr``).
+
+    Example::
+
+        try:
+            trace = load_trace("trace.json.gz")
+        except TraceError as err:
+            print(err.source, err.index, err.field)
+    """
+
+    def __init__(self, source: str, expected: str, got: str, *, index: Optional[int] = None,
+                 field: Optional[str] = None, fix: str = _RECORD_AGAIN) -> None:
+        self.source, self.index, self.field, self.expected, self.got = source, index, field, expected, got
+        where = "" if index is None else f"event {index}"
+        if field is not None:
+            where += f"{' ' if where else ''}field {field!r}"
+        super().__init__(
+            f"load_trace({source!r}): {where + ': ' if where else ''}expected {expected}, got {got}; {fix}"
+        )
+
+    def __reduce__(self):  # picklable (multiprocessing) although __init__ takes keywords
+        return (_rebuild_trace_error, (self.source, self.expected, self.got, self.index, self.field, self.args))
+
+
+def _rebuild_trace_error(source, expected, got, index, field, args) -> TraceError:
+    err = TraceError.__new__(TraceError)
+    ValueError.__init__(err, *args)
+    err.source, err.index, err.field, err.expected, err.got = source, index, field, expected, got
+    return err
 
 
 def _empty() -> Mapping[str, Any]:
@@ -267,6 +328,12 @@ def load_trace(source: Union[str, "os.PathLike[str]", Mapping[str, Any], List[An
     Returns:
         The trace, with times in seconds from its origin.
 
+    Raises:
+        TraceError: the file or an event cannot be read (see the module docstring); the
+            message names the file, the event index, the field, what was expected and what
+            arrived.
+        FileNotFoundError: no file at ``source``.
+
     Example::
 
         trace = load_trace("tests/data/alexnet_a100_forward.kineto.json.gz")
@@ -274,6 +341,9 @@ def load_trace(source: Union[str, "os.PathLike[str]", Mapping[str, Any], List[An
     """
     with paused_gc():  # millions of objects, no cycles: see torch_roofline._gc
         return _load(source)
+
+
+_TRACE_DOCUMENT = "a JSON object with a 'traceEvents' list, e.g. {\"traceEvents\": [{\"ph\": \"X\", ...}]}"
 
 
 def _load(source: Union[str, "os.PathLike[str]", Mapping[str, Any], List[Any]]) -> Trace:
@@ -285,17 +355,25 @@ def _load(source: Union[str, "os.PathLike[str]", Mapping[str, Any], List[Any]]) 
         data, label = source, "<dict>"
     if isinstance(data, list):
         data = {"traceEvents": data}
-    if not isinstance(data, Mapping) or not isinstance(data.get("traceEvents"), list):
-        keys = sorted(data)[:5] if isinstance(data, Mapping) else "-"
-        raise ValueError(
-            f"load_trace({label!r}): expected a Chrome trace, a JSON object with a "
-            f"'traceEvents' list (as written by torch.profiler's export_chrome_trace), got "
-            f"{type(data).__name__} with keys {keys}; pass a file exported by torch.profiler."
-        )
+    if not isinstance(data, Mapping):
+        raise TraceError(label, _TRACE_DOCUMENT, _describe(data),
+                         fix="pass a file exported by torch.profiler (export_chrome_trace)")
+    if not isinstance(data.get("traceEvents"), list):
+        if "traceEvents" in data:
+            got = f"'traceEvents' holding a JSON {_json_type(data['traceEvents'])}"
+        else:
+            got = f"an object with keys {sorted(map(str, data))[:5]} and no 'traceEvents'"
+        raise TraceError(label, _TRACE_DOCUMENT + " as written by torch.profiler's export_chrome_trace", got,
+                         field="traceEvents", fix="pass a file exported by torch.profiler")
     return _parse(data, label)
 
 
 def _read_json(path: str) -> Any:
+    if os.path.isdir(path):
+        found = sorted(n for n in os.listdir(path) if n.endswith((".json", ".json.gz")))[:3]
+        example = os.path.join(path, found[0]) if found else os.path.join(path, "<host>.pt.trace.json.gz")
+        raise TraceError(path, "a trace file (.json or .json.gz)", "a directory",
+                         fix=f"pass one of the trace files in it, e.g. {example!r}")
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -305,14 +383,17 @@ def _read_json(path: str) -> Any:
             "torch.profiler (export_chrome_trace or tensorboard_trace_handler)."
         ) from None
     if raw[:2] == b"\x1f\x8b":  # gzip magic
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as err:  # truncated: EOFError; corrupt: BadGzipFile, zlib.error
+            raise TraceError(path, "a complete gzip stream (.json.gz)", f"a truncated or corrupt gzip file ({err})",
+                             fix="the file was cut short or damaged (a full disk, an interrupted copy): "
+                                 "copy or record it again") from None
     try:
         return _loads(raw)
-    except ValueError as err:
-        raise ValueError(
-            f"load_trace({path!r}): not valid JSON ({err}); expected a Chrome/Kineto "
-            "trace (.json or .json.gz) as written by torch.profiler."
-        ) from None
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError: ValueErrors
+        raise TraceError(path, "UTF-8 JSON (a Chrome/Kineto trace, .json or .json.gz)",
+                         f"bytes that are not valid JSON ({err})") from None
 
 
 def _loads(raw: bytes) -> Any:
@@ -326,6 +407,93 @@ try:  # a dependency of the package; the stdlib parser is the fallback
     import orjson as _orjson
 except ImportError:  # pragma: no cover - orjson is in install_requires
     _orjson = None
+
+
+# ----------------------------------------------------------------------------- validation
+
+#: Largest |ts| and dur accepted, in microseconds (about 3 million years): beyond any clock,
+#: and small enough that the nanosecond and second conversions stay finite.
+_TIME_LIMIT_US = 1e20
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type (``object``, ``array``, ``string``, ...)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, Mapping):
+        return "object"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    return type(value).__name__
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe(value: Any) -> str:
+    """A parsed value for an error message: ``a JSON array ([1, 2])``, ``null``."""
+    return "null" if value is None else f"a JSON {_json_type(value)} ({_short(value)})"
+
+
+def _not_an_object(label: str, index: int, ev: Any) -> TraceError:
+    return TraceError(label, "a JSON object, e.g. {\"ph\": \"X\", \"name\": \"aten::mm\", \"ts\": 10.5, \"dur\": 2.0}",
+                      _describe(ev), index=index)
+
+
+def _ts_us(label: str, index: int, ts: Any) -> float:
+    """``ts`` of event ``index`` as a float in microseconds; a TraceError unless a finite number."""
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)):
+        got = "no 'ts'" if ts is _MISSING else _describe(ts)
+        raise TraceError(label, "a number of microseconds, e.g. 1714.25", got, index=index, field="ts")
+    if not -_TIME_LIMIT_US < ts < _TIME_LIMIT_US:  # NaN fails every comparison
+        raise TraceError(label, f"a finite number of microseconds (|ts| < {_TIME_LIMIT_US:g}), e.g. 1714.25",
+                         _short(ts), index=index, field="ts")
+    return float(ts)
+
+
+def _bad_dur(label: str, index: int, dur: Any) -> TraceError:
+    if isinstance(dur, (int, float)) and not isinstance(dur, bool):
+        why = "a negative duration" if dur < 0 else "NaN" if dur != dur else "a duration beyond any clock"
+        got = f"{_short(dur)} ({why})"
+    else:
+        got = _describe(dur)
+    return TraceError(label, "a finite, non-negative number of microseconds, e.g. 12.5", got, index=index,
+                      field="dur", fix="the trace is damaged (a NaN or negative duration would be a wrong time): "
+                                       "record it again with torch.profiler")
+
+
+def _args(label: str, index: int, args: Any) -> Mapping[str, Any]:
+    """``args`` of event ``index``: an object (absent or null: empty); a TraceError otherwise."""
+    if args is None or args is _MISSING:
+        return _NO_ARGS
+    if isinstance(args, Mapping):
+        return args
+    raise TraceError(label, "a JSON object, e.g. {\"External id\": 12}", _describe(args),
+                     index=index, field="args")
+
+
+def _thread_id(label: str, index: int, name: str, value: Any) -> Union[int, str]:
+    """``pid``/``tid`` of event ``index``: a number or a string; a TraceError for arrays and objects."""
+    if value is _MISSING:
+        return 0
+    if value is None or isinstance(value, (int, float, str)):
+        return value
+    raise TraceError(label, "a number or a string, e.g. 4711", _describe(value),
+                     index=index, field=name)
+
+
+_MISSING: Any = object()
+
+
+# ----------------------------------------------------------------------------- records
 
 
 def _int_or_none(value: Any) -> Optional[int]:
@@ -366,43 +534,37 @@ def _kind(event: Mapping[str, Any]) -> Optional[str]:
 
 def _parse(data: Mapping[str, Any], label: str) -> Trace:
     raw_events: Iterable[Any] = data["traceEvents"]
-    durations: List[Tuple[int, str, Mapping[str, Any]]] = []
-    instants: List[Mapping[str, Any]] = []
-    flows: List[Mapping[str, Any]] = []
+    durations: List[Tuple[int, str, Mapping[str, Any], float]] = []
+    instants: List[Tuple[int, Mapping[str, Any]]] = []
+    flows: List[Tuple[int, Mapping[str, Any]]] = []
+    origin_us = math.inf
     for i, ev in enumerate(raw_events):
-        if not isinstance(ev, Mapping):
-            continue
+        if type(ev) is not dict and not isinstance(ev, Mapping):
+            raise _not_an_object(label, i, ev)
         ph = ev.get("ph")
         if ph == "X":
             kind = _kind(ev)
-            if kind is not None and "ts" in ev:
-                durations.append((i, kind, ev))
+            if kind is not None:
+                ts = ev.get("ts", _MISSING)
+                # Hot path: one type check and one chained comparison (NaN fails it) per event.
+                if type(ts) is not float or not -_TIME_LIMIT_US < ts < _TIME_LIMIT_US:
+                    ts = _ts_us(label, i, ts)
+                if ts < origin_us:
+                    origin_us = ts
+                durations.append((i, kind, ev, ts))
         elif ph == "i" and ev.get("name") == "[memory]":
-            instants.append(ev)
+            instants.append((i, ev))
         elif ph in ("s", "f") and ev.get("cat") in ("ac2g", "fwdbwd"):
-            flows.append(ev)
-    origin_us = min((float(ev["ts"]) for _, _, ev in durations), default=0.0)
+            flows.append((i, ev))
+    if not durations:
+        origin_us = 0.0
 
-    def seconds(ts: Any) -> float:
-        return (float(ts) - origin_us) * _US
-
-    events = tuple(_duration_event(i, kind, ev, origin_us) for i, kind, ev in durations)
+    events = tuple(_duration_event(label, i, kind, ev, ts, origin_us) for i, kind, ev, ts in durations)
     memory = tuple(
-        sorted((_memory_event(ev, seconds) for ev in instants), key=lambda m: m.time_s)
+        sorted((_memory_event(label, i, ev, origin_us) for i, ev in instants), key=lambda m: m.time_s)
     )
-    flow_events = tuple(
-        FlowEvent(
-            category=str(ev.get("cat")),
-            id=_int_or_none(ev.get("id")) or 0,
-            phase=str(ev.get("ph")),
-            time_s=seconds(ev.get("ts", origin_us)),
-            pid=ev.get("pid", 0),
-            tid=ev.get("tid", 0),
-        )
-        for ev in flows
-    )
-    header = data.get("deviceProperties") or ()
-    devices = tuple(_device(d) for d in header if isinstance(d, Mapping))
+    flow_events = tuple(_flow_event(label, i, ev, origin_us) for i, ev in flows)
+    devices = _devices(label, data.get("deviceProperties"))
     metadata = MappingProxyType({k: v for k, v in data.items() if k != "traceEvents"})
     return Trace(
         events=events,
@@ -415,21 +577,31 @@ def _parse(data: Mapping[str, Any], label: str) -> Trace:
     )
 
 
-def _duration_event(index: int, kind: str, ev: Mapping[str, Any], origin_us: float) -> TraceEvent:
+def _duration_event(label: str, index: int, kind: str, ev: Mapping[str, Any], ts: float,
+                    origin_us: float) -> TraceEvent:
     # Hot path (one call per event of a trace of up to millions): the record is filled
-    # without the frozen dataclass's __init__, and ``args`` is wrapped, not copied.
-    args = ev.get("args") or _NO_ARGS
-    ts = float(ev["ts"])
-    dur = ev.get("dur", 0.0)
-    dur = float(dur) if dur else 0.0
+    # without the frozen dataclass's __init__, ``args`` is wrapped, not copied, and each
+    # field is checked by one type test, the rare others in a helper that names the event.
+    args = ev.get("args", _MISSING)
+    if type(args) is not dict:
+        args = _args(label, index, args)
+    dur = ev.get("dur", 0)
+    if (type(dur) is not float and type(dur) is not int) or not 0 <= dur < _TIME_LIMIT_US:
+        raise _bad_dur(label, index, dur)
+    pid = ev.get("pid", 0)
+    if type(pid) is not int:
+        pid = _thread_id(label, index, "pid", pid)
+    tid = ev.get("tid", 0)
+    if type(tid) is not int:
+        tid = _thread_id(label, index, "tid", tid)
     get = args.get
     return frozen_record(TraceEvent, {
         "kind": kind,
         "name": str(ev.get("name", "")),
         "start_s": (ts - origin_us) * _US,
-        "dur_s": dur * _US if dur > 0.0 else 0.0,
-        "pid": ev.get("pid", 0),
-        "tid": ev.get("tid", 0),
+        "dur_s": dur * _US if dur else 0.0,
+        "pid": pid,
+        "tid": tid,
         "index": index,
         "correlation": _int_or_none(get("correlation")),
         "external_id": _int_or_none(get("External id")),
@@ -446,19 +618,45 @@ def _duration_event(index: int, kind: str, ev: Mapping[str, Any], origin_us: flo
 _NO_ARGS: Mapping[str, Any] = MappingProxyType({})
 
 
-def _memory_event(ev: Mapping[str, Any], seconds) -> MemoryEvent:
-    args = ev.get("args") or {}
+def _memory_event(label: str, index: int, ev: Mapping[str, Any], origin_us: float) -> MemoryEvent:
+    args = _args(label, index, ev.get("args", _MISSING))
+    device_id = _int_or_none(args.get("Device Id"))
     return MemoryEvent(
-        time_s=seconds(ev.get("ts", 0.0)),
+        time_s=(_ts_us(label, index, ev.get("ts", _MISSING)) - origin_us) * _US,
         bytes=_int_or_none(args.get("Bytes")) or 0,
         total_allocated_bytes=_int_or_none(args.get("Total Allocated")) or 0,
         total_reserved_bytes=_int_or_none(args.get("Total Reserved")) or 0,
         device_type=_int_or_none(args.get("Device Type")) or 0,
-        device_id=_int_or_none(args.get("Device Id")) if args.get("Device Id") is not None else -1,
-        pid=ev.get("pid", 0),
-        tid=ev.get("tid", 0),
+        device_id=device_id if device_id is not None else -1,
+        pid=_thread_id(label, index, "pid", ev.get("pid", _MISSING)),
+        tid=_thread_id(label, index, "tid", ev.get("tid", _MISSING)),
         address=_int_or_none(args.get("Addr")),
     )
+
+
+def _flow_event(label: str, index: int, ev: Mapping[str, Any], origin_us: float) -> FlowEvent:
+    return FlowEvent(
+        category=str(ev.get("cat")),
+        id=_int_or_none(ev.get("id")) or 0,
+        phase=str(ev.get("ph")),
+        time_s=(_ts_us(label, index, ev.get("ts", _MISSING)) - origin_us) * _US,
+        pid=_thread_id(label, index, "pid", ev.get("pid", _MISSING)),
+        tid=_thread_id(label, index, "tid", ev.get("tid", _MISSING)),
+    )
+
+
+def _devices(label: str, header: Any) -> Tuple[DeviceProperties, ...]:
+    """The ``deviceProperties`` header: absent or null (CPU traces), else a list of objects."""
+    if header is None:
+        return ()
+    if not isinstance(header, list):
+        raise TraceError(label, "a JSON array of objects, e.g. [{\"id\": 0, \"name\": \"NVIDIA A100\"}]",
+                         _describe(header), field="deviceProperties")
+    for i, d in enumerate(header):
+        if not isinstance(d, Mapping):
+            raise TraceError(label, "a JSON object, e.g. {\"id\": 0, \"name\": \"NVIDIA A100\"}",
+                             _describe(d), field=f"deviceProperties[{i}]")
+    return tuple(_device(d) for d in header)
 
 
 def _device(d: Mapping[str, Any]) -> DeviceProperties:
