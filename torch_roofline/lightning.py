@@ -113,6 +113,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from torch_roofline._depth import named_modules as _named_modules
 from torch_roofline.records import check_memory_model
 from torch_roofline.scalars import finite as _finite, percent as _percent, totals_scalars
 from torch_roofline.timing.ranges import phase_range
@@ -249,7 +250,7 @@ def _rank_scalars(summary: Mapping[str, Any], tag: str) -> Dict[str, float]:
 def _compiled_parts(module: torch.nn.Module) -> List[str]:
     """Names of the parts of ``module`` that run under ``torch.compile`` (``""`` = root)."""
     found = []
-    for name, sub in module.named_modules():
+    for name, sub in _named_modules(module):
         if type(sub).__name__ == "OptimizedModule" or getattr(sub, "_compiled_call_impl", None) is not None:
             found.append(name)
     if "forward" in vars(module):  # Lightning's from_compiled() swaps in the compiled forward
@@ -774,29 +775,29 @@ def _write_files(
 ) -> List[str]:
     """Write report.json, roofline.png, trace.json (a copy of ``trace_path``, when it holds a
     trace) and, for several ranks, per-rank JSON and ranks.json."""
+    from torch_roofline._io import atomic_open, atomic_write
+
+    caller = "Roofline callback"
     os.makedirs(directory, exist_ok=True)
     written: List[str] = []
     if trace_path is not None and os.path.getsize(trace_path) > 0:
         written.append(os.path.join(directory, "trace.json"))
-        shutil.copyfile(trace_path, written[-1])
+        with open(trace_path, "rb") as src, atomic_open(written[-1], "wb", caller=caller) as dst:
+            shutil.copyfileobj(src, dst)
     if report_dict is not None:
-        written.append(os.path.join(directory, "report.json"))
-        with open(written[-1], "w", encoding="utf-8") as f:  # RooflineReport.to_json's format
-            f.write(json.dumps(report_dict, sort_keys=True, allow_nan=False) + "\n")
+        written.append(os.path.join(directory, "report.json"))  # RooflineReport.to_json's format
+        atomic_write(written[-1], json.dumps(report_dict, sort_keys=True, allow_nan=False) + "\n", caller=caller)
         if png is not None:
             written.append(os.path.join(directory, "roofline.png"))
-            with open(written[-1], "wb") as f:
-                f.write(png)
+            atomic_write(written[-1], png, caller=caller)
     if summary is not None:
         for rank, payload in enumerate(gathered):
             rep = payload.get("report") if payload is not None else None
             if rep is not None:
                 written.append(os.path.join(directory, f"report-rank{rank}.json"))
-                with open(written[-1], "w", encoding="utf-8") as f:
-                    json.dump(rep, f, sort_keys=True, allow_nan=False)
+                atomic_write(written[-1], json.dumps(rep, sort_keys=True, allow_nan=False), caller=caller)
         written.append(os.path.join(directory, "ranks.json"))
-        with open(written[-1], "w", encoding="utf-8") as f:
-            json.dump(summary, f, sort_keys=True, allow_nan=False, indent=1)
+        atomic_write(written[-1], json.dumps(summary, sort_keys=True, allow_nan=False, indent=1), caller=caller)
     return written
 
 

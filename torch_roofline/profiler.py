@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from torch_roofline._depth import hooked_call_headroom
 from torch_roofline._gc import paused_gc
 from torch_roofline.analysis import analyse
 from torch_roofline.count import check_devices, model_device
@@ -248,6 +249,7 @@ class RooflineProfiler:
             capture_overload_names=True,
         )
         self._handles: List[Any] = []
+        self._headroom: Any = None
         self._device_obj: Any = None
         self._report: Optional[RooflineReport] = None
         self._costs: Optional[ShapeCosts] = None
@@ -262,6 +264,9 @@ class RooflineProfiler:
             self._report = self._costs = self._timing = None
             self._device_obj = None
             self._check_first_call()
+            # module ranges add a frame per module level: keep the plain forward's depth limit
+            self._headroom = hooked_call_headroom()
+            self._headroom.__enter__()
             self._ranges.__enter__()
             self._session.__enter__()
         except BaseException:
@@ -278,6 +283,9 @@ class RooflineProfiler:
         finally:
             self._ranges.__exit__(exc_type, exc, tb)
             self._remove_hooks()
+            if self._headroom is not None:
+                self._headroom.__exit__(None, None, None)
+                self._headroom = None
             _ACTIVE.on = False
 
     def _remove_hooks(self) -> None:

@@ -28,6 +28,7 @@ from torch_roofline.count import formulas as _f
 from torch_roofline.count.formulas import op_name
 from torch_roofline.count.traffic import StepTraffic, _storage_key, is_view_op, tensor_bytes
 from torch_roofline.count.result import CountResult
+from torch_roofline._depth import named_modules as _named_modules
 from torch_roofline.records import ModuleInfo, OpCost, frozen_record
 
 __all__ = ["OpCounter", "module_infos", "op_name", "compute_dtype"]
@@ -78,7 +79,7 @@ def module_infos(model: Optional[nn.Module], root_type: Optional[str] = None,
     if model is None:
         return [ModuleInfo("", root_type or "step", 0, 0)]
     if named is None:
-        named = list(model.named_modules())
+        named = _named_modules(model)
     sizes: Dict[int, Tuple[int, int]] = {}  # id(param) -> (elements, bytes)
     own: Dict[int, Tuple[int, int, int]] = {}  # id(module) -> own (elements, bytes, parameters)
     for _, mod in named:
@@ -94,20 +95,9 @@ def module_infos(model: Optional[nn.Module], root_type: Optional[str] = None,
                 n += size[0]
                 b += size[1]
         own[id(mod)] = (n, b, len(ids))
-    inclusive: Dict[int, Tuple[int, int, int]] = {}  # id(module) -> (elements, bytes, references)
-
-    def total(mod: nn.Module) -> Tuple[int, int, int]:
-        found = inclusive.get(id(mod))
-        if found is None:
-            n, b, refs = own[id(mod)]
-            for child in mod._modules.values():
-                if child is not None:
-                    cn, cb, cr = total(child)
-                    n, b, refs = n + cn, b + cb, refs + cr
-            found = inclusive[id(mod)] = (n, b, refs)
-        return found
-
-    shared = total(model)[2] != len(sizes)
+    # id(module) -> (elements, bytes, references), children first, without recursion (any depth)
+    inclusive = _bottom_up(model, lambda mod: own.get(id(mod), (0, 0, 0)), _add_totals)
+    shared = inclusive[id(model)][2] != len(sizes)
     exact = _shared_parameter_totals(model, sizes) if shared else None
     infos = []
     for name, mod in named:
@@ -126,23 +116,43 @@ def module_infos(model: Optional[nn.Module], root_type: Optional[str] = None,
 
 def _shared_parameter_totals(model: nn.Module, sizes: Mapping[int, Tuple[int, int]]) -> Dict[int, Tuple[int, int, int]]:
     """id(module) -> (elements, bytes, distinct parameters) of its subtree, each parameter once."""
-    sets: Dict[int, set] = {}
-
-    def params_of(mod: nn.Module) -> set:
-        found = sets.get(id(mod))
-        if found is None:
-            found = {id(p) for p in mod._parameters.values() if p is not None}
-            for child in mod._modules.values():
-                if child is not None:
-                    found |= params_of(child)
-            sets[id(mod)] = found
-        return found
-
-    params_of(model)
+    sets = _bottom_up(model, lambda mod: {id(p) for p in mod._parameters.values() if p is not None},
+                      lambda mine, child: mine | child)
     return {
         key: (sum(sizes[i][0] for i in ids), sum(sizes[i][1] for i in ids), len(ids))
         for key, ids in sets.items()
     }
+
+
+def _add_totals(mine: Tuple[int, int, int], child: Tuple[int, int, int]) -> Tuple[int, int, int]:
+    return mine[0] + child[0], mine[1] + child[1], mine[2] + child[2]
+
+
+def _bottom_up(model: nn.Module, own: Callable[[nn.Module], Any], combine: Callable[[Any, Any], Any]) -> Dict[int, Any]:
+    """id(module) -> ``own(module)`` combined with each child's value, children first.
+
+    An explicit stack, not recursion: a model nested deeper than Python's recursion limit
+    allows for our frames (the plain forward runs to ~250 ``Sequential`` levels) still counts.
+    """
+    done: Dict[int, Any] = {}
+    opened: set = set()
+    stack: List[Tuple[nn.Module, bool]] = [(model, False)]
+    while stack:
+        mod, children_done = stack.pop()
+        if id(mod) in done or (not children_done and id(mod) in opened):
+            continue
+        children = [c for c in mod._modules.values() if c is not None]
+        if not children_done:
+            opened.add(id(mod))
+            stack.append((mod, True))
+            stack.extend((c, False) for c in reversed(children) if id(c) not in done)
+            continue
+        value = own(mod)
+        for child in children:
+            if id(child) in done:
+                value = combine(value, done[id(child)])
+        done[id(mod)] = value
+    return done
 
 
 class _MetaAttention(TorchFunctionMode):
@@ -299,7 +309,7 @@ class OpCounter:
         """Two global module hooks (cheaper than two per module), filtered to this model."""
         if self.model is None or isinstance(self.model, torch.jit.ScriptModule):
             return
-        named = self._named_modules if self._named_modules is not None else self.model.named_modules()
+        named = self._named_modules if self._named_modules is not None else _named_modules(self.model)
         self._names = {}
         for name, mod in named:
             self._names.setdefault(id(mod), name)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_map
 
+from torch_roofline._depth import named_modules as _named_modules
 from torch_roofline.count.mode import OpCounter, module_infos
 from torch_roofline.count.result import CountResult
 
@@ -75,7 +76,7 @@ def count_replay(
     def step() -> Any:
         return functional_call(model, state, fargs, fkwargs, strict=False, tie_weights=True)
 
-    named = list(model.named_modules())
+    named = _named_modules(model)
     with fake_mode, torch.set_grad_enabled(grad_enabled or backward):
         with OpCounter(model, formulas, scalar_values=scalars, named_modules=named) as counter:
             run_step(step, None, backward=backward, loss_fn=loss_fn, optimizer=fopt)

@@ -53,6 +53,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from torch_roofline._depth import named_modules as _named_modules
 from torch_roofline.records import PHASES
 
 __all__ = [
@@ -261,7 +262,7 @@ class ModuleRanges:
             if self.tree is not None:
                 # named_modules() yields a shared module once, under its first name; the
                 # synthetic ModuleDict of several models is never called: no range of its own.
-                for fqn, module in self.tree.named_modules():
+                for fqn, module in _named_modules(self.tree):
                     if fqn == "" and self.root_type == "step":
                         continue
                     self._wrap(module, RANGE_PREFIX + self.label_of(fqn))

@@ -287,9 +287,13 @@ def _activities(activities: Optional[Iterable[ProfilerActivity]]) -> frozenset:
 
 
 def _keep(src: str, dest: str) -> None:
+    """Copy the exported trace to ``dest`` (gzip-compressed for ``.gz``), whole or not at all."""
+    from torch_roofline._io import atomic_open
+
     os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
-    if dest.endswith(".gz"):
-        with open(src, "rb") as fin, gzip.open(dest, "wb") as fout:
-            shutil.copyfileobj(fin, fout)
-    else:
-        shutil.copyfile(src, dest)
+    with open(src, "rb") as fin, atomic_open(dest, "wb", caller="ProfileSession(export_path=...)") as handle:
+        if dest.endswith(".gz"):
+            with gzip.GzipFile(fileobj=handle, mode="wb") as fout:
+                shutil.copyfileobj(fin, fout)
+        else:
+            shutil.copyfileobj(fin, handle)
