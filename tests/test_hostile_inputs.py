@@ -599,11 +599,8 @@ def test_count_handles_any_depth_the_plain_forward_handles(deep_run):
     assert deep_run.get("limit_restored") is True
 
 
-@pytest.mark.xfail(strict=False, reason="pending in profiler.py/timing/ranges.py (out of this change's scope): hold "
-                                        "torch_roofline._depth.hooked_call_headroom() from RooflineProfiler.__enter__ "
-                                        "to __exit__, so the user's forward under our range hooks gets the headroom")
 def test_profiler_handles_any_depth_the_plain_forward_handles(deep_run):
-    assert deep_run.get("profiler") is not None, deep_run["stderr"]  # today: RecursionError in the forward
+    assert deep_run.get("profiler") is not None, deep_run["stderr"]
     assert deep_run["profiler"][0] == 64 and deep_run["profiler"][1] >= deep_run["depth"]
 
 
@@ -653,10 +650,6 @@ def test_named_modules_matches_torch_without_recursion():
     assert torch is not None
 
 
-@pytest.mark.xfail(strict=False, raises=RecursionError,
-                   reason="pending in count/mode.py (out of this change's scope): module_infos' total() and "
-                          "_shared_parameter_totals' params_of() recurse once per level; iterative post-order "
-                          "versions are in the closing note of issue 14's inputs branch")
 @pytest.mark.parametrize("shared", [False, True])
 def test_module_infos_of_a_deep_tree_without_recursion(shared):
     from torch import nn

@@ -10,6 +10,11 @@ Python: on a machine without a GPU every session prints lines such as::
 steps, stops and exports, then writes back every line that is not known noise, so real
 errors stay visible (a little later than they happened).
 
+While a session records, :func:`filtered_stderr` keeps fd 2 on a pipe whose reader thread
+forwards every line at once, except the same noise: c10's allocator prints a note each
+1,000th time a block allocated before profiling started is freed while it records (a large
+model's step frees thousands of them), in the middle of the user's own output.
+
 Limits: fd 2 is process-wide, so output other threads write to stderr inside the block is
 filtered and delayed too (never lost unless it is Kineto noise).
 """
@@ -21,9 +26,10 @@ import os
 import re
 import sys
 import tempfile
-from typing import Iterator, Tuple
+import threading
+from typing import Iterator, List, Optional, Tuple
 
-__all__ = ["quiet_native_stderr", "is_kineto_noise"]
+__all__ = ["quiet_native_stderr", "filtered_stderr", "is_kineto_noise"]
 
 # Kineto's log prefix: LEVEL:YYYY-MM-DD HH:MM:SS pid:tid File.cpp:line] message
 _KINETO_LINE = re.compile(
@@ -102,3 +108,81 @@ def quiet_native_stderr() -> Iterator[None]:
             kept = [ln for ln in text.splitlines(keepends=True) if not is_kineto_noise(ln)]
             if kept:
                 os.write(2, "".join(kept).encode("utf-8"))
+
+
+class filtered_stderr:
+    """Context manager: fd 2 goes through a pipe whose reader drops Kineto and c10 noise lines.
+
+    Everything else is forwarded to the real stderr as soon as its line is complete (a line
+    still open when the block ends is forwarded then). Nothing is filtered when fd 2 cannot be
+    redirected (no fd 2, no pipes).
+
+    Example::
+
+        with filtered_stderr():
+            train_steps()  # the allocator's periodic note never reaches the terminal
+    """
+
+    def __init__(self) -> None:
+        self._saved: Optional[int] = None
+        self._write_end: Optional[int] = None
+        self._thread: Optional[threading.Thread] = None
+
+    def __enter__(self) -> "filtered_stderr":
+        _flush_python_stderr()
+        try:
+            saved = os.dup(2)
+        except OSError:
+            return self
+        try:
+            read_end, write_end = os.pipe()
+        except OSError:
+            os.close(saved)
+            return self
+        self._saved, self._write_end = saved, write_end
+        self._thread = threading.Thread(target=_forward, args=(read_end, saved), name="torch_roofline-stderr",
+                                        daemon=True)
+        self._thread.start()
+        os.dup2(write_end, 2)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._saved is None:
+            return
+        _flush_python_stderr()
+        os.dup2(self._saved, 2)  # fd 2 back first: nothing new reaches the pipe
+        os.close(self._write_end)  # the reader then sees the end of the stream
+        self._thread.join(timeout=5.0)
+        os.close(self._saved)
+        self._saved = self._write_end = self._thread = None
+
+
+def _forward(read_end: int, out: int) -> None:
+    """Copy ``read_end`` to ``out`` line by line, dropping noise (see :func:`is_kineto_noise`)."""
+    pending = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(read_end, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            pending += chunk
+            lines: List[bytes] = pending.split(b"\n")
+            pending = lines.pop()
+            kept = [ln + b"\n" for ln in lines if not is_kineto_noise(ln.decode("utf-8", errors="replace"))]
+            if kept:
+                _write_all(out, b"".join(kept))
+        if pending and not is_kineto_noise(pending.decode("utf-8", errors="replace")):
+            _write_all(out, pending)
+    finally:
+        os.close(read_end)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        try:
+            data = data[os.write(fd, data):]
+        except OSError:
+            return

@@ -46,7 +46,7 @@ import torch
 from torch.profiler import ProfilerAction, ProfilerActivity
 
 from torch_roofline.timing.faults import StepFaults
-from torch_roofline.timing.quiet import quiet_native_stderr
+from torch_roofline.timing.quiet import filtered_stderr, quiet_native_stderr
 from torch_roofline.timing.trace import Trace, load_trace
 
 __all__ = ["DEFAULT_COUNTER_METRICS", "ProfileSession"]
@@ -125,6 +125,7 @@ class ProfileSession:
         self._primer: Optional[torch.Tensor] = None
         self._discard = False
         self._faults = StepFaults()
+        self._filter: Optional[filtered_stderr] = None
         self.traces: List[Trace] = []
         self.results: List[Any] = []
 
@@ -155,10 +156,19 @@ class ProfileSession:
         # now is freed inside a quiet window as soon as the profiler records (at once, or at
         # the step() where a schedule starts it), so that warning never reaches the user.
         self._primer = torch.empty(1) if self._profile_memory else None
-        with quiet_native_stderr():
-            prof.__enter__()
-            self._release_primer()
-            self._add_metadata(prof)
+        # ... and later frees of such blocks make c10 print the note again every 1,000th time:
+        # while the session records, fd 2 goes through a filter that drops it (quiet.py).
+        self._filter = filtered_stderr() if self._profile_memory else None
+        if self._filter is not None:
+            self._filter.__enter__()
+        try:
+            with quiet_native_stderr():
+                prof.__enter__()
+                self._release_primer()
+                self._add_metadata(prof)
+        except BaseException:
+            self._close_filter()
+            raise
         self._prof = prof
         self._faults.start()
         return self
@@ -192,8 +202,16 @@ class ProfileSession:
         # the user's exception.
         self._discard = exc_type is not None
         self._faults.mark()
-        with quiet_native_stderr():
-            prof.__exit__(exc_type, exc, tb)
+        try:
+            with quiet_native_stderr():
+                prof.__exit__(exc_type, exc, tb)
+        finally:
+            self._close_filter()
+
+    def _close_filter(self) -> None:
+        flt, self._filter = getattr(self, "_filter", None), None
+        if flt is not None:
+            flt.__exit__(None, None, None)
 
     @property
     def minor_faults_per_step(self) -> Optional[float]:
