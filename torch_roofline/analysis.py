@@ -58,7 +58,7 @@ from dataclasses import dataclass, field, replace
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from torch_roofline._time_lost import _dominant, _time_lost_items
-from torch_roofline.records import PHASES, ModuleInfo, ModuleTiming, OpCost, OpTiming, Roof, check_memory_model
+from torch_roofline.records import PHASES, ModuleInfo, ModuleTiming, OpCost, OpTiming, Roof, check_memory_model, frozen_record
 from torch_roofline.report import (
     BOUNDS,
     BoundShare,
@@ -197,7 +197,7 @@ class _Acc:
     roofline: float = 0.0
     known: int = 0  # counted calls with a roofline time
     missing: int = 0  # counted calls without one (no roof)
-    roof_time: Dict[RoofRef, float] = field(default_factory=dict)
+    roof_time: Dict[int, float] = field(default_factory=dict)  # roof index (see _aggregate) -> seconds
     class_time: Dict[str, float] = field(default_factory=dict)
     class_roofline: Dict[str, float] = field(default_factory=dict)
 
@@ -319,10 +319,11 @@ def analyse(
     ]
     op_by_key = {(r.name, r.phase, r.op): r for r in ops}
 
-    inclusive, self_ = _aggregate(groups, facts, op_by_key)
+    ref_list: List[RoofRef] = []
+    inclusive, self_ = _aggregate(groups, facts, op_by_key, ref_list)
     times = _module_times(module_timings, op_timings, steps, predicted)
     calls = _module_calls(costs, op_timings, module_timings, module_calls, steps)
-    rows = _module_rows(modules, inclusive, self_, times, calls, activation_bytes or {}, predicted)
+    rows = _module_rows(modules, inclusive, self_, times, calls, activation_bytes or {}, predicted, ref_list)
 
     totals = _totals(ops, rows, info, costs, memory_model, step_time_s, steps, peak_memory_bytes, predicted)
     roof_of = {RoofRef.of(r): r for r in roofs.values()}
@@ -413,15 +414,20 @@ def _join_key(groups: Mapping[Tuple[str, str, str], _Group], t: OpTiming) -> Tup
 
 
 def _call_facts(c: OpCost, roofs: Mapping[RoofKey, Roof], memory_model: str) -> _CallFacts:
-    cost = c.cost(memory_model)
+    if memory_model == "compulsory":
+        br, bw = c.compulsory_bytes_read, c.compulsory_bytes_written
+    else:
+        br, bw = c.bytes_read, c.bytes_written
     roof = roofs.get((c.dtype, c.unit))
     if not c.counted:
         rt = None
-    elif c.flops == 0 and cost.bytes == 0:
+    elif c.flops == 0 and br + bw == 0:
         rt = 0.0
+    elif roof is not None:
+        rt = max(c.flops / roof.peak_flops_per_s, (br + bw) / roof.bandwidth_bytes_per_s)  # roofline_time()
     else:
-        rt = roofline_time(c.flops, cost.bytes, roof) if roof is not None else None
-    return _CallFacts(rt, roof, cost.bytes_read, cost.bytes_written)
+        rt = None
+    return _CallFacts(rt, roof, br, bw)
 
 
 def _depth(name: str) -> int:
@@ -432,51 +438,67 @@ def _op_row(key, g: _Group, facts: List[_CallFacts], info, steps, threshold, rat
     name, phase, op = key
     mod = info.get(name)
     calls = g.calls
-    counted = bool(calls) and all(c.counted for c in calls)
-    n_calls = len(calls) if calls else round(g.timed_events / steps)
-    flops = sum(c.flops for c in calls) if counted else None
-    macs = sum(c.macs for c in calls) if counted else None
-    br = sum(f.bytes_read for f in facts)
-    bw = sum(f.bytes_written for f in facts)
-    nbytes = br + bw
-    comp = sum(c.compulsory_bytes_read + c.compulsory_bytes_written for c in calls)
-    op_bytes = sum(c.bytes_read + c.bytes_written for c in calls)
-    time_s = None if predicted or not g.timed_events else g.time_sum_s / steps
-
-    rt = sum(f.roofline for f in facts) if counted and all(f.roofline is not None for f in facts) else None
-    roof_time: Dict[Roof, float] = {}
+    # one pass over the calls (the hot path of a report: one call per op call of the step)
+    counted = bool(calls)
+    flops = macs = comp = op_bytes = recompute = 0
+    for c in calls:
+        counted = counted and c.counted
+        flops += c.flops
+        macs += c.macs
+        comp += c.compulsory_bytes_read + c.compulsory_bytes_written
+        op_bytes += c.bytes_read + c.bytes_written
+        recompute += c.recompute
+    br = bw = 0
+    rt: Optional[float] = 0.0
+    roof_time: Dict[int, float] = {}  # id(roof) -> seconds (an int key hashes in C)
+    roof_by_id: Dict[int, Roof] = {}
     for f in facts:
+        br += f.bytes_read
+        bw += f.bytes_written
+        if f.roofline is None:
+            rt = None
+        elif rt is not None:
+            rt += f.roofline
         if f.roof is not None:
-            roof_time[f.roof] = roof_time.get(f.roof, 0.0) + (f.roofline or 0.0)
-    roof = _dominant(roof_time) if rt is not None else None
+            rid = id(f.roof)
+            roof_by_id[rid] = f.roof
+            roof_time[rid] = roof_time.get(rid, 0.0) + (f.roofline or 0.0)
+    if not counted:
+        flops = macs = None
+        rt = None
+    n_calls = len(calls) if calls else round(g.timed_events / steps)
+    nbytes = br + bw
+    time_s = None if predicted or not g.timed_events else g.time_sum_s / steps
+    best = (_dominant(roof_time) if len(roof_time) > 1 else next(iter(roof_time), None)) if rt is not None else None
+    roof = roof_by_id[best] if best is not None else None
     dtypes = {c.dtype for c in calls}
     dtype = (next(iter(dtypes)) if len(dtypes) == 1 else _dominant(Counter(c.dtype for c in calls))) if calls else None
 
     has_time = time_s is not None and time_s > 0
-    return OpRow(
-        name=name,
-        op=op,
-        type=mod.type if mod else "",
-        phase=phase,
-        depth=_depth(name),
-        calls=n_calls,
-        flops=flops,
-        macs=macs,
-        params=0,
-        param_bytes=0,
-        bytes_read=br,
-        bytes_written=bw,
-        compulsory_bytes=comp,
-        intensity=flops / nbytes if flops is not None and nbytes else None,
-        time_s=time_s,
-        achieved_flops_per_s=flops / time_s if has_time and flops is not None else None,
-        achieved_bytes_per_s=nbytes / time_s if has_time else None,
-        attainable_flops_per_s=flops / rt if rt and flops is not None else None,
-        roof=RoofRef.of(roof) if roof is not None else None,
-        dtype=dtype,
-        efficiency=efficiency(rt, time_s),
-        suspect=is_suspect(rt, time_s),
-        bound=(
+    return frozen_record(OpRow, {  # every field; the frozen __init__ is a hot-path cost
+        "name": name,
+        "op": op,
+        "type": mod.type if mod else "",
+        "phase": phase,
+        "depth": _depth(name),
+        "calls": n_calls,
+        "flops": flops,
+        "macs": macs,
+        "params": 0,
+        "param_bytes": 0,
+        "bytes_read": br,
+        "bytes_written": bw,
+        "compulsory_bytes": comp,
+        "intensity": flops / nbytes if flops is not None and nbytes else None,
+        "time_s": time_s,
+        "achieved_flops_per_s": flops / time_s if has_time and flops is not None else None,
+        "achieved_bytes_per_s": nbytes / time_s if has_time else None,
+        "attainable_flops_per_s": flops / rt if rt and flops is not None else None,
+        "roof": RoofRef.of(roof) if roof is not None else None,
+        "dtype": dtype,
+        "efficiency": efficiency(rt, time_s),
+        "suspect": is_suspect(rt, time_s),
+        "bound": (
             # a call with no work needs no roof: only the overhead rule can classify it
             bound(flops or 0, nbytes, roof.ridge if roof is not None else math.inf,
                   roofline_time_s=rt, time_s=time_s, calls=n_calls,
@@ -484,15 +506,15 @@ def _op_row(key, g: _Group, facts: List[_CallFacts], info, steps, threshold, rat
             if rt is not None and (roof is not None or rt == 0)
             else None
         ),
-        roofline_time_s=rt,
-        time_lost_s=time_lost(time_s, rt),
-        fusion_headroom=fusion_headroom(op_bytes, comp) if counted else None,
-        counted=counted,
-        recompute_calls=sum(1 for c in calls if c.recompute),
-    )
+        "roofline_time_s": rt,
+        "time_lost_s": time_lost(time_s, rt),
+        "fusion_headroom": fusion_headroom(op_bytes, comp) if counted else None,
+        "counted": counted,
+        "recompute_calls": recompute,
+    })
 
 
-def _aggregate(groups, facts, op_by_key):
+def _aggregate(groups, facts, op_by_key, ref_list: List[RoofRef]):
     """Inclusive (via scope) and self (via module) sums per (module, phase).
 
     Each op row's calls are summed once per distinct scope (a row's calls share one almost
@@ -500,32 +522,30 @@ def _aggregate(groups, facts, op_by_key):
     """
     inclusive: Dict[Tuple[str, str], _Acc] = defaultdict(_Acc)
     self_: Dict[Tuple[str, str], _Acc] = defaultdict(_Acc)
-    refs: Dict[Roof, RoofRef] = {}
-    scopes: Dict[Tuple[Tuple[str, ...], str], Tuple[str, ...]] = {}
+    chains: Dict[Tuple[Tuple[str, ...], str, str], _Acc] = {}  # (scope, module, phase): the calls with it
+    refs: Dict[int, int] = {}  # id(roof) -> index in ref_list: accumulators key roofs by a small int
     for key, g in groups.items():
         row = op_by_key[key]
         if not row.counted:
             continue
         share_s = row.time_s / len(g.calls) if row.time_s is not None else None
-        sums: Dict[Tuple[Tuple[str, ...], str, str], _Acc] = {}
         for c, f in zip(g.calls, facts[key]):
             ref = None
             if f.roof is not None:
-                ref = refs.get(f.roof)
+                ref = refs.get(id(f.roof))
                 if ref is None:
-                    ref = refs[f.roof] = RoofRef.of(f.roof)
+                    ref = refs[id(f.roof)] = len(ref_list)
+                    ref_list.append(RoofRef.of(f.roof))
             where = (c.scope, c.module, c.phase)
-            acc = sums.get(where)
+            acc = chains.get(where)
             if acc is None:
-                acc = sums[where] = _Acc()
+                acc = chains[where] = _Acc()
             _add_call(acc, c, f, ref, row.bound, share_s)
-        for (scope, module, phase), acc in sums.items():
-            chain = scopes.get((scope, module))
-            if chain is None:
-                chain = scopes[(scope, module)] = _scope(scope, module)
-            for m in chain:
-                inclusive[(m, phase)].merge(acc)
-            self_[(module, phase)].merge(acc)
+    # each distinct call stack's sum goes to every module on it: O(calls + stacks x depth)
+    for (scope, module, phase), acc in chains.items():
+        for m in _scope(scope, module):
+            inclusive[(m, phase)].merge(acc)
+        self_[(module, phase)].merge(acc)
     return inclusive, self_
 
 
@@ -599,7 +619,7 @@ def _module_calls(costs, op_timings, module_timings, module_calls, steps) -> Map
     return {k: round(v / steps) for k, v in runs.items()}
 
 
-def _module_rows(modules, inclusive, self_, times, calls, activation, predicted) -> List[ModuleRow]:
+def _module_rows(modules, inclusive, self_, times, calls, activation, predicted, ref_list) -> List[ModuleRow]:
     names = [m.name for m in modules]
     known = set(names)
     for key in list(inclusive) + list(times) + list(calls):
@@ -621,7 +641,7 @@ def _module_rows(modules, inclusive, self_, times, calls, activation, predicted)
             inc, slf = inclusive.get(key, _Acc()), self_.get(key, _Acc())
             t = times.get(key)
             rows.append(_module_row(name, phase, info.get(name), inc, slf, t, calls.get(key, 0),
-                                    activation.get(name), predicted))
+                                    activation.get(name), predicted, ref_list))
             all_inc.merge(inc)
             all_self.merge(slf)
             if t is not None:
@@ -630,12 +650,13 @@ def _module_rows(modules, inclusive, self_, times, calls, activation, predicted)
                 all_time.self_time_s += t.self_time_s
         all_calls = max((calls.get((name, p), 0) for p in per_phase), default=0)
         rows.append(_module_row(name, "all", info.get(name), all_inc, all_self, all_time, all_calls,
-                                activation.get(name), predicted))
+                                activation.get(name), predicted, ref_list))
     return rows
 
 
 def _module_row(
-    name, phase, mod, inc: _Acc, slf: _Acc, t: Optional[_Time], calls, activation, predicted
+    name, phase, mod, inc: _Acc, slf: _Acc, t: Optional[_Time], calls, activation, predicted,
+    ref_list: Sequence[RoofRef] = (),
 ) -> ModuleRow:
     rt = inc.roofline_time_s
     self_rt = slf.roofline_time_s
@@ -646,36 +667,36 @@ def _module_row(
     measured_share = inc.class_time if any(v > 0 for v in inc.class_time.values()) else None
     share = measured_share if measured_share is not None and not predicted else inc.class_roofline
     cls = _dominant(share, BOUNDS) if any(v > 0 for v in share.values()) else None
-    return ModuleRow(
-        name=name,
-        type=mod.type if mod else "",
-        phase=phase,
-        depth=_depth(name),
-        calls=calls,
-        flops=inc.flops,
-        macs=inc.macs,
-        params=mod.params if mod else 0,
-        param_bytes=mod.param_bytes if mod else 0,
-        bytes_read=inc.bytes_read,
-        bytes_written=inc.bytes_written,
-        compulsory_bytes=inc.compulsory,
-        intensity=inc.flops / nbytes if nbytes else None,
-        time_s=time_s,
-        self_time_s=self_time_s,
-        achieved_flops_per_s=inc.flops / time_s if has_time else None,
-        achieved_bytes_per_s=nbytes / time_s if has_time else None,
-        attainable_flops_per_s=inc.flops / rt if rt else None,
-        roof=_dominant(inc.roof_time) if inc.roof_time else None,
-        efficiency=efficiency(rt, time_s),
-        suspect=is_suspect(rt, time_s),
-        bound=cls,
-        roofline_time_s=rt,
-        time_lost_s=time_lost(time_s, rt),
-        self_roofline_time_s=self_rt,
-        self_time_lost_s=time_lost(self_time_s, self_rt),
-        fusion_headroom=fusion_headroom(inc.op_bytes, inc.compulsory),
-        activation_bytes=activation,
-    )
+    return frozen_record(ModuleRow, {  # every field; the frozen __init__ is a hot-path cost
+        "name": name,
+        "type": mod.type if mod else "",
+        "phase": phase,
+        "depth": _depth(name),
+        "calls": calls,
+        "flops": inc.flops,
+        "macs": inc.macs,
+        "params": mod.params if mod else 0,
+        "param_bytes": mod.param_bytes if mod else 0,
+        "bytes_read": inc.bytes_read,
+        "bytes_written": inc.bytes_written,
+        "compulsory_bytes": inc.compulsory,
+        "intensity": inc.flops / nbytes if nbytes else None,
+        "time_s": time_s,
+        "self_time_s": self_time_s,
+        "achieved_flops_per_s": inc.flops / time_s if has_time else None,
+        "achieved_bytes_per_s": nbytes / time_s if has_time else None,
+        "attainable_flops_per_s": inc.flops / rt if rt else None,
+        "roof": ref_list[_dominant(inc.roof_time)] if inc.roof_time else None,
+        "efficiency": efficiency(rt, time_s),
+        "suspect": is_suspect(rt, time_s),
+        "bound": cls,
+        "roofline_time_s": rt,
+        "time_lost_s": time_lost(time_s, rt),
+        "self_roofline_time_s": self_rt,
+        "self_time_lost_s": time_lost(self_time_s, self_rt),
+        "fusion_headroom": fusion_headroom(inc.op_bytes, inc.compulsory),
+        "activation_bytes": activation,
+    })
 
 
 def _totals(ops, rows, info, costs, memory_model, step_time_s, steps, peak_memory_bytes, predicted) -> Totals:

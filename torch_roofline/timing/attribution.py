@@ -189,7 +189,7 @@ class _Node:
     """A host event placed in its thread's nesting tree (internal, mutable while built)."""
 
     __slots__ = ("event", "scope", "ranges", "mark", "bwd_seq", "bwd_start", "cpu_op", "row",
-                 "engine_depth", "parent", "has_op_child", "recompute", "is_op")
+                 "engine_depth", "parent", "has_op_child", "recompute", "is_op", "pending")
 
     def __init__(self, event: TraceEvent) -> None:
         self.event = event
@@ -205,6 +205,7 @@ class _Node:
         self.has_op_child = False  # an op event is recorded inside it
         self.recompute = False  # inside a module range entered during backward (checkpointing)
         self.is_op = False  # a cpu_op that is an op call (not a range or engine event)
+        self.pending: Optional[bool] = False  # row kind: True row, None composite (decided later)
 
 
 def _contains(outer: TraceEvent, inner: TraceEvent) -> bool:
@@ -222,8 +223,12 @@ class _HostTimeline:
     """
 
     def __init__(self, trace: Trace, op_names: Optional[Set[str]],
-                 labels: Optional[Mapping[str, str]] = None, outside: Optional[bool] = None) -> None:
+                 labels: Optional[Mapping[str, str]] = None, outside: Optional[bool] = None,
+                 collapse: bool = False) -> None:
         self.op_names = op_names
+        # CPU traces: the events inside an op row (its inner calls) change nothing about where
+        # the row ran, so they are not made nodes at all (most of a trace's events).
+        self.collapse = collapse
         self.labels = dict(labels) if labels is not None else read_labels(trace.metadata)
         self.nodes: Dict[int, _Node] = {}
         self.order: List[_Node] = []  # every node, parents before children
@@ -245,28 +250,37 @@ class _HostTimeline:
         self.outside = (self.has_ranges if outside is None else outside) and op_names is None
         self._fwd_by_seq = self._forward_sequence_map()
 
-    def _is_row(self, node: _Node) -> bool:
-        ev = node.event
+    def _row_kind(self, ev: TraceEvent) -> Optional[bool]:
+        """True: a row; False: not an op the counter sees; None: a composite, a row only when
+        nothing was recorded inside it (decided after the sweep)."""
         if self.op_names is not None:
             return dotted_op_name(ev.name) in self.op_names
         kind = op_kind(ev.name)
         if kind == "row":
             return True
         if kind == "through":
-            return not node.has_op_child  # nothing dispatched inside: a row without work
+            return None
         if kind == "mixed":
             types = ev.args.get("Input type")
             # without recorded argument types, the default overload is the best guess
             composite = is_composite_call(ev.name, types) if types else default_is_composite(ev.name)
-            return not (composite and node.has_op_child)
+            return None if composite else True
         return False
 
     def _sweep(self, events: Sequence[TraceEvent]) -> None:
         stack: List[_Node] = []
+        collapse = self.collapse
         for ev in events:
-            while stack and not _contains(stack[-1].event, ev):
+            end = ev.start_s + _TOL_S
+            while stack:
+                top = stack[-1].event
+                if top.start_s <= end and ev.start_s + ev.dur_s <= top.start_s + top.dur_s + _TOL_S:
+                    break
                 stack.pop()
             parent = stack[-1] if stack else None
+            if collapse and parent is not None and parent.row is not None and ev.kind == "cpu_op":
+                parent.has_op_child = True
+                continue  # an inner call of a row (CPU trace): nothing to attribute
             node = _Node(ev)
             if parent is not None:
                 node.parent = parent
@@ -276,6 +290,7 @@ class _HostTimeline:
                 node.cpu_op = parent.cpu_op
                 node.engine_depth = parent.engine_depth
                 node.recompute = parent.recompute
+                node.row = parent.row
             in_opt = node.mark == "optimizer"
             name = ev.name
             if name.startswith(RANGE_PREFIX):  # ours: user_annotation or (fast ranges) cpu_op
@@ -303,6 +318,12 @@ class _HostTimeline:
                     node.is_op = True
                     if parent is not None:
                         parent.has_op_child = True
+                    if node.row is None:
+                        node.row = parent.row if parent is not None else None
+                        if node.row is None:
+                            node.pending = self._row_kind(ev)
+                            if node.pending:
+                                node.row = node
             if in_opt and node.mark != "optimizer":
                 self.in_optimizer.append((ev.start_s, ev.end_s))
             self.nodes[ev.index] = node
@@ -310,13 +331,12 @@ class _HostTimeline:
             stack.append(node)
 
     def _assign_rows(self) -> None:
-        """Each op event's row: the outermost enclosing event that is a row (see
-        :mod:`torch_roofline.count.dispatch`), or the event itself (parents come first)."""
+        """Rows decided after the sweep: a composite with nothing recorded inside it dispatched
+        nothing a counter sees, so it is a row of its own (without work). The others were
+        decided during the sweep: each op event's row is the outermost enclosing row (see
+        :mod:`torch_roofline.count.dispatch`)."""
         for node in self.order:
-            parent = node.parent
-            if parent is not None and parent.row is not None:
-                node.row = parent.row
-            elif node.is_op and self._is_row(node):
+            if node.row is None and node.is_op and node.pending is None and not node.has_op_child:
                 node.row = node
 
     def module_scope(self, scope: Tuple[str, ...]) -> Tuple[str, ...]:
@@ -384,8 +404,8 @@ def attribute(trace: Trace, *, op_names: Optional[Iterable[str]] = None,
             print(op.op, op.module, op.time_s)
     """
     names = _check_op_names(op_names)
-    timeline = _HostTimeline(trace, names, labels, outside)
     on_device = trace.has_device_activity
+    timeline = _HostTimeline(trace, names, labels, outside, collapse=not on_device)
 
     row_nodes = [n for n in timeline.order if n.row is n]
     row_nodes.sort(key=lambda n: (n.event.start_s, n.event.index))

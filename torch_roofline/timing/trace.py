@@ -595,7 +595,7 @@ def _duration_event(label: str, index: int, kind: str, ev: Mapping[str, Any], ts
     if type(tid) is not int:
         tid = _thread_id(label, index, "tid", tid)
     get = args.get
-    return frozen_record(TraceEvent, {
+    fields = {
         "kind": kind,
         "name": str(ev.get("name", "")),
         "start_s": (ts - origin_us) * _US,
@@ -603,35 +603,50 @@ def _duration_event(label: str, index: int, kind: str, ev: Mapping[str, Any], ts
         "pid": pid,
         "tid": tid,
         "index": index,
-        "correlation": _int_or_none(get("correlation")),
-        "external_id": _int_or_none(get("External id")),
-        "seq": _int_or_none(get("Sequence number")),
-        "fwd_thread": _int_or_none(get("Fwd thread id")),
-        "device": _int_or_none(get("device")),
-        "stream": _int_or_none(get("stream")),
-        "bytes": _int_or_none(get("bytes")),
         "args": MappingProxyType(args),
         "ts_ns": round(ts * 1000.0),
-    })
+    }
+    for key, field_name in _INT_ARGS:  # most are absent from most events: one get each
+        value = get(key)
+        fields[field_name] = value if value is None or type(value) is int else _int_or_none(value)
+    return frozen_record(TraceEvent, fields)
+
+
+# The integer fields read from an event's ``args``: (key in the file, TraceEvent field).
+_INT_ARGS = (("correlation", "correlation"), ("External id", "external_id"), ("Sequence number", "seq"),
+             ("Fwd thread id", "fwd_thread"), ("device", "device"), ("stream", "stream"), ("bytes", "bytes"))
 
 
 _NO_ARGS: Mapping[str, Any] = MappingProxyType({})
 
 
 def _memory_event(label: str, index: int, ev: Mapping[str, Any], origin_us: float) -> MemoryEvent:
-    args = _args(label, index, ev.get("args", _MISSING))
-    device_id = _int_or_none(args.get("Device Id"))
-    return MemoryEvent(
-        time_s=(_ts_us(label, index, ev.get("ts", _MISSING)) - origin_us) * _US,
-        bytes=_int_or_none(args.get("Bytes")) or 0,
-        total_allocated_bytes=_int_or_none(args.get("Total Allocated")) or 0,
-        total_reserved_bytes=_int_or_none(args.get("Total Reserved")) or 0,
-        device_type=_int_or_none(args.get("Device Type")) or 0,
-        device_id=device_id if device_id is not None else -1,
-        pid=_thread_id(label, index, "pid", ev.get("pid", _MISSING)),
-        tid=_thread_id(label, index, "tid", ev.get("tid", _MISSING)),
-        address=_int_or_none(args.get("Addr")),
-    )
+    # Hot path too (one per allocation and free): the usual well-formed event takes the
+    # fast branch; anything else goes through the checks that name the event.
+    args = ev.get("args", _MISSING)
+    if type(args) is not dict:
+        args = _args(label, index, args)
+    ts = ev.get("ts", _MISSING)
+    if (type(ts) is not float and type(ts) is not int) or not -_TIME_LIMIT_US < ts < _TIME_LIMIT_US:
+        ts = _ts_us(label, index, ts)  # raises, naming the event (NaN fails every comparison)
+    pid, tid = ev.get("pid", _MISSING), ev.get("tid", _MISSING)
+    if type(pid) is not int:
+        pid = _thread_id(label, index, "pid", pid)
+    if type(tid) is not int:
+        tid = _thread_id(label, index, "tid", tid)
+    get = args.get
+    device_id = _int_or_none(get("Device Id"))
+    return frozen_record(MemoryEvent, {
+        "time_s": (ts - origin_us) * _US,
+        "bytes": _int_or_none(get("Bytes")) or 0,
+        "total_allocated_bytes": _int_or_none(get("Total Allocated")) or 0,
+        "total_reserved_bytes": _int_or_none(get("Total Reserved")) or 0,
+        "device_type": _int_or_none(get("Device Type")) or 0,
+        "device_id": device_id if device_id is not None else -1,
+        "pid": pid,
+        "tid": tid,
+        "address": _int_or_none(get("Addr")),
+    })
 
 
 def _flow_event(label: str, index: int, ev: Mapping[str, Any], origin_us: float) -> FlowEvent:
