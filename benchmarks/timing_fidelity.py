@@ -29,6 +29,7 @@ Nothing is asserted. Run::
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
 import sys
@@ -95,9 +96,9 @@ def _profiled(step: Callable[[], None], model: torch.nn.Module, n: int, device: 
             if i:
                 times.append(time.perf_counter() - t0)
             prof.step()
-    report = prof.report()
-    t = report.totals
+    t = prof.report().totals
     outside = (t.time_s - t.op_time_s) if t.time_s is not None and t.op_time_s is not None else float("nan")
+    del prof  # its trace and rows: ~100,000 objects that would slow the next measurement's garbage collections
     return times, t.time_s, outside
 
 
@@ -139,9 +140,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         ratios: Dict[str, List[float]] = {"report": [], "block": [], "kineto": [], "outside": []}
         plains = []
         for _ in range(rounds):
+            gc.collect()
             plain = statistics.median(_plain(step, args.steps))
+            gc.collect()
             times, report_step, outside = _profiled(step, model, args.steps, device)
+            gc.collect()
             kineto = statistics.median(_kineto(step, args.steps))
+            gc.collect()
             plain = statistics.median([plain] + _plain(step, args.steps))
             plains.append(plain)
             ratios["report"].append(report_step / plain)

@@ -666,6 +666,186 @@ def test_module_infos_of_a_deep_tree_without_recursion(shared):
     assert infos[0].params == 6 and infos[0].param_bytes == 24  # a shared parameter counted once
 
 
+# ================================================================================ the profiler and the callback
+# Issue 14 items 1-7, 11 and 14: silently wrong numbers and misleading errors of the live path.
+
+
+def _flat():
+    from torch_roofline.devices import Device
+
+    return Device(name="hostile-flat", peak_flops={"fp32": 1e11}, bandwidth=1e10)
+
+
+def _mlp():
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+
+
+def test_1_a_second_block_reports_its_own_steps():
+    import torch
+
+    from torch_roofline import RooflineProfiler
+
+    model, prof = _mlp(), RooflineProfiler(_mlp(), roof=_flat())
+    prof = RooflineProfiler(model, roof=_flat())
+    with torch.no_grad():
+        with prof:
+            model(torch.randn(2, 16))
+        small = prof.report().module("0", "forward").flops
+        with prof:
+            model(torch.randn(64, 16))
+        large = prof.report().module("0", "forward").flops
+    assert (small, large) == (2 * 2 * 16 * 32, 2 * 64 * 16 * 32)  # Linear(16, 32): 2 * batch * 16 * 32
+
+
+def test_2_a_window_cut_short_averages_the_steps_that_ran_and_says_so():
+    import torch
+
+    from torch_roofline import RooflineProfiler, schedule
+
+    model = _mlp()
+    prof = RooflineProfiler(model, roof=_flat(), schedule=schedule(wait=0, warmup=1, active=4))
+    with torch.no_grad(), prof:
+        for _ in range(3):  # warm-up + 2 of the 4 active steps
+            model(torch.randn(8, 16))
+            prof.step()
+    report = prof.report()
+    assert report.steps == 2
+    assert report.module("0", "forward").flops == 2 * 8 * 16 * 32  # per step, not halved
+    assert any("cut short: 2 of its 4 active steps" in n for n in report.notes)
+
+
+def test_2_a_window_that_never_started_is_a_clear_error():
+    import torch
+
+    from torch_roofline import RooflineProfiler, schedule
+
+    model = _mlp()
+    prof = RooflineProfiler(model, roof=_flat(), schedule=schedule(wait=1, warmup=1, active=2))
+    with torch.no_grad(), prof:
+        for _ in range(2):
+            model(torch.randn(8, 16))
+            prof.step()
+    with pytest.raises(RuntimeError, match=r"2 step\(s\) ran.*records from step 3 on"):
+        prof.report()
+
+
+def test_3_a_batch_that_changes_size_in_a_wait_step_is_counted_as_recorded():
+    import torch
+
+    from torch_roofline import RooflineProfiler, schedule
+
+    model = _mlp()
+    prof = RooflineProfiler(model, roof=_flat(), schedule=schedule(wait=1, warmup=0, active=1))
+    with torch.no_grad(), prof:
+        for batch in (2, 64):  # the wait step runs batch 2, the recorded one batch 64
+            model(torch.randn(batch, 16))
+            prof.step()
+    assert prof.report().module("0", "forward").flops == 2 * 64 * 16 * 32
+
+
+def test_4_a_forward_only_step_has_no_backward_phase():
+    import torch
+
+    from torch_roofline import RooflineProfiler
+
+    model = _mlp()
+    with torch.no_grad(), RooflineProfiler(model, roof=_flat()) as prof:
+        model(torch.randn(4, 16))
+    assert {m.phase for m in prof.report().modules} <= {"forward", "all"}
+
+
+def test_5_a_trace_joined_with_the_wrong_model_is_refused(tmp_path):
+    import torch
+    from torch import nn
+
+    from torch_roofline import RooflineProfiler, from_trace
+
+    model = _mlp()
+    path = str(tmp_path / "mlp.json")
+    with torch.no_grad(), RooflineProfiler(model, roof=_flat(), export_trace=path):
+        model(torch.randn(4, 16))
+    other = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 4))
+    with pytest.raises(ValueError, match=r"do not match the model's count.*recorded with another model"):
+        from_trace(path, other, torch.randn(4, 3, 8, 8), roof=_flat())
+    assert from_trace(path, model, torch.randn(4, 16), roof=_flat()).totals.flops > 0  # the right one joins
+
+
+def test_7_any_module_name_keeps_its_time_and_shows_as_written():
+    import torch
+    from torch import nn
+
+    from torch_roofline import RooflineProfiler
+
+    names = ["naïve", "two words", 'quote"d', "back\\slash", "tab\tbed", "new\nline", "Ωmega"]
+    model = nn.ModuleDict({n: nn.Linear(4, 4) for n in names})
+    with torch.no_grad(), RooflineProfiler(model, roof=_flat()) as prof:
+        for layer in model.values():
+            layer(torch.randn(2, 4))
+    report = prof.report()
+    for name in names:
+        row = report.module(name, "forward")
+        assert row.calls == 1 and row.time_s and row.time_s > 0 and row.flops == 2 * 2 * 4 * 4, name
+    assert not any(m.name in ("unknown", "") and m.phase == "forward" and m.flops for m in report.modules
+                   if m.name not in names and m.name != "")
+
+
+def test_11_two_roofline_callbacks_are_refused_at_setup_naming_them(tmp_path):
+    L = pytest.importorskip("lightning.pytorch")
+    import torch
+
+    from torch_roofline.lightning import Roofline
+
+    class Lit(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = _mlp()
+
+        def training_step(self, batch, batch_idx):
+            return self.net(batch[0]).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.TensorDataset(torch.randn(32, 16))
+    trainer = L.Trainer(max_steps=3, callbacks=[Roofline(roof=_flat()), Roofline(roof=_flat(), tag="second")],
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=str(tmp_path))
+    with pytest.raises(ValueError, match=r"2 Roofline callbacks.*tag='roofline'.*tag='second'.*Keep one"):
+        trainer.fit(Lit(), torch.utils.data.DataLoader(data, batch_size=8))
+
+
+def test_14_cuda_without_a_gpu_is_refused_at_construction():
+    import torch
+
+    from torch_roofline import RooflineProfiler
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ValueError, match=r"device='cuda'.*no CUDA GPU.*from_trace"):
+        RooflineProfiler(_mlp(), device="cuda")
+
+
+def test_14_a_generator_forward_names_the_likely_cause():
+    import torch
+    from torch import nn
+
+    from torch_roofline import RooflineProfiler
+
+    class Lazy(nn.Module):
+        def forward(self, x):
+            yield x * 2  # nothing runs until iterated
+
+    model, x = Lazy(), torch.randn(2)
+    with RooflineProfiler(model, roof=_flat()) as prof:
+        model(x)
+    with pytest.raises(RuntimeError, match="no op ran.*generator"):
+        prof.report()
+
+
 # ================================================================================ property sweeps
 
 hypothesis = pytest.importorskip("hypothesis")

@@ -250,3 +250,19 @@ def test_profiler_notes_a_step_that_faults_its_memory_in_again():
     assert prof._session.minor_faults_per_step >= 16 * 2**20 * 4 / 4096  # 16,384
     (note,) = [n for n in prof.report().notes if "minor page faults" in n]
     assert "jemalloc" in note and "MALLOC_MMAP_THRESHOLD_" in note
+
+
+def test_filtered_stderr_drops_the_allocator_note_and_keeps_the_rest(capfd):
+    import os
+
+    from torch_roofline.timing.quiet import filtered_stderr
+
+    note = ("[W1201 18:46:53.322080684 CPUAllocator.cpp:245] Memory block of unknown size was allocated before "
+            "the profiling started, profiler results will not include the deallocation event\n")
+    with filtered_stderr():
+        os.write(2, b"user line 1\n")
+        os.write(2, note.encode())
+        os.write(2, b"user line 2 without newline")
+    err = capfd.readouterr().err
+    assert "user line 1\n" in err and "user line 2 without newline" in err
+    assert "Memory block of unknown size" not in err

@@ -482,6 +482,14 @@ class _RooflineLogic:
 
     # ---- hooks ----------------------------------------------------------------------
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        mine = [cb for cb in getattr(trainer, "callbacks", ()) if isinstance(cb, _RooflineLogic)]
+        if len(mine) > 1:
+            tags = ", ".join(f"{type(cb).__name__}(tag={cb.tag!r})" for cb in mine)
+            raise ValueError(
+                f"Trainer(callbacks=[...]) holds {len(mine)} Roofline callbacks ({tags}): torch.profiler cannot "
+                "run two sessions at once, so their windows would collide. Keep one; for more windows use "
+                "Roofline(every_n_steps=N), and validation=True for validation batches"
+            )
         compiled = _compiled_parts(pl_module)
         if compiled:
             names = ", ".join(repr(n) if n else "the LightningModule's forward" for n in compiled)

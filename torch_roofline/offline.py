@@ -21,7 +21,7 @@ import dataclasses
 import os
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -35,6 +35,7 @@ from torch_roofline.report import RooflineReport
 from torch_roofline.timing.attribution import TraceTiming, attribute
 from torch_roofline.timing.counters import KernelCounters, kernel_counters
 from torch_roofline.timing.shapes import has_recorded_shapes, per_step, shape_costs
+from torch_roofline.timing.steps import split_steps, within
 from torch_roofline.timing.trace import DeviceProperties, Trace, load_trace
 
 __all__ = ["from_trace", "trace_device", "counter_costs", "CounterComparison", "compare_counters"]
@@ -142,6 +143,40 @@ def compare_counters(trace: Union[str, Trace], costs: CountResult, *, steps: int
             for (mod, ph, op), (f, n) in sorted(measured.items())]
 
 
+#: Share of op calls that may differ between a model's count and a trace before the two are
+#: taken for different models (a loss outside the model, a data-dependent branch).
+MISMATCH_TOLERANCE = 0.10
+
+
+def _check_model_matches(costs: Sequence[OpCost], timing: TraceTiming, steps: int, model_name: str) -> None:
+    """Refuse to join a model's count with a trace of another model (or other inputs).
+
+    The count holds one step's op calls per (module, phase, op); the trace ``steps`` steps'
+    worth. When more than :data:`MISMATCH_TOLERANCE` of the calls on either side have no
+    counterpart on the other, every efficiency would divide one model's time by another's
+    work: a ValueError says so, with examples, instead of a confident report.
+    """
+    counted: Dict[Tuple[str, str, str], int] = defaultdict(int)
+    for c in costs:
+        counted[(c.module, c.phase, c.op)] += 1
+    timed: Dict[Tuple[str, str, str], float] = defaultdict(float)
+    for t in timing.ops:
+        timed[(t.module, t.phase, t.op)] += 1 / max(steps, 1)
+    keys = set(counted) | set(timed)
+    missing = sum(abs(counted.get(k, 0) - timed.get(k, 0.0)) for k in keys)
+    total = sum(counted.values()) + sum(timed.values())
+    if total and missing / total > MISMATCH_TOLERANCE:
+        worst = sorted(keys, key=lambda k: -abs(counted.get(k, 0) - timed.get(k, 0.0)))[:3]
+        examples = "; ".join(f"{op} in {module or 'the root'!r} ({phase}): counted {counted.get((module, phase, op), 0)}, "
+                             f"timed {timed.get((module, phase, op), 0.0):g} per step" for module, phase, op in worst)
+        raise ValueError(
+            f"from_trace(model={model_name}): the trace's ops do not match the model's count ({missing / total:.0%} "
+            f"of the op calls have no counterpart; e.g. {examples}). The trace was recorded with another model, other "
+            "inputs, another backward=/loss_fn=, or holds another number of steps (steps=); pass the model and "
+            "inputs it was recorded with, or drop model= to count the trace's own recorded shapes"
+        )
+
+
 def from_trace(
     path: Union[str, "os.PathLike[str]", Trace],
     model: Optional[nn.Module] = None,
@@ -166,8 +201,10 @@ def from_trace(
         backward: the traced step ran backward too (for counting with ``model``).
         loss_fn: the loss the traced step used (for counting its backward exactly).
         memory_model: ``"op"`` or ``"compulsory"``.
-        steps: how many model steps the trace holds (default: its ``ProfilerStep#N`` count, or
-            1); times are divided by it, so per-step counts and times line up.
+        steps: how many model steps the trace holds; default: found by
+            :func:`~torch_roofline.timing.steps.split_steps` (``ProfilerStep`` markers, optimizer
+            steps, sibling annotations, backward passes; the report's notes say which); times are
+            divided by it, so per-step counts and times line up.
         counted: ``model``'s step already counted
             (:func:`~torch_roofline.count.replay.count_without_compute` with the same
             ``backward``, ``loss_fn`` and ``memory_model``), used instead of counting it again.
@@ -191,9 +228,17 @@ def _from_trace(path: Any, model: Optional[nn.Module], inputs: Any, *, roof: Any
     trace = path if isinstance(path, Trace) else load_trace(path)
     if model is not None and inputs is None:
         raise ValueError("from_trace(model=...): pass inputs= too (the shapes the traced step ran with)")
-    if steps is not None and steps < 1:
-        raise ValueError(f"from_trace(steps={steps}): expected a positive number of steps")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"from_trace(steps={steps!r}): expected a positive number of steps, e.g. steps=2")
     notes: List[str] = []
+    split = split_steps(trace)
+    if steps is None:
+        if split.spans:
+            trace = within(trace, split.spans)
+        steps = split.steps
+        notes.append(f"steps: {split.how}")
+    else:
+        notes.append(f"steps: {steps}, as given (steps=)")
     modules: Tuple = ()
     if model is not None:
         if counted is None:
@@ -204,6 +249,7 @@ def _from_trace(path: Any, model: Optional[nn.Module], inputs: Any, *, roof: Any
         if not _has_module_ranges(timing):
             costs = tuple(dataclasses.replace(o, module="", scope=("",)) for o in costs)
             notes.append("the trace has no torch_roofline module ranges: every op is joined on the root module")
+        _check_model_matches(costs, timing, steps or timing.steps, type(model).__name__)
     else:
         timing = attribute(trace)
         if timing.ops and has_recorded_shapes(trace):
@@ -234,6 +280,8 @@ def _from_trace(path: Any, model: Optional[nn.Module], inputs: Any, *, roof: Any
     costs, roofs = place(costs, dev)
     n_steps = steps or timing.steps
     step_time = timing.device_busy_s if timing.on_device and timing.device_busy_s else timing.step_time_s
+    if split.spans and not timing.on_device and steps == split.steps:
+        step_time = sum(hi - lo for lo, hi in split.spans)  # the steps' own spans, not the gaps between them
     # Without our ranges the module rows would only hold the host's wall span: let the analysis
     # derive module times from the op times instead.
     module_timings = timing.modules if _has_module_ranges(timing) else ()

@@ -36,7 +36,7 @@ from torch_roofline.report import DeviceInfo, RooflineReport
 from torch_roofline.timing.attribution import TraceTiming, attribute
 from torch_roofline.timing.faults import NOTE_THRESHOLD_FAULTS, page_fault_note
 from torch_roofline.timing.identity import Identities
-from torch_roofline.timing.ranges import LABELS_KEY, Models, ModuleRanges
+from torch_roofline.timing.ranges import LABELS_KEY, Models, ModuleRanges, labels_metadata
 from torch_roofline.timing.session import ProfileSession
 from torch_roofline.timing.shapes import ShapeCosts, per_step, shape_costs
 
@@ -229,6 +229,17 @@ class RooflineProfiler:
                 f"modules or None, got {type(model).__name__}"
             )
         check_memory_model(memory_model, "RooflineProfiler")
+        if device is not None:
+            try:
+                torch_device = torch.device(device)
+            except (RuntimeError, TypeError) as exc:
+                raise ValueError(f"RooflineProfiler(device={device!r}): not a torch device ({exc}); e.g. 'cpu' or 'cuda'") from None
+            if torch_device.type == "cuda" and not torch.cuda.is_available():
+                raise ValueError(
+                    f"RooflineProfiler(device={device!r}): no CUDA GPU is available here "
+                    "(torch.cuda.is_available() is False); profile on 'cpu', or read a trace recorded on a GPU "
+                    "with torch_roofline.from_trace"
+                )
         self._ranges = ModuleRanges(model)
         self.model = self._ranges.tree
         self.torch_device = torch.device(device) if device is not None else _model_device(self.model)
@@ -244,7 +255,7 @@ class RooflineProfiler:
             hardware_counters=hardware_counters,
             export_path=export_trace,
             record_shapes=record_shapes,
-            metadata={LABELS_KEY: self._ranges.labels} if self._ranges.labels else None,
+            metadata={LABELS_KEY: labels_metadata(self._ranges.labels)} if self._ranges.labels else None,
             keep_results=profile_memory and record_shapes,
             capture_overload_names=True,
         )
@@ -333,11 +344,19 @@ class RooflineProfiler:
         rebuilt from the recorded shapes (:func:`~torch_roofline.timing.shapes.shape_costs`)."""
         if self._costs is None:
             timing = self.timing
+            first, _ = self._session.window()
+            if not timing.ops and first is not None and self._session.steps_taken < first + 1:
+                raise RuntimeError(
+                    f"RooflineProfiler: the schedule recorded no step: {self._session.steps_taken} step(s) ran "
+                    f"(prof.step() calls), and it records from step {first + 1} on (its wait and warmup steps "
+                    "come first); run more steps inside the block, or use a schedule with fewer wait/warmup steps"
+                )
             if not timing.ops:
                 raise RuntimeError(
                     "RooflineProfiler: no op ran inside the profiled block (or the schedule's active steps), so there "
                     "is nothing to count; run the step (e.g. model(inputs)) inside `with prof:` and call prof.step() "
-                    "after each step when a schedule is set"
+                    "after each step when a schedule is set (a forward that returns a generator runs nothing "
+                    "until it is iterated)"
                 )
             results = self._session.results[-1] if self._session.results else None
             identities = Identities(results, self._session.trace) if results is not None else None
@@ -398,6 +417,10 @@ class RooflineProfiler:
         faults = self._session.minor_faults_per_step
         if faults is not None and faults >= NOTE_THRESHOLD_FAULTS and getattr(dev, "kind", None) == "cpu":
             notes.append(page_fault_note(faults))
+        _, planned = self._session.window()
+        if planned is not None and timing.steps < planned:
+            notes.append(f"the schedule's window was cut short: {timing.steps} of its {planned} active steps ran "
+                         f"before the block ended; the report averages those {timing.steps}")
         if self.model is not None and not any(m.name and m.name != OUTSIDE for m in timing.modules) \
                 and not any(op.module and op.module != OUTSIDE for op in timing.ops):
             notes.append(f"the model ({self._ranges.root_type}) was never called inside the profiled steps: every op "

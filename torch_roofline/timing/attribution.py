@@ -417,7 +417,7 @@ def attribute(trace: Trace, *, op_names: Optional[Iterable[str]] = None,
         if act.op_index is not None:
             per_row[act.op_index].append(act)
 
-    ops = _op_rows(timeline, row_nodes, per_row, _step_starts(trace))
+    ops = _op_rows(timeline, row_nodes, per_row, _step_starts(trace, timeline))
     steps, step_time_s = _step_time(trace, timeline, activities)
     if on_device:
         modules = _gpu_module_rows(timeline, activities, steps, step_time_s)
@@ -541,10 +541,21 @@ def _op_rows(
     return rows
 
 
-def _step_starts(trace: Trace) -> List[float]:
+def _step_starts(trace: Trace, timeline: Optional["_HostTimeline"] = None) -> List[float]:
     """Start times of the ``ProfilerStep#N`` spans, sorted (empty: one step)."""
-    return sorted(e.start_s for e in trace.events
-                  if e.kind in ("user_annotation", "cpu_op") and _PROFILER_STEP.match(e.name))
+    return sorted(e.start_s for e in _profiler_steps(trace, timeline))
+
+
+def _profiler_steps(trace: Trace, timeline: Optional["_HostTimeline"] = None) -> List[TraceEvent]:
+    """The ``ProfilerStep#N`` spans that hold an op: a block that ends right after a ``step()``
+    leaves an empty last span, which is not a step that ran."""
+    markers = [e for e in trace.events if e.kind in ("user_annotation", "cpu_op") and _PROFILER_STEP.match(e.name)]
+    if not markers:
+        return markers
+    starts = sorted(e.start_s for e in trace.events if e.kind == "cpu_op" and not _PROFILER_STEP.match(e.name)
+                    and not e.name.startswith(RANGE_PREFIX))
+    return [m for m in markers
+            if bisect.bisect_right(starts, m.end_s + _TOL_S) > bisect.bisect_left(starts, m.start_s - _TOL_S)]
 
 
 # --------------------------------------------------------------------------- step, phases
@@ -562,8 +573,7 @@ def _main_thread(timeline: _HostTimeline) -> Optional[Tuple[object, object]]:
 def _step_time(
     trace: Trace, timeline: _HostTimeline, activities: Sequence[DeviceActivity]
 ) -> Tuple[int, float]:
-    steps = [e for e in trace.events if e.kind in ("user_annotation", "cpu_op")
-             and _PROFILER_STEP.match(e.name)]
+    steps = _profiler_steps(trace, timeline)
     if steps:
         return len(steps), math.fsum(e.dur_s for e in steps)
     key = _main_thread(timeline)

@@ -67,6 +67,7 @@ __all__ = [
     "module_range_name",
     "parse_range_name",
     "read_labels",
+    "labels_metadata",
 ]
 
 RANGE_PREFIX = "roofline::"
@@ -76,7 +77,7 @@ PHASE_PREFIX = RANGE_PREFIX + "phase::"
 """Prefix of phase ranges: ``"roofline::phase::optimizer"``, ``"roofline::phase::backward"``."""
 
 LABELS_KEY = "torch_roofline_module_labels"
-"""Trace metadata key holding ``{label: module name}`` for names given a ``#<k>`` label."""
+"""Trace metadata key holding the names given a ``#<k>`` label (:func:`labels_metadata`)."""
 
 #: What a profiler attributes to: one module, several (a mapping name -> module, or a
 #: sequence named by class name), or nothing.
@@ -123,6 +124,16 @@ def parse_range_name(name: str, labels: Optional[Mapping[str, str]] = None) -> O
     return ("module", label)
 
 
+def labels_metadata(labels: Mapping[str, str]) -> Dict[str, Any]:
+    """The trace-metadata value for ``{label: module name}``: each name as the hex of its UTF-8.
+
+    Kineto writes metadata values into the trace verbatim except that it turns every backslash
+    into a slash, which breaks any JSON escape (a quote or a newline inside a name); hex digits
+    need none.
+    """
+    return {"encoding": "utf-8-hex", "labels": {k: v.encode("utf-8").hex() for k, v in labels.items()}}
+
+
 def read_labels(metadata: Mapping[str, Any]) -> Dict[str, str]:
     """The ``{label: module name}`` table a trace carries under :data:`LABELS_KEY` (or ``{}``)."""
     raw = metadata.get(LABELS_KEY)
@@ -131,9 +142,15 @@ def read_labels(metadata: Mapping[str, Any]) -> Dict[str, str]:
             raw = json.loads(raw)
         except ValueError:
             return {}
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, Mapping) or raw.get("encoding") != "utf-8-hex" or not isinstance(raw.get("labels"), Mapping):
         return {}
-    return {str(k): str(v) for k, v in raw.items()}
+    out = {}
+    for label, value in raw["labels"].items():
+        try:
+            out[str(label)] = bytes.fromhex(str(value)).decode("utf-8")
+        except ValueError:
+            continue
+    return out
 
 
 @contextlib.contextmanager
@@ -234,6 +251,9 @@ class ModuleRanges:
         self._label_of: Dict[str, str] = {}
         self._wrapped: List[Tuple[nn.Module, bool, Any, Any]] = []
         self._active = False
+        if self.tree is not None:  # labels known up front: the session writes them into the trace
+            for fqn, _ in _named_modules(self.tree):
+                self.label_of(fqn)
 
     @property
     def active(self) -> bool:

@@ -40,7 +40,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch.profiler import ProfilerAction, ProfilerActivity
@@ -128,6 +128,7 @@ class ProfileSession:
         self._filter: Optional[filtered_stderr] = None
         self.traces: List[Trace] = []
         self.results: List[Any] = []
+        self.steps_taken = 0
 
     # ----------------------------------------------------------------- context manager
     def __enter__(self) -> "ProfileSession":
@@ -140,6 +141,7 @@ class ProfileSession:
             )
         self.traces = []
         self.results = []
+        self.steps_taken = 0
         self._discard = False
         prof = torch.profiler.profile(
             activities=sorted(self._activities, key=lambda a: a.name),
@@ -189,6 +191,7 @@ class ProfileSession:
         if self._prof is None:
             raise RuntimeError("ProfileSession.step() called outside its `with` block.")
         self._faults.mark()
+        self.steps_taken += 1
         with quiet_native_stderr():
             self._prof.step()
             self._release_primer()
@@ -239,12 +242,33 @@ class ProfileSession:
     def trace(self) -> Trace:
         """The last trace recorded (raises if the schedule never completed a window)."""
         if not self.traces:
+            first, _ = self.window()
+            if self._schedule is not None and first is not None and self.steps_taken < first + 1:
+                raise RuntimeError(
+                    f"ProfileSession recorded no trace: {self.steps_taken} step(s) ran (session.step() calls), and "
+                    f"this schedule records from step {first + 1} on (its wait and warmup steps come first); "
+                    "run more steps inside the block, or use a schedule with fewer wait/warmup steps"
+                )
             raise RuntimeError(
                 "ProfileSession recorded no trace: the block has not ended, it raised, or the "
                 "schedule's active window never completed (call session.step() once per step "
                 "for wait + warmup + active steps)."
             )
         return self.traces[-1]
+
+    def window(self) -> Tuple[Optional[int], Optional[int]]:
+        """(first recorded step, 0-based; steps the first window records) of the schedule;
+        ``(None, None)`` without a schedule."""
+        if self._schedule is None:
+            return None, None
+        recording = (ProfilerAction.RECORD, ProfilerAction.RECORD_AND_SAVE)
+        for first in range(10_000):
+            if self._schedule(first) in recording:
+                n = 1
+                while n < 10_000 and self._schedule(first + n - 1) != ProfilerAction.RECORD_AND_SAVE:
+                    n += 1
+                return first, n
+        return None, None
 
     # ----------------------------------------------------------------- internals
     def _experimental_config(self) -> Optional[Any]:

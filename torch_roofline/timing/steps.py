@@ -1,0 +1,155 @@
+"""How many steps a saved trace holds, and where they are.
+
+A report divides each measured time by the number of steps it covers, so a trace holding
+two forwards read as one step shows every op at twice its time. :func:`split_steps` finds
+the steps, trying in order:
+
+1. ``ProfilerStep#N`` markers (torch.profiler's schedule, ``prof.step()``): one step each;
+2. optimizer steps (``Optimizer.step#...`` annotations), when there are at least two;
+3. sibling annotations: the user annotations (``record_function`` ranges of a benchmark
+   harness, e.g. ``[param|model|warmup|forward]`` and ``[param|model|measure|forward]``)
+   that are the disjoint children of one annotation (or of none) and hold at least two of
+   them, each with op calls inside: one step each, and the trace is cut to them (set-up
+   work outside them, e.g. moving the model to the GPU, is left out);
+4. backward passes (autograd engine work separated by other work), when at least two;
+5. otherwise one step.
+
+The result says which rule decided (:attr:`StepSplit.how`), for the report's notes.
+
+Example::
+
+    split = split_steps(load_trace("trace.json.gz"))
+    print(split.steps, split.how)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Set, Tuple
+
+from torch_roofline.timing.ranges import RANGE_PREFIX
+from torch_roofline.timing.trace import DEVICE_KINDS, Trace, TraceEvent
+
+__all__ = ["StepSplit", "split_steps", "within"]
+
+_PROFILER_STEP = re.compile(r"^ProfilerStep#\d+$")
+_OPTIMIZER_STEP = "Optimizer.step#"
+_BACKWARD_PREFIX = "autograd::engine::evaluate_function:"
+_TOL_S = 1e-9
+
+
+@dataclass(frozen=True)
+class StepSplit:
+    """The steps of a trace.
+
+    Attributes:
+        steps: how many steps the trace holds (at least 1).
+        how: which rule found them, in words, for the report's notes.
+        spans: ``(start_s, end_s)`` of each step when the steps are only part of the trace
+            (sibling annotations); empty when the whole trace is the steps.
+    """
+
+    steps: int
+    how: str
+    spans: Tuple[Tuple[float, float], ...] = ()
+
+
+def split_steps(trace: Trace) -> StepSplit:
+    """The steps of ``trace`` by the first rule of the module docstring that finds some."""
+    host = [e for e in trace.events if e.kind in ("cpu_op", "user_annotation")]
+    markers = [e for e in host if _PROFILER_STEP.match(e.name)]
+    if markers:
+        return StepSplit(len(markers), f"{len(markers)} ProfilerStep marker(s)")
+    optimizer = [e for e in host if e.kind == "user_annotation" and e.name.startswith(_OPTIMIZER_STEP)]
+    if len(optimizer) >= 2:
+        return StepSplit(len(optimizer), f"{len(optimizer)} optimizer steps (Optimizer.step annotations)")
+    siblings = _sibling_annotations(host)
+    if siblings is not None:
+        names = ", ".join(repr(e.name) for e in siblings[:4]) + (" ..." if len(siblings) > 4 else "")
+        return StepSplit(len(siblings), f"{len(siblings)} sibling annotations ({names}), one step each; work "
+                                        "outside them is left out",
+                         tuple((e.start_s, e.end_s) for e in siblings))
+    passes = _backward_passes(host)
+    if passes >= 2:
+        return StepSplit(passes, f"{passes} backward passes")
+    return StepSplit(1, "one step (no ProfilerStep markers, optimizer steps, sibling annotations or repeated "
+                        "backward passes)")
+
+
+def _outermost(events: Sequence[TraceEvent]) -> List[TraceEvent]:
+    """The events not inside another one of ``events`` (same thread), by start."""
+    out: List[TraceEvent] = []
+    for e in sorted(events, key=lambda e: (e.start_s, -e.dur_s)):
+        if out and out[-1].tid == e.tid and e.start_s >= out[-1].start_s - _TOL_S and e.end_s <= out[-1].end_s + _TOL_S:
+            continue
+        out.append(e)
+    return out
+
+
+def _sibling_annotations(host: Sequence[TraceEvent]) -> Optional[List[TraceEvent]]:
+    """The disjoint child annotations of one annotation (or of none) holding op calls, when at
+    least two; of the candidates, the set holding the most op calls."""
+    annotations = [e for e in host if e.kind == "user_annotation" and not e.name.startswith(RANGE_PREFIX)
+                   and not e.name.startswith("Optimizer.")]
+    if len(annotations) < 2:
+        return None
+    ops = sorted(e.start_s for e in host if e.kind == "cpu_op" and e.name.startswith("aten::"))
+    if not ops:
+        return None
+
+    def holds(e: TraceEvent) -> int:
+        import bisect
+
+        return bisect.bisect_right(ops, e.end_s + _TOL_S) - bisect.bisect_left(ops, e.start_s - _TOL_S)
+
+    parents: List[Optional[TraceEvent]] = [None] + annotations
+    best: Optional[List[TraceEvent]] = None
+    best_ops = 0
+    for parent in parents:
+        inside = [e for e in annotations if e is not parent and (parent is None or (
+            e.tid == parent.tid and parent.start_s - _TOL_S <= e.start_s and e.end_s <= parent.end_s + _TOL_S))]
+        children = [e for e in _outermost(inside) if holds(e) > 0]
+        if len(children) < 2:
+            continue
+        total = sum(holds(e) for e in children)
+        if total > best_ops:
+            best, best_ops = children, total
+    return best
+
+
+def _backward_passes(host: Sequence[TraceEvent]) -> int:
+    """Runs of autograd engine work with other op work between them."""
+    timeline = sorted((e.start_s, e.name.startswith(_BACKWARD_PREFIX)) for e in _outermost(
+        [e for e in host if e.kind == "cpu_op"]))
+    passes, in_backward = 0, False
+    for _, backward in timeline:
+        if backward and not in_backward:
+            passes += 1
+        in_backward = backward
+    return passes
+
+
+def within(trace: Trace, spans: Sequence[Tuple[float, float]]) -> Trace:
+    """``trace`` cut to ``spans``: host events that start inside one (other threads' too), the
+    device activity they launched (by correlation id), and memory events inside one."""
+    from dataclasses import replace
+
+    bounds = sorted(spans)
+
+    def inside(t: float) -> bool:
+        return any(lo - _TOL_S <= t <= hi + _TOL_S for lo, hi in bounds)
+
+    kept: List[TraceEvent] = []
+    launched: Set[int] = set()
+    for e in trace.events:
+        if e.kind in DEVICE_KINDS:
+            continue
+        if inside(e.start_s):
+            kept.append(e)
+            if e.correlation is not None and e.kind in ("cuda_runtime", "cuda_driver"):
+                launched.add(e.correlation)
+    kept += [e for e in trace.events if e.kind in DEVICE_KINDS and e.correlation in launched]
+    kept.sort(key=lambda e: e.index)
+    memory = tuple(m for m in trace.memory if inside(m.time_s))
+    return replace(trace, events=tuple(kept), memory=memory)
