@@ -758,6 +758,65 @@ def test_4_a_forward_only_step_has_no_backward_phase():
     assert {m.phase for m in prof.report().modules} <= {"forward", "all"}
 
 
+def test_4_a_cold_torch_compile_call_has_no_backward_and_leaves_compilation_out():
+    import torch
+
+    from torch_roofline import RooflineProfiler
+
+    model = _mlp()
+    compiled = torch.compile(model)
+    x = torch.randn(4, 16)
+    with torch.no_grad(), RooflineProfiler(compiled, roof=_flat()) as prof:
+        compiled(x)  # the first call compiles
+    report = prof.report()
+    assert {m.phase for m in report.modules} <= {"forward", "all"}
+    assert any("torch.compile compiling" in n for n in report.notes)
+    # the compiled graph's matmuls, once (compile-time tracing ran them too, and is left out):
+    # Linear(16, 32) and Linear(32, 4) on 4 rows: 2*4*16*32 + 2*4*32*4 = 4096 + 1024
+    assert sum(o.flops for o in report.ops if o.op in ("aten.addmm", "aten.mm") and o.flops) == 4096 + 1024
+
+
+@pytest.mark.parametrize("files_too", [False, True])
+def test_13_a_full_disk_under_a_tensorboard_logger_warns_and_fit_ends(tmp_path, monkeypatch, files_too, request):
+    L = pytest.importorskip("lightning.pytorch")
+    pytest.importorskip("tensorboard")
+    import torch
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    from torch_roofline.lightning import Roofline
+
+    real_add = EventFileWriter.add_event
+
+    def add_event(self, event):  # our event file's disk is full; the logger's own file is not
+        if str(getattr(self, "_file_name", "")).endswith(".roofline"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_add(self, event)
+
+    monkeypatch.setattr(EventFileWriter, "add_event", add_event)
+    if files_too:  # report.json and the chart cannot be written either
+        request.getfixturevalue("full_disk")
+
+    class Lit(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = _mlp()
+
+        def training_step(self, batch, batch_idx):
+            return self.net(batch[0]).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.TensorDataset(torch.randn(48, 16))
+    logger = L.loggers.TensorBoardLogger(str(tmp_path / "tb"))
+    trainer = L.Trainer(max_steps=5, callbacks=[Roofline(roof=_flat(), plot=False)], logger=logger,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=str(tmp_path))
+    with pytest.warns(UserWarning, match="writing the report failed.*No space left on device"):
+        trainer.fit(Lit(), torch.utils.data.DataLoader(data, batch_size=8))  # ends: no exception
+    assert not list((tmp_path / "tb").rglob("report.json"))  # nothing half-written either
+
+
 def test_5_a_trace_joined_with_the_wrong_model_is_refused(tmp_path):
     import torch
     from torch import nn

@@ -676,7 +676,7 @@ class _RooflineLogic:
         tb_writers = []
         for logger in trainer.loggers:
             if tb_logger is not None and isinstance(logger, tb_logger) and report is not None:
-                tb_writers.append(logger.experiment)
+                tb_writers.append(logger.log_dir)  # our own event file there (see _write_tensorboard)
                 if extra:
                     logger.log_metrics(extra, step=step)
             elif scalars or extra:
@@ -737,14 +737,27 @@ def _render_png(report: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _write_tensorboard(writer: Any, report: Any, report_dict: Mapping[str, Any], png: Optional[bytes], *,
+def _write_tensorboard(log_dir: str, report: Any, report_dict: Mapping[str, Any], png: Optional[bytes], *,
                        step: int, tag: str, top_n: int) -> None:
-    """Scalars, text and the Roofline tab's data (:func:`write_report`), then the chart image."""
+    """Scalars, text and the Roofline tab's data (:func:`write_report`), then the chart image, into
+    an event file of our own in the TensorBoardLogger's run directory (TensorBoard reads every
+    event file of a run).
+
+    Our own file, opened and closed here on the writer thread: a full disk is a warning at the
+    join, never data left in the logger's writer for its flush at teardown to raise inside
+    ``fit()`` (where a run without the callback goes on).
+    """
+    from torch.utils.tensorboard import SummaryWriter
+
     from torch_roofline.tensorboard.summary import write_image, write_report
 
-    write_report(writer, report, step=step, tag=tag, top_n=top_n, plot=False, report_dict=report_dict)
-    if png is not None:
-        write_image(writer, f"{tag}/chart", png, step)
+    writer = SummaryWriter(log_dir=log_dir, filename_suffix=".roofline")
+    try:
+        write_report(writer, report, step=step, tag=tag, top_n=top_n, plot=False, report_dict=report_dict)
+        if png is not None:
+            write_image(writer, f"{tag}/chart", png, step)
+    finally:
+        writer.close()
 
 
 def comm_scalars(comm: Optional[Mapping[str, Any]], tag: str = "roofline") -> Dict[str, float]:

@@ -36,7 +36,8 @@ from torch_roofline.report import DeviceInfo, RooflineReport
 from torch_roofline.timing.attribution import TraceTiming, attribute
 from torch_roofline.timing.faults import NOTE_THRESHOLD_FAULTS, page_fault_note
 from torch_roofline.timing.identity import Identities
-from torch_roofline.timing.ranges import LABELS_KEY, Models, ModuleRanges, labels_metadata
+from torch_roofline.timing.ranges import (LABELS_KEY, PHASE_PREFIX, RANGE_PREFIX, Models, ModuleRanges,
+                                          labels_metadata)
 from torch_roofline.timing.session import ProfileSession
 from torch_roofline.timing.shapes import ShapeCosts, per_step, shape_costs
 
@@ -421,8 +422,13 @@ class RooflineProfiler:
         if planned is not None and timing.steps < planned:
             notes.append(f"the schedule's window was cut short: {timing.steps} of its {planned} active steps ran "
                          f"before the block ended; the report averages those {timing.steps}")
-        if self.model is not None and not any(m.name and m.name != OUTSIDE for m in timing.modules) \
-                and not any(op.module and op.module != OUTSIDE for op in timing.ops):
+        if timing.compile_time_s > 0:
+            notes.append(f"the profiled steps include torch.compile compiling ({timing.compile_time_s:.2f} s): the ops "
+                         "its tracing ran are left out of the rows, but its time is in the step's; profile warm steps "
+                         "(schedule(wait=1, ...)) for the compiled model's own roofline")
+        ranged = any(e.name.startswith(RANGE_PREFIX) and not e.name.startswith(PHASE_PREFIX)
+                     for e in self._session.trace.events)
+        if self.model is not None and not ranged:
             notes.append(f"the model ({self._ranges.root_type}) was never called inside the profiled steps: every op "
                          f"ran outside its modules ({OUTSIDE!r}); call it inside `with prof:`")
         return report.with_notes(*notes)

@@ -154,6 +154,8 @@ class TraceTiming:
             on the device that ran the work (CUDA on GPU traces, CPU otherwise); ``None``
             when the trace has none (``profile_memory=False``).
         row_events: the trace event each op row was read from, aligned with :attr:`ops`.
+        compile_time_s: host time spent inside torch.compile's compilation (seconds, summed
+            over its outermost regions); the ops its tracing ran are not op rows.
     """
 
     ops: Tuple[OpTiming, ...]
@@ -168,6 +170,7 @@ class TraceTiming:
     device_busy_s: Optional[float]
     peak_memory_bytes: Optional[int]
     row_events: Tuple[TraceEvent, ...] = field(default=(), compare=False, repr=False)
+    compile_time_s: float = 0.0
 
     @property
     def unattributed_time_s(self) -> float:
@@ -189,7 +192,7 @@ class _Node:
     """A host event placed in its thread's nesting tree (internal, mutable while built)."""
 
     __slots__ = ("event", "scope", "ranges", "mark", "bwd_seq", "bwd_start", "cpu_op", "row",
-                 "engine_depth", "parent", "has_op_child", "recompute", "is_op", "pending")
+                 "engine_depth", "parent", "has_op_child", "recompute", "is_op", "pending", "compiling")
 
     def __init__(self, event: TraceEvent) -> None:
         self.event = event
@@ -206,6 +209,12 @@ class _Node:
         self.recompute = False  # inside a module range entered during backward (checkpointing)
         self.is_op = False  # a cpu_op that is an op call (not a range or engine event)
         self.pending: Optional[bool] = False  # row kind: True row, None composite (decided later)
+        self.compiling = False  # inside torch.compile's compilation (its tracing runs ops too)
+
+
+def _is_compile_mark(name: str) -> bool:
+    """torch.compile's own annotations around compiling (dynamo's ``dynamo_timed`` regions)."""
+    return name in ("dynamo", "entire_frame_compile") or name.endswith("(dynamo_timed)")
 
 
 def _contains(outer: TraceEvent, inner: TraceEvent) -> bool:
@@ -235,6 +244,7 @@ class _HostTimeline:
         # Forward/backward work nested inside an optimizer mark (Lightning runs training_step and
         # backward inside optimizer.step(closure)): (start, end) of each such outermost event.
         self.in_optimizer: List[Tuple[float, float]] = []
+        self.compile_spans: List[Tuple[float, float]] = []  # torch.compile compiling (left out)
         self.has_ranges = False
         threads: Dict[Tuple[object, object], List[TraceEvent]] = defaultdict(list)
         for ev in trace.events:
@@ -291,6 +301,7 @@ class _HostTimeline:
                 node.engine_depth = parent.engine_depth
                 node.recompute = parent.recompute
                 node.row = parent.row
+                node.compiling = parent.compiling
             in_opt = node.mark == "optimizer"
             name = ev.name
             if name.startswith(RANGE_PREFIX):  # ours: user_annotation or (fast ranges) cpu_op
@@ -305,6 +316,10 @@ class _HostTimeline:
                         node.recompute = True
                 elif parsed is not None and parsed[0] == "phase":
                     node.mark = parsed[1]
+            elif _is_compile_mark(name):  # a cpu_op or user_annotation, by torch version
+                if not node.compiling:
+                    node.compiling = True
+                    self.compile_spans.append((ev.start_s, ev.end_s))
             elif ev.kind == "user_annotation":
                 if name.startswith(_OPTIMIZER_PREFIXES):
                     node.mark = "optimizer"
@@ -318,7 +333,7 @@ class _HostTimeline:
                     node.is_op = True
                     if parent is not None:
                         parent.has_op_child = True
-                    if node.row is None:
+                    if node.row is None and not node.compiling:
                         node.row = parent.row if parent is not None else None
                         if node.row is None:
                             node.pending = self._row_kind(ev)
@@ -336,7 +351,7 @@ class _HostTimeline:
         decided during the sweep: each op event's row is the outermost enclosing row (see
         :mod:`torch_roofline.count.dispatch`)."""
         for node in self.order:
-            if node.row is None and node.is_op and node.pending is None and not node.has_op_child:
+            if node.row is None and node.is_op and node.pending is None and not node.has_op_child and not node.compiling:
                 node.row = node
 
     def module_scope(self, scope: Tuple[str, ...]) -> Tuple[str, ...]:
@@ -438,6 +453,7 @@ def attribute(trace: Trace, *, op_names: Optional[Iterable[str]] = None,
         if on_device else None,
         peak_memory_bytes=_peak_memory(trace, on_device),
         row_events=tuple(n.event for n in row_nodes),
+        compile_time_s=_union_length(timeline.compile_spans),
     )
 
 

@@ -40,6 +40,7 @@ import os
 import shutil
 import tempfile
 import warnings
+import weakref
 from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -126,7 +127,7 @@ class ProfileSession:
         self._discard = False
         self._faults = StepFaults()
         self._filter: Optional[filtered_stderr] = None
-        self.traces: List[Trace] = []
+        self._pending: List[_PendingTrace] = []
         self.results: List[Any] = []
         self.steps_taken = 0
 
@@ -139,7 +140,7 @@ class ProfileSession:
                 "ProfileSession: another torch.profiler session is already running in this "
                 "thread; torch.profiler cannot nest. Stop the outer profiler first."
             )
-        self.traces = []
+        self._pending = []
         self.results = []
         self.steps_taken = 0
         self._discard = False
@@ -241,7 +242,7 @@ class ProfileSession:
     @property
     def trace(self) -> Trace:
         """The last trace recorded (raises if the schedule never completed a window)."""
-        if not self.traces:
+        if not self._pending:
             first, _ = self.window()
             if self._schedule is not None and first is not None and self.steps_taken < first + 1:
                 raise RuntimeError(
@@ -254,7 +255,7 @@ class ProfileSession:
                 "schedule's active window never completed (call session.step() once per step "
                 "for wait + warmup + active steps)."
             )
-        return self.traces[-1]
+        return self._pending[-1].trace()
 
     def window(self) -> Tuple[Optional[int], Optional[int]]:
         """(first recorded step, 0-based; steps the first window records) of the schedule;
@@ -286,6 +287,8 @@ class ProfileSession:
             return torch._C._profiler._ExperimentalConfig(**options) if options else None
 
     def _on_trace_ready(self, prof: torch.profiler.profile) -> None:
+        """Export the window's trace to a temporary file; it is read on first use (:attr:`traces`),
+        so leaving the block costs torch.profiler's stop and export, not the reading."""
         if self._discard:
             return
         fd, tmp = tempfile.mkstemp(prefix="roofline-", suffix=".json")
@@ -293,14 +296,16 @@ class ProfileSession:
         try:
             with quiet_native_stderr():
                 prof.export_chrome_trace(tmp)
-            trace = load_trace(tmp)
             if self._export_path is not None:
-                _keep(tmp, self._export_path.replace("{n}", str(len(self.traces))))
-        finally:
+                _keep(tmp, self._export_path.replace("{n}", str(len(self._pending))))
+            counters = self._hardware_counters and _mentions(tmp, b"cuda_profiler_range")
+        except BaseException:
             os.unlink(tmp)
+            raise
+        self._pending.append(_PendingTrace(tmp))
         if self._keep_results:
             self.results.append(prof.profiler.kineto_results if prof.profiler is not None else None)
-        if self._hardware_counters and not trace.of_kind("cuda_profiler_range"):
+        if self._hardware_counters and not counters:
             warnings.warn(
                 "ProfileSession(hardware_counters=True): the trace holds no CUPTI counter "
                 "events (cuda_profiler_range); this torch build may ignore "
@@ -309,7 +314,48 @@ class ProfileSession:
                 RuntimeWarning,
                 stacklevel=2,
             )
-        self.traces.append(trace)
+
+    @property
+    def traces(self) -> List[Trace]:
+        """One :class:`Trace` per completed active window, read from its file on first use."""
+        return [pending.trace() for pending in self._pending]
+
+
+class _PendingTrace:
+    """An exported trace file, read once when first asked for, then removed."""
+
+    def __init__(self, path: str) -> None:
+        self.path: Optional[str] = path
+        self._trace: Optional[Trace] = None
+        self._cleanup = weakref.finalize(self, _unlink, path)
+
+    def trace(self) -> Trace:
+        if self._trace is None:
+            try:
+                self._trace = load_trace(self.path)
+            finally:
+                self._cleanup()  # removes the file, once
+        return self._trace
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _mentions(path: str, needle: bytes) -> bool:
+    """Whether the file at ``path`` holds ``needle`` (read in chunks)."""
+    with open(path, "rb") as fh:
+        tail = b""
+        while True:
+            chunk = fh.read(1 << 22)
+            if not chunk:
+                return False
+            if needle in tail + chunk:
+                return True
+            tail = chunk[-len(needle):]
 
 
 def _activities(activities: Optional[Iterable[ProfilerActivity]]) -> frozenset:
