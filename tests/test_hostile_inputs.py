@@ -684,6 +684,24 @@ def _mlp():
     return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
 
 
+def _lit_mlp(L):
+    """A LightningModule class around `_mlp()`: loss = the output's sum, SGD (lr 0.1)."""
+    import torch
+
+    class Lit(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = _mlp()
+
+        def training_step(self, batch, batch_idx):
+            return self.net(batch[0]).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    return Lit
+
+
 def test_1_a_second_block_reports_its_own_steps():
     import torch
 
@@ -796,17 +814,7 @@ def test_13_a_full_disk_under_a_tensorboard_logger_warns_and_fit_ends(tmp_path, 
     if files_too:  # report.json and the chart cannot be written either
         request.getfixturevalue("full_disk")
 
-    class Lit(L.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.net = _mlp()
-
-        def training_step(self, batch, batch_idx):
-            return self.net(batch[0]).sum()
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
+    Lit = _lit_mlp(L)
     data = torch.utils.data.TensorDataset(torch.randn(48, 16))
     logger = L.loggers.TensorBoardLogger(str(tmp_path / "tb"))
     trainer = L.Trainer(max_steps=5, callbacks=[Roofline(roof=_flat(), plot=False)], logger=logger,
@@ -858,17 +866,7 @@ def test_11_two_roofline_callbacks_are_refused_at_setup_naming_them(tmp_path):
 
     from torch_roofline.lightning import Roofline
 
-    class Lit(L.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.net = _mlp()
-
-        def training_step(self, batch, batch_idx):
-            return self.net(batch[0]).sum()
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
+    Lit = _lit_mlp(L)
     data = torch.utils.data.TensorDataset(torch.randn(32, 16))
     trainer = L.Trainer(max_steps=3, callbacks=[Roofline(roof=_flat()), Roofline(roof=_flat(), tag="second")],
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
