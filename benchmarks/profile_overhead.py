@@ -119,7 +119,7 @@ def bench_step(label: str, model, step: Callable[[], None], loss_fn, device, rou
     names = {
         "plain": "plain step",
         "step in block": "profiled step (inside `with`)",
-        "whole block": "whole `with` block (+trace parse)",
+        "whole block": "whole `with` block (+stop, export)",
         "self sum": "sum of module self times (report)",
         "report()": "report() (count + analyse)",
     }
