@@ -51,13 +51,13 @@ from __future__ import annotations
 import bisect
 import logging
 import math
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from torch_roofline.records import OUTSIDE, ModuleTiming, OpTiming, frozen_record
 from torch_roofline.timing.ranges import RANGE_PREFIX, parse_range_name, read_labels
+from torch_roofline.timing.steps import profiler_steps
 from torch_roofline.timing.trace import DEVICE_KINDS, DeviceProperties, Trace, TraceEvent
 from torch_roofline.count.dispatch import default_is_composite, is_composite_call, op_kind
 
@@ -67,7 +67,6 @@ _log = logging.getLogger(__name__)
 
 _BACKWARD_PREFIX = "autograd::engine::evaluate_function:"
 _OPTIMIZER_PREFIXES = ("Optimizer.step#", "Optimizer.zero_grad#")
-_PROFILER_STEP = re.compile(r"^ProfilerStep#\d+$")
 _HOST_KINDS = ("cpu_op", "user_annotation", "cuda_runtime", "cuda_driver")
 _KIND_RANK = {"user_annotation": 0, "cpu_op": 1, "cuda_runtime": 2, "cuda_driver": 3}
 _LAUNCH_KINDS = ("cuda_runtime", "cuda_driver")
@@ -559,19 +558,7 @@ def _op_rows(
 
 def _step_starts(trace: Trace, timeline: Optional["_HostTimeline"] = None) -> List[float]:
     """Start times of the ``ProfilerStep#N`` spans, sorted (empty: one step)."""
-    return sorted(e.start_s for e in _profiler_steps(trace, timeline))
-
-
-def _profiler_steps(trace: Trace, timeline: Optional["_HostTimeline"] = None) -> List[TraceEvent]:
-    """The ``ProfilerStep#N`` spans that hold an op: a block that ends right after a ``step()``
-    leaves an empty last span, which is not a step that ran."""
-    markers = [e for e in trace.events if e.kind in ("user_annotation", "cpu_op") and _PROFILER_STEP.match(e.name)]
-    if not markers:
-        return markers
-    starts = sorted(e.start_s for e in trace.events if e.kind == "cpu_op" and not _PROFILER_STEP.match(e.name)
-                    and not e.name.startswith(RANGE_PREFIX))
-    return [m for m in markers
-            if bisect.bisect_right(starts, m.end_s + _TOL_S) > bisect.bisect_left(starts, m.start_s - _TOL_S)]
+    return sorted(e.start_s for e in profiler_steps(trace))
 
 
 # --------------------------------------------------------------------------- step, phases
@@ -589,7 +576,7 @@ def _main_thread(timeline: _HostTimeline) -> Optional[Tuple[object, object]]:
 def _step_time(
     trace: Trace, timeline: _HostTimeline, activities: Sequence[DeviceActivity]
 ) -> Tuple[int, float]:
-    steps = _profiler_steps(trace, timeline)
+    steps = profiler_steps(trace)
     if steps:
         return len(steps), math.fsum(e.dur_s for e in steps)
     key = _main_thread(timeline)

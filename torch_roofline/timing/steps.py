@@ -4,7 +4,9 @@ A report divides each measured time by the number of steps it covers, so a trace
 two forwards read as one step shows every op at twice its time. :func:`split_steps` finds
 the steps, trying in order:
 
-1. ``ProfilerStep#N`` markers (torch.profiler's schedule, ``prof.step()``): one step each;
+1. ``ProfilerStep#N`` markers (torch.profiler's schedule, ``prof.step()``) that hold an op
+   call: one step each, and the trace is cut to them (as HolisticTraceAnalysis splits
+   iterations: work launched outside every step, e.g. set-up before the first, is left out);
 2. optimizer steps (``Optimizer.step#...`` annotations), when there are at least two;
 3. sibling annotations: the user annotations (``record_function`` ranges of a benchmark
    harness, e.g. ``[param|model|warmup|forward]`` and ``[param|model|measure|forward]``)
@@ -24,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Set, Tuple
@@ -31,7 +34,7 @@ from typing import List, Optional, Sequence, Set, Tuple
 from torch_roofline.timing.ranges import RANGE_PREFIX
 from torch_roofline.timing.trace import DEVICE_KINDS, Trace, TraceEvent
 
-__all__ = ["StepSplit", "split_steps", "within"]
+__all__ = ["StepSplit", "profiler_steps", "split_steps", "within"]
 
 _PROFILER_STEP = re.compile(r"^ProfilerStep#\d+$")
 _OPTIMIZER_STEP = "Optimizer.step#"
@@ -46,8 +49,9 @@ class StepSplit:
     Attributes:
         steps: how many steps the trace holds (at least 1).
         how: which rule found them, in words, for the report's notes.
-        spans: ``(start_s, end_s)`` of each step when the steps are only part of the trace
-            (sibling annotations); empty when the whole trace is the steps.
+        spans: ``(start_s, end_s)`` of each step (seconds, the trace's clock) when the steps
+            are spans of the trace (ProfilerStep markers, sibling annotations), sorted; empty
+            when the whole trace is the steps.
     """
 
     steps: int
@@ -58,9 +62,10 @@ class StepSplit:
 def split_steps(trace: Trace) -> StepSplit:
     """The steps of ``trace`` by the first rule of the module docstring that finds some."""
     host = [e for e in trace.events if e.kind in ("cpu_op", "user_annotation")]
-    markers = [e for e in host if _PROFILER_STEP.match(e.name)]
+    markers = profiler_steps(trace)
     if markers:
-        return StepSplit(len(markers), f"{len(markers)} ProfilerStep marker(s)")
+        return StepSplit(len(markers), f"{len(markers)} ProfilerStep marker(s); work outside them is left out",
+                         tuple(sorted((e.start_s, e.end_s) for e in markers)))
     optimizer = [e for e in host if e.kind == "user_annotation" and e.name.startswith(_OPTIMIZER_STEP)]
     if len(optimizer) >= 2:
         return StepSplit(len(optimizer), f"{len(optimizer)} optimizer steps (Optimizer.step annotations)")
@@ -75,6 +80,19 @@ def split_steps(trace: Trace) -> StepSplit:
         return StepSplit(passes, f"{passes} backward passes")
     return StepSplit(1, "one step (no ProfilerStep markers, optimizer steps, sibling annotations or repeated "
                         "backward passes)")
+
+
+def profiler_steps(trace: Trace) -> List[TraceEvent]:
+    """The ``ProfilerStep#N`` spans of ``trace`` that hold an op call. A profiler stopped right
+    after a ``step()`` leaves an empty last span (HolisticTraceAnalysis, too, leaves the last one
+    out), which is not a step that ran."""
+    markers = [e for e in trace.events if e.kind in ("user_annotation", "cpu_op") and _PROFILER_STEP.match(e.name)]
+    if not markers:
+        return markers
+    starts = sorted(e.start_s for e in trace.events if e.kind == "cpu_op" and not _PROFILER_STEP.match(e.name)
+                    and not e.name.startswith(RANGE_PREFIX))
+    return [m for m in markers
+            if bisect.bisect_right(starts, m.end_s + _TOL_S) > bisect.bisect_left(starts, m.start_s - _TOL_S)]
 
 
 def _outermost(events: Sequence[TraceEvent]) -> List[TraceEvent]:
@@ -99,8 +117,6 @@ def _sibling_annotations(host: Sequence[TraceEvent]) -> Optional[List[TraceEvent
         return None
 
     def holds(e: TraceEvent) -> int:
-        import bisect
-
         return bisect.bisect_right(ops, e.end_s + _TOL_S) - bisect.bisect_left(ops, e.start_s - _TOL_S)
 
     parents: List[Optional[TraceEvent]] = [None] + annotations
@@ -135,10 +151,17 @@ def within(trace: Trace, spans: Sequence[Tuple[float, float]]) -> Trace:
     device activity they launched (by correlation id), and memory events inside one."""
     from dataclasses import replace
 
-    bounds = sorted(spans)
+    merged: List[List[float]] = []
+    for lo, hi in sorted(spans):
+        if merged and lo - _TOL_S <= merged[-1][1] + _TOL_S:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    starts = [lo for lo, _ in merged]
 
     def inside(t: float) -> bool:
-        return any(lo - _TOL_S <= t <= hi + _TOL_S for lo, hi in bounds)
+        i = bisect.bisect_right(starts, t + _TOL_S) - 1
+        return i >= 0 and t <= merged[i][1] + _TOL_S
 
     kept: List[TraceEvent] = []
     launched: Set[int] = set()
