@@ -21,6 +21,7 @@ from torch import nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch_roofline._gc import import_off_stack
 from torch_roofline.count._tree import tensors as _tensors
 
 from torch_roofline.count import decompose as _decompose
@@ -279,6 +280,7 @@ class OpCounter:
                 "torch_roofline.count() is already running in this thread; nested counting "
                 "would count every op twice. Count the outer call only."
             )
+        import_off_stack("torch._dynamo")  # imported by the first op under the mode: see _gc
         _ACTIVE.on = True
         try:
             self._install_module_hooks()

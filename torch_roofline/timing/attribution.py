@@ -259,6 +259,16 @@ class _HostTimeline:
         self.outside = (self.has_ranges if outside is None else outside) and op_names is None
         self._fwd_by_seq = self._forward_sequence_map()
 
+    def release(self) -> None:
+        """Drop the links between nodes. A node's ``row`` and ``cpu_op`` are often the node
+        itself: left in place, every node (with its event) is a reference cycle that only the
+        cyclic collector frees, which then walks a whole trace's objects at once (~1 s for a
+        50 MB trace) and holds its memory until it runs. Call it when done with the timeline."""
+        for node in self.order:
+            node.parent = node.row = node.cpu_op = None
+        self.nodes.clear()
+        self.order.clear()
+
     def _row_kind(self, ev: TraceEvent) -> Optional[bool]:
         """True: a row; False: not an op the counter sees; None: a composite, a row only when
         nothing was recorded inside it (decided after the sweep)."""
@@ -420,7 +430,13 @@ def attribute(trace: Trace, *, op_names: Optional[Iterable[str]] = None,
     names = _check_op_names(op_names)
     on_device = trace.has_device_activity
     timeline = _HostTimeline(trace, names, labels, outside, collapse=not on_device)
+    try:
+        return _attribute(trace, timeline, on_device)
+    finally:
+        timeline.release()
 
+
+def _attribute(trace: Trace, timeline: "_HostTimeline", on_device: bool) -> TraceTiming:
     row_nodes = [n for n in timeline.order if n.row is n]
     row_nodes.sort(key=lambda n: (n.event.start_s, n.event.index))
     row_index = {n.event.index: i for i, n in enumerate(row_nodes)}
@@ -431,8 +447,9 @@ def attribute(trace: Trace, *, op_names: Optional[Iterable[str]] = None,
         if act.op_index is not None:
             per_row[act.op_index].append(act)
 
-    ops = _op_rows(timeline, row_nodes, per_row, _step_starts(trace, timeline))
-    steps, step_time_s = _step_time(trace, timeline, activities)
+    markers = profiler_steps(trace)
+    ops = _op_rows(timeline, row_nodes, per_row, sorted(e.start_s for e in markers))
+    steps, step_time_s = _step_time(markers, timeline, activities)
     if on_device:
         modules = _gpu_module_rows(timeline, activities, steps, step_time_s)
     else:
@@ -556,11 +573,6 @@ def _op_rows(
     return rows
 
 
-def _step_starts(trace: Trace, timeline: Optional["_HostTimeline"] = None) -> List[float]:
-    """Start times of the ``ProfilerStep#N`` spans, sorted (empty: one step)."""
-    return sorted(e.start_s for e in profiler_steps(trace))
-
-
 # --------------------------------------------------------------------------- step, phases
 
 
@@ -574,9 +586,10 @@ def _main_thread(timeline: _HostTimeline) -> Optional[Tuple[object, object]]:
 
 
 def _step_time(
-    trace: Trace, timeline: _HostTimeline, activities: Sequence[DeviceActivity]
+    steps: Sequence[TraceEvent], timeline: _HostTimeline, activities: Sequence[DeviceActivity]
 ) -> Tuple[int, float]:
-    steps = profiler_steps(trace)
+    """Steps and their total time: the ``ProfilerStep`` spans ``steps`` when there are any,
+    else one step spanning the main thread's events and the device activity."""
     if steps:
         return len(steps), math.fsum(e.dur_s for e in steps)
     key = _main_thread(timeline)

@@ -149,35 +149,38 @@ def kernel_counters(trace: Trace, *, op_names: Optional[Iterable[str]] = None
     if not ranges:
         return ()
     timeline = _HostTimeline(trace, _check_op_names(op_names))
-    launches = sorted((e for e in trace.events if _is_launch(e)),
-                      key=lambda e: (e.start_s, e.index))
-    joined = len(launches) == len(ranges)
-    if not joined:
-        _log.warning(
-            "trace %s: %d counter ranges but %d kernel launches; counters are reported "
-            "without their ops.", trace.source, len(ranges), len(launches))
-    records: List[KernelCounters] = []
-    for k, ev in enumerate(ranges):
-        op = cpu_op = None
-        module, scope, phase = "", ("",), "forward"
-        node = timeline.nodes.get(launches[k].index) if joined else None
-        if node is not None:
-            phase, scope, _ = timeline.context(node)
-            module = scope[-1]
-            cpu_op = node.cpu_op.event.name if node.cpu_op is not None else None
-            op = dotted_op_name(node.row.event.name) if node.row is not None else None
-        args = ev.args
-        records.append(KernelCounters(
-            name=ev.name,
-            index=k,
-            flops=MappingProxyType(dict(sass_flops(args))),
-            dram_bytes_read=_count(args[_DRAM_READ]) if _DRAM_READ in args else None,
-            dram_bytes_written=_count(args[_DRAM_WRITE]) if _DRAM_WRITE in args else None,
-            op=op,
-            cpu_op=cpu_op,
-            module=module,
-            scope=scope,
-            phase=phase,
-            metrics=args,
-        ))
-    return tuple(records)
+    try:
+        launches = sorted((e for e in trace.events if _is_launch(e)),
+                          key=lambda e: (e.start_s, e.index))
+        joined = len(launches) == len(ranges)
+        if not joined:
+            _log.warning(
+                "trace %s: %d counter ranges but %d kernel launches; counters are reported "
+                "without their ops.", trace.source, len(ranges), len(launches))
+        records: List[KernelCounters] = []
+        for k, ev in enumerate(ranges):
+            op = cpu_op = None
+            module, scope, phase = "", ("",), "forward"
+            node = timeline.nodes.get(launches[k].index) if joined else None
+            if node is not None:
+                phase, scope, _ = timeline.context(node)
+                module = scope[-1]
+                cpu_op = node.cpu_op.event.name if node.cpu_op is not None else None
+                op = dotted_op_name(node.row.event.name) if node.row is not None else None
+            args = ev.args
+            records.append(KernelCounters(
+                name=ev.name,
+                index=k,
+                flops=MappingProxyType(dict(sass_flops(args))),
+                dram_bytes_read=_count(args[_DRAM_READ]) if _DRAM_READ in args else None,
+                dram_bytes_written=_count(args[_DRAM_WRITE]) if _DRAM_WRITE in args else None,
+                op=op,
+                cpu_op=cpu_op,
+                module=module,
+                scope=scope,
+                phase=phase,
+                metrics=args,
+            ))
+        return tuple(records)
+    finally:
+        timeline.release()

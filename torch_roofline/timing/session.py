@@ -210,6 +210,10 @@ class ProfileSession:
             with quiet_native_stderr():
                 prof.__exit__(exc_type, exc, tb)
         finally:
+            # torch's profile object is a reference cycle of its own (its action map holds its
+            # bound methods): left pointing at this session, it would keep the session and its
+            # traces alive until the cyclic collector runs, long after the user let go of them.
+            prof.on_trace_ready = None
             self._close_filter()
 
     def _close_filter(self) -> None:

@@ -86,13 +86,17 @@ def profiler_steps(trace: Trace) -> List[TraceEvent]:
     """The ``ProfilerStep#N`` spans of ``trace`` that hold an op call. A profiler stopped right
     after a ``step()`` leaves an empty last span (HolisticTraceAnalysis, too, leaves the last one
     out), which is not a step that ran."""
-    markers = [e for e in trace.events if e.kind in ("user_annotation", "cpu_op") and _PROFILER_STEP.match(e.name)]
+    markers = [e for e in trace.events if e.name.startswith("ProfilerStep#") and _is_profiler_step(e)]
     if not markers:
         return markers
-    starts = sorted(e.start_s for e in trace.events if e.kind == "cpu_op" and not _PROFILER_STEP.match(e.name)
-                    and not e.name.startswith(RANGE_PREFIX))
+    starts = sorted(e.start_s for e in trace.events if e.kind == "cpu_op" and not e.name.startswith(RANGE_PREFIX)
+                    and not (e.name.startswith("ProfilerStep#") and _is_profiler_step(e)))
     return [m for m in markers
             if bisect.bisect_right(starts, m.end_s + _TOL_S) > bisect.bisect_left(starts, m.start_s - _TOL_S)]
+
+
+def _is_profiler_step(e: TraceEvent) -> bool:
+    return e.kind in ("user_annotation", "cpu_op") and _PROFILER_STEP.match(e.name) is not None
 
 
 def _outermost(events: Sequence[TraceEvent]) -> List[TraceEvent]:
