@@ -16,7 +16,10 @@ plain median:
 * ``report step / plain``: the report's measured step time (``totals.time_s``, the
   ``ProfilerStep`` spans) over the plain step: the acceptance figure (target 0.95-1.05);
 * ``in-block step / plain``: the steps' wall time inside the block;
-* ``torch.profiler alone / plain``: the same with kineto only (no ranges, no counting);
+* ``torch.profiler alone / plain`` (``kineto/plain``): the same with kineto only (no ranges, no
+  counting);
+* ``bare/plain``: a bare ``torch.profiler.profile`` recording neither shapes nor memory: the
+  least any per-op profiler built on torch.profiler costs on this step;
 * ``outside ops``: the report's time outside every op, as a share of its step time, and of
   the plain step.
 
@@ -102,12 +105,12 @@ def _profiled(step: Callable[[], None], model: torch.nn.Module, n: int, device: 
     return times, t.time_s, outside
 
 
-def _kineto(step: Callable[[], None], n: int) -> List[float]:
+def _kineto(step: Callable[[], None], n: int, record: bool = True) -> List[float]:
     from torch_roofline.timing.quiet import quiet_native_stderr
 
     times = []
     with quiet_native_stderr(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
-                                                        record_shapes=True, profile_memory=True):
+                                                        record_shapes=record, profile_memory=record):
         for _ in range(n):
             t0 = time.perf_counter()
             step()
@@ -132,12 +135,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("\n".join(machine_lines(torch.get_num_threads())))
     print(f"rounds {rounds}, {args.steps} steps per window, threads {torch.get_num_threads()}")
     header = (f"{'step':28s} {'plain (ms)':>10s} {'report/plain':>13s} {'in-block/plain':>15s} "
-              f"{'kineto/plain':>13s} {'outside ops':>12s}")
+              f"{'kineto/plain':>13s} {'bare/plain':>11s} {'outside ops':>12s}")
     print(header)
     for name, (step, model) in _steps().items():
         for _ in range(3):
             step()  # warm-up: allocator, oneDNN plans
-        ratios: Dict[str, List[float]] = {"report": [], "block": [], "kineto": [], "outside": []}
+        ratios: Dict[str, List[float]] = {"report": [], "block": [], "kineto": [], "bare": [], "outside": []}
         plains = []
         for _ in range(rounds):
             gc.collect()
@@ -147,15 +150,18 @@ def main(argv: Optional[List[str]] = None) -> int:
             gc.collect()
             kineto = statistics.median(_kineto(step, args.steps))
             gc.collect()
+            bare = statistics.median(_kineto(step, args.steps, record=False))
+            gc.collect()
             plain = statistics.median([plain] + _plain(step, args.steps))
             plains.append(plain)
             ratios["report"].append(report_step / plain)
             ratios["block"].append(statistics.median(times) / plain)
             ratios["kineto"].append(kineto / plain)
+            ratios["bare"].append(bare / plain)
             ratios["outside"].append(outside / report_step)
         med = {k: statistics.median(v) for k, v in ratios.items()}
         print(f"{name:28s} {statistics.median(plains) * 1e3:10.2f} {med['report']:13.3f} {med['block']:15.3f} "
-              f"{med['kineto']:13.3f} {med['outside'] * 100:11.1f}%", flush=True)
+              f"{med['kineto']:13.3f} {med['bare']:11.3f} {med['outside'] * 100:11.1f}%", flush=True)
     return 0
 
 
