@@ -25,7 +25,18 @@ VOCAB, D, LAYERS, HEADS, FFN, T = 32000, 4096, 32, 32, 11008, 128
 
 _SCRIPT = textwrap.dedent(
     f"""
-    import json, resource, time
+    import json, resource, sys, time
+
+    def peak_kib():
+        # This process image's own peak RSS (VmHWM, Linux). Not ru_maxrss: Linux carries the
+        # parent's peak across fork/vfork + exec, so inside a pytest process that once held
+        # 2 GiB the child would "use" 2 GiB before running a line.
+        try:
+            with open("/proc/self/status") as f:
+                return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+        except OSError:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            return peak // 1024 if sys.platform == "darwin" else peak  # macOS: bytes
     import torch, torch.nn as nn, torch.nn.functional as F
     from torch_roofline.count import count
 
@@ -74,7 +85,7 @@ _SCRIPT = textwrap.dedent(
     seconds = time.perf_counter() - start
     print(json.dumps({{
         "seconds": seconds,
-        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "maxrss_kb": peak_kib(),
         "params": sum(p.numel() for p in model.parameters()),
         "root_params": r.module("").params,
         "matrix_flops": sum(o.flops for o in r.ops if o.unit == "matrix" and o.phase == "forward"),
