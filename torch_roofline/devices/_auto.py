@@ -29,11 +29,11 @@ import torch
 
 from torch_roofline.devices._cpu import CpuInfo, estimate_cpu_peaks, per_cycle_explained, read_cpu_info
 from torch_roofline.devices._cpu_bench import MAX_MEASUREMENTS, is_busy, roofs_cache_path, run_roofs_bench
-from torch_roofline.devices._detect import detect
+from torch_roofline.devices._detect import cpu_device_fields, detect
 from torch_roofline.devices._device import Device
 from torch_roofline.devices._lookup import UnknownDeviceError
 from torch_roofline.devices._uarch import platform_bandwidth
-from torch_roofline.devices.bench import BenchResult, BenchStats, stream_bandwidth
+from torch_roofline.devices.bench import BenchResult, BenchStats
 
 __all__ = ["NO_BENCH_ENV", "auto", "estimate_cpu", "estimate_cpu_peaks", "measured_cpu", "measured_device",
            "measuring_refused"]
@@ -135,14 +135,10 @@ def measured_device(result: BenchResult, info: CpuInfo, where: str = "the bench 
         busy_note += f" (the quietest of {result.measurements} measurements, fastest samples of each kept)"
     return Device(
         name=f"{info.model} ({info.cores} cores, measured)",
-        id="cpu",
         source="measured",
         peaks=peaks,
-        memory_bandwidth=stream_bandwidth(result),
-        l2_bytes=info.llc_bytes,
+        **cpu_device_fields(info, result),
         provenance=provenance,
-        vendor=info.vendor,
-        kind="cpu",
         arch=info.uarch.id if info.uarch else torch.backends.cpu.get_cpu_capability(),
         notes=(f"Measured on this machine ({result.mode_name} mode, {result.seconds or 0:.1f} s{busy_note}); "
                f"re-measure with devices.auto(refresh=True) or `torch-roofline devices --this --refresh`."),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Dict, Tuple, Union
+from typing import Any, Dict, Tuple, Union
 
 import torch
 
@@ -154,6 +154,16 @@ def _detect_gpu(index: int) -> Device:
     return entry.device
 
 
+def cpu_device_fields(info: Any, result: Any) -> Dict[str, Any]:
+    """The :class:`Device` fields every CPU device shares, estimated or measured: its id and
+    kind, vendor, last-level cache (``info``: a ``CpuInfo``) and the STREAM bandwidth of the
+    bench ``result`` (B/s)."""
+    from torch_roofline.devices.bench import stream_bandwidth  # bench imports this module
+
+    return {"id": "cpu", "kind": "cpu", "vendor": info.vendor, "l2_bytes": info.llc_bytes,
+            "memory_bandwidth": stream_bandwidth(result)}
+
+
 def _detect_cpu() -> Device:
     """This CPU: peaks from cores x clock x FLOP/cycle, bandwidth measured (full bench, cached).
 
@@ -167,7 +177,7 @@ def _detect_cpu() -> Device:
     probes (GEMM sizes and a convolution) run faster than the computed fp32 peak, every
     computed peak is scaled by that ratio (the effective clock) and the provenance says so.
     """
-    from torch_roofline.devices.bench import run_bench, stream_bandwidth
+    from torch_roofline.devices.bench import run_bench
 
     info = read_cpu_info()
     result = run_bench("cpu", ("fp32",), quick=False, progress=False)
@@ -188,17 +198,13 @@ def _detect_cpu() -> Device:
                   f"clock's peak (effective clock {info.clock_hz * scale / 1e9:.2f} GHz)")
     return Device(
         name=f"{info.model} ({info.cores} cores)",
-        id="cpu",
         source="estimated",
         peaks=peaks,
-        memory_bandwidth=stream_bandwidth(result),
-        l2_bytes=info.llc_bytes,
+        **cpu_device_fields(info, result),
         provenance={
             **{k: f"{how[:-1]}{scaled})" for k, (_, how) in estimated.items()},
             "memory_bandwidth": f"measured (STREAM copy/triad, {result.array_bytes / 1e6:.0f} MB arrays, cached)",
         },
-        vendor=info.vendor,
-        kind="cpu",
         arch=torch.backends.cpu.get_cpu_capability(),
         notes=(f"Peaks estimated; clock from {info.clock_source}"
                + (f" (scaled x{scale:.2f} to a faster measured kernel)" if scale > 1 else "")
