@@ -84,9 +84,11 @@ Limits, honestly:
 * ``torch.compile``: compiled regions run fused kernels that the module ranges cannot see
   inside; their time lands on the module that calls the compiled region. A warning says so
   at setup; the fit goes on.
-* FSDP (not tested; CPU gloo cannot run FSDP's sharded collectives here): the unsharded
-  compute ops are counted as they ran, and FSDP's ``all_gather`` / ``reduce_scatter`` are read
-  as collectives with their bytes and phase. DeepSpeed: untested.
+* FSDP (FSDP2 ``fully_shard`` and FSDP1, tested with ``RooflineProfiler`` and saved traces on
+  2 CPU processes over gloo: ``tests/test_fsdp.py``): the unsharded compute ops are counted
+  as they ran, on the modules that ran them; FSDP's parameter ``all_gather`` and gradient
+  reduction are read as collectives with their bytes and phase. Lightning's FSDP strategy
+  itself is untested here. DeepSpeed: untested.
 
 Example::
 

@@ -339,6 +339,10 @@ class _HostTimeline:
                     node.engine_depth += 1
                     node.recompute = False
                 else:
+                    if node.bwd_seq is None and ev.seq is not None and node.engine_depth and not node.recompute:
+                        # An engine event without a sequence number (a node with tensor pre-hooks:
+                        # FSDP's pre_backward): the node's own event inside it carries it.
+                        node.bwd_seq = ev.seq
                     node.is_op = True
                     if parent is not None:
                         parent.has_op_child = True

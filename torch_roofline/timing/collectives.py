@@ -32,8 +32,10 @@ compute time of the step, and :attr:`CommSummary.step_time_share` may overlap th
 
 **Phase** is the phase in which the collective was *issued*: the ``c10d::`` op that
 started it (the last one on the host before the backend range began) lies inside an
-autograd engine event (``"backward"``: DDP's gradient hooks), an optimizer range
-(``"optimizer"``), or neither (``"forward"``).
+autograd engine event or one of FSDP's backward ranges (``"backward"``: DDP's gradient
+hooks; FSDP's ``FSDP::pre_backward`` all-gathers, its ``FSDP::post_backward_reduce``
+reduce-scatters and the last ones, issued from ``FSDP::root_post_backward_callback`` after
+the engine's last event), an optimizer range (``"optimizer"``), or none (``"forward"``).
 
 **Roof**: ``interconnect_bandwidth`` in B/s *per direction*, as bus bandwidth is quoted.
 The device catalog quotes links as aggregate bidirectional figures (NVLink), so
@@ -219,7 +221,8 @@ def _phase_intervals(trace: Trace) -> List[Tuple[float, float, str]]:
     """(start, end, phase) of the host ranges that decide a collective's phase."""
     out = []
     for ev in trace.of_kind("cpu_op", "user_annotation"):
-        if ev.name.startswith(_BACKWARD_PREFIX):
+        if ev.name.startswith(_BACKWARD_PREFIX) or (
+                ev.name.startswith(("FSDP::", "FullyShardedDataParallel.")) and "backward" in ev.name):
             out.append((ev.start_s, ev.end_s, "backward"))
         elif ev.name.startswith(_OPTIMIZER_PREFIXES):
             out.append((ev.start_s, ev.end_s, "optimizer"))

@@ -11,8 +11,12 @@ the steps, trying in order:
 3. sibling annotations: the user annotations (``record_function`` ranges of a benchmark
    harness, e.g. ``[param|model|warmup|forward]`` and ``[param|model|measure|forward]``)
    that are the disjoint children of one annotation (or of none) and hold at least two of
-   them, each with op calls inside: one step each, and the trace is cut to them (set-up
-   work outside them, e.g. moving the model to the GPU, is left out);
+   them, each with op calls inside, and together at least half of the trace's aten op
+   calls: one step each, and the trace is cut to them (set-up work outside them, e.g.
+   moving the model to the GPU, is left out). The ranges libraries draw inside a step
+   are never steps: FSDP's (``FSDP::pre_forward (0)``, ``FSDP::all_gather (2)``), DDP's,
+   the process-group backends' (``gloo:all_gather``, ``nccl:all_reduce``), the
+   optimizer's, ours;
 4. backward passes (autograd engine work separated by other work), when at least two;
 5. otherwise one step.
 
@@ -29,7 +33,7 @@ from __future__ import annotations
 import bisect
 import re
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Set, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from torch_roofline.timing.ranges import RANGE_PREFIX
 from torch_roofline.timing.trace import DEVICE_KINDS, Trace, TraceEvent
@@ -40,6 +44,11 @@ _PROFILER_STEP = re.compile(r"^ProfilerStep#\d+$")
 _OPTIMIZER_STEP = "Optimizer.step#"
 _BACKWARD_PREFIX = "autograd::engine::evaluate_function:"
 _TOL_S = 1e-9
+# Ranges that libraries draw inside a step (never a step of their own): ours, the optimizer's,
+# FSDP's (FSDP1 and FSDP2), DDP's; and the process-group backends' ``<backend>:<collective>``.
+_LIBRARY_RANGES = (RANGE_PREFIX, "Optimizer.", "FSDP::", "FullyShardedDataParallel", "DistributedDataParallel",
+                   "DDP::", "c10d::", "ProfilerStep#")
+_BACKEND_RANGE = re.compile(r"^(gloo|nccl|mpi|ucc|xccl|hccl):")
 
 
 @dataclass(frozen=True)
@@ -102,9 +111,12 @@ def _is_profiler_step(e: TraceEvent) -> bool:
 def _outermost(events: Sequence[TraceEvent]) -> List[TraceEvent]:
     """The events not inside another one of ``events`` (same thread), by start."""
     out: List[TraceEvent] = []
+    last: Dict[object, TraceEvent] = {}  # per thread: threads' events interleave in time
     for e in sorted(events, key=lambda e: (e.start_s, -e.dur_s)):
-        if out and out[-1].tid == e.tid and e.start_s >= out[-1].start_s - _TOL_S and e.end_s <= out[-1].end_s + _TOL_S:
+        top = last.get(e.tid)
+        if top is not None and e.start_s >= top.start_s - _TOL_S and e.end_s <= top.end_s + _TOL_S:
             continue
+        last[e.tid] = e
         out.append(e)
     return out
 
@@ -112,13 +124,14 @@ def _outermost(events: Sequence[TraceEvent]) -> List[TraceEvent]:
 def _sibling_annotations(host: Sequence[TraceEvent]) -> Optional[List[TraceEvent]]:
     """The disjoint child annotations of one annotation (or of none) holding op calls, when at
     least two; of the candidates, the set holding the most op calls."""
-    annotations = [e for e in host if e.kind == "user_annotation" and not e.name.startswith(RANGE_PREFIX)
-                   and not e.name.startswith("Optimizer.")]
+    annotations = [e for e in host if e.kind == "user_annotation" and not e.name.startswith(_LIBRARY_RANGES)
+                   and _BACKEND_RANGE.match(e.name) is None]
     if len(annotations) < 2:
         return None
     ops = sorted(e.start_s for e in host if e.kind == "cpu_op" and e.name.startswith("aten::"))
     if not ops:
         return None
+    enough = (len(ops) + 1) // 2  # steps hold the step's work; a library's inner ranges hold a part of it
 
     def holds(e: TraceEvent) -> int:
         return bisect.bisect_right(ops, e.end_s + _TOL_S) - bisect.bisect_left(ops, e.start_s - _TOL_S)
@@ -133,15 +146,25 @@ def _sibling_annotations(host: Sequence[TraceEvent]) -> Optional[List[TraceEvent
         if len(children) < 2:
             continue
         total = sum(holds(e) for e in children)
-        if total > best_ops:
+        if total >= enough and total > best_ops:
             best, best_ops = children, total
     return best
 
 
 def _backward_passes(host: Sequence[TraceEvent]) -> int:
-    """Runs of autograd engine work with other op work between them."""
+    """Runs of autograd engine work with other op work between them. The ops a process-group
+    backend runs on its own worker thread (inside a ``gloo:all_gather`` range: FSDP's copies
+    while the backward goes on) are communication, not other work between two passes."""
+    comm: Dict[object, List[Tuple[float, float]]] = {}
+    for e in host:
+        if e.kind == "user_annotation" and _BACKEND_RANGE.match(e.name):
+            comm.setdefault(e.tid, []).append((e.start_s - _TOL_S, e.end_s + _TOL_S))
+
+    def communicating(e: TraceEvent) -> bool:
+        return any(lo <= e.start_s <= hi for lo, hi in comm.get(e.tid, ()))
+
     timeline = sorted((e.start_s, e.name.startswith(_BACKWARD_PREFIX)) for e in _outermost(
-        [e for e in host if e.kind == "cpu_op"]))
+        [e for e in host if e.kind == "cpu_op"]) if not (comm and communicating(e)))
     passes, in_backward = 0, False
     for _, backward in timeline:
         if backward and not in_backward:
