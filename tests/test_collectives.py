@@ -117,3 +117,27 @@ def test_interconnect_roof_from_the_catalog():
     # H100 SXM: NVLink 4, 900 GB/s aggregate bidirectional (catalog) -> 450 GB/s per direction
     assert interconnect_roof(devices.get("h100-sxm")) == pytest.approx(450e9)
     assert interconnect_roof(devices.get("i9-10980xe")) is None  # a CPU: no catalog link, no roof
+
+
+def test_overlap_is_the_collective_time_during_which_compute_ran():
+    # Hand-made: a gloo all_gather on the worker thread (tid 2) from 100 to 300 us while the
+    # main thread (tid 1) runs aten::mm 150-250 (inner aten calls inside it count once) and
+    # aten::add 280-400; a c10d:: op and the copies gloo runs inside its range are not compute.
+    # Overlap = (250 - 150) + (300 - 280) = 120 us of the gather's 200 us.
+    events = [
+        _ev("c10d::_allgather_base_", 90, 5),
+        _ev("gloo:all_gather", 100, 200, tid=2, cat="user_annotation",
+            **{"Input Dims": [[100]], "Input type": ["float"]}),
+        _ev("aten::copy_", 110, 50, tid=2),  # gloo's own copy: communication
+        _ev("aten::mm", 150, 100),
+        _ev("aten::resolve_conj", 160, 2),  # inside mm
+        _ev("aten::add", 280, 120),
+        _ev("gloo:barrier", 500, 10, tid=2, cat="user_annotation"),  # nothing runs beside it
+    ]
+    calls = collectives(load_trace({"traceEvents": events, "distributedInfo": {"rank": 0, "world_size": 2}}))
+    gather, barrier = calls
+    assert gather.overlap_s == pytest.approx(120e-6) and barrier.overlap_s == 0.0
+    s = summarize(calls, steps=1)
+    assert s.overlap_s == pytest.approx(120e-6) and s.overlap_share == pytest.approx(120 / 210)
+    assert "57% of the collective time overlapped compute" in s.note  # 120 / 210
+    assert s.to_dict()["overlap_s"] == pytest.approx(120e-6)

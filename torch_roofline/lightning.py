@@ -67,8 +67,9 @@ roof (``interconnect_bandwidth=`` in B/s per direction, else half the catalog's 
 bidirectional link figure; CPUs have none, and get no roof and a note). Each rank's
 summary is in ``ranks.json`` under ``communication`` and in a note of its report; rank 0's
 is logged as ``roofline/comm/time_s``, ``…/bus_bytes``, ``…/step_time_share_pct`` and
-``…/efficiency_pct``. Collective time overlaps the backward's compute, so its share of the
-step is not additive with the module times.
+``…/efficiency_pct``. Collective time can overlap compute (``overlap_s`` and
+``overlap_share`` in ``communication`` say how much), so its share of the step is not
+additive with the module times.
 
 **What is counted: what ran.** Every op of the window's recorded steps is counted from the
 profiler's own record (:mod:`torch_roofline.profiler`): ``training_step`` and

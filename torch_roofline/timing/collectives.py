@@ -127,6 +127,9 @@ class Collective:
         message_bytes: ``S``, the collective's message size in bytes; ``None`` when the
             trace has no shapes (record it with ``record_shapes=True``).
         bus_bytes: bytes each rank sends, ``S x bus_factor``; ``None`` when unknown.
+        overlap_s: seconds of ``time_s`` during which compute ran at the same time (see
+            :func:`collectives`): the communication the step hid behind work (FSDP's
+            prefetch, DDP's bucketed all-reduce during the backward); ``None`` when unknown.
     """
 
     name: str
@@ -138,6 +141,7 @@ class Collective:
     dtype: Optional[str]
     message_bytes: Optional[int]
     bus_bytes: Optional[float]
+    overlap_s: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +163,9 @@ class CommSummary:
         by_phase: phase -> (seconds per step, bus bytes per step or ``None``).
         by_name: collective name -> calls per step.
         note: what the figures mean and which are missing, in words.
+        overlap_s: seconds per step of collective time during which compute ran too (hidden
+            communication); ``None`` when any call's overlap is unknown.
+        overlap_share: ``overlap_s / time_s`` (0-1), or ``None``.
     """
 
     steps: int
@@ -175,6 +182,8 @@ class CommSummary:
     by_phase: Mapping[str, Tuple[float, Optional[float]]]
     by_name: Mapping[str, float]
     note: str
+    overlap_s: Optional[float] = None
+    overlap_share: Optional[float] = None
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready dict (``None`` for unknown numbers, never NaN)."""
@@ -186,6 +195,7 @@ class CommSummary:
             "step_time_s": self.step_time_s, "step_time_share": self.step_time_share,
             "by_phase": {k: {"time_s": t, "bus_bytes": b} for k, (t, b) in sorted(self.by_phase.items())},
             "by_name": dict(sorted(self.by_name.items())), "note": self.note,
+            "overlap_s": self.overlap_s, "overlap_share": self.overlap_share,
         }
 
 
@@ -249,17 +259,60 @@ class _NcclKernels:
         for e in trace.of_kind("cuda_runtime", "cuda_driver"):
             if e.correlation is not None:
                 self.launches.setdefault((e.pid, e.tid), []).append((e.start_s, e.correlation))
-        self.kernels: Dict[int, List[float]] = {}
+        self.kernels: Dict[int, List[Tuple[float, float]]] = {}
         for k in trace.of_kind("kernel"):
             if k.correlation is not None and k.name.startswith(_NCCL_KERNEL):
-                self.kernels.setdefault(k.correlation, []).append(k.dur_s)
+                self.kernels.setdefault(k.correlation, []).append((k.start_s, k.end_s))
 
-    def device_time(self, ev: TraceEvent) -> Optional[float]:
-        """Seconds of NCCL kernels launched from inside ``ev``, else ``None``."""
+    def device_spans(self, ev: TraceEvent) -> List[Tuple[float, float]]:
+        """(start, end) of the NCCL kernels launched from inside ``ev`` (seconds)."""
         wanted = {corr for start, corr in self.launches.get((ev.pid, ev.tid), ())
                   if ev.start_s <= start <= ev.end_s}
-        durations = [d for corr in wanted for d in self.kernels.get(corr, ())]
-        return math.fsum(durations) if durations else None
+        return [span for corr in wanted for span in self.kernels.get(corr, ())]
+
+
+def _merged(spans: Sequence[Tuple[float, float]]) -> List[Tuple[float, float]]:
+    out: List[List[float]] = []
+    for lo, hi in sorted(spans):
+        if out and lo <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return [(lo, hi) for lo, hi in out]
+
+
+def _covered(spans: Sequence[Tuple[float, float]], merged: Sequence[Tuple[float, float]],
+             starts: Sequence[float]) -> float:
+    """Seconds of ``spans`` (merged among themselves) inside the merged, sorted ``merged``."""
+    total = 0.0
+    for lo, hi in _merged(spans):
+        i = max(bisect.bisect_right(starts, lo) - 1, 0)
+        while i < len(merged) and merged[i][0] < hi:
+            a, b = merged[i]
+            total += max(0.0, min(b, hi) - max(a, lo))
+            i += 1
+    return total
+
+
+def _compute_spans(trace: Trace, ranges: Sequence[TraceEvent]) -> List[Tuple[float, float]]:
+    """When compute ran, merged: on GPU traces the kernels other than NCCL's; on CPU traces the
+    outermost ``aten::`` calls outside communication (not inside a ``c10d::`` op or a backend
+    range, where a process group's worker thread copies buffers)."""
+    if trace.has_device_activity:
+        return _merged([(k.start_s, k.end_s) for k in trace.of_kind("kernel") if not k.name.startswith(_NCCL_KERNEL)])
+    comm: Dict[Any, List[Tuple[float, float]]] = {}
+    for ev in list(ranges) + [e for e in trace.of_kind("cpu_op") if e.name.startswith("c10d::")]:
+        comm.setdefault(ev.tid, []).append((ev.start_s, ev.end_s))
+    spans: List[Tuple[float, float]] = []
+    last_end: Dict[Any, float] = {}
+    for ev in sorted(trace.of_kind("cpu_op"), key=lambda e: (e.start_s, -e.dur_s)):
+        if not ev.name.startswith("aten::") or ev.start_s < last_end.get(ev.tid, -math.inf):
+            continue  # not an op, or inside an outer aten op of its thread
+        if any(lo <= ev.start_s <= hi for lo, hi in comm.get(ev.tid, ())):
+            continue
+        last_end[ev.tid] = ev.end_s
+        spans.append((ev.start_s, ev.end_s))
+    return _merged(spans)
 
 
 def collectives(trace: Trace, *, group_size: Optional[int] = None) -> Tuple[Collective, ...]:
@@ -290,6 +343,8 @@ def collectives(trace: Trace, *, group_size: Optional[int] = None) -> Tuple[Coll
     issue_times = [s for s, _ in issued]
     intervals = _phase_intervals(trace)
     nccl = _NcclKernels(trace) if trace.has_device_activity else None  # GPU traces only
+    compute = _compute_spans(trace, ranges)
+    compute_starts = [lo for lo, _ in compute]
     out = []
     for ev in sorted(ranges, key=lambda e: (e.start_s, e.index)):
         backend, name = _RANGE.match(ev.name).groups()  # type: ignore[union-attr]
@@ -297,11 +352,13 @@ def collectives(trace: Trace, *, group_size: Optional[int] = None) -> Tuple[Coll
         factor = bus_factor(name, n)
         at = bisect.bisect_right(issue_times, ev.start_s) - 1
         issued_at = issue_times[at] if at >= 0 else ev.start_s
-        device_time = nccl.device_time(ev) if nccl is not None else None
+        kernels = nccl.device_spans(ev) if nccl is not None else []
+        spans = kernels or [(ev.start_s, ev.end_s)]
         out.append(Collective(
             name=name, backend=backend, phase=_phase_at(issued_at, intervals), start_s=ev.start_s,
-            time_s=device_time if device_time is not None else ev.dur_s, group_size=n, dtype=dtype,
+            time_s=math.fsum(hi - lo for lo, hi in kernels) if kernels else ev.dur_s, group_size=n, dtype=dtype,
             message_bytes=message, bus_bytes=None if message is None or factor is None else message * factor,
+            overlap_s=_covered(spans, compute, compute_starts),
         ))
     return tuple(out)
 
@@ -365,7 +422,8 @@ def summarize(
         by_name[c.name] = by_name.get(c.name, 0.0) + 1.0 / steps
     roof_time = bus / interconnect_bandwidth if bus is not None and interconnect_bandwidth else None
     notes = [f"{len(calls) / steps:g} collective(s) per step; bytes per rank follow NCCL's bus-bandwidth "
-             "convention (all_reduce: 2(n-1)/n x message bytes); their time overlaps the backward's compute"]
+             "convention (all_reduce: 2(n-1)/n x message bytes); collectives can run while compute does, so their "
+             "time is not additive with the ops'"]
     if not known:
         notes.append("some collectives have no recorded shapes (record_shapes=True), so bytes are unknown")
     if interconnect_bandwidth is None:
@@ -374,11 +432,17 @@ def summarize(
     elif bandwidth_source:
         notes.append(f"interconnect roof {interconnect_bandwidth / 1e9:.3g} GB/s per direction ({bandwidth_source})")
     share = time_s / step_time_s if step_time_s and step_time_s > 0 else None
+    overlap = (math.fsum(c.overlap_s for c in calls) / steps  # type: ignore[misc]
+               if calls and all(c.overlap_s is not None for c in calls) else None)
+    if overlap is not None and time_s > 0:
+        notes.append(f"{overlap / time_s:.0%} of the collective time overlapped compute (communication hidden "
+                     "behind work: prefetch, bucketing)")
     return CommSummary(
         steps=steps, calls=len(calls) / steps, time_s=time_s, message_bytes=message, bus_bytes=bus,
         bus_bandwidth=bus / time_s if bus is not None and time_s > 0 else None,
         interconnect_bandwidth=interconnect_bandwidth, roofline_time_s=roof_time,
         efficiency=roof_time / time_s if roof_time is not None and time_s > 0 else None,
         step_time_s=step_time_s, step_time_share=share, by_phase=by_phase, by_name=by_name,
-        note="; ".join(notes),
+        note="; ".join(notes), overlap_s=overlap,
+        overlap_share=overlap / time_s if overlap is not None and time_s > 0 else None,
     )
