@@ -371,7 +371,9 @@ CLI_CASES = [
     # trace files (TraceError) and report files
     (["trace", "{tmp}/trunc.json.gz"], 1, r"load_trace\('.*trunc.json.gz'\): expected a complete gzip stream"),
     (["trace", "{tmp}/nan.json"], 1, r"event 0 field 'dur': .*negative duration"),
-    (["trace", "{tmp}"], 1, r"got a directory; pass one of the trace files in it"),
+    # a folder is a job's traces, one per rank (issue 16): the first bad one is named
+    (["trace", "{tmp}"], 1, r"load_trace\('.*\.json(\.gz)?'\): (event \d+ field|expected)"),
+    (["trace", "{tmp}/*.nothing"], 1, r"no trace file \(.json or .json.gz\) found there"),
     (["trace", "{tmp}/missing.json"], 1, r"no such file"),
     (["diff", "{tmp}/not_a_report.json", "{tmp}/not_a_report.json"], 1, r"A.json '.*not_a_report.json': .*schema"),
     (["diff", "{tmp}/nan.json", "{tmp}/missing.json"], 1, r"A.json .*schema None"),

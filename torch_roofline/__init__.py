@@ -8,6 +8,8 @@ Public entry points:
   and op on the device's roofline (:class:`RooflineReport`).
 * :func:`predict` — the roofline of a model on catalog devices you do not have.
 * :func:`from_trace` — a roofline from a saved torch.profiler/Kineto trace (GPU traces too).
+* :func:`from_traces` — a job's traces, one per rank: every rank's report and the summary
+  across ranks, the straggler named (:class:`~torch_roofline.traceset.TraceSetReport`).
 * :mod:`torch_roofline.devices` — the device catalog, detection and measured roofs.
 """
 
@@ -18,6 +20,7 @@ from torch_roofline.report import RooflineReport
 from torch_roofline.profiler import RooflineProfiler, schedule
 from torch_roofline.predict import predict
 from torch_roofline.offline import from_trace
+from torch_roofline.traceset import TraceSetReport, from_traces
 from torch_roofline import devices
 
 __all__ = [
@@ -30,6 +33,8 @@ __all__ = [
     "RooflineReport",
     "predict",
     "from_trace",
+    "from_traces",
+    "TraceSetReport",
     "devices",
     "Cost",
     "OpCost",

@@ -228,17 +228,10 @@ def rank_summary(reports: Sequence[Optional[Mapping[str, Any]]]) -> Dict[str, An
 
 
 def _spread(values: Sequence[Optional[float]]) -> Dict[str, Optional[float]]:
-    known = [v for v in values if v is not None]
-    if not known:
-        return {"time_s_mean": None, "time_s_min": None, "time_s_max": None, "spread": None}
-    mean = math.fsum(known) / len(known)
-    lo, hi = min(known), max(known)
-    return {
-        "time_s_mean": mean,
-        "time_s_min": lo,
-        "time_s_max": hi,
-        "spread": (hi - lo) / mean if mean > 0 else None,
-    }
+    from torch_roofline.traceset import spread
+
+    mean, lo, hi, ratio = spread(values)
+    return {"time_s_mean": mean, "time_s_min": lo, "time_s_max": hi, "spread": ratio}
 
 
 def _rank_scalars(summary: Mapping[str, Any], tag: str) -> Dict[str, float]:

@@ -18,10 +18,11 @@ catalog, or from ``roof=``; a CPU trace uses this machine's CPU roofs, with a no
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -37,6 +38,9 @@ from torch_roofline.timing.counters import KernelCounters, kernel_counters
 from torch_roofline.timing.shapes import has_recorded_shapes, per_step, shape_costs
 from torch_roofline.timing.steps import split_steps, within
 from torch_roofline.timing.trace import DeviceProperties, Trace, load_trace
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch_roofline.traceset import TraceSetReport
 
 __all__ = ["from_trace", "trace_device", "counter_costs", "CounterComparison", "compare_counters"]
 
@@ -188,8 +192,8 @@ def from_trace(
     memory_model: str = "op",
     steps: Optional[int] = None,
     counted: Optional[CountResult] = None,
-) -> RooflineReport:
-    """The roofline report of a saved trace.
+) -> Union[RooflineReport, "TraceSetReport"]:
+    """The roofline report of a saved trace (a :class:`RooflineReport`), or of a job's traces.
 
     Args:
         path: a Chrome/Kineto trace (``.json`` or ``.json.gz``) or a loaded :class:`Trace`.
@@ -213,13 +217,34 @@ def from_trace(
     module structure: the counted ops are then joined on the root. On GPU traces the step
     time is the device's busy time (kernels, memcpys, memsets), not the host's wall span.
 
+    A folder or a glob pattern (one trace per rank of a distributed job) is read by
+    :func:`torch_roofline.traceset.from_traces` (``roof`` and ``memory_model`` passed on):
+    the result is then a :class:`~torch_roofline.traceset.TraceSetReport`, every rank's
+    report and the summary across ranks.
+
     Example::
 
         report = from_trace("trace.json.gz", torchvision.models.alexnet(), torch.randn(128, 3, 224, 224))
+        job = from_trace("traces/")  # one trace per rank
     """
+    if isinstance(path, (str, os.PathLike)) and (os.path.isdir(path) or glob.has_magic(os.fspath(path))):
+        return _from_trace_set(path, model, backward, loss_fn, steps, counted, roof=roof, memory_model=memory_model)
     with paused_gc():  # bulk post-processing, no reference cycles: see torch_roofline._gc
         return _from_trace(path, model, inputs, roof=roof, backward=backward, loss_fn=loss_fn,
                            memory_model=memory_model, steps=steps, counted=counted)
+
+
+def _from_trace_set(path: Any, model: Any, backward: bool, loss_fn: Any, steps: Any, counted: Any, *, roof: Any,
+                    memory_model: str) -> Any:
+    given = [n for n, v in (("model", model), ("backward", backward or None), ("loss_fn", loss_fn), ("steps", steps),
+                            ("counted", counted)) if v is not None]
+    if given:
+        raise ValueError(f"from_trace({os.fspath(path)!r}, {'=..., '.join(given)}=...): a folder or glob pattern is a "
+                         "job's traces, one per rank, each counted from its own recorded shapes; drop "
+                         f"{', '.join(given)}, or pass one trace file")
+    from torch_roofline.traceset import from_traces
+
+    return from_traces(path, roof=roof, memory_model=memory_model)
 
 
 def _from_trace(path: Any, model: Optional[nn.Module], inputs: Any, *, roof: Any, backward: bool,

@@ -1,8 +1,11 @@
-"""``torch-roofline trace``: a roofline from a saved torch.profiler / Kineto trace."""
+"""``torch-roofline trace``: a roofline from a saved torch.profiler / Kineto trace, or from a job's
+traces (one per rank: a folder, a glob pattern or several files)."""
 
 from __future__ import annotations
 
 import argparse
+import glob
+import json
 import os
 import sys
 
@@ -16,7 +19,8 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser("trace", help="roofline of a saved torch.profiler/Kineto trace (.json or .json.gz)",
                        description="Read a saved trace (CPU or GPU) and place its ops on the roofline. FLOPs and bytes "
                                    "come from --model (counted on the meta device), else from CUPTI counters in the trace.")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", nargs="+",
+                   help="a trace; or a job's traces, one per rank: a folder, a glob pattern (quoted) or several files")
     add_model_arguments(p, example_shape="8,3,224,224", optional=True)
     p.add_argument("--train", action="store_true", help="the traced step ran backward too")
     p.add_argument("--roof", default=None, help="roofs to use (default: the trace's GPU from the catalog)")
@@ -24,7 +28,10 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--memory-model", choices=MEMORY_MODELS, default="op")
     p.add_argument("--depth", type=non_negative_int, default=2, help="table depth (default 2; 0: the model only)")
     p.add_argument("--level", choices=("module", "op"), default="module")
-    p.add_argument("--out", default=None, metavar="DIR", help="write report.json and roofline.png here")
+    p.add_argument("--out", default=None, metavar="DIR", help="write report.json and roofline.png here (a job: "
+                   "ranks.json and report-rank<N>.json)")
+    p.add_argument("--processes", type=positive_int, default=None,
+                   help="a job: worker processes reading the traces (default: one per trace, at most the CPU count)")
     p.set_defaults(func=run)
 
 
@@ -33,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
     from torch_roofline.timing.trace import load_trace
 
     check_out(args.out)
-    trace = load_trace(args.file)  # FileNotFoundError, or a TraceError naming the event and field
+    if len(args.file) > 1 or os.path.isdir(args.file[0]) or glob.has_magic(args.file[0]):
+        return _run_job(args)
+    trace = load_trace(args.file[0])  # FileNotFoundError, or a TraceError naming the event and field
     model = inputs = counted = None
     if args.model:
         from torch_roofline._models import load_model, running
@@ -60,4 +69,26 @@ def run(args: argparse.Namespace) -> int:
         report.to_json(os.path.join(args.out, "report.json"))
         report.plot(os.path.join(args.out, "roofline.png"))
         print(f"wrote {args.out}/report.json and roofline.png", file=sys.stderr)
+    return 0
+
+
+def _run_job(args: argparse.Namespace) -> int:
+    """A job's traces, one per rank (:func:`torch_roofline.traceset.from_traces`)."""
+    from torch_roofline.traceset import from_traces
+
+    if args.model or args.train or args.steps is not None:
+        raise ValueError("trace: --model, --train and --steps read one trace; for a job's traces (a folder, a glob or "
+                         "several files) each rank is counted from its own recorded shapes: drop them")
+    job = from_traces(args.file if len(args.file) > 1 else args.file[0], roof=args.roof,
+                      memory_model=args.memory_model, processes=args.processes)
+    print(job.table())
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        from torch_roofline._io import atomic_write
+
+        atomic_write(os.path.join(args.out, "ranks.json"), json.dumps(job.summary.to_dict(), indent=1,
+                                                                      allow_nan=False), caller="trace --out")
+        for rank, report in zip(job.summary.ranks, job.reports):
+            report.to_json(os.path.join(args.out, f"report-rank{rank}.json"))
+        print(f"wrote {args.out}/ranks.json and report-rank<N>.json", file=sys.stderr)
     return 0

@@ -1,0 +1,477 @@
+"""Roofline reports of a whole job: one saved trace per rank, read together.
+
+A distributed job writes one trace per rank (``tensorboard_trace_handler`` names them
+``<host>_<pid>.<time>.pt.trace.json.gz``; Kineto puts the rank in the trace's
+``distributedInfo``). :func:`from_traces` reads a folder, a glob pattern or a list of them,
+each with :func:`~torch_roofline.offline.from_trace` (in parallel processes), and returns a
+:class:`TraceSetReport`: every rank's :class:`~torch_roofline.report.RooflineReport` and a
+:class:`RankSummary` across ranks.
+
+**Rank** of a file: ``distributedInfo.rank`` when the trace has it (HolisticTraceAnalysis
+reads the same field), else a number after ``rank`` in the file name (``rank3.json``,
+``trace_rank-3.json.gz``). A file with neither, or two files of one rank, is an error that
+names them.
+
+**Across ranks** (:class:`RankSummary`): each rank's step time and its mean and max; the
+straggler spread ``(max - min) / mean`` (0: all ranks equally fast); per (module, phase)
+the time on each rank with mean, min, max, spread and the slowest rank
+(:class:`ModuleSpread`); each rank's communication (:class:`~torch_roofline.timing.collectives.CommSummary`,
+bytes in NCCL's bus-bandwidth convention against the interconnect roof).
+
+**The straggler** is the rank the others wait for: the one *busy* longest per step, busy
+being the step time minus the collective time no compute overlapped (the time a rank spends
+waiting for the others and moving bytes). Without collectives, busy is the step time. Each
+rank's *wait* is also reported: a collective completes on every rank at the same moment (up
+to the link's latency), so a rank that arrives early waits in it; summed over the
+collectives every rank shares, a rank's time in the collective minus the shortest rank's.
+
+**Clocks.** Ranks on different hosts have different clocks. Each rank's clock offset
+against the lowest rank is the median difference of the completion times (start + time)
+of the collectives they share, taken in order. Completion, not start: starts differ by each
+rank's own wait, which is what the straggler analysis measures. The offsets are reported
+(:attr:`RankSummary.clock_offsets_s`) and said in a note; step and module times do not
+depend on them.
+
+Example::
+
+    job = from_traces("traces/")            # or "traces/*.pt.trace.json.gz", or a list
+    print(job.table())
+    print(job.summary.straggler_rank, job.summary.straggler_spread)
+    job.to_json("job.json")
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import re
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+from torch_roofline.report import RooflineReport
+from torch_roofline.timing.collectives import CommSummary, collectives, interconnect_roof, summarize
+from torch_roofline.timing.trace import TraceError
+
+__all__ = ["ModuleSpread", "RankSummary", "TraceSetReport", "from_traces", "trace_files", "spread"]
+
+_RANK_IN_NAME = re.compile(r"rank[^0-9a-z]?(\d+)", re.IGNORECASE)
+_TRACE_SUFFIXES = (".json", ".json.gz")
+
+
+@dataclass(frozen=True)
+class ModuleSpread:
+    """One (module, phase) across ranks.
+
+    Attributes:
+        name: module name (``""``: the whole model).
+        phase: ``"forward"``, ``"backward"``, ``"optimizer"`` or ``"all"``.
+        time_s: seconds per step on each rank, in :attr:`RankSummary.ranks` order (``None``
+            where that rank has no time for it).
+        mean_s, min_s, max_s: over the ranks that have a time (seconds), else ``None``.
+        spread: ``(max - min) / mean`` (0 = equal on every rank), ``None`` without a time.
+        slowest_rank: the rank with ``max_s``, or ``None``.
+    """
+
+    name: str
+    phase: str
+    time_s: Tuple[Optional[float], ...]
+    mean_s: Optional[float]
+    min_s: Optional[float]
+    max_s: Optional[float]
+    spread: Optional[float]
+    slowest_rank: Optional[int]
+
+
+@dataclass(frozen=True)
+class RankSummary:
+    """A job across its ranks (rules in the module docstring).
+
+    Attributes:
+        world_size: ranks in the job (from ``distributedInfo``, else the highest rank + 1).
+        ranks: the ranks that have a report, ascending; per-rank tuples follow this order.
+        missing_ranks: ranks of the job without a trace.
+        step_time_s: each rank's measured time per step (seconds).
+        step_time_mean_s, step_time_max_s: over the ranks (seconds).
+        straggler_spread: ``(max - min) / mean`` of the step times.
+        straggler_rank: the rank the others wait for, or ``None`` for a single rank.
+        straggler_reason: how it was found, in words.
+        busy_s: each rank's busy time per step (seconds; the module docstring says how).
+        wait_s: each rank's wait in collectives per step (seconds; ``None`` without collectives).
+        clock_offsets_s: each rank's clock minus the lowest rank's (seconds; ``None`` when
+            they share no collective).
+        communication: each rank's :class:`CommSummary` (``None``: no collective).
+        modules: per (module, phase), the times across ranks.
+        notes: what was done, in words.
+    """
+
+    world_size: int
+    ranks: Tuple[int, ...]
+    missing_ranks: Tuple[int, ...]
+    step_time_s: Tuple[Optional[float], ...]
+    step_time_mean_s: Optional[float]
+    step_time_max_s: Optional[float]
+    straggler_spread: Optional[float]
+    straggler_rank: Optional[int]
+    straggler_reason: str
+    busy_s: Tuple[Optional[float], ...]
+    wait_s: Tuple[Optional[float], ...]
+    clock_offsets_s: Tuple[Optional[float], ...]
+    communication: Tuple[Optional[CommSummary], ...]
+    modules: Tuple[ModuleSpread, ...]
+    notes: Tuple[str, ...]
+
+    def module(self, name: str, phase: str = "all") -> ModuleSpread:
+        """The :class:`ModuleSpread` of ``name`` in ``phase``; KeyError naming the known ones."""
+        for m in self.modules:
+            if m.name == name and m.phase == phase:
+                return m
+        known = sorted({m.name for m in self.modules})[:5]
+        raise KeyError(f"RankSummary.module({name!r}, {phase!r}): no such module/phase; modules: {known} ...")
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready dict (``None`` for unknown numbers, never NaN)."""
+        return {
+            "world_size": self.world_size, "ranks": list(self.ranks), "missing_ranks": list(self.missing_ranks),
+            "step_time_s": list(self.step_time_s), "step_time_s_mean": self.step_time_mean_s,
+            "step_time_s_max": self.step_time_max_s, "straggler_spread": self.straggler_spread,
+            "straggler_rank": self.straggler_rank, "straggler_reason": self.straggler_reason,
+            "busy_s": list(self.busy_s), "wait_s": list(self.wait_s), "clock_offsets_s": list(self.clock_offsets_s),
+            "communication": [c.to_dict() if c is not None else None for c in self.communication],
+            "modules": [{"name": m.name, "phase": m.phase, "time_s": list(m.time_s), "time_s_mean": m.mean_s,
+                         "time_s_min": m.min_s, "time_s_max": m.max_s, "spread": m.spread,
+                         "slowest_rank": m.slowest_rank} for m in self.modules],
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class TraceSetReport:
+    """Every rank's report of a job and the summary across them.
+
+    Attributes:
+        paths: the trace file of each rank, in :attr:`RankSummary.ranks` order.
+        reports: each rank's :class:`RooflineReport`, same order.
+        summary: the :class:`RankSummary`.
+    """
+
+    paths: Tuple[str, ...]
+    reports: Tuple[RooflineReport, ...]
+    summary: RankSummary
+
+    def report(self, rank: int) -> RooflineReport:
+        """The report of ``rank``; KeyError naming the ranks there are."""
+        if rank in self.summary.ranks:
+            return self.reports[self.summary.ranks.index(rank)]
+        raise KeyError(f"TraceSetReport.report({rank!r}): no trace of that rank; ranks: {list(self.summary.ranks)}")
+
+    def table(self, top: int = 10) -> str:
+        """Per rank (step time, wait in collectives, communication), the straggler, and the
+        ``top`` modules whose time differs most across ranks. Times in ms."""
+        return _table(self, top)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """``{"summary": RankSummary.to_dict(), "ranks": [{"rank", "path", "report"}]}``."""
+        return {"summary": self.summary.to_dict(),
+                "ranks": [{"rank": r, "path": p, "report": rep.to_dict()}
+                          for r, p, rep in zip(self.summary.ranks, self.paths, self.reports)]}
+
+    def to_json(self, path: Union[str, "os.PathLike[str]"]) -> None:
+        """Write :meth:`to_dict` as JSON (atomically: a failed write keeps the previous file)."""
+        from torch_roofline._io import atomic_write
+
+        atomic_write(path, json.dumps(self.to_dict(), indent=1, allow_nan=False), caller="TraceSetReport.to_json")
+
+
+# ----------------------------------------------------------------------------- files and ranks
+
+
+def trace_files(source: Union[str, "os.PathLike[str]", Sequence[Union[str, "os.PathLike[str]"]]]) -> List[str]:
+    """The trace files of ``source``: a folder (its ``.json`` / ``.json.gz`` files), a glob
+    pattern, a file, or a list of any of these; sorted, each once. A ValueError when none is
+    found, naming what was searched."""
+    items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    found: List[str] = []
+    for item in items:
+        path = os.fspath(item)
+        if os.path.isdir(path):
+            found += [os.path.join(path, n) for n in os.listdir(path) if n.endswith(_TRACE_SUFFIXES)]
+        elif glob.has_magic(path):
+            found += [p for p in glob.glob(path) if os.path.isfile(p)]
+        elif os.path.exists(path):
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"from_traces({path!r}): no such file or folder; pass a folder of traces, a "
+                                    "glob pattern (e.g. 'traces/*.pt.trace.json.gz') or a list of files")
+    files = sorted(set(found))
+    if not files:
+        raise ValueError(f"from_traces({source!r}): no trace file (.json or .json.gz) found there; pass the folder "
+                         "tensorboard_trace_handler wrote, or a glob pattern matching one trace per rank")
+    return files
+
+
+def _rank_of(path: str, info: Any) -> Tuple[Optional[int], Optional[int]]:
+    """(rank, world size) from ``distributedInfo``, else (a number after 'rank' in the name, None)."""
+    if isinstance(info, dict) and isinstance(info.get("rank"), int) and not isinstance(info.get("rank"), bool):
+        size = info.get("world_size")
+        return info["rank"], size if isinstance(size, int) and not isinstance(size, bool) else None
+    match = _RANK_IN_NAME.search(os.path.basename(path))
+    return (int(match.group(1)), None) if match else (None, None)
+
+
+@dataclass(frozen=True)
+class _RankResult:
+    """What one worker returns for one file (picklable)."""
+
+    path: str
+    rank: Optional[int]
+    world_size: Optional[int]
+    report: RooflineReport
+    comm: Optional[CommSummary]
+    collectives: Tuple[Tuple[str, float, float], ...]  # (name, completion time in s on the trace's clock, time_s)
+
+
+def _read_rank(path: str, roof: Any, memory_model: str, group_size: Optional[int],
+               interconnect_bandwidth: Optional[float], files: int) -> _RankResult:
+    """One rank's report, communication and collective completion times (runs in a worker)."""
+    from torch_roofline.offline import from_trace, trace_device
+    from torch_roofline.timing.quiet import quiet_native_stderr
+    from torch_roofline.timing.steps import split_steps, within
+    from torch_roofline.timing.trace import load_trace
+
+    with quiet_native_stderr():
+        trace = load_trace(path)
+        info = trace.metadata.get("distributedInfo")
+        rank, size = _rank_of(path, info)
+        report = from_trace(trace, roof=roof, memory_model=memory_model)
+        split = split_steps(trace)
+        cut = within(trace, split.spans) if split.spans else trace
+        calls = collectives(cut, group_size=group_size or size or files)  # default: one rank per file
+    comm = None
+    if calls:
+        bandwidth = interconnect_bandwidth
+        if bandwidth is None:
+            bandwidth = interconnect_roof(trace_device(trace, roof))
+        comm = summarize(calls, steps=max(int(report.steps), 1), step_time_s=report.totals.time_s,
+                         interconnect_bandwidth=bandwidth)
+    origin_s = trace.origin_us * 1e-6
+    ends = tuple((c.name, origin_s + c.start_s + c.time_s, c.time_s) for c in calls)
+    return _RankResult(path, rank, size, report, comm, ends)
+
+
+def _read_all(files: Sequence[str], args: Tuple[Any, ...], processes: Optional[int],
+              progress: Optional[Callable[[int, int, str], None]]) -> List[_RankResult]:
+    n = len(files)
+    workers = processes if processes is not None else min(n, os.cpu_count() or 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"from_traces(processes={processes!r}): expected a number of processes >= 1, or None")
+    results: List[_RankResult] = []
+    if workers == 1 or n == 1:
+        for i, f in enumerate(files):
+            results.append(_read_rank(f, *args))
+            if progress:
+                progress(i + 1, n, f)
+        return results
+    import multiprocessing
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_read_rank, f, *args) for f in files]
+        for i, (f, fut) in enumerate(zip(files, futures)):
+            results.append(fut.result())  # a worker's TraceError names its file
+            if progress:
+                progress(i + 1, n, f)
+    return results
+
+
+def _stderr_progress(done: int, total: int, path: str) -> None:
+    if sys.stderr.isatty():
+        end = "\n" if done == total else ""
+        sys.stderr.write(f"\rfrom_traces: {done}/{total} traces read ({os.path.basename(path)})\033[K{end}")
+        sys.stderr.flush()
+
+
+# ----------------------------------------------------------------------------- the summary
+
+
+def spread(values: Sequence[Optional[float]]) -> Tuple[Optional[float], Optional[float], Optional[float],
+                                                       Optional[float]]:
+    """(mean, min, max, (max - min) / mean) of the known values; ``None`` for each when none
+    is known (the spread is also ``None`` when the mean is 0)."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return None, None, None, None
+    mean = math.fsum(known) / len(known)
+    lo, hi = min(known), max(known)
+    return mean, lo, hi, (hi - lo) / mean if mean > 0 else None
+
+
+def _finite(value: Any) -> Optional[float]:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def _waits_and_offsets(results: Sequence[_RankResult]) -> Tuple[List[Optional[float]], List[Optional[float]], int]:
+    """Each rank's wait per step and clock offset (rules in the module docstring), and how
+    many collectives every rank shares."""
+    shared = min((len(r.collectives) for r in results), default=0)
+    # match collectives by position while their names agree on every rank
+    k = 0
+    while k < shared and len({r.collectives[k][0] for r in results}) == 1:
+        k += 1
+    if k == 0:
+        return [None] * len(results), [None] * len(results), 0
+    base = results[0].collectives
+    offsets: List[Optional[float]] = []
+    for r in results:
+        diffs = sorted(r.collectives[i][1] - base[i][1] for i in range(k))
+        offsets.append(diffs[len(diffs) // 2] if len(diffs) % 2 else 0.5 * (diffs[len(diffs) // 2 - 1] + diffs[len(diffs) // 2]))
+    waits: List[Optional[float]] = []
+    shortest = [min(r.collectives[i][2] for r in results) for i in range(k)]
+    for r in results:
+        steps = max(int(r.report.steps), 1)
+        waits.append(math.fsum(r.collectives[i][2] - shortest[i] for i in range(k)) / steps)
+    return waits, offsets, k
+
+
+def _busy(step_s: Optional[float], comm: Optional[CommSummary]) -> Optional[float]:
+    """Step time minus the collective time no compute overlapped (seconds per step)."""
+    if step_s is None or comm is None:
+        return step_s
+    hidden = comm.overlap_s or 0.0
+    return max(step_s - (comm.time_s - hidden), 0.0)
+
+
+def _summarize_ranks(results: Sequence[_RankResult], world_size: Optional[int] = None) -> RankSummary:
+    """The :class:`RankSummary` of per-rank results sorted by rank."""
+    ranks = tuple(r.rank for r in results)  # type: ignore[misc]
+    size = world_size or max([r.world_size or 0 for r in results] + [max(ranks) + 1])
+    steps = tuple(_finite(r.report.totals.time_s) for r in results)
+    mean, _, hi, spread_ = spread(steps)
+    per_module: Dict[Tuple[str, str], List[Optional[float]]] = {}
+    for slot, r in enumerate(results):
+        for row in r.report.modules:
+            per_module.setdefault((row.name, row.phase), [None] * len(results))[slot] = _finite(row.time_s)
+    modules = []
+    for (name, phase), times in sorted(per_module.items()):
+        m_mean, m_lo, m_hi, m_spread = spread(times)
+        slowest = ranks[times.index(m_hi)] if m_hi is not None else None
+        modules.append(ModuleSpread(name, phase, tuple(times), m_mean, m_lo, m_hi, m_spread, slowest))
+    waits, offsets, shared = _waits_and_offsets(results)
+    busy = tuple(_busy(t, r.comm) for t, r in zip(steps, results))
+    notes = [f"{len(results)} rank(s) of {size}"]
+    known = [(b, rank) for b, rank in zip(busy, ranks) if b is not None]
+    if len(results) < 2 or not known:
+        straggler, reason = None, "one rank: no straggler" if len(results) < 2 else "no rank has a step time"
+    else:
+        most, straggler = max(known)
+        others = [b for b, rank in known if rank != straggler]
+        lead = f", {(most - max(others)) * 1e3:.3f} ms more than the next rank" if others else ""
+        reason = (f"rank {straggler} is busy longest: {most * 1e3:.3f} ms per step outside collectives{lead}; "
+                  "the others wait for it")
+    if shared:
+        notes.append(f"clocks aligned on the completion of {shared} collective(s) every rank shares: offsets "
+                     f"against rank {ranks[0]}: " + ", ".join(f"rank {r} {o * 1e3:+.3f} ms"
+                                                              for r, o in zip(ranks, offsets) if o is not None))
+    return RankSummary(
+        world_size=size, ranks=ranks, missing_ranks=tuple(r for r in range(size) if r not in ranks),
+        step_time_s=steps, step_time_mean_s=mean, step_time_max_s=hi, straggler_spread=spread_,
+        straggler_rank=straggler, straggler_reason=reason, busy_s=busy, wait_s=tuple(waits), clock_offsets_s=tuple(offsets),
+        communication=tuple(r.comm for r in results), modules=tuple(modules), notes=tuple(notes),
+    )
+
+
+def from_traces(
+    source: Union[str, "os.PathLike[str]", Sequence[Union[str, "os.PathLike[str]"]]],
+    *,
+    roof: Any = None,
+    memory_model: str = "op",
+    processes: Optional[int] = None,
+    group_size: Optional[int] = None,
+    interconnect_bandwidth: Optional[float] = None,
+    progress: Optional[Callable[[int, int, str], None]] = None,
+) -> TraceSetReport:
+    """Read one trace per rank and report each rank and the job across ranks.
+
+    Args:
+        source: a folder of traces, a glob pattern, a file, or a list of these (:func:`trace_files`).
+        roof: roofs for every rank (catalog name, roofs file, ``Device``); default: each
+            trace's GPU, as :func:`~torch_roofline.offline.from_trace` does.
+        memory_model: ``"op"`` or ``"compulsory"``.
+        processes: worker processes (default: one per trace, at most the CPU count; 1: read
+            in this process).
+        group_size: ranks per process group for the collectives' bytes; default: each
+            trace's ``distributedInfo.world_size``, else the number of traces.
+        interconnect_bandwidth: the interconnect roof in B/s per direction; default: half the
+            catalog device's aggregate link figure (none for CPUs).
+        progress: called ``(done, total, path)`` after each trace; default: a line on a
+            terminal's stderr.
+
+    Raises:
+        ValueError: no trace found, a file without a rank, two files of one rank (each names
+            the files and the fix); TraceError (a ValueError) for an unreadable file.
+    """
+    from torch_roofline.records import check_memory_model
+
+    check_memory_model(memory_model, "from_traces")
+    files = trace_files(source)
+    results = _read_all(files, (roof, memory_model, group_size, interconnect_bandwidth, len(files)), processes,
+                        progress if progress is not None else _stderr_progress)
+    unranked = [r.path for r in results if r.rank is None]
+    if unranked and len(results) > 1:
+        raise ValueError(f"from_traces: no rank for {unranked[:3]} (no distributedInfo.rank in the trace, no "
+                         "'rank<N>' in the file name); rename them rank0.json, rank1.json, ... or record them with "
+                         "torch.distributed initialised")
+    if len(results) == 1 and results[0].rank is None:
+        results = [_RankResult(results[0].path, 0, results[0].world_size, results[0].report, results[0].comm,
+                               results[0].collectives)]
+    by_rank: Dict[int, List[str]] = {}
+    for r in results:
+        by_rank.setdefault(r.rank, []).append(r.path)  # type: ignore[arg-type]
+    twice = {k: v for k, v in by_rank.items() if len(v) > 1}
+    if twice:
+        rank, paths = next(iter(sorted(twice.items())))
+        raise ValueError(f"from_traces: {len(paths)} traces of rank {rank} ({paths[:3]}); pass one trace per rank "
+                         "(one step window of one run), e.g. a glob matching one run's files")
+    results = sorted(results, key=lambda r: r.rank)  # type: ignore[arg-type,return-value]
+    sizes = {r.world_size for r in results if r.world_size is not None}
+    summary = _summarize_ranks(results, max(sizes) if sizes else None)
+    return TraceSetReport(paths=tuple(r.path for r in results), reports=tuple(r.report for r in results),
+                          summary=summary)
+
+
+# ----------------------------------------------------------------------------- text
+
+
+def _ms(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value * 1e3:.3f}"
+
+
+def _table(job: TraceSetReport, top: int) -> str:
+    from tabulate import tabulate
+
+    s = job.summary
+    rows = []
+    for i, rank in enumerate(s.ranks):
+        comm = s.communication[i]
+        rows.append([rank, _ms(s.step_time_s[i]), _ms(s.busy_s[i]), _ms(s.wait_s[i]),
+                     _ms(comm.time_s if comm else None),
+                     "-" if comm is None or comm.bus_bytes is None else f"{comm.bus_bytes / 1e6:.3f}",
+                     "straggler" if rank == s.straggler_rank else ""])
+    lines = [f"{len(s.ranks)} rank(s) of {s.world_size}" + (f"; missing: {list(s.missing_ranks)}" if s.missing_ranks
+                                                            else ""),
+             tabulate(rows, headers=["rank", "step ms", "busy ms", "wait ms", "comm ms", "bus MB", ""], tablefmt="simple"),
+             f"straggler: {s.straggler_reason}",
+             f"straggler spread (max - min) / mean of the step times: "
+             + ("-" if s.straggler_spread is None else f"{s.straggler_spread:.1%}")]
+    varied = sorted((m for m in s.modules if m.spread is not None and m.name and m.phase != "all"),
+                    key=lambda m: -(m.max_s or 0.0) * (m.spread or 0.0))[:top]
+    if varied:
+        lines.append("\nmodules whose time differs most across ranks (ms per step):")
+        lines.append(tabulate([[m.name, m.phase, _ms(m.mean_s), _ms(m.min_s), _ms(m.max_s), f"{m.spread:.1%}",
+                                m.slowest_rank] for m in varied],
+                              headers=["module", "phase", "mean", "min", "max", "spread", "slowest"],
+                              tablefmt="simple"))
+    lines += [f"note: {n}" for n in s.notes]
+    return "\n".join(lines)
