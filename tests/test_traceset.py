@@ -135,11 +135,14 @@ def test_to_json_and_the_cli(job, job_dir, tmp_path, capsys):
     assert doc["summary"]["straggler_rank"] == SLOW_RANK and len(doc["ranks"]) == 8
     assert doc["ranks"][3]["report"]["totals"]["time_s"] == job.report(3).totals.time_s
     out = tmp_path / "out"
-    assert main(["trace", str(job_dir), "--roof", "i9-10980xe", "--processes", "1", "--out", str(out)]) == 0
+    tb = tmp_path / "tb"
+    assert main(["trace", str(job_dir), "--roof", "i9-10980xe", "--processes", "1", "--out", str(out),
+                 "--tensorboard", str(tb)]) == 0
     printed = capsys.readouterr().out
     assert "8 rank(s) of 8" in printed and f"rank {SLOW_RANK} is busy longest" in printed
     assert sorted(os.listdir(out)) == ["ranks.json"] + [f"report-rank{r}.json" for r in range(8)]
     assert json.loads((out / "ranks.json").read_text())["straggler_rank"] == SLOW_RANK
+    assert sorted(os.listdir(tb)) == [f"rank{r}" for r in range(8)]
 
 
 def test_rank_from_the_file_name_and_bad_sets(tmp_path):
@@ -166,3 +169,16 @@ def test_rank_from_the_file_name_and_bad_sets(tmp_path):
             trace_files(nothing)
     with pytest.raises(FileNotFoundError, match=r"missing.json'\): no such file or folder"):
         from_traces([tmp_path / "trace_rank-0.json", tmp_path / "missing.json"])
+
+
+def test_the_roofline_tab_shows_each_rank_as_a_run(job, tmp_path):
+    pytest.importorskip("tensorboard")
+    from test_tensorboard_plugin import PREFIX, make_client
+
+    runs = job.to_tensorboard(tmp_path / "tb")
+    assert [os.path.basename(r) for r in runs] == [f"rank{r}" for r in range(8)]
+    client = make_client(str(tmp_path / "tb"))
+    listed = json.loads(client.get(f"{PREFIX}/runs").get_data(as_text=True))
+    assert listed == {f"rank{r}": {"roofline": [0]} for r in range(8)}
+    got = json.loads(client.get(f"{PREFIX}/report?run=rank{SLOW_RANK}&tag=roofline&step=0").get_data(as_text=True))
+    assert got["totals"]["time_s"] == job.report(SLOW_RANK).totals.time_s

@@ -179,6 +179,17 @@ class TraceSetReport:
                 "ranks": [{"rank": r, "path": p, "report": rep.to_dict()}
                           for r, p, rep in zip(self.summary.ranks, self.paths, self.reports)]}
 
+    def to_tensorboard(self, logdir: Union[str, "os.PathLike[str]"], step: int = 0, tag: str = "roofline") -> List[str]:
+        """Write each rank's report as a run of its own, ``<logdir>/rank<N>``, for the Roofline
+        tab (pick two ranks in its compare mode to see them side by side) and the scalar tabs.
+        Returns the run directories written."""
+        runs = []
+        for rank, report in zip(self.summary.ranks, self.reports):
+            run = os.path.join(os.fspath(logdir), f"rank{rank}")
+            report.to_tensorboard(run, step=step, tag=tag)
+            runs.append(run)
+        return runs
+
     def to_json(self, path: Union[str, "os.PathLike[str]"]) -> None:
         """Write :meth:`to_dict` as JSON (atomically: a failed write keeps the previous file)."""
         from torch_roofline._io import atomic_write

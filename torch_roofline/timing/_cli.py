@@ -30,6 +30,9 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--level", choices=("module", "op"), default="module")
     p.add_argument("--out", default=None, metavar="DIR", help="write report.json and roofline.png here (a job: "
                    "ranks.json and report-rank<N>.json)")
+    p.add_argument("--tensorboard", default=None, metavar="LOGDIR",
+                   help="also write the report for TensorBoard's Roofline tab here (a job: one run per rank, "
+                        "LOGDIR/rank<N>)")
     p.add_argument("--processes", type=positive_int, default=None,
                    help="a job: worker processes reading the traces (default: one per trace, at most the CPU count)")
     p.set_defaults(func=run)
@@ -40,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from torch_roofline.timing.trace import load_trace
 
     check_out(args.out)
+    check_out(args.tensorboard)
     if len(args.file) > 1 or os.path.isdir(args.file[0]) or glob.has_magic(args.file[0]):
         return _run_job(args)
     trace = load_trace(args.file[0])  # FileNotFoundError, or a TraceError naming the event and field
@@ -69,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
         report.to_json(os.path.join(args.out, "report.json"))
         report.plot(os.path.join(args.out, "roofline.png"))
         print(f"wrote {args.out}/report.json and roofline.png", file=sys.stderr)
+    if args.tensorboard:
+        report.to_tensorboard(args.tensorboard)
+        print(f"wrote {args.tensorboard} (TensorBoard)", file=sys.stderr)
     return 0
 
 
@@ -91,4 +98,7 @@ def _run_job(args: argparse.Namespace) -> int:
         for rank, report in zip(job.summary.ranks, job.reports):
             report.to_json(os.path.join(args.out, f"report-rank{rank}.json"))
         print(f"wrote {args.out}/ranks.json and report-rank<N>.json", file=sys.stderr)
+    if args.tensorboard:
+        job.to_tensorboard(args.tensorboard)
+        print(f"wrote {args.tensorboard}/rank<N> (TensorBoard runs)", file=sys.stderr)
     return 0
