@@ -141,3 +141,19 @@ def test_overlap_is_the_collective_time_during_which_compute_ran():
     assert s.overlap_s == pytest.approx(120e-6) and s.overlap_share == pytest.approx(120 / 210)
     assert "57% of the collective time overlapped compute" in s.note  # 120 / 210
     assert s.to_dict()["overlap_s"] == pytest.approx(120e-6)
+
+
+def test_fsdp_reduce_scatter_sends_the_gradient_shard():
+    # FSDP on NCCL reduce-scatters each gradient: input = the unsharded gradient (S = U bytes),
+    # each rank sends S x (n - 1)/n, which for n = 2 is U/2: the rank's shard. Linear(64, 64):
+    # U = (64*64 + 64) x 4 = 16,640 bytes -> 8,320 per rank. (gloo has no reduce_scatter: FSDP
+    # all-reduces there, tests/test_fsdp.py.)
+    events = [
+        _ev("FSDP::post_backward_reduce (2)", 0, 100, cat="user_annotation"),
+        _ev("c10d::_reduce_scatter_base_", 10, 5),
+        _ev("nccl:_reduce_scatter_base", 12, 50, tid=2, cat="user_annotation",
+            **{"Input Dims": [[4160]], "Input type": ["float"]}),
+    ]
+    (call,) = collectives(load_trace({"traceEvents": events, "distributedInfo": {"rank": 0, "world_size": 2}}))
+    assert (call.name, call.phase, call.message_bytes, call.bus_bytes) == ("_reduce_scatter_base", "backward",
+                                                                           16640, 8320.0)
