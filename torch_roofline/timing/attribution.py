@@ -258,6 +258,8 @@ class _HostTimeline:
         # (a model was given) and the rows are the recorded calls (not a model's replay).
         self.outside = (self.has_ranges if outside is None else outside) and op_names is None
         self._fwd_by_seq = self._forward_sequence_map()
+        # the start times of each sequence number's entries, for bisect (built once, not per lookup)
+        self._fwd_starts = {seq: [t[0] for t in entries] for seq, entries in self._fwd_by_seq.items()}
 
     def release(self) -> None:
         """Drop the links between nodes. A node's ``row`` and ``cpu_op`` are often the node
@@ -395,7 +397,7 @@ class _HostTimeline:
             if not entries:
                 return "backward", _ROOT_SCOPE, ()
             # The node's creator is the last forward op showing this number before backward.
-            i = bisect.bisect_right([t[0] for t in entries], node.bwd_start) - 1
+            i = bisect.bisect_right(self._fwd_starts[node.bwd_seq], node.bwd_start) - 1
             _, scope, ranges = entries[max(i, 0)]
             return "backward", scope, ranges
         return "forward", self.module_scope(node.scope), node.ranges

@@ -1,0 +1,190 @@
+"""Reading big traces: time and peak memory of ``from_trace`` by trace size (issue 16, point 1).
+
+The traces are synthetic but made of real events: one resnet18 training step (batch 2,
+64x64, forward, cross-entropy, backward, SGD) is recorded by ``RooflineProfiler`` with
+module ranges, recorded shapes and memory events; then :func:`write_trace` writes that
+step again and again, each copy shifted in time and wrapped in a ``ProfilerStep#k``
+marker, with fresh external ids, sequence numbers and flow ids (torch.profiler's counters
+grow from step to step), until the file holds the requested size.
+The event mix is therefore a real training step's (aten ops with shapes, autograd engine
+events, module ranges, memory events, forward/backward flows).
+
+Each size is read in a fresh process (``from_trace(path, roof=...)``, recorded shapes,
+no model): wall seconds and the process's peak resident memory (``VmHWM``, so what the
+parent held does not count), and how much of it ``from_trace`` added over the imported
+package (``added``, also per byte of file). Targets (issue 16): 50 MB in <= 3 s; 1 GB in <= 60 s with
+<= 2 GB peak memory. Nothing is asserted. Run::
+
+    python benchmarks/big_trace.py                    # 50 MB and 200 MB
+    python benchmarks/big_trace.py --sizes 50 1000    # sizes in MB (1 GB needs ~20 GB of memory today)
+    python benchmarks/big_trace.py --quick            # 10 MB
+    python benchmarks/big_trace.py --write-only --sizes 1000 --dir /tmp/traces   # just the file
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from typing import Any, Dict, List, Optional, Tuple
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+__all__ = ["record_step", "write_trace", "main"]
+
+_ROOF = "i9-10980xe"
+
+
+def record_step(path: str) -> None:
+    """Record one resnet18 training step (random weights, batch 2, 64x64) to ``path``."""
+    import torch
+    import torchvision
+
+    from torch_roofline import RooflineProfiler
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(2, 3, 64, 64), torch.randint(0, 10, (2,))
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    step()
+    with RooflineProfiler(model, roof=_ROOF, export_trace=path):
+        step()
+
+
+def _step_events(path: str) -> Tuple[Dict[str, Any], List[Dict[str, Any]], float, float]:
+    """(header without events, the step's timed events, first ts, span in µs)."""
+    with open(path, "rb") as f:
+        doc = json.load(f)
+    events = [e for e in doc.pop("traceEvents") if isinstance(e, dict) and isinstance(e.get("ts"), (int, float))
+              and e.get("ph") != "M"]
+    t0 = min(e["ts"] for e in events)
+    t1 = max(e["ts"] + float(e.get("dur", 0) or 0) for e in events)
+    return doc, events, t0, t1 - t0
+
+
+def write_trace(step_path: str, out: str, size_bytes: int) -> Tuple[int, int]:
+    """Write ``out``: copies of the step in ``step_path`` until ``size_bytes``. Returns
+    (steps, events). Streams the output: memory does not grow with the size."""
+    import orjson
+
+    header, events, t0, span = _step_events(step_path)
+    gap = 50.0  # µs between steps
+    max_ext = max((e.get("args", {}).get("External id", 0) for e in events if isinstance(e.get("args"), dict)),
+                  default=0) + 1
+    max_flow = max((int(e.get("id", 0)) for e in events if e.get("ph") in ("s", "f")), default=0) + 1
+    max_seq = max((e["args"].get("Sequence number", 0) for e in events if isinstance(e.get("args"), dict)),
+                  default=0) + 1
+    steps = n_events = 0
+    meta = orjson.dumps(header)  # the step's own header: metadata, module labels, device properties
+    with open(out, "wb") as f:
+        f.write((meta[:-1] + b", " if len(meta) > 2 else b"{") + b'"traceEvents": [\n')
+        written = 0
+        first = True
+        while written < size_bytes:
+            shift = steps * (span + 2 * gap)
+            marker = {"ph": "X", "cat": "user_annotation", "name": f"ProfilerStep#{steps}", "pid": events[0]["pid"],
+                      "tid": events[0]["tid"], "ts": t0 + shift - gap / 2, "dur": span + gap,
+                      "args": {"External id": steps * max_ext}}
+            chunk = [marker]
+            for e in events:
+                c = dict(e, ts=e["ts"] + shift)
+                args = e.get("args")
+                if isinstance(args, dict) and ("External id" in args or "Sequence number" in args):
+                    c["args"] = dict(args)  # ids grow from step to step, as torch.profiler's counters do
+                    for key, stride in (("External id", max_ext), ("Sequence number", max_seq)):
+                        if isinstance(args.get(key), int):
+                            c["args"][key] = args[key] + steps * stride
+                if e.get("ph") in ("s", "f") and "id" in e:
+                    c["id"] = int(e["id"]) + steps * max_flow
+                chunk.append(c)
+            data = b",\n".join(orjson.dumps(c) for c in chunk)
+            f.write(data if first else b",\n" + data)
+            first = False
+            written += len(data)
+            steps += 1
+            n_events += len(chunk)
+        f.write(b"\n]}")
+    return steps, n_events
+
+
+def _read_one(path: str) -> None:
+    """In a fresh process: from_trace, then print wall seconds, peak RSS and the report's steps."""
+    warnings.simplefilter("ignore")
+    from torch_roofline import from_trace
+
+    before = _vm("VmHWM")
+    t = time.perf_counter()
+    report = from_trace(path, roof=_ROOF)
+    wall = time.perf_counter() - t
+    print(json.dumps({"wall_s": wall, "peak_bytes": _vm("VmHWM"), "before_bytes": before, "steps": report.steps,
+                      "ops": len(report.ops)}))
+
+
+def _vm(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=float, nargs="+", default=[50, 200], help="trace sizes in MB (default 50 200)")
+    p.add_argument("--dir", default=None, help="where to write the traces (default: a temporary folder)")
+    p.add_argument("--write-only", action="store_true", help="write the traces, read nothing")
+    p.add_argument("--quick", action="store_true", help="one 10 MB trace")
+    p.add_argument("--read", default=None, help=argparse.SUPPRESS)  # the child process
+    args = p.parse_args(argv)
+    if args.read:
+        _read_one(args.read)
+        return 0
+    from count_overhead import machine_lines
+
+    sizes = [10.0] if args.quick else args.sizes
+    folder = args.dir or tempfile.mkdtemp(prefix="roofline-big-")
+    os.makedirs(folder, exist_ok=True)
+    print("\n".join(machine_lines(1)))
+    step_path = os.path.join(folder, "step.json")
+    record_step(step_path)
+    print(f"one resnet18 training step: {os.path.getsize(step_path) / 1e6:.2f} MB")
+    print(f"{'size':>9} {'steps':>6} {'events':>10} {'write':>7} {'from_trace':>11} {'peak memory':>12} "
+          f"{'added':>8} {'added B/B':>9}")
+    for mb in sizes:
+        out = os.path.join(folder, f"trace_{mb:g}MB.json")
+        t = time.perf_counter()
+        steps, n = write_trace(step_path, out, int(mb * 1e6))
+        wrote = time.perf_counter() - t
+        size = os.path.getsize(out)
+        if args.write_only:
+            print(f"{size / 1e6:7.0f}MB {steps:6d} {n:10,d} {wrote:6.1f}s")
+            continue
+        env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        done = subprocess.run([sys.executable, os.path.abspath(__file__), "--read", out], capture_output=True,
+                              text=True, env=env)
+        if done.returncode != 0:
+            print(f"{size / 1e6:7.0f}MB {steps:6d} {n:10,d} {wrote:6.1f}s   failed: {done.stderr.strip()[-300:]}")
+            continue
+        r = json.loads(done.stdout.strip().splitlines()[-1])
+        added = r["peak_bytes"] - r["before_bytes"]
+        print(f"{size / 1e6:7.0f}MB {steps:6d} {n:10,d} {wrote:6.1f}s {r['wall_s']:10.1f}s "
+              f"{r['peak_bytes'] / 1e9:10.2f}GB {added / 1e9:6.2f}GB {added / size:9.1f}")
+        if not args.dir:
+            os.remove(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
