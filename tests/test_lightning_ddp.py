@@ -80,6 +80,8 @@ def test_ddp_two_cpu_processes_rank_zero_writes_once(tmp_path):
     ranks = json.loads(open(os.path.join(step_dir, "ranks.json")).read())
     assert ranks["world_size"] == 2 and ranks["ranks"] == [0, 1] and ranks["missing_ranks"] == []
     assert len(ranks["step_time_s"]) == 2 and all(t > 0 for t in ranks["step_time_s"])
+    assert ranks["straggler_rank"] in (0, 1) and ranks["straggler_reason"].startswith(f"rank {ranks['straggler_rank']}")
+    assert len(ranks["busy_s"]) == 2 and len(ranks["wait_s"]) == 2 and ranks["clock_offsets_s"][0] == 0.0
     conv = next(m for m in ranks["modules"] if m["name"] == "net.0" and m["phase"] == "forward")
     assert conv["time_s_min"] <= conv["time_s_mean"] <= conv["time_s_max"]
     with open(os.path.join(str(tmp_path), "ddp", "version_0", "metrics.csv")) as f:
@@ -100,3 +102,24 @@ def test_ddp_two_cpu_processes_rank_zero_writes_once(tmp_path):
         assert comm["interconnect_bandwidth"] is None and "no interconnect roof" in comm["note"]
     column = header.split(",").index("roofline/comm/bus_bytes")
     assert [float(r.split(",")[column]) for r in rows if r.split(",")[column]] == [comms[0]["bus_bytes"]]
+
+
+def test_ranks_json_is_the_trace_set_summary(tmp_path):
+    # The summary the callback writes under DDP is the one from_traces gives: same builder.
+    from torch_roofline.lightning import rank_summary
+    from torch_roofline.traceset import RankRecord, summarize_ranks
+
+    def rep(step, conv):
+        return {"steps": 2, "totals": {"time_s": step}, "modules": [{"name": "net.0", "phase": "forward",
+                                                                       "time_s": conv}]}
+
+    comm = {"steps": 2, "calls": 1.0, "time_s": 0.001, "overlap_s": 0.0, "by_phase": {}, "by_name": {}, "note": ""}
+    got = rank_summary([rep(0.010, 0.004), rep(0.012, 0.006)], [comm, comm],
+                       [[("all_reduce", 5.0, 0.002)], [("all_reduce", 5.5, 0.001)]])
+    want = summarize_ranks([RankRecord.of_dict(0, rep(0.010, 0.004), comm, [("all_reduce", 5.0, 0.002)]),
+                            RankRecord.of_dict(1, rep(0.012, 0.006), comm, [("all_reduce", 5.5, 0.001)])])
+    assert got == want.to_dict()
+    # by hand: busy = step - (comm time - overlap) = 9 and 11 ms -> rank 1 the straggler; its
+    # clock runs 0.5 s ahead; each rank's wait is its collective time over the shortest, per step
+    assert got["straggler_rank"] == 1 and got["busy_s"] == pytest.approx([0.009, 0.011])
+    assert got["clock_offsets_s"] == [0.0, 0.5] and got["wait_s"] == pytest.approx([0.0005, 0.0])

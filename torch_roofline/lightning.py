@@ -52,8 +52,10 @@ on an exception and at teardown, so ``fit`` returns only once everything is writ
 **Distributed** (DDP, ``ddp_spawn``): each rank profiles its own steps; the reports are
 gathered to rank 0 with ``torch.distributed.gather_object`` (a few kB each). Rank 0 writes
 its own report as ``report.json`` (and to the loggers), every rank's as
-``report-rank<r>.json``, and ``ranks.json``: per (module, phase) the mean, min and max time
-across ranks and the straggler spread ``(max - min) / mean``; scalars
+``report-rank<r>.json``, and ``ranks.json``: the summary ``from_traces`` gives for a job's
+saved traces (:class:`torch_roofline.traceset.RankSummary`): per (module, phase) the mean,
+min and max time across ranks and the slowest rank, the straggler spread
+``(max - min) / mean``, the straggler rank (busy longest) and each rank's wait; scalars
 ``roofline/ranks/step_time_s_mean``, ``…/step_time_s_max`` and
 ``…/straggler_spread_pct``.
 
@@ -190,48 +192,36 @@ def report_scalars(report_dict: Mapping[str, Any], tag: str = "roofline") -> Dic
     return totals_scalars(report_dict, tag)
 
 
-def rank_summary(reports: Sequence[Optional[Mapping[str, Any]]]) -> Dict[str, Any]:
-    """Cross-rank summary of per-rank report dicts (index = rank; ``None`` = no report).
+def rank_summary(reports: Sequence[Optional[Mapping[str, Any]]],
+                 communication: Optional[Sequence[Optional[Mapping[str, Any]]]] = None,
+                 collectives: Optional[Sequence[Sequence[Sequence[Any]]]] = None) -> Dict[str, Any]:
+    """Cross-rank summary of per-rank report dicts (index = rank; ``None`` = no report):
+    :class:`torch_roofline.traceset.RankSummary` as a dict (``to_dict()``), the summary
+    ``from_traces`` gives for a job's saved traces.
 
-    Returns a dict: ``world_size``; ``missing_ranks``; ``step_time_s`` per rank and its
-    ``mean``/``max``; ``straggler_spread`` = ``(max - min) / mean`` of the step times
-    (0 = all ranks equally fast); ``modules``: per (name, phase) the time per step on
-    each rank (seconds, ``None`` where a rank has no time) with mean, min, max and spread.
+    Keys: ``world_size``; ``ranks``; ``missing_ranks``; ``step_time_s`` per rank and its
+    ``step_time_s_mean``/``step_time_s_max``; ``straggler_spread`` = ``(max - min) / mean`` of
+    the step times (0 = all ranks equally fast); ``straggler_rank`` and ``straggler_reason``;
+    ``busy_s`` and ``wait_s`` per rank; ``clock_offsets_s``; ``communication``; ``modules``:
+    per (name, phase) the time per step on each rank (seconds, ``None`` where a rank has no
+    time) with mean, min, max, spread and the slowest rank.
+
+    ``communication``: each rank's ``CommSummary.to_dict()`` (or ``None``); ``collectives``:
+    each rank's ``(name, completion time s, time s)`` per collective, for the wait and the
+    clock offsets.
 
     Example (hand-computed: times 1 and 3 -> mean 2, spread (3 - 1) / 2 = 1):
         >>> r = lambda t: {"totals": {"time_s": t}, "modules": [{"name": "", "phase": "all", "time_s": t}]}
         >>> rank_summary([r(1.0), r(3.0)])["straggler_spread"]
         1.0
     """
-    present = [(rank, rep) for rank, rep in enumerate(reports) if rep is not None]
-    step_times = [_finite((rep.get("totals") or {}).get("time_s")) for _, rep in present]
-    per_module: Dict[Tuple[str, str], List[Optional[float]]] = {}
-    for slot, (_, rep) in enumerate(present):
-        for row in rep.get("modules") or ():
-            key = (str(row.get("name", "")), str(row.get("phase", "all")))
-            per_module.setdefault(key, [None] * len(present))[slot] = _finite(row.get("time_s"))
-    modules = [
-        {"name": name, "phase": phase, "time_s": times, **_spread(times)}
-        for (name, phase), times in sorted(per_module.items())
-    ]
-    times = _spread(step_times)
-    return {
-        "world_size": len(reports),
-        "ranks": [rank for rank, _ in present],
-        "missing_ranks": [rank for rank, rep in enumerate(reports) if rep is None],
-        "step_time_s": step_times,
-        "step_time_s_mean": times["time_s_mean"],
-        "step_time_s_max": times["time_s_max"],
-        "straggler_spread": times["spread"],
-        "modules": modules,
-    }
+    from torch_roofline.traceset import RankRecord, summarize_ranks
 
-
-def _spread(values: Sequence[Optional[float]]) -> Dict[str, Optional[float]]:
-    from torch_roofline.traceset import spread
-
-    mean, lo, hi, ratio = spread(values)
-    return {"time_s_mean": mean, "time_s_min": lo, "time_s_max": hi, "spread": ratio}
+    comms = list(communication or []) + [None] * len(reports)
+    colls = list(collectives or []) + [()] * len(reports)
+    records = [RankRecord.of_dict(rank, rep, comms[rank], colls[rank] or ())
+               for rank, rep in enumerate(reports) if rep is not None]
+    return summarize_ranks(records, world_size=len(reports)).to_dict()
 
 
 def _rank_scalars(summary: Mapping[str, Any], tag: str) -> Dict[str, float]:
@@ -599,7 +589,7 @@ class _RooflineLogic:
         window.close()
         (self._windows_done if window.kind == "train" else self._val_windows_done).append(window.start_step)
         report = self._build_report(trainer, window)
-        comm = self._communication(window, report) if report is not None and _world_size() > 1 else None
+        comm, ends = self._communication(window, report) if report is not None and _world_size() > 1 else (None, ())
         if comm is not None:
             report = report.with_notes(f"communication: {comm.note}")
             self.communication.append(comm)
@@ -607,7 +597,8 @@ class _RooflineLogic:
             (self.reports if window.kind == "train" else self.val_reports).append(report)
             self._device = window.profiler.device()  # resolve "auto"/"measured" once per fit
         report_dict = report.to_dict() if report is not None else None
-        payload = {"report": report_dict, "communication": comm.to_dict() if comm is not None else None}
+        payload = {"report": report_dict, "communication": comm.to_dict() if comm is not None else None,
+                   "collectives": ends}
         gathered = _gather_to_rank_zero(payload)
         if trainer.is_global_zero and gathered is not None:
             self._write(trainer, report, report_dict, gathered, window.kind, window.trace_path)
@@ -642,17 +633,22 @@ class _RooflineLogic:
             )
         return report.with_notes(note)
 
-    def _communication(self, window: _Window, report: Any) -> Any:
-        """This rank's collectives in the window (:class:`~torch_roofline.timing.collectives.CommSummary`)."""
+    def _communication(self, window: _Window, report: Any) -> Tuple[Any, Tuple[Tuple[str, float, float], ...]]:
+        """This rank's collectives in the window (:class:`~torch_roofline.timing.collectives.CommSummary`)
+        and each one's (name, completion time on this rank's clock in s, time s), for the
+        cross-rank wait and clock offsets."""
         from torch_roofline.timing.collectives import collectives, interconnect_roof, summarize
 
-        calls = collectives(window.profiler.trace, group_size=_world_size())
+        trace = window.profiler.trace
+        calls = collectives(trace, group_size=_world_size())
+        origin_s = trace.origin_us * 1e-6
+        ends = tuple((c.name, origin_s + c.start_s + c.time_s, c.time_s) for c in calls)
         bandwidth, source = self.interconnect_bandwidth, "Roofline(interconnect_bandwidth=...)"
         if bandwidth is None:
             bandwidth = interconnect_roof(window.profiler.device())
             source = f"catalog {report.device.name or report.device.id}: half its aggregate bidirectional figure"
         return summarize(calls, steps=max(int(report.steps), 1), step_time_s=_finite(report.totals.time_s),
-                         interconnect_bandwidth=bandwidth, bandwidth_source=source)
+                         interconnect_bandwidth=bandwidth, bandwidth_source=source), ends
 
     # ---- sinks (rank zero) ----------------------------------------------------------
     def _write(self, trainer: Any, report: Any, report_dict: Optional[Mapping[str, Any]],
@@ -662,9 +658,8 @@ class _RooflineLogic:
         tag = self.tag if kind == "train" else f"{self.tag}_val"
         reports = [g.get("report") if g is not None else None for g in gathered]
         comms = [g.get("communication") if g is not None else None for g in gathered]
-        summary = rank_summary(reports) if len(gathered) > 1 else None
-        if summary is not None and any(c is not None for c in comms):
-            summary["communication"] = comms
+        ends = [g.get("collectives", ()) if g is not None else () for g in gathered]
+        summary = rank_summary(reports, comms, ends) if len(gathered) > 1 else None
         scalars = report_scalars(report_dict, tag) if report_dict is not None else {}
         extra = _rank_scalars(summary, tag) if summary is not None else {}
         extra.update(comm_scalars(comms[0], tag) if comms and comms[0] is not None else {})

@@ -50,13 +50,14 @@ import re
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from torch_roofline.report import RooflineReport
 from torch_roofline.timing.collectives import CommSummary, collectives, interconnect_roof, summarize
 from torch_roofline.timing.trace import TraceError
 
-__all__ = ["ModuleSpread", "RankSummary", "TraceSetReport", "from_traces", "trace_files", "spread"]
+__all__ = ["ModuleSpread", "RankSummary", "RankRecord", "TraceSetReport", "from_traces", "trace_files",
+           "summarize_ranks", "spread"]
 
 _RANK_IN_NAME = re.compile(r"rank[^0-9a-z]?(\d+)", re.IGNORECASE)
 _TRACE_SUFFIXES = (".json", ".json.gz")
@@ -234,6 +235,47 @@ def _rank_of(path: str, info: Any) -> Tuple[Optional[int], Optional[int]]:
 
 
 @dataclass(frozen=True)
+class RankRecord:
+    """What the summary across ranks needs of one rank (from a report or its JSON dict).
+
+    Attributes:
+        rank: the rank.
+        step_time_s: measured time per step (seconds), or ``None``.
+        steps: steps the rank's times are averaged over.
+        module_times: ``(name, phase, seconds per step or None)`` of each module row.
+        comm: the rank's :class:`CommSummary`, or ``None`` (no collective).
+        collectives: ``(name, completion time in seconds on the rank's clock, time_s)`` of
+            each collective, in order (for the wait and the clock offsets).
+    """
+
+    rank: int
+    step_time_s: Optional[float]
+    steps: int
+    module_times: Tuple[Tuple[str, str, Optional[float]], ...]
+    comm: Optional[CommSummary] = None
+    collectives: Tuple[Tuple[str, float, float], ...] = ()
+
+    @classmethod
+    def of_report(cls, rank: int, report: RooflineReport, comm: Optional[CommSummary] = None,
+                  collectives: Sequence[Tuple[str, float, float]] = ()) -> "RankRecord":
+        """From a :class:`RooflineReport`."""
+        return cls(rank, _finite(report.totals.time_s), max(int(report.steps), 1),
+                   tuple((m.name, m.phase, _finite(m.time_s)) for m in report.modules), comm, tuple(collectives))
+
+    @classmethod
+    def of_dict(cls, rank: int, report: Mapping[str, Any], comm: Optional[Mapping[str, Any]] = None,
+                collectives: Sequence[Sequence[Any]] = ()) -> "RankRecord":
+        """From a report's JSON dict (``RooflineReport.to_dict()``) and a ``CommSummary.to_dict()``."""
+        rows = tuple((str(m.get("name", "")), str(m.get("phase", "all")), _finite(m.get("time_s")))
+                     for m in report.get("modules") or ())
+        steps = report.get("steps")
+        return cls(rank, _finite((report.get("totals") or {}).get("time_s")),
+                   steps if isinstance(steps, int) and steps >= 1 else 1, rows,
+                   CommSummary.from_dict(comm) if comm is not None else None,
+                   tuple((str(n), float(end), float(t)) for n, end, t in collectives))
+
+
+@dataclass(frozen=True)
 class _RankResult:
     """What one worker returns for one file (picklable)."""
 
@@ -323,7 +365,7 @@ def _finite(value: Any) -> Optional[float]:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
-def _waits_and_offsets(results: Sequence[_RankResult]) -> Tuple[List[Optional[float]], List[Optional[float]], int]:
+def _waits_and_offsets(results: Sequence[RankRecord]) -> Tuple[List[Optional[float]], List[Optional[float]], int]:
     """Each rank's wait per step and clock offset (rules in the module docstring), and how
     many collectives every rank shares."""
     shared = min((len(r.collectives) for r in results), default=0)
@@ -341,8 +383,7 @@ def _waits_and_offsets(results: Sequence[_RankResult]) -> Tuple[List[Optional[fl
     waits: List[Optional[float]] = []
     shortest = [min(r.collectives[i][2] for r in results) for i in range(k)]
     for r in results:
-        steps = max(int(r.report.steps), 1)
-        waits.append(math.fsum(r.collectives[i][2] - shortest[i] for i in range(k)) / steps)
+        waits.append(math.fsum(r.collectives[i][2] - shortest[i] for i in range(k)) / r.steps)
     return waits, offsets, k
 
 
@@ -354,16 +395,21 @@ def _busy(step_s: Optional[float], comm: Optional[CommSummary]) -> Optional[floa
     return max(step_s - (comm.time_s - hidden), 0.0)
 
 
-def _summarize_ranks(results: Sequence[_RankResult], world_size: Optional[int] = None) -> RankSummary:
-    """The :class:`RankSummary` of per-rank results sorted by rank."""
-    ranks = tuple(r.rank for r in results)  # type: ignore[misc]
-    size = world_size or max([r.world_size or 0 for r in results] + [max(ranks) + 1])
-    steps = tuple(_finite(r.report.totals.time_s) for r in results)
+def summarize_ranks(records: Sequence[RankRecord], world_size: Optional[int] = None) -> RankSummary:
+    """The :class:`RankSummary` of one record per rank (any order; rules in the module docstring).
+
+    ``world_size``: ranks in the job; default: the highest rank + 1. Used by
+    :func:`from_traces` and by the Lightning callback under DDP.
+    """
+    results = sorted(records, key=lambda r: r.rank)
+    ranks = tuple(r.rank for r in results)
+    size = world_size or (max(ranks) + 1 if ranks else 0)
+    steps = tuple(r.step_time_s for r in results)
     mean, _, hi, spread_ = spread(steps)
     per_module: Dict[Tuple[str, str], List[Optional[float]]] = {}
     for slot, r in enumerate(results):
-        for row in r.report.modules:
-            per_module.setdefault((row.name, row.phase), [None] * len(results))[slot] = _finite(row.time_s)
+        for name, phase, time_s in r.module_times:
+            per_module.setdefault((name, phase), [None] * len(results))[slot] = time_s
     modules = []
     for (name, phase), times in sorted(per_module.items()):
         m_mean, m_lo, m_hi, m_spread = spread(times)
@@ -371,7 +417,7 @@ def _summarize_ranks(results: Sequence[_RankResult], world_size: Optional[int] =
         modules.append(ModuleSpread(name, phase, tuple(times), m_mean, m_lo, m_hi, m_spread, slowest))
     waits, offsets, shared = _waits_and_offsets(results)
     busy = tuple(_busy(t, r.comm) for t, r in zip(steps, results))
-    notes = [f"{len(results)} rank(s) of {size}"]
+    notes: List[str] = []
     known = [(b, rank) for b, rank in zip(busy, ranks) if b is not None]
     if len(results) < 2 or not known:
         straggler, reason = None, "one rank: no straggler" if len(results) < 2 else "no rank has a step time"
@@ -447,7 +493,8 @@ def from_traces(
                          "(one step window of one run), e.g. a glob matching one run's files")
     results = sorted(results, key=lambda r: r.rank)  # type: ignore[arg-type,return-value]
     sizes = {r.world_size for r in results if r.world_size is not None}
-    summary = _summarize_ranks(results, max(sizes) if sizes else None)
+    summary = summarize_ranks([RankRecord.of_report(r.rank, r.report, r.comm, r.collectives)  # type: ignore[arg-type]
+                               for r in results], max(sizes) if sizes else None)
     return TraceSetReport(paths=tuple(r.path for r in results), reports=tuple(r.report for r in results),
                           summary=summary)
 

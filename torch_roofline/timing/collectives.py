@@ -185,6 +185,15 @@ class CommSummary:
     overlap_s: Optional[float] = None
     overlap_share: Optional[float] = None
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "CommSummary":
+        """The summary back from :meth:`to_dict` (a gathered or saved one)."""
+        by_phase = {k: (v.get("time_s"), v.get("bus_bytes")) for k, v in (d.get("by_phase") or {}).items()}
+        fields = {f: d.get(f) for f in ("steps", "calls", "time_s", "message_bytes", "bus_bytes", "bus_bandwidth",
+                                         "interconnect_bandwidth", "roofline_time_s", "efficiency", "step_time_s",
+                                         "step_time_share", "note", "overlap_s", "overlap_share")}
+        return cls(**fields, by_phase=by_phase, by_name=dict(d.get("by_name") or {}))
+
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready dict (``None`` for unknown numbers, never NaN)."""
         return {
