@@ -182,3 +182,27 @@ def test_the_roofline_tab_shows_each_rank_as_a_run(job, tmp_path):
     assert listed == {f"rank{r}": {"roofline": [0]} for r in range(8)}
     got = json.loads(client.get(f"{PREFIX}/report?run=rank{SLOW_RANK}&tag=roofline&step=0").get_data(as_text=True))
     assert got["totals"]["time_s"] == job.report(SLOW_RANK).totals.time_s
+
+
+def test_identical_ranks_have_no_straggler_and_workers_need_no_main_guard(tmp_path):
+    # Two copies of one rank's trace: equally busy, so nobody is waited for. Read by 2 worker
+    # processes started from a script without an ``if __name__ == "__main__"`` guard (they
+    # must not run the script again).
+    import subprocess
+    import sys
+
+    for rank in (0, 1):
+        doc = _load(0)
+        doc["distributedInfo"] = dict(doc["distributedInfo"], rank=rank)
+        with open(tmp_path / f"r{rank}.json", "w") as f:
+            json.dump(doc, f)
+    script = tmp_path / "user.py"
+    script.write_text("from torch_roofline import from_traces\n"
+                      f"job = from_traces({str(tmp_path)!r}, roof='i9-10980xe', processes=2)\n"
+                      "print('RESULT', job.summary.straggler_rank, job.summary.straggler_reason)\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=root))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("RESULT") == 1  # the script ran once
+    assert "RESULT None every rank is equally busy" in done.stdout

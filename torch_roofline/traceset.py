@@ -3,7 +3,7 @@
 A distributed job writes one trace per rank (``tensorboard_trace_handler`` names them
 ``<host>_<pid>.<time>.pt.trace.json.gz``; Kineto puts the rank in the trace's
 ``distributedInfo``). :func:`from_traces` reads a folder, a glob pattern or a list of them,
-each with :func:`~torch_roofline.offline.from_trace` (in parallel processes), and returns a
+each with :func:`~torch_roofline.offline.from_trace` (in parallel worker processes), and returns a
 :class:`TraceSetReport`: every rank's :class:`~torch_roofline.report.RooflineReport` and a
 :class:`RankSummary` across ranks.
 
@@ -48,7 +48,6 @@ import math
 import os
 import re
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -321,22 +320,89 @@ def _read_all(files: Sequence[str], args: Tuple[Any, ...], processes: Optional[i
     workers = processes if processes is not None else min(n, os.cpu_count() or 1)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"from_traces(processes={processes!r}): expected a number of processes >= 1, or None")
-    results: List[_RankResult] = []
     if workers == 1 or n == 1:
+        results: List[_RankResult] = []
         for i, f in enumerate(files):
             results.append(_read_rank(f, *args))
             if progress:
                 progress(i + 1, n, f)
         return results
-    import multiprocessing
+    return _read_in_workers(files, args, min(workers, n), progress)
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_read_rank, f, *args) for f in files]
-        for i, (f, fut) in enumerate(zip(files, futures)):
-            results.append(fut.result())  # a worker's TraceError names its file
-            if progress:
-                progress(i + 1, n, f)
+
+def _read_in_workers(files: Sequence[str], args: Tuple[Any, ...], workers: int,
+                     progress: Optional[Callable[[int, int, str], None]]) -> List[_RankResult]:
+    """Read the traces in ``workers`` fresh Python processes (``python -c``, not
+    multiprocessing: a user's script without an ``if __name__ == "__main__":`` guard is
+    not run again in them). Each worker reads every ``workers``-th file and writes one
+    pickle per file; an error in a worker is raised here, naming its file."""
+    import pickle
+    import subprocess
+    import tempfile
+    import time
+
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=package_root + (os.pathsep + os.environ["PYTHONPATH"]
+                                                      if os.environ.get("PYTHONPATH") else ""))
+    with tempfile.TemporaryDirectory(prefix="roofline-ranks-") as tmp:
+        procs = []
+        for w in range(workers):
+            mine = [(i, f) for i, f in enumerate(files) if i % workers == w]
+            job = os.path.join(tmp, f"job{w}.pkl")
+            with open(job, "wb") as fh:
+                pickle.dump((mine, args, tmp), fh)
+            err = open(os.path.join(tmp, f"stderr{w}.txt"), "wb")
+            procs.append((subprocess.Popen([sys.executable, "-c", "from torch_roofline.traceset import _worker; "
+                                            "_worker()", job], env=env, stdout=subprocess.DEVNULL, stderr=err), err))
+        try:
+            done: set = set()
+            while len(done) < len(files):
+                for i, f in enumerate(files):
+                    if i not in done and os.path.exists(os.path.join(tmp, f"out{i}.pkl")):
+                        done.add(i)
+                        if progress:
+                            progress(len(done), len(files), f)
+                if len(done) < len(files) and all(p.poll() is not None for p, _ in procs):
+                    break
+                time.sleep(0.05)
+        finally:
+            for p, err in procs:
+                p.wait()
+                err.close()
+        results = []
+        for i, f in enumerate(files):
+            out = os.path.join(tmp, f"out{i}.pkl")
+            if not os.path.exists(out):
+                w = i % workers
+                with open(os.path.join(tmp, f"stderr{w}.txt"), "rb") as fh:
+                    tail = fh.read().decode("utf-8", "replace").strip().splitlines()[-5:]
+                raise RuntimeError(f"from_traces: the worker reading {f!r} exited with code {procs[w][0].returncode} "
+                                   f"before finishing it: {' | '.join(tail) or 'no message'}; try processes=1")
+            with open(out, "rb") as fh:
+                ok, value = pickle.load(fh)
+            if not ok:
+                raise value  # the worker's own error (a TraceError names its file)
+            results.append(value)
     return results
+
+
+def _worker() -> None:
+    """A worker process: read its files, one pickle of (ok, result or error) per file."""
+    import pickle
+    import warnings
+
+    warnings.simplefilter("ignore")
+    with open(sys.argv[1], "rb") as fh:
+        mine, args, tmp = pickle.load(fh)
+    for i, f in mine:
+        try:
+            value: Tuple[bool, Any] = (True, _read_rank(f, *args))
+        except (ValueError, KeyError, OSError, RuntimeError) as exc:  # a user's input: passed on as raised
+            value = (False, exc)
+        part = os.path.join(tmp, f"out{i}.pkl.part")
+        with open(part, "wb") as fh:
+            pickle.dump(value, fh)
+        os.replace(part, os.path.join(tmp, f"out{i}.pkl"))
 
 
 def _stderr_progress(done: int, total: int, path: str) -> None:
@@ -424,9 +490,12 @@ def summarize_ranks(records: Sequence[RankRecord], world_size: Optional[int] = N
     else:
         most, straggler = max(known)
         others = [b for b, rank in known if rank != straggler]
-        lead = f", {(most - max(others)) * 1e3:.3f} ms more than the next rank" if others else ""
-        reason = (f"rank {straggler} is busy longest: {most * 1e3:.3f} ms per step outside collectives{lead}; "
-                  "the others wait for it")
+        if others and most - max(others) <= 1e-9 * max(most, 1e-12):
+            straggler, reason = None, f"every rank is equally busy ({most * 1e3:.3f} ms per step): no straggler"
+        else:
+            lead = f", {(most - max(others)) * 1e3:.3f} ms more than the next rank" if others else ""
+            reason = (f"rank {straggler} is busy longest: {most * 1e3:.3f} ms per step outside collectives{lead}; "
+                      "the others wait for it")
     if shared:
         notes.append(f"clocks aligned on the completion of {shared} collective(s) every rank shares: offsets "
                      f"against rank {ranks[0]}: " + ", ".join(f"rank {r} {o * 1e3:+.3f} ms"
