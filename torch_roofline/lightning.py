@@ -91,7 +91,8 @@ Limits, honestly:
   2 CPU processes over gloo: ``tests/test_fsdp.py``): the unsharded compute ops are counted
   as they ran, on the modules that ran them; FSDP's parameter ``all_gather`` and gradient
   reduction are read as collectives with their bytes and phase. Lightning's FSDP strategy
-  itself is untested here. DeepSpeed: untested.
+  itself is untested here: it refuses ``accelerator="cpu"`` ("requires a GPU accelerator")
+  and no GPU is lent to this project's tests. DeepSpeed: untested.
 
 Example::
 
