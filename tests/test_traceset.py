@@ -163,6 +163,10 @@ def test_rank_from_the_file_name_and_bad_sets(tmp_path):
         json.dump(_load(1) | {"distributedInfo": None}, f)
     with pytest.raises(ValueError, match=r"2 traces of rank 1 .*one trace per rank"):
         from_traces(tmp_path, roof="i9-10980xe", processes=1)
+    literal = tmp_path / "run[1]_rank0.json"  # a file name with glob characters is that file
+    literal.write_text(json.dumps(_load(0)))
+    assert trace_files(literal) == [str(literal)]
+    os.remove(literal)
     (tmp_path / "empty").mkdir()
     for nothing in (tmp_path / "empty", str(tmp_path / "*.nothing")):
         with pytest.raises(ValueError, match=r"no trace file \(.json or .json.gz\) found there"):

@@ -227,7 +227,8 @@ def from_trace(
         report = from_trace("trace.json.gz", torchvision.models.alexnet(), torch.randn(128, 3, 224, 224))
         job = from_trace("traces/")  # one trace per rank
     """
-    if isinstance(path, (str, os.PathLike)) and (os.path.isdir(path) or glob.has_magic(os.fspath(path))):
+    if isinstance(path, (str, os.PathLike)) and (os.path.isdir(path) or (
+            glob.has_magic(os.fspath(path)) and not os.path.exists(path))):
         return _from_trace_set(path, model, backward, loss_fn, steps, counted, roof=roof, memory_model=memory_model)
     with paused_gc():  # bulk post-processing, no reference cycles: see torch_roofline._gc
         return _from_trace(path, model, inputs, roof=roof, backward=backward, loss_fn=loss_fn,

@@ -210,10 +210,10 @@ def trace_files(source: Union[str, "os.PathLike[str]", Sequence[Union[str, "os.P
         path = os.fspath(item)
         if os.path.isdir(path):
             found += [os.path.join(path, n) for n in os.listdir(path) if n.endswith(_TRACE_SUFFIXES)]
+        elif os.path.exists(path):  # a file, even one whose name holds glob characters ("run[1].json")
+            found.append(path)
         elif glob.has_magic(path):
             found += [p for p in glob.glob(path) if os.path.isfile(p)]
-        elif os.path.exists(path):
-            found.append(path)
         else:
             raise FileNotFoundError(f"from_traces({path!r}): no such file or folder; pass a folder of traces, a "
                                     "glob pattern (e.g. 'traces/*.pt.trace.json.gz') or a list of files")
@@ -301,7 +301,8 @@ def _read_rank(path: str, roof: Any, memory_model: str, group_size: Optional[int
         report = from_trace(trace, roof=roof, memory_model=memory_model)
         split = split_steps(trace)
         cut = within(trace, split.spans) if split.spans else trace
-        calls = collectives(cut, group_size=group_size or size or files)  # default: one rank per file
+        # default group: distributedInfo's, else one rank per file (a lone file without it: ask)
+        calls = collectives(cut, group_size=group_size or size or (files if files > 1 else None))
     comm = None
     if calls:
         bandwidth = interconnect_bandwidth

@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
     check_out(args.out)
     check_out(args.tensorboard)
-    if len(args.file) > 1 or os.path.isdir(args.file[0]) or glob.has_magic(args.file[0]):
+    first = args.file[0]
+    if len(args.file) > 1 or os.path.isdir(first) or (glob.has_magic(first) and not os.path.exists(first)):
         return _run_job(args)
     trace = load_trace(args.file[0])  # FileNotFoundError, or a TraceError naming the event and field
     model = inputs = counted = None
