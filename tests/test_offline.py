@@ -216,3 +216,42 @@ def test_split_steps_rules():
            op("autograd::engine::evaluate_function: MmBackward0", 30), op("aten::add_", 40)]
     assert split_steps(load_trace(bwd)).steps == 2
     assert split_steps(load_trace([op("aten::mm", 0)])).steps == 1
+
+
+def test_a_big_trace_shows_its_stages_on_a_terminal_only(tmp_path, monkeypatch, capsys):
+    # On a terminal, from_trace of a trace of at least BIG_TRACE_BYTES draws one line of
+    # stages on stderr and ends it with the total; elsewhere (pipes, logs, this capture) it
+    # is silent. The threshold is lowered so a small fixture counts as big.
+    import io
+    import sys
+
+    from torch_roofline import _progress
+    from torch_roofline.offline import from_trace as read
+
+    path = os.path.join(DATA, "convrelulinear_cpu_train_shapes.kineto.json.gz")
+    read(path, roof="i9-10980xe")
+    assert capsys.readouterr().err == ""  # not a terminal: nothing
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    monkeypatch.setattr("torch_roofline.offline.BIG_TRACE_BYTES", 1)
+    read(path, roof="i9-10980xe")
+    text = term.getvalue()
+    for stage in ("reading the trace", "finding the steps", "attributing ops to modules",
+                  "counting the recorded calls", "placing on the roofline"):
+        assert f"{stage}..." in text
+    assert text.startswith("\rfrom_trace convrelulinear_cpu_train_shapes.kineto.json.gz (0 MB): ")
+    assert text.rstrip("\n").split("\r")[-1].startswith("from_trace convrelulinear") and " done in " in text
+    assert text.endswith("\n")
+    assert _progress.BIG_TRACE_BYTES == 20_000_000
+    # the command line reads a trace through from_trace too (without --model): the same line
+    from torch_roofline.cli import main
+
+    term.seek(0)
+    term.truncate()
+    assert main(["trace", path, "--roof", "i9-10980xe", "--depth", "0"]) == 0
+    assert "reading the trace..." in term.getvalue() and " done in " in term.getvalue()

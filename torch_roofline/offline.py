@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from torch_roofline._gc import paused_gc
+from torch_roofline._progress import BIG_TRACE_BYTES, StageLine
 from torch_roofline.analysis import analyse
 from torch_roofline.count.replay import count_without_compute
 from torch_roofline.count.result import CountResult
@@ -230,9 +231,16 @@ def from_trace(
     if isinstance(path, (str, os.PathLike)) and (os.path.isdir(path) or (
             glob.has_magic(os.fspath(path)) and not os.path.exists(path))):
         return _from_trace_set(path, model, backward, loss_fn, steps, counted, roof=roof, memory_model=memory_model)
-    with paused_gc():  # bulk post-processing, no reference cycles: see torch_roofline._gc
+    with paused_gc(), _stages(path) as line:  # bulk post-processing, no reference cycles: see torch_roofline._gc
         return _from_trace(path, model, inputs, roof=roof, backward=backward, loss_fn=loss_fn,
-                           memory_model=memory_model, steps=steps, counted=counted)
+                           memory_model=memory_model, steps=steps, counted=counted, line=line)
+
+
+def _stages(path: Any) -> StageLine:
+    """A progress line for a big trace file on a terminal (silent otherwise)."""
+    size = os.path.getsize(path) if isinstance(path, (str, os.PathLike)) and os.path.isfile(path) else 0
+    label = f"from_trace {os.path.basename(os.fspath(path))} ({size / 1e6:.0f} MB)" if size else "from_trace"
+    return StageLine(label, enabled=None if size >= BIG_TRACE_BYTES else False)
 
 
 def _from_trace_set(path: Any, model: Any, backward: bool, loss_fn: Any, steps: Any, counted: Any, *, roof: Any,
@@ -250,8 +258,10 @@ def _from_trace_set(path: Any, model: Any, backward: bool, loss_fn: Any, steps: 
 
 def _from_trace(path: Any, model: Optional[nn.Module], inputs: Any, *, roof: Any, backward: bool,
                 loss_fn: Optional[Callable[[Any], torch.Tensor]], memory_model: str, steps: Optional[int],
-                counted: Optional[CountResult]) -> RooflineReport:
+                counted: Optional[CountResult], line: StageLine) -> RooflineReport:
+    line.stage("reading the trace")
     trace = path if isinstance(path, Trace) else load_trace(path)
+    line.stage("finding the steps")
     if model is not None and inputs is None:
         raise ValueError("from_trace(model=...): pass inputs= too (the shapes the traced step ran with)")
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
@@ -268,17 +278,21 @@ def _from_trace(path: Any, model: Optional[nn.Module], inputs: Any, *, roof: Any
     modules: Tuple = ()
     if model is not None:
         if counted is None:
+            line.stage("counting the model")
             counted = count_without_compute(model, inputs, backward=backward, loss_fn=loss_fn,
                                             memory_model=memory_model)
         costs, modules = counted.ops, counted.modules
+        line.stage("attributing ops to modules")
         timing = attribute(trace, op_names={o.op for o in costs})
         if not _has_module_ranges(timing):
             costs = tuple(dataclasses.replace(o, module="", scope=("",)) for o in costs)
             notes.append("the trace has no torch_roofline module ranges: every op is joined on the root module")
         _check_model_matches(costs, timing, steps or timing.steps, type(model).__name__)
     else:
+        line.stage("attributing ops to modules")
         timing = attribute(trace)
         if timing.ops and has_recorded_shapes(trace):
+            line.stage("counting the recorded calls")
             shaped = shape_costs(trace, timing)
             n_steps = max(steps or timing.steps, 1)
             step_of = [row.step for row in timing.ops] if n_steps == timing.steps else None
@@ -303,6 +317,7 @@ def _from_trace(path: Any, model: Optional[nn.Module], inputs: Any, *, roof: Any
             notes.append(f"CPU trace: roofs of this machine's CPU ({dev.name}) are used")
     from torch_roofline.profiler import device_info, place
 
+    line.stage("placing on the roofline")
     costs, roofs = place(costs, dev)
     n_steps = steps or timing.steps
     step_time = timing.device_busy_s if timing.on_device and timing.device_busy_s else timing.step_time_s

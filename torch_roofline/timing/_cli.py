@@ -8,6 +8,7 @@ import glob
 import json
 import os
 import sys
+from typing import Any
 
 from torch_roofline._cli_args import add_model_arguments, check_out, non_negative_int, positive_int
 from torch_roofline.records import MEMORY_MODELS
@@ -47,7 +48,11 @@ def run(args: argparse.Namespace) -> int:
     first = args.file[0]
     if len(args.file) > 1 or os.path.isdir(first) or (glob.has_magic(first) and not os.path.exists(first)):
         return _run_job(args)
-    trace = load_trace(args.file[0])  # FileNotFoundError, or a TraceError naming the event and field
+    if not args.model:  # from_trace reads the file (a progress line on a terminal for a big one)
+        report = from_trace(first, roof=args.roof, memory_model=args.memory_model, steps=args.steps)
+        print(report.table(depth=args.depth, level=args.level))
+        return _write_outputs(args, report)
+    trace = load_trace(first)  # before counting the model: FileNotFoundError, or a TraceError naming the event
     model = inputs = counted = None
     if args.model:
         from torch_roofline._models import load_model, running
@@ -69,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
         print("\nAnalytic vs hardware-counter FLOPs (SASS FP instructions; tensor-core work is invisible to them):")
         print(tabulate(rows, headers=["module", "phase", "op", "kernels", "analytic GFLOP", "counter GFLOP",
                                       "counter/analytic"], tablefmt="simple", disable_numparse=True))
+    return _write_outputs(args, report)
+
+
+def _write_outputs(args: argparse.Namespace, report: Any) -> int:
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         report.to_json(os.path.join(args.out, "report.json"))
