@@ -73,7 +73,8 @@ class ModuleSpread:
             where that rank has no time for it).
         mean_s, min_s, max_s: over the ranks that have a time (seconds), else ``None``.
         spread: ``(max - min) / mean`` (0 = equal on every rank), ``None`` without a time.
-        slowest_rank: the rank with ``max_s``, or ``None``.
+        slowest_rank: the rank with ``max_s``; ``None`` without a time or when every rank
+            has the same time.
     """
 
     name: str
@@ -480,7 +481,8 @@ def summarize_ranks(records: Sequence[RankRecord], world_size: Optional[int] = N
     modules = []
     for (name, phase), times in sorted(per_module.items()):
         m_mean, m_lo, m_hi, m_spread = spread(times)
-        slowest = ranks[times.index(m_hi)] if m_hi is not None else None
+        # the slowest rank, when one is (equal times on every rank: none)
+        slowest = ranks[times.index(m_hi)] if m_hi is not None and (m_hi > m_lo or len(ranks) == 1) else None
         modules.append(ModuleSpread(name, phase, tuple(times), m_mean, m_lo, m_hi, m_spread, slowest))
     waits, offsets, shared = _waits_and_offsets(results)
     busy = tuple(_busy(t, r.comm) for t, r in zip(steps, results))
@@ -593,7 +595,7 @@ def _table(job: TraceSetReport, top: int) -> str:
              f"straggler: {s.straggler_reason}",
              f"straggler spread (max - min) / mean of the step times: "
              + ("-" if s.straggler_spread is None else f"{s.straggler_spread:.1%}")]
-    varied = sorted((m for m in s.modules if m.spread is not None and m.name and m.phase != "all"),
+    varied = sorted((m for m in s.modules if m.spread and m.name and m.phase != "all"),
                     key=lambda m: -(m.max_s or 0.0) * (m.spread or 0.0))[:top]
     if varied:
         lines.append("\nmodules whose time differs most across ranks (ms per step):")
