@@ -102,3 +102,92 @@ def test_errors_name_the_input(tmp_path):
         load_trace(bad)
     with pytest.raises(ValueError, match="traceEvents"):
         load_trace({"events": []})
+
+
+# ----------------------------------------------------------------------------- big files, read in chunks
+
+
+def _read_both(path, monkeypatch, chunk=4096):
+    """(streamed, whole) reads of ``path``: the chunked reader with tiny chunks (many cuts,
+    some inside nested objects), and the whole-document parse."""
+    from torch_roofline.timing import trace as T
+
+    monkeypatch.setattr(T, "_STREAM_BYTES", 0)
+    monkeypatch.setattr(T, "_CHUNK", chunk)
+    streamed = T.load_trace(path)
+    monkeypatch.setattr(T, "_STREAM_BYTES", 1 << 60)
+    return streamed, T.load_trace(path)
+
+
+@pytest.mark.parametrize("name", ["tinyconv_cpu_train.kineto.json.gz", "alexnet_a100_forward.kineto.json.gz",
+                                  "fsdp2_cpu_train_rank0.kineto.json.gz"])
+@pytest.mark.parametrize("layout", ["as recorded", "compact", "json.dump", "args first"])
+def test_a_big_file_read_in_chunks_gives_the_same_trace(name, layout, tmp_path, monkeypatch):
+    import gzip as gz
+
+    path = os.path.join(DATA, name)
+    if layout != "as recorded":  # the same document written by other writers: one line, or ", " separated
+        with gz.open(path, "rt") as f:
+            doc = json.load(f)
+        path = str(tmp_path / "t.json")
+        if layout == "args first":  # "}," inside every event: cuts there do not parse, earlier ones do
+            doc["traceEvents"] = [dict(args=e["args"], **{k: v for k, v in e.items() if k != "args"})
+                                  if isinstance(e, dict) and "args" in e else e for e in doc["traceEvents"]]
+        with open(path, "w") as f:
+            if layout == "compact":
+                f.write(json.dumps(doc, separators=(",", ":")))
+            else:
+                json.dump(doc, f)
+    streamed, whole = _read_both(path, monkeypatch)
+    assert streamed.events == whole.events and len(whole.events) > 100
+    assert streamed.memory == whole.memory and streamed.flows == whole.flows
+    assert streamed.origin_us == whole.origin_us and streamed.devices == whole.devices
+    assert dict(streamed.metadata) == dict(whole.metadata)
+
+
+def test_a_damaged_big_file_gets_the_whole_file_error(tmp_path, monkeypatch):
+    from torch_roofline.timing import trace as T
+    from torch_roofline.timing.trace import TraceError
+
+    with open(os.path.join(DATA, "tinyconv_cpu_train.kineto.json.gz"), "rb") as f:
+        raw = f.read()
+    cut = tmp_path / "cut.json.gz"
+    cut.write_bytes(raw[: len(raw) // 2])  # truncated gzip
+    monkeypatch.setattr(T, "_STREAM_BYTES", 0)
+    monkeypatch.setattr(T, "_CHUNK", 4096)
+    with pytest.raises(TraceError, match="expected a complete gzip stream"):
+        T.load_trace(cut)
+    import gzip as gz
+
+    text = gz.decompress(raw).decode()
+    bad = tmp_path / "bad.json"
+    bad.write_text(text.replace('"dur": ', '"dur": -', 1))  # the first duration negative
+    whole_error = None
+    monkeypatch.setattr(T, "_STREAM_BYTES", 1 << 60)
+    with pytest.raises(TraceError) as whole_error:
+        T.load_trace(bad)
+    monkeypatch.setattr(T, "_STREAM_BYTES", 0)
+    with pytest.raises(TraceError) as streamed_error:
+        T.load_trace(bad)
+    assert str(streamed_error.value) == str(whole_error.value) and "field 'dur'" in str(whole_error.value)
+    half = tmp_path / "half.json"
+    half.write_text(text[: len(text) // 2])  # cut mid-document: not JSON
+    with pytest.raises(TraceError, match="bytes that are not valid JSON"):
+        T.load_trace(half)
+
+
+def test_repeated_calls_share_their_recorded_shapes(tmp_path, monkeypatch):
+    # Chunked reading shares each distinct recorded call's shapes between its repeats.
+    from torch_roofline.timing import trace as T
+
+    ev = {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "pid": 1, "tid": 1, "dur": 1.0,
+          "args": {"Input Dims": [[8, 64], [64, 64]], "Input type": ["float", "float"], "External id": 0}}
+    events = [dict(ev, ts=float(i), args=dict(ev["args"], **{"External id": i})) for i in range(50)]
+    path = tmp_path / "mm.json"
+    path.write_text(json.dumps({"traceEvents": events}))
+    monkeypatch.setattr(T, "_STREAM_BYTES", 0)
+    monkeypatch.setattr(T, "_CHUNK", 512)
+    trace = T.load_trace(path)
+    dims = {id(e.args["Input Dims"]) for e in trace.events}
+    assert len(trace.events) == 50 and len(dims) == 1
+    assert [e.external_id for e in trace.events] == list(range(50))  # per-event fields stay per event
