@@ -51,7 +51,9 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from torch_roofline._progress import StageLine
 from torch_roofline.report import RooflineReport
+from torch_roofline.scalars import finite as _finite
 from torch_roofline.timing.collectives import CommSummary, collectives, interconnect_roof, summarize
 from torch_roofline.timing.trace import TraceError
 
@@ -407,13 +409,6 @@ def _worker() -> None:
         os.replace(part, os.path.join(tmp, f"out{i}.pkl"))
 
 
-def _stderr_progress(done: int, total: int, path: str) -> None:
-    if sys.stderr.isatty():
-        end = "\n" if done == total else ""
-        sys.stderr.write(f"\rfrom_traces: {done}/{total} traces read ({os.path.basename(path)})\033[K{end}")
-        sys.stderr.flush()
-
-
 # ----------------------------------------------------------------------------- the summary
 
 
@@ -427,10 +422,6 @@ def spread(values: Sequence[Optional[float]]) -> Tuple[Optional[float], Optional
     mean = math.fsum(known) / len(known)
     lo, hi = min(known), max(known)
     return mean, lo, hi, (hi - lo) / mean if mean > 0 else None
-
-
-def _finite(value: Any) -> Optional[float]:
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def _waits_and_offsets(results: Sequence[RankRecord]) -> Tuple[List[Optional[float]], List[Optional[float]], int]:
@@ -545,8 +536,12 @@ def from_traces(
 
     check_memory_model(memory_model, "from_traces")
     files = trace_files(source)
-    results = _read_all(files, (roof, memory_model, group_size, interconnect_bandwidth, len(files)), processes,
-                        progress if progress is not None else _stderr_progress)
+    with StageLine(f"from_traces ({len(files)} traces)") as line:
+        def on_terminal(done: int, total: int, path: str) -> None:
+            line.stage(f"{done}/{total} read ({os.path.basename(path)})")
+
+        results = _read_all(files, (roof, memory_model, group_size, interconnect_bandwidth, len(files)), processes,
+                            progress if progress is not None else on_terminal)
     unranked = [r.path for r in results if r.rank is None]
     if unranked and len(results) > 1:
         raise ValueError(f"from_traces: no rank for {unranked[:3]} (no distributedInfo.rank in the trace, no "

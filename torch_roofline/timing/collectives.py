@@ -62,6 +62,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from torch_roofline.timing.attribution import _BACKWARD_PREFIX
 from torch_roofline.timing.attribution import _OPTIMIZER_PREFIXES as _ATTRIBUTION_OPTIMIZER_PREFIXES
 from torch_roofline.timing.ranges import PHASE_PREFIX
+from torch_roofline.timing.steps import _outermost
 from torch_roofline.timing.trace import Trace, TraceEvent
 
 __all__ = ["Collective", "CommSummary", "bus_factor", "collectives", "summarize", "interconnect_roof",
@@ -312,16 +313,9 @@ def _compute_spans(trace: Trace, ranges: Sequence[TraceEvent]) -> List[Tuple[flo
     comm: Dict[Any, List[Tuple[float, float]]] = {}
     for ev in list(ranges) + [e for e in trace.of_kind("cpu_op") if e.name.startswith("c10d::")]:
         comm.setdefault(ev.tid, []).append((ev.start_s, ev.end_s))
-    spans: List[Tuple[float, float]] = []
-    last_end: Dict[Any, float] = {}
-    for ev in sorted(trace.of_kind("cpu_op"), key=lambda e: (e.start_s, -e.dur_s)):
-        if not ev.name.startswith("aten::") or ev.start_s < last_end.get(ev.tid, -math.inf):
-            continue  # not an op, or inside an outer aten op of its thread
-        if any(lo <= ev.start_s <= hi for lo, hi in comm.get(ev.tid, ())):
-            continue
-        last_end[ev.tid] = ev.end_s
-        spans.append((ev.start_s, ev.end_s))
-    return _merged(spans)
+    ops = [ev for ev in trace.of_kind("cpu_op") if ev.name.startswith("aten::")
+           and not any(lo <= ev.start_s <= hi for lo, hi in comm.get(ev.tid, ()))]
+    return _merged([(ev.start_s, ev.end_s) for ev in _outermost(ops)])
 
 
 def collectives(trace: Trace, *, group_size: Optional[int] = None) -> Tuple[Collective, ...]:
