@@ -55,7 +55,6 @@ from torch_roofline._progress import StageLine
 from torch_roofline.report import RooflineReport
 from torch_roofline.scalars import finite as _finite
 from torch_roofline.timing.collectives import CommSummary, collectives, interconnect_roof, summarize
-from torch_roofline.timing.trace import TraceError
 
 __all__ = ["ModuleSpread", "RankSummary", "RankRecord", "TraceSetReport", "from_traces", "trace_files",
            "summarize_ranks", "spread"]

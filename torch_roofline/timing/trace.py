@@ -52,7 +52,7 @@ import os
 import zlib
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Any, List, Mapping, Optional, Tuple, Union
 
 from torch_roofline._gc import paused_gc
 from torch_roofline.records import frozen_record
