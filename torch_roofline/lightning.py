@@ -109,7 +109,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import math
 import os
 import shutil
 import tempfile

@@ -587,7 +587,7 @@ def _table(job: TraceSetReport, top: int) -> str:
                                                             else ""),
              tabulate(rows, headers=["rank", "step ms", "busy ms", "wait ms", "comm ms", "bus MB", ""], tablefmt="simple"),
              f"straggler: {s.straggler_reason}",
-             f"straggler spread (max - min) / mean of the step times: "
+             "straggler spread (max - min) / mean of the step times: "
              + ("-" if s.straggler_spread is None else f"{s.straggler_spread:.1%}")]
     varied = sorted((m for m in s.modules if m.spread and m.name and m.phase != "all"),
                     key=lambda m: -(m.max_s or 0.0) * (m.spread or 0.0))[:top]
