@@ -108,3 +108,31 @@ def test_torchs_first_lazy_import_does_not_pin_the_callers_trace():
     out = subprocess.run([sys.executable, "-c", _FIRST_CALL, path], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "freed"
+
+
+def test_resuming_the_collector_does_not_leave_the_pass_s_objects_to_the_next_collection():
+    # Objects made while the collector was paused would all sit in the youngest generation
+    # and be walked by the first collection after it; paused_gc moves them to the oldest.
+    from torch_roofline._gc import paused_gc
+
+    gc.collect()
+    with paused_gc():
+        made = [[i] for i in range(50_000)]
+    young = len(gc.get_objects(generation=0)) + len(gc.get_objects(generation=1))
+    assert young < 1_000, young
+    assert len(made) == 50_000
+
+
+def test_resuming_the_collector_keeps_the_caller_s_frozen_objects_frozen():
+    from torch_roofline._gc import paused_gc
+
+    gc.collect()
+    gc.freeze()  # what a forking server does at start-up (copy-on-write friendly)
+    try:
+        frozen = gc.get_freeze_count()
+        with paused_gc():
+            made = [[i] for i in range(1_000)]
+        assert gc.get_freeze_count() == frozen
+        assert len(made) == 1_000
+    finally:
+        gc.unfreeze()

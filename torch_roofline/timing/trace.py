@@ -747,7 +747,12 @@ def _duration_event(label: str, index: int, kind: str, ev: Mapping[str, Any], ts
     if type(tid) is not int:
         tid = _thread_id(label, index, "tid", tid)
     get = args.get
-    fields = {
+    # The integer fields of ``args`` (most absent from most events): one get each, and the
+    # rare non-int value (a float, a string) through _int_or_none.
+    correlation, external_id, seq = get("correlation"), get("External id"), get("Sequence number")
+    fwd_thread, device, stream, nbytes = get("Fwd thread id"), get("device"), get("stream"), get("bytes")
+    record = _new_event(TraceEvent)
+    _set_dict(record, "__dict__", {
         "kind": kind,
         "name": str(ev.get("name", "")),
         "start_s": ts if origin_us is None else (ts - origin_us) * _US,  # None: converted later
@@ -755,18 +760,23 @@ def _duration_event(label: str, index: int, kind: str, ev: Mapping[str, Any], ts
         "pid": pid,
         "tid": tid,
         "index": index,
+        "correlation": correlation if correlation is None or type(correlation) is int else _int_or_none(correlation),
+        "external_id": external_id if external_id is None or type(external_id) is int else _int_or_none(external_id),
+        "seq": seq if seq is None or type(seq) is int else _int_or_none(seq),
+        "fwd_thread": fwd_thread if fwd_thread is None or type(fwd_thread) is int else _int_or_none(fwd_thread),
+        "device": device if device is None or type(device) is int else _int_or_none(device),
+        "stream": stream if stream is None or type(stream) is int else _int_or_none(stream),
+        "bytes": nbytes if nbytes is None or type(nbytes) is int else _int_or_none(nbytes),
         "args": MappingProxyType(args),
         "ts_ns": round(ts * 1000.0),
-    }
-    for key, field_name in _INT_ARGS:  # most are absent from most events: one get each
-        value = get(key)
-        fields[field_name] = value if value is None or type(value) is int else _int_or_none(value)
-    return frozen_record(TraceEvent, fields)
+    })
+    return record
 
 
-# The integer fields read from an event's ``args``: (key in the file, TraceEvent field).
-_INT_ARGS = (("correlation", "correlation"), ("External id", "external_id"), ("Sequence number", "seq"),
-             ("Fwd thread id", "fwd_thread"), ("device", "device"), ("stream", "stream"), ("bytes", "bytes"))
+#: A frozen record is filled by handing it its ``__dict__`` whole (see records.frozen_record:
+#: same fields, equality and hash as one built by ``__init__``; no copy of the dict).
+_new_event = object.__new__
+_set_dict = object.__setattr__
 
 
 _NO_ARGS: Mapping[str, Any] = MappingProxyType({})
