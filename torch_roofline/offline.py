@@ -34,7 +34,7 @@ from torch_roofline.count.replay import count_without_compute
 from torch_roofline.count.result import CountResult
 from torch_roofline.records import OpCost
 from torch_roofline.report import RooflineReport
-from torch_roofline.timing.attribution import TraceTiming, attribute
+from torch_roofline.timing.attribution import TraceTiming, attribute, compiled_kernels_note
 from torch_roofline.timing.counters import KernelCounters, kernel_counters
 from torch_roofline.timing.shapes import has_recorded_shapes, per_step, shape_costs
 from torch_roofline.timing.steps import split_steps, within
@@ -300,6 +300,9 @@ def _from_trace(path: Any, model: Optional[nn.Module], inputs: Any, *, roof: Any
             notes.append("FLOPs and bytes from the trace's recorded shapes (record_shapes=True), each op "
                          "replayed on meta tensors; compulsory bytes per op (the trace records no tensor identities)")
             notes.extend(shaped.summary() + step_notes)
+            kernels_note = compiled_kernels_note(trace)
+            if kernels_note is not None:
+                notes.append(kernels_note)
         else:
             has_counters = any(e.kind == "cuda_profiler_range" for e in trace.events)
             kcs = kernel_counters(trace, op_names={o.op for o in timing.ops}) if has_counters else ()

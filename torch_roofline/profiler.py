@@ -15,6 +15,17 @@ submodules called directly, the model called N times, several models, micro-batc
 recomputed checkpoints, ``torch.no_grad`` / ``inference_mode``, keyword arguments. Nothing
 runs twice and nothing is replayed with the user's tensors. The rows are joined to the
 device's roofs and analysed by :func:`torch_roofline.analysis.analyse`.
+
+``torch.compile``: pass what ``torch.compile`` returned (or a module after ``module.compile()``).
+The compiled call gets one module range and its submodules none, and no hook is added to
+it, so the profiler does not make it compile again (wrapping code Dynamo traced changes what
+its guards check). On the CPU each fused Inductor kernel is an op row of its own, timed, on
+the module whose range called it, and listed as uncounted: it records no shapes, so its
+FLOPs and bytes are not counted yet (the matrix work Inductor hands to extern ``mm`` /
+``addmm`` calls is counted as recorded). Inductor records its kernels only when the model
+is compiled with ``torch._inductor.config.cpp.enable_kernel_profile = True``
+(``TORCHINDUCTOR_CPP_ENABLE_KERNEL_PROFILE=1``); without it the report's notes say so and the
+kernels' time is the calling module's self time.
 """
 
 from __future__ import annotations
@@ -33,11 +44,11 @@ from torch_roofline.count import check_devices, model_device
 from torch_roofline.count.mode import module_infos
 from torch_roofline.records import OUTSIDE, ModuleInfo, OpCost, Roof, check_memory_model
 from torch_roofline.report import DeviceInfo, RooflineReport
-from torch_roofline.timing.attribution import TraceTiming, attribute
+from torch_roofline.timing.attribution import TraceTiming, attribute, compiled_kernels_note
 from torch_roofline.timing.faults import NOTE_THRESHOLD_FAULTS, page_fault_note
 from torch_roofline.timing.identity import Identities
 from torch_roofline.timing.ranges import (LABELS_KEY, PHASE_PREFIX, RANGE_PREFIX, Models, ModuleRanges,
-                                          labels_metadata)
+                                          compiled_modules, labels_metadata)
 from torch_roofline.timing.session import ProfileSession
 from torch_roofline.timing.shapes import ShapeCosts, per_step, shape_costs
 
@@ -319,7 +330,10 @@ class RooflineProfiler:
                 "; a model on 'meta' runs no arithmetic and cannot be timed: use torch_roofline.predict"
                 if meta else ""))
 
+        compiled = {id(m) for _, m in compiled_modules(self.model)}
         for top in tops:
+            if self._ranges.compiled_root is not None and top is self.model or id(top) in compiled:
+                continue  # a hook on compiled code would make it compile again (see timing.ranges)
             if not isinstance(top, torch.jit.ScriptModule):
                 self._handles.append(top.register_forward_pre_hook(check, with_kwargs=True))
 
@@ -422,6 +436,9 @@ class RooflineProfiler:
         if planned is not None and timing.steps < planned:
             notes.append(f"the schedule's window was cut short: {timing.steps} of its {planned} active steps ran "
                          f"before the block ended; the report averages those {timing.steps}")
+        kernels_note = compiled_kernels_note(self._session.trace)
+        if kernels_note is not None:
+            notes.append(kernels_note)
         if timing.compile_time_s > 0:
             notes.append(f"the profiled steps include torch.compile compiling ({timing.compile_time_s:.2f} s): the ops "
                          "its tracing ran are left out of the rows, but its time is in the step's; profile warm steps "

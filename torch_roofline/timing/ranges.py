@@ -34,6 +34,15 @@ Limits:
       wrapped it) runs unranged until it is restored; its ops land on the enclosing module.
     * ``torch.jit.script``'ed modules cannot be wrapped (no Python forward): their ops land on
       the enclosing module.
+    * ``torch.compile``: a compiled module (what ``torch.compile(module)`` returns, or a module
+      after ``module.compile()``) gets one range around each compiled call, and its submodules
+      none: wrapping code that Dynamo traced would change what its guards check and make it
+      compile again inside the profiled steps. The fused kernels it runs are fused across its
+      submodules anyway. A top-level ``torch.compile`` result is attributed under its
+      original module's names (``fc1``, not ``_orig_mod.fc1``). A module compiled
+      separately and passed uncompiled (``RooflineProfiler(m)`` while calling
+      ``torch.compile(m)``) cannot be told apart: it is wrapped and compiles again (the
+      report's notes say so).
 
 Example::
 
@@ -63,6 +72,8 @@ __all__ = [
     "Models",
     "ModuleRanges",
     "model_tree",
+    "compiled_modules",
+    "original_module",
     "phase_range",
     "module_range_name",
     "parse_range_name",
@@ -187,7 +198,8 @@ def model_tree(models: Models, caller: str = "ModuleRanges") -> Tuple[Optional[n
     if models is None:
         return None, "step"
     if isinstance(models, nn.Module):
-        return models, type(models).__name__
+        tree = original_module(models)
+        return tree, type(tree).__name__
     if isinstance(models, Mapping):
         items = list(models.items())
     elif isinstance(models, (list, tuple)):
@@ -216,6 +228,33 @@ def model_tree(models: Models, caller: str = "ModuleRanges") -> Tuple[Optional[n
     for name, m in items:
         tree._modules[name] = m  # not add_module: no name checks beyond ours, no re-registration
     return tree, "step"
+
+
+def original_module(module: nn.Module) -> nn.Module:
+    """The module ``torch.compile`` wrapped (``OptimizedModule._orig_mod``), else ``module``."""
+    inner = module
+    while _is_optimized(inner):
+        inner = inner._orig_mod
+    return inner
+
+
+def _is_optimized(module: Any) -> bool:
+    return isinstance(getattr(module, "_orig_mod", None), nn.Module) and type(module).__name__ == "OptimizedModule"
+
+
+def compiled_modules(root: Optional[nn.Module]) -> List[Tuple[str, nn.Module]]:
+    """``(name, module)`` of the parts of ``root`` that run under ``torch.compile``: modules
+    compiled in place (``module.compile()``) and ``torch.compile`` results held as submodules;
+    the outermost of each, in ``named_modules()`` order (``""`` = the root)."""
+    if root is None:
+        return []
+    found: List[Tuple[str, nn.Module]] = []
+    for fqn, module in _named_modules(root):
+        if any(fqn == name or fqn.startswith(name + ".") if name else True for name, _ in found):
+            continue
+        if _is_optimized(module) or getattr(module, "_compiled_call_impl", None) is not None:
+            found.append((fqn, module))
+    return found
 
 
 class ModuleRanges:
@@ -247,9 +286,11 @@ class ModuleRanges:
                 f"got {type(models).__name__}; pass the model itself, e.g. ModuleRanges(net)."
             )
         self.tree, self.root_type = model_tree(models)
+        #: what ``torch.compile`` returned for the root (the module given), when given that way
+        self.compiled_root = models if isinstance(models, nn.Module) and _is_optimized(models) else None
         self.labels: Dict[str, str] = {}
         self._label_of: Dict[str, str] = {}
-        self._wrapped: List[Tuple[nn.Module, bool, Any, Any]] = []
+        self._wrapped: List[Tuple[Any, ...]] = []  # (module, had, previous, wrapper[, attribute])
         self._active = False
         if self.tree is not None:  # labels known up front: the session writes them into the trace
             for fqn, _ in _named_modules(self.tree):
@@ -280,12 +321,18 @@ class ModuleRanges:
         self._active = True
         try:
             if self.tree is not None:
+                compiled = [] if self.compiled_root is None else [("", self.compiled_root)]
+                compiled += compiled_modules(self.tree) if not compiled else []
                 # named_modules() yields a shared module once, under its first name; the
                 # synthetic ModuleDict of several models is never called: no range of its own.
                 for fqn, module in _named_modules(self.tree):
                     if fqn == "" and self.root_type == "step":
                         continue
+                    if any(fqn == name or fqn.startswith(name + ".") if name else True for name, _ in compiled):
+                        continue  # compiled: one range around the compiled call, below
                     self._wrap(module, RANGE_PREFIX + self.label_of(fqn))
+                for fqn, module in compiled:
+                    self._wrap_compiled(module, RANGE_PREFIX + self.label_of(fqn))
         except BaseException:
             self._remove()
             raise
@@ -304,15 +351,26 @@ class ModuleRanges:
         module.forward = forward
         self._wrapped.append((module, had, previous, forward))
 
+    def _wrap_compiled(self, module: nn.Module, name: str) -> None:
+        """One range around each call of compiled code, outside what Dynamo traced: the
+        ``forward`` of a ``torch.compile`` result, or the compiled call of ``module.compile()``."""
+        attr = "forward" if _is_optimized(module) else "_compiled_call_impl"
+        had = attr in module.__dict__
+        previous = module.__dict__.get(attr)
+        wrapper = _ranged(getattr(module, attr), name)
+        object.__setattr__(module, attr, wrapper)  # not nn.Module.__setattr__: a plain attribute
+        self._wrapped.append((module, had, previous, wrapper, attr))
+
     def _remove(self) -> None:
         wrapped, self._wrapped = self._wrapped, []
-        for module, had, previous, forward in reversed(wrapped):
-            if module.__dict__.get("forward") is not forward:
+        for module, had, previous, forward, *attr in reversed(wrapped):
+            key = attr[0] if attr else "forward"
+            if module.__dict__.get(key) is not forward:
                 continue  # replaced by someone else meanwhile: theirs stays
             if had:
-                module.forward = previous
+                object.__setattr__(module, key, previous)
             else:
-                del module.forward
+                delattr(module, key)
         self._active = False
 
 

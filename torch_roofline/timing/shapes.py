@@ -71,7 +71,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from torch_roofline.records import OpCost, frozen_record
-from torch_roofline.timing.attribution import TraceTiming, _as_int, dotted_op_name
+from torch_roofline.timing.attribution import TraceTiming, _as_int, dotted_op_name, is_fused_kernel
 from torch_roofline.timing.identity import CallIdentity, Identities, TensorId
 from torch_roofline.timing.trace import Trace, TraceEvent
 
@@ -138,10 +138,19 @@ class ShapeCosts:
     def summary(self) -> Tuple[str, ...]:
         """Report notes: the assumptions, then the uncounted rows grouped by op and reason."""
         grouped: Dict[Tuple[str, str], int] = defaultdict(int)
+        kernels: Dict[str, int] = defaultdict(int)
         for op, reason in self.reasons:
-            grouped[(op, reason)] += 1
+            if reason == _FUSED_KERNEL_REASON:
+                kernels[op] += 1
+            else:
+                grouped[(op, reason)] += 1
         lines = [f"{op} ({n} call{'s' if n > 1 else ''}) not counted from the trace's shapes: {reason}"
                  for (op, reason), n in grouped.items()]
+        if kernels:  # one note for all of them: a compiled model runs dozens
+            names = ", ".join(list(kernels)[:3]) + (", ..." if len(kernels) > 3 else "")
+            lines.append(f"{len(kernels)} torch.compile fused kernel(s) ({sum(kernels.values())} call(s): {names}) are "
+                         "rows of their own, timed, not counted: they record no shapes, so their FLOPs and bytes "
+                         "are unknown to the trace (the ops they fused never ran one by one)")
         return tuple(self.notes) + tuple(lines)
 
 
@@ -465,6 +474,11 @@ class _Replayed:
         return self.why or f"no FLOP formula for {', '.join(missing)}"
 
 
+_FUSED_KERNEL_REASON = (
+    "a torch.compile (Inductor) fused kernel: it records no shapes, so its FLOPs and bytes are not counted "
+    "(the ops it fused are not run one by one); its time is its own row")
+
+
 class _Replayer:
     """Replays recorded calls on meta tensors, once per signature."""
 
@@ -493,7 +507,7 @@ class _Replayer:
         if found is None:
             found = self._cache[key] = self._run(ev, aliases, list_dtypes, fresh)
             self.signatures += 1
-        if found.reason is not None and identity is not None and ev is not None:
+        if found.reason is not None and identity is not None and ev is not None and not is_fused_kernel(ev.name):
             # The meta device cannot run it: count it from what the profiler saw it allocate.
             fallback = _from_allocations(ev, aliases, identity, self.formulas)
             if fallback is not None:
@@ -507,6 +521,8 @@ class _Replayer:
         try:
             if ev is None:
                 raise _Unbuildable("no trace event found for the row")
+            if is_fused_kernel(ev.name):
+                return _Replayed((), _FUSED_KERNEL_REASON)
             candidates, assumed = _calls(ev, aliases, list_dtypes, fresh=fresh)
         except _Unbuildable as exc:
             return _Replayed((), str(exc))

@@ -1,0 +1,176 @@
+"""torch.compile'd models under the profiler (issue 15, first part): the fused kernels a compiled
+model runs are rows of their own, timed, never dropped; the profiler does not make the model
+compile again; a compiled model whose kernels were not recorded gets a note saying how to.
+
+FLOPs of the fused kernels are not counted yet (they record no shapes): those rows are listed
+as uncounted, with the reason. The matrix work a compiled CPU model runs outside the fused
+kernels (Inductor's extern ``mm``/``addmm`` calls) is counted as recorded, and checked against
+the hand derivation and ``FlopCounterMode`` around the eager step.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from torch_roofline import RooflineProfiler, from_trace
+from torch_roofline.devices import Device
+from torch_roofline.timing.attribution import attribute, compiled_kernels_note, is_fused_kernel
+from torch_roofline.timing.trace import load_trace
+
+FLAT = Device(name="flat-compile-test", peak_flops={"fp32": 1e11}, bandwidth=1e10)
+B, D, H = 8, 64, 256  # batch, model width, hidden width
+
+needs_compiler = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                                    reason="torch.compile's CPU backend needs a C++ compiler")
+
+
+class Block(nn.Module):
+    """An MLP block with a residual and a LayerNorm: two matmuls, elementwise work to fuse."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.act, self.fc2, self.ln = nn.Linear(D, H), nn.GELU(), nn.Linear(H, D), nn.LayerNorm(D)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ln(x + self.fc2(self.act(self.fc1(x))))
+
+
+def _frames() -> int:
+    import torch._dynamo.utils as dynamo_utils
+
+    return sum(dynamo_utils.counters["frames"].values())
+
+
+def _compiled(kernel_profile: bool, in_place: bool = False):
+    import torch._dynamo
+    import torch._inductor.config as inductor_config
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = Block()
+    x = torch.randn(B, D)
+    with inductor_config.patch({"cpp.enable_kernel_profile": kernel_profile}):
+        if in_place:
+            model.compile()
+            run = model
+        else:
+            run = torch.compile(model)
+        run(x).sum().backward()  # compiles (forward and backward) outside the profiler
+        run(x).sum().backward()
+    return model, run, x
+
+
+def _matrix_flops(report) -> int:
+    return sum(o.flops for o in report.ops if o.op in ("aten.mm", "aten.addmm") and o.flops)
+
+
+# --------------------------------------------------------------------------- without compiling
+
+
+def test_fused_kernel_names():
+    assert is_fused_kernel("graph_0_cpp_fused_gelu_0")
+    assert is_fused_kernel("graph_12_cpp_fused_add_native_layer_norm_backward_3")
+    assert is_fused_kernel("cpp_fused_sum_2")
+    assert not is_fused_kernel("aten::mm")
+    assert not is_fused_kernel("graph_0_inductor_wrapper_call")
+    assert not is_fused_kernel("cpp_fused")
+
+
+def _x(name, ts, dur, cat="cpu_op", **args):
+    return {"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur, "pid": 1, "tid": 1, "args": args}
+
+
+def test_every_fused_kernel_of_a_trace_is_a_timed_row_in_its_module():
+    # A hand-built compiled forward: the region is called inside module `blk`'s range and runs
+    # two fused kernels and one extern matmul; a third kernel runs in the root, outside `blk`.
+    trace = load_trace({"traceEvents": [
+        _x("roofline::", 0, 100),
+        _x("roofline::blk", 5, 60),
+        _x("Torch-Compiled Region: 0/0", 6, 58),
+        _x("graph_0_cpp_fused_gelu_0", 10, 7),
+        _x("aten::mm", 20, 15, **{"Input Dims": [[8, 64], [64, 256]], "Input type": ["float", "float"]}),
+        _x("graph_0_cpp_fused_add_native_layer_norm_1", 40, 3),
+        _x("graph_1_cpp_fused_sum_0", 80, 2),
+    ]})
+    timing = attribute(trace, outside=True)
+    rows = {(o.op, o.module): o.time_s for o in timing.ops}
+    assert rows == pytest.approx({
+        ("graph_0_cpp_fused_gelu_0", "blk"): 7e-6,
+        ("aten.mm", "blk"): 15e-6,
+        ("graph_0_cpp_fused_add_native_layer_norm_1", "blk"): 3e-6,
+        ("graph_1_cpp_fused_sum_0", ""): 2e-6,  # in the root's range, outside `blk`
+    })
+    assert compiled_kernels_note(trace) is None  # kernels were recorded
+
+
+def test_a_compiled_region_without_recorded_kernels_says_how_to_record_them():
+    trace = load_trace({"traceEvents": [
+        _x("Torch-Compiled Region: 0/0", 6, 58),
+        _x("aten::mm", 20, 15, **{"Input Dims": [[8, 64], [64, 256]], "Input type": ["float", "float"]}),
+    ]})
+    note = compiled_kernels_note(trace)
+    assert note is not None and "enable_kernel_profile = True" in note and "1 compiled region" in note
+    assert compiled_kernels_note(load_trace({"traceEvents": [_x("aten::mm", 20, 15)]})) is None
+
+
+# --------------------------------------------------------------------------- compiled for real
+
+
+@needs_compiler
+@pytest.mark.parametrize("in_place", [False, True], ids=["torch.compile(model)", "model.compile()"])
+def test_profiling_a_compiled_model_runs_its_fused_kernels_as_rows_without_compiling_again(in_place, tmp_path):
+    model, run, x = _compiled(kernel_profile=True, in_place=in_place)
+    frames = _frames()
+    prof = RooflineProfiler(run, roof=FLAT)
+    with prof:
+        run(x).sum().backward()
+    report = prof.report()
+    # Nothing was compiled again: no new Dynamo frame, no compile time in the step.
+    assert _frames() == frames
+    assert not any("compiling" in n for n in report.notes), report.notes
+
+    # Every fused kernel the trace recorded is in exactly one row, with its measured time.
+    kernels = [e for e in prof.trace.events if e.kind == "cpu_op" and is_fused_kernel(e.name)]
+    assert len(kernels) >= 3  # gelu forward, add+layer_norm forward, their backwards
+    rows = [o for o in report.ops if is_fused_kernel(o.op)]
+    assert sorted(o.op for o in rows) == sorted(e.name for e in kernels)
+    assert sum(o.time_s for o in rows) == pytest.approx(sum(e.dur_s for e in kernels), rel=1e-9)
+    assert all(not o.counted and o.flops is None for o in rows)
+    assert {u.op for u in report.uncounted} >= {o.op for o in rows}
+    assert any("fused kernel(s)" in n for n in report.notes)
+    # Rows of a compiled model are named after the original module, never `_orig_mod`.
+    assert not any("_orig_mod" in m.name for m in report.modules)
+
+    # The matrix work ran as Inductor's extern mm/addmm calls and is counted as recorded:
+    # forward 2*B*D*H per Linear; backward grad-input of fc2 and grad-weights of both (the
+    # input x needs no gradient), 2*B*D*H each. FlopCounterMode around the eager step agrees.
+    hand = 2 * (2 * B * D * H) + 3 * (2 * B * D * H)
+    with FlopCounterMode(display=False) as eager:
+        model(x).sum().backward()
+    assert eager.get_total_flops() == hand
+    assert _matrix_flops(report) == hand
+
+    # A plain torch.profiler trace of the same step, read back: the same kernel rows.
+    with torch.profiler.profile(record_shapes=True) as plain:
+        run(x).sum().backward()
+    path = str(tmp_path / "compiled.json")
+    plain.export_chrome_trace(path)
+    saved = from_trace(path, roof=FLAT)
+    assert sorted(o.op for o in saved.ops if is_fused_kernel(o.op)) == sorted(e.name for e in kernels)
+    assert _frames() == frames
+
+
+@needs_compiler
+def test_a_compiled_model_without_kernel_profiling_gets_the_note():
+    _, run, x = _compiled(kernel_profile=False)
+    prof = RooflineProfiler(run, roof=FLAT)
+    with prof:
+        run(x).sum().backward()
+    report = prof.report()
+    assert not any(is_fused_kernel(o.op) for o in report.ops)
+    assert any("enable_kernel_profile = True" in n for n in report.notes), report.notes
