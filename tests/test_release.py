@@ -132,7 +132,8 @@ def test_resuming_the_collector_keeps_the_caller_s_frozen_objects_frozen():
         frozen = gc.get_freeze_count()
         with paused_gc():
             made = [[i] for i in range(1_000)]
-        assert gc.get_freeze_count() == frozen
+        # Still frozen (unfreezing would leave 0); frozen objects that died meanwhile leave it.
+        assert gc.get_freeze_count() > 0.9 * frozen, (gc.get_freeze_count(), frozen)
         assert len(made) == 1_000
     finally:
         gc.unfreeze()
