@@ -174,3 +174,50 @@ def test_a_compiled_model_without_kernel_profiling_gets_the_note():
     report = prof.report()
     assert not any(is_fused_kernel(o.op) for o in report.ops)
     assert any("enable_kernel_profile = True" in n for n in report.notes), report.notes
+
+
+@needs_compiler
+def test_lightning_fit_of_a_compiled_module_does_not_compile_again_and_times_its_kernels(tmp_path):
+    # trainer.fit(torch.compile(module)): Lightning compiles the module's forward and
+    # training_step in place (from_compiled); the callback's windows must not recompile it.
+    import lightning as L
+    import torch._dynamo
+    import torch._inductor.config as inductor_config
+
+    from torch_roofline.lightning import Roofline
+
+    class AutoEncoder(L.LightningModule):  # Lightning's README example, smaller
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = nn.Sequential(nn.Linear(D, 16), nn.ReLU(), nn.Linear(16, 3))
+            self.decoder = nn.Sequential(nn.Linear(3, 16), nn.ReLU(), nn.Linear(16, D))
+
+        def forward(self, x):
+            return self.decoder(self.encoder(x))
+
+        def training_step(self, batch, batch_idx):
+            (x,) = batch
+            return nn.functional.mse_loss(self(x), x)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    def fit(callbacks):
+        torch._dynamo.reset()
+        torch.manual_seed(0)
+        data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(48, D)), batch_size=B)
+        trainer = L.Trainer(max_steps=5, callbacks=callbacks, logger=False, enable_progress_bar=False,
+                            enable_checkpointing=False, enable_model_summary=False, default_root_dir=str(tmp_path))
+        before = _frames()
+        with inductor_config.patch({"cpp.enable_kernel_profile": True}):
+            trainer.fit(torch.compile(AutoEncoder()), data)
+        return _frames() - before
+
+    plain = fit([])
+    callback = Roofline(roof=FLAT, warmup=1, active=2, plot=False, dirpath=str(tmp_path / "out"))
+    with pytest.warns(UserWarning, match="under torch.compile"):
+        profiled = fit([callback])
+    assert profiled == plain  # the same compiled frames: nothing compiled again for the window
+    report = callback.reports[-1]
+    assert any(is_fused_kernel(o.op) and o.time_s > 0 and not o.counted for o in report.ops)
+    assert any("runs under torch.compile" in n for n in report.notes), report.notes

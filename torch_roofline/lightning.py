@@ -84,9 +84,10 @@ logging). Ops outside the LightningModule's submodules' ``forward`` (its own
 
 Limits, honestly:
 
-* ``torch.compile``: compiled regions run fused kernels that the module ranges cannot see
-  inside; their time lands on the module that calls the compiled region. A warning says so
-  at setup; the fit goes on.
+* ``torch.compile``: module ranges are not recorded inside compiled code (they would make it
+  compile again: see :mod:`torch_roofline.timing.ranges`), so its ops and fused kernels land on
+  the module that calls it; on the CPU each fused kernel is a timed row, not counted yet. A
+  warning says so at setup; the fit goes on.
 * FSDP (FSDP2 ``fully_shard`` and FSDP1, tested with ``RooflineProfiler`` and saved traces on
   2 CPU processes over gloo: ``tests/test_fsdp.py``): the unsharded compute ops are counted
   as they ran, on the modules that ran them; FSDP's parameter ``all_gather`` and gradient
@@ -118,10 +119,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from torch_roofline._depth import named_modules as _named_modules
 from torch_roofline.records import check_memory_model
 from torch_roofline.scalars import finite as _finite, percent as _percent, totals_scalars
-from torch_roofline.timing.ranges import phase_range
+from torch_roofline.timing.ranges import compiled_modules, phase_range
 
 __all__ = ["Roofline", "RooflinePL", "RooflineSchedule", "comm_scalars", "rank_summary", "report_scalars"]
 
@@ -231,17 +231,6 @@ def _rank_scalars(summary: Mapping[str, Any], tag: str) -> Dict[str, float]:
         f"{tag}/ranks/straggler_spread_pct": _percent(summary.get("straggler_spread")),
     }
     return {k: float(v) for k, v in out.items() if _finite(v) is not None}
-
-
-def _compiled_parts(module: torch.nn.Module) -> List[str]:
-    """Names of the parts of ``module`` that run under ``torch.compile`` (``""`` = root)."""
-    found = []
-    for name, sub in _named_modules(module):
-        if type(sub).__name__ == "OptimizedModule" or getattr(sub, "_compiled_call_impl", None) is not None:
-            found.append(name)
-    if "forward" in vars(module):  # Lightning's from_compiled() swaps in the compiled forward
-        found.append("")
-    return sorted(set(found))
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -476,15 +465,16 @@ class _RooflineLogic:
                 "run two sessions at once, so their windows would collide. Keep one; for more windows use "
                 "Roofline(every_n_steps=N), and validation=True for validation batches"
             )
-        compiled = _compiled_parts(pl_module)
+        compiled = [name for name, _ in compiled_modules(pl_module)]
         if compiled:
             names = ", ".join(repr(n) if n else "the LightningModule's forward" for n in compiled)
             warnings.warn(
-                f"Roofline: {names} run(s) under torch.compile. Compiled regions run fused kernels: their "
-                "time is attributed to the module that calls the compiled region (no per-submodule times "
-                "inside it), while FLOPs and bytes are counted from the eager, unfused ops, so efficiency "
-                "there compares fused time with unfused traffic. Profile without torch.compile for "
-                "per-module attribution.",
+                f"Roofline: {names} run(s) under torch.compile. Module ranges are not recorded inside compiled "
+                "code (they would make it compile again), so its ops and fused kernels are attributed to the "
+                "module that calls it. On the CPU each fused kernel is a timed row of its own, not counted yet; "
+                "Inductor records them when the model is compiled with "
+                "torch._inductor.config.cpp.enable_kernel_profile = True. Profile without torch.compile for "
+                "per-submodule attribution.",
                 UserWarning,
                 stacklevel=2,
             )

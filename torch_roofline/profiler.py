@@ -44,7 +44,7 @@ from torch_roofline.count import check_devices, model_device
 from torch_roofline.count.mode import module_infos
 from torch_roofline.records import OUTSIDE, ModuleInfo, OpCost, Roof, check_memory_model
 from torch_roofline.report import DeviceInfo, RooflineReport
-from torch_roofline.timing.attribution import TraceTiming, attribute, compiled_kernels_note
+from torch_roofline.timing.attribution import TraceTiming, attribute, compiled_calls, compiled_kernels_note
 from torch_roofline.timing.faults import NOTE_THRESHOLD_FAULTS, page_fault_note
 from torch_roofline.timing.identity import Identities
 from torch_roofline.timing.ranges import (LABELS_KEY, PHASE_PREFIX, RANGE_PREFIX, Models, ModuleRanges,
@@ -445,7 +445,12 @@ class RooflineProfiler:
                          "(schedule(wait=1, ...)) for the compiled model's own roofline")
         ranged = any(e.name.startswith(RANGE_PREFIX) and not e.name.startswith(PHASE_PREFIX)
                      for e in self._session.trace.events)
-        if self.model is not None and not ranged:
+        if self.model is not None and not ranged and compiled_calls(self._session.trace)[0]:
+            notes.append(f"the model ({self._ranges.root_type}) runs under torch.compile and got no module range: "
+                         "ranges are not recorded inside compiled code (they would make it compile again), so its "
+                         f"ops and fused kernels are under {OUTSIDE!r} (passing what torch.compile returned to "
+                         "RooflineProfiler gives the compiled call one range of its own)")
+        elif self.model is not None and not ranged:
             notes.append(f"the model ({self._ranges.root_type}) was never called inside the profiled steps: every op "
                          f"ran outside its modules ({OUTSIDE!r}); call it inside `with prof:`")
         return report.with_notes(*notes)

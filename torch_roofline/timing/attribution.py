@@ -84,10 +84,8 @@ _FUSED_KERNEL = re.compile(r"^(?:graph_\d+_)?cpp_fused_\w+$")
 _COMPILED_REGION = "Torch-Compiled Region"
 
 
-def compiled_kernels_note(trace: Trace) -> Optional[str]:
-    """A note when ``torch.compile``'d code ran on the CPU but its fused kernels were not
-    recorded (Inductor emits their profiler ranges only when asked at compile time), so their
-    time is the calling module's self time; ``None`` otherwise."""
+def compiled_calls(trace: Trace) -> Tuple[int, int]:
+    """``(compiled region calls, fused CPU kernel calls)`` recorded in ``trace``."""
     regions = kernels = 0
     for ev in trace.events:
         if ev.kind == "cpu_op":
@@ -95,6 +93,14 @@ def compiled_kernels_note(trace: Trace) -> Optional[str]:
                 regions += 1
             elif is_fused_kernel(ev.name):
                 kernels += 1
+    return regions, kernels
+
+
+def compiled_kernels_note(trace: Trace) -> Optional[str]:
+    """A note when ``torch.compile``'d code ran on the CPU but its fused kernels were not
+    recorded (Inductor emits their profiler ranges only when asked at compile time), so their
+    time is the calling module's self time; ``None`` otherwise."""
+    regions, kernels = compiled_calls(trace)
     if not regions or kernels or trace.has_device_activity:
         return None
     return (f"torch.compile'd code ran ({regions} compiled region call(s)) but its fused kernels were not recorded: "

@@ -38,7 +38,9 @@ Limits:
       after ``module.compile()``) gets one range around each compiled call, and its submodules
       none: wrapping code that Dynamo traced would change what its guards check and make it
       compile again inside the profiled steps. The fused kernels it runs are fused across its
-      submodules anyway. A top-level ``torch.compile`` result is attributed under its
+      submodules anyway. A LightningModule that Lightning compiled (``trainer.fit(torch.compile(m))``)
+      gets no range at all: its compiled steps call ``forward`` from inside the traced code. A
+      top-level ``torch.compile`` result is attributed under its
       original module's names (``fc1``, not ``_orig_mod.fc1``). A module compiled
       separately and passed uncompiled (``RooflineProfiler(m)`` while calling
       ``torch.compile(m)``) cannot be told apart: it is wrapped and compiles again (the
@@ -252,9 +254,16 @@ def compiled_modules(root: Optional[nn.Module]) -> List[Tuple[str, nn.Module]]:
     for fqn, module in _named_modules(root):
         if any(fqn == name or fqn.startswith(name + ".") if name else True for name, _ in found):
             continue
-        if _is_optimized(module) or getattr(module, "_compiled_call_impl", None) is not None:
+        if _is_optimized(module) or getattr(module, "_compiled_call_impl", None) is not None or _lightning_compiled(module):
             found.append((fqn, module))
     return found
+
+
+def _lightning_compiled(module: nn.Module) -> bool:
+    """A LightningModule that Lightning's ``from_compiled`` (``trainer.fit(torch.compile(m))``)
+    gave compiled ``forward`` and ``*_step`` methods: Dynamo guards on its ``forward``."""
+    ctx = getattr(module, "_compiler_ctx", None)
+    return isinstance(ctx, dict) and ctx.get("compiler") == "dynamo"
 
 
 class ModuleRanges:
@@ -353,7 +362,11 @@ class ModuleRanges:
 
     def _wrap_compiled(self, module: nn.Module, name: str) -> None:
         """One range around each call of compiled code, outside what Dynamo traced: the
-        ``forward`` of a ``torch.compile`` result, or the compiled call of ``module.compile()``."""
+        ``forward`` of a ``torch.compile`` result, or the compiled call of ``module.compile()``.
+        A LightningModule compiled by Lightning gets none: its compiled steps call ``forward``
+        from inside the traced code."""
+        if _lightning_compiled(module) and not _is_optimized(module):
+            return
         attr = "forward" if _is_optimized(module) else "_compiled_call_impl"
         had = attr in module.__dict__
         previous = module.__dict__.get(attr)
