@@ -19,7 +19,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from torch_roofline import RooflineProfiler, from_trace
 from torch_roofline.devices import Device
-from torch_roofline.timing.attribution import attribute, compiled_kernels_note, is_fused_kernel
+from torch_roofline.timing.attribution import attribute
+from torch_roofline.timing.compiled import (compiled_kernels_note, compiled_regions, compiled_regions_note,
+                                          is_fused_kernel)
 from torch_roofline.timing.trace import load_trace
 
 FLAT = Device(name="flat-compile-test", peak_flops={"fp32": 1e11}, bandwidth=1e10)
@@ -116,6 +118,28 @@ def test_a_compiled_region_without_recorded_kernels_says_how_to_record_them():
     note = compiled_kernels_note(trace)
     assert note is not None and "enable_kernel_profile = True" in note and "1 compiled region" in note
     assert compiled_kernels_note(load_trace({"traceEvents": [_x("aten::mm", 20, 15)]})) is None
+
+
+def test_compiled_regions_list_graph_breaks_with_their_module_time_and_recompilations():
+    # Frame 0 and, after a graph break, frame 1 run inside module `blk`, twice each over two
+    # steps; frame 0 was recompiled inside the window (version 0/1 ran in the second step).
+    events = [_x("roofline::", 0, 1000), _x("roofline::blk", 1, 998)]
+    for step, t0 in enumerate((10, 500)):
+        events += [_x(f"Torch-Compiled Region: 0/{step}", t0, 100), _x("aten::add", t0 + 150, 5),
+                   _x("Torch-Compiled Region: 1/0", t0 + 200, 40)]
+    events.append(_x("dynamo_data: compile_id=0/1", 300, 1, cat="user_annotation"))
+    trace = load_trace({"traceEvents": events})
+    regions = compiled_regions(trace)
+    assert [(r.frame, r.versions, r.calls, r.module) for r in regions] == [
+        ("0", ("0/0", "0/1"), 2, "blk"), ("1", ("1/0",), 2, "blk")]
+    assert [r.time_s for r in regions] == pytest.approx([200e-6, 80e-6])
+    note = compiled_regions_note(trace, steps=2, graph_breaks=["Call to `torch._dynamo.graph_break()`"])
+    assert "2 compiled frame(s) ran per step" in note
+    assert "frame 0: 1 call(s), 0.1 ms in 'blk', versions 0/0, 0/1" in note
+    assert "frame 1: 1 call(s), 0.04 ms in 'blk'" in note
+    assert "graph breaks split" in note and "graph_break()" in note
+    assert "Compiled inside the recorded steps: 0/1" in note
+    assert compiled_regions_note(load_trace({"traceEvents": [_x("aten::mm", 0, 1)]})) is None
 
 
 # --------------------------------------------------------------------------- compiled for real
@@ -221,3 +245,31 @@ def test_lightning_fit_of_a_compiled_module_does_not_compile_again_and_times_its
     report = callback.reports[-1]
     assert any(is_fused_kernel(o.op) and o.time_s > 0 and not o.counted for o in report.ops)
     assert any("runs under torch.compile" in n for n in report.notes), report.notes
+
+
+@needs_compiler
+def test_a_graph_break_is_listed_with_its_frames_and_reason():
+    import torch._dynamo
+    import torch._inductor.config as inductor_config
+
+    class Broken(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(D, H), nn.Linear(H, D)
+
+        def forward(self, x):
+            h = self.fc1(x).relu()
+            torch._dynamo.graph_break()
+            return self.fc2(h)
+
+    torch._dynamo.reset()
+    x = torch.randn(B, D)
+    with inductor_config.patch({"cpp.enable_kernel_profile": True}):
+        run = torch.compile(Broken())
+        run(x).sum().backward()
+    prof = RooflineProfiler(run, roof=FLAT)
+    with prof:
+        run(x).sum().backward()
+    note = next(n for n in prof.report().notes if n.startswith("torch.compile:"))
+    assert "2 compiled frame(s) ran per step" in note and "in the root" in note, note
+    assert "graph_break()" in note, note

@@ -34,7 +34,8 @@ from torch_roofline.count.replay import count_without_compute
 from torch_roofline.count.result import CountResult
 from torch_roofline.records import OpCost
 from torch_roofline.report import RooflineReport
-from torch_roofline.timing.attribution import TraceTiming, attribute, compiled_kernels_note
+from torch_roofline.timing.attribution import TraceTiming, attribute
+from torch_roofline.timing.compiled import compiled_kernels_note, compiled_regions_note
 from torch_roofline.timing.counters import KernelCounters, kernel_counters
 from torch_roofline.timing.shapes import has_recorded_shapes, per_step, shape_costs
 from torch_roofline.timing.steps import split_steps, within
@@ -311,6 +312,9 @@ def _from_trace(path: Any, model: Optional[nn.Module], inputs: Any, *, roof: Any
                 notes.append("FLOPs from CUPTI SASS counters (CUDA-core instructions; tensor-core work is not counted)")
             else:
                 notes.append("no model, no recorded shapes and no hardware counters: timing only, every op uncounted")
+        regions_note = compiled_regions_note(trace, steps or timing.steps)
+        if regions_note is not None:
+            notes.append(regions_note)
     if roof is not None:
         dev = trace_device(trace, roof)
     else:

@@ -25,7 +25,8 @@ FLOPs and bytes are not counted yet (the matrix work Inductor hands to extern ``
 ``addmm`` calls is counted as recorded). Inductor records its kernels only when the model
 is compiled with ``torch._inductor.config.cpp.enable_kernel_profile = True``
 (``TORCHINDUCTOR_CPP_ENABLE_KERNEL_PROFILE=1``); without it the report's notes say so and the
-kernels' time is the calling module's self time.
+kernels' time is the calling module's self time. The notes list the compiled frames that ran
+(graph breaks, recompilations): :mod:`torch_roofline.timing.compiled`.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ from torch_roofline.count import check_devices, model_device
 from torch_roofline.count.mode import module_infos
 from torch_roofline.records import OUTSIDE, ModuleInfo, OpCost, Roof, check_memory_model
 from torch_roofline.report import DeviceInfo, RooflineReport
-from torch_roofline.timing.attribution import TraceTiming, attribute, compiled_calls, compiled_kernels_note
+from torch_roofline.timing.attribution import TraceTiming, attribute
+from torch_roofline.timing.compiled import compiled_calls, compiled_kernels_note, compiled_regions_note
 from torch_roofline.timing.faults import NOTE_THRESHOLD_FAULTS, page_fault_note
 from torch_roofline.timing.identity import Identities
 from torch_roofline.timing.ranges import (LABELS_KEY, PHASE_PREFIX, RANGE_PREFIX, Models, ModuleRanges,
@@ -439,6 +441,9 @@ class RooflineProfiler:
         kernels_note = compiled_kernels_note(self._session.trace)
         if kernels_note is not None:
             notes.append(kernels_note)
+        regions_note = compiled_regions_note(self._session.trace, timing.steps, _graph_break_reasons())
+        if regions_note is not None:
+            notes.append(regions_note)
         if timing.compile_time_s > 0:
             notes.append(f"the profiled steps include torch.compile compiling ({timing.compile_time_s:.2f} s): the ops "
                          "its tracing ran are left out of the rows, but its time is in the step's; profile warm steps "
@@ -462,6 +467,18 @@ class RooflineProfiler:
         if any(op.module == OUTSIDE for op in self.timing.ops):
             infos.insert(1, ModuleInfo(OUTSIDE, "", 0, 0))
         return infos
+
+
+def _graph_break_reasons() -> List[str]:
+    """The first line of each graph-break reason Dynamo counted in this process (empty when
+    Dynamo was never imported: nothing was compiled)."""
+    import sys
+
+    utils = sys.modules.get("torch._dynamo.utils")
+    counters = getattr(utils, "counters", None) if utils is not None else None
+    if counters is None:
+        return []
+    return [str(reason).strip().splitlines()[0] for reason in counters.get("graph_break", {}) if str(reason).strip()]
 
 
 def _model_device(model: Optional[nn.Module]) -> torch.device:

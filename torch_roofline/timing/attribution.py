@@ -51,12 +51,12 @@ from __future__ import annotations
 import bisect
 import logging
 import math
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from torch_roofline.records import OUTSIDE, ModuleTiming, OpTiming, frozen_record
+from torch_roofline.timing.compiled import is_fused_kernel
 from torch_roofline.timing.ranges import RANGE_PREFIX, parse_range_name, read_labels
 from torch_roofline.timing.steps import profiler_steps
 from torch_roofline.timing.trace import DEVICE_KINDS, DeviceProperties, Trace, TraceEvent
@@ -76,44 +76,8 @@ _TOL_S = 1e-9
 _ROOT_SCOPE: Tuple[str, ...] = ("",)
 _OUTSIDE_SCOPE: Tuple[str, ...] = ("", OUTSIDE)
 _NOT_FORWARD = ("backward", "optimizer")
-#: Inductor's C++ kernels as torch.profiler records them on the CPU (``graph_0_cpp_fused_gelu_0``;
-#: with ``torch._inductor.config.cpp.enable_kernel_profile = True`` when the model is compiled).
-_FUSED_KERNEL = re.compile(r"^(?:graph_\d+_)?cpp_fused_\w+$")
 
 
-_COMPILED_REGION = "Torch-Compiled Region"
-
-
-def compiled_calls(trace: Trace) -> Tuple[int, int]:
-    """``(compiled region calls, fused CPU kernel calls)`` recorded in ``trace``."""
-    regions = kernels = 0
-    for ev in trace.events:
-        if ev.kind == "cpu_op":
-            if ev.name.startswith(_COMPILED_REGION):
-                regions += 1
-            elif is_fused_kernel(ev.name):
-                kernels += 1
-    return regions, kernels
-
-
-def compiled_kernels_note(trace: Trace) -> Optional[str]:
-    """A note when ``torch.compile``'d code ran on the CPU but its fused kernels were not
-    recorded (Inductor emits their profiler ranges only when asked at compile time), so their
-    time is the calling module's self time; ``None`` otherwise."""
-    regions, kernels = compiled_calls(trace)
-    if not regions or kernels or trace.has_device_activity:
-        return None
-    return (f"torch.compile'd code ran ({regions} compiled region call(s)) but its fused kernels were not recorded: "
-            "their time is the self time of the module that called it. Set "
-            "torch._inductor.config.cpp.enable_kernel_profile = True (or TORCHINDUCTOR_CPP_ENABLE_KERNEL_PROFILE=1) "
-            "before the model's first call, so each fused kernel is timed as a row of its own")
-
-
-def is_fused_kernel(name: str) -> bool:
-    """True for a ``torch.compile`` (Inductor) fused CPU kernel's event name
-    (``"graph_0_cpp_fused_add_native_layer_norm_1"``): an op row of its own, timed, whose
-    FLOPs and bytes a recorded shape cannot give (it records none)."""
-    return name[:1] in "gc" and _FUSED_KERNEL.match(name) is not None
 # (start of a forward op, its rooted module scope, its module range indices)
 _SeqEntry = Tuple[float, Tuple[str, ...], Tuple[int, ...]]
 

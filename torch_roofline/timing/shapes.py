@@ -71,7 +71,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from torch_roofline.records import OpCost, frozen_record
-from torch_roofline.timing.attribution import TraceTiming, _as_int, dotted_op_name, is_fused_kernel
+from torch_roofline.timing.attribution import TraceTiming, _as_int, dotted_op_name
+from torch_roofline.timing.compiled import is_fused_kernel
 from torch_roofline.timing.identity import CallIdentity, Identities, TensorId
 from torch_roofline.timing.trace import Trace, TraceEvent
 

@@ -1,0 +1,172 @@
+"""What a trace says about ``torch.compile``'d code: fused kernels, compiled regions, graph
+breaks and recompilations.
+
+torch.profiler records, around compiled code (names as torch 2.x writes them):
+
+* ``Torch-Compiled Region: F/C``: one call of Dynamo frame ``F`` in its compiled version
+  ``C`` (``0/0``; a recompilation of frame 0 for new shapes or guards runs as ``0/1``). A
+  function whose code Dynamo had to break into pieces (a graph break) runs one frame per
+  piece: ``0/0``, then ``1/0``, ... with eager Python between them.
+* ``graph_<g>_cpp_fused_<ops>_<k>``: one call of an Inductor C++ kernel on the CPU, when the
+  model was compiled with ``torch._inductor.config.cpp.enable_kernel_profile = True``
+  (``TORCHINDUCTOR_CPP_ENABLE_KERNEL_PROFILE=1``); without it the kernels leave no event.
+* ``dynamo`` / ``entire_frame_compile`` and ``... (dynamo_timed)`` ranges, and
+  ``dynamo_data: compile_id=F/C`` annotations: compiling inside the recorded steps.
+
+The attribution stage makes each fused kernel an op row (:func:`is_fused_kernel`); this
+module lists the compiled regions (:func:`compiled_regions`) and words the report's notes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from torch_roofline.timing.ranges import RANGE_PREFIX, parse_range_name, read_labels
+from torch_roofline.timing.trace import Trace, TraceEvent
+
+__all__ = ["CompiledRegion", "compiled_calls", "compiled_kernels_note", "compiled_regions",
+           "compiled_regions_note", "is_fused_kernel"]
+
+#: Inductor's C++ kernels as torch.profiler records them on the CPU (``graph_0_cpp_fused_gelu_0``).
+_FUSED_KERNEL = re.compile(r"^(?:graph_\d+_)?cpp_fused_\w+$")
+_REGION = re.compile(r"^Torch-Compiled Region: (\d+)/(\d+)")
+_COMPILE_ID = re.compile(r"compile_id=(\d+)/(\d+)")
+_REGION_PREFIX = "Torch-Compiled Region"
+
+
+def is_fused_kernel(name: str) -> bool:
+    """True for a ``torch.compile`` (Inductor) fused CPU kernel's event name
+    (``"graph_0_cpp_fused_add_native_layer_norm_1"``): an op row of its own, timed, whose
+    FLOPs and bytes a recorded shape cannot give (it records none)."""
+    return name[:1] in "gc" and _FUSED_KERNEL.match(name) is not None
+
+
+@dataclass(frozen=True)
+class CompiledRegion:
+    """The calls of one compiled Dynamo frame in the recorded steps.
+
+    Attributes:
+        frame: Dynamo's frame id (``"0"``; a graph break makes the code after it frame ``"1"``,
+            and so on).
+        versions: the compiled versions of the frame that ran (``("0/0",)``; ``("0/0", "0/1")``
+            after a recompilation), in order of first call.
+        calls: calls over all recorded steps.
+        time_s: their summed wall time in seconds (host time of the region events).
+        module: the innermost ``roofline::`` module range around the calls (``""`` = the root;
+            ``None``: outside every range, or mixed).
+    """
+
+    frame: str
+    versions: Tuple[str, ...]
+    calls: int
+    time_s: float
+    module: Optional[str]
+
+
+def compiled_calls(trace: Trace) -> Tuple[int, int]:
+    """``(compiled region calls, fused CPU kernel calls)`` recorded in ``trace``."""
+    regions = kernels = 0
+    for ev in trace.events:
+        if ev.kind == "cpu_op":
+            if ev.name.startswith(_REGION_PREFIX):
+                regions += 1
+            elif is_fused_kernel(ev.name):
+                kernels += 1
+    return regions, kernels
+
+
+def compiled_kernels_note(trace: Trace) -> Optional[str]:
+    """A note when ``torch.compile``'d code ran on the CPU but its fused kernels were not
+    recorded (Inductor emits their profiler ranges only when asked at compile time), so their
+    time is the calling module's self time; ``None`` otherwise."""
+    regions, kernels = compiled_calls(trace)
+    if not regions or kernels or trace.has_device_activity:
+        return None
+    return (f"torch.compile'd code ran ({regions} compiled region call(s)) but its fused kernels were not recorded: "
+            "their time is the self time of the module that called it. Set "
+            "torch._inductor.config.cpp.enable_kernel_profile = True (or TORCHINDUCTOR_CPP_ENABLE_KERNEL_PROFILE=1) "
+            "before the model's first call, so each fused kernel is timed as a row of its own")
+
+
+def compiled_regions(trace: Trace) -> List[CompiledRegion]:
+    """Every compiled frame that ran in ``trace``, in order of its first call."""
+    calls: Dict[str, List[TraceEvent]] = defaultdict(list)
+    versions: Dict[str, List[str]] = defaultdict(list)
+    ranges: Dict[object, List[TraceEvent]] = defaultdict(list)
+    for ev in trace.events:
+        if ev.kind not in ("cpu_op", "user_annotation"):
+            continue
+        if ev.name.startswith(RANGE_PREFIX):
+            ranges[ev.tid].append(ev)
+            continue
+        match = _REGION.match(ev.name) if ev.kind == "cpu_op" else None
+        if match is not None:
+            frame, version = match.group(1), f"{match.group(1)}/{match.group(2)}"
+            calls[frame].append(ev)
+            if version not in versions[frame]:
+                versions[frame].append(version)
+    labels = read_labels(trace.metadata)
+    out = []
+    for frame, events in calls.items():
+        modules = {_innermost_module(ev, ranges.get(ev.tid, ()), labels) for ev in events}
+        out.append(CompiledRegion(frame, tuple(versions[frame]), len(events), sum(ev.dur_s for ev in events),
+                                  modules.pop() if len(modules) == 1 else None))
+    return out
+
+
+def _innermost_module(ev: TraceEvent, ranges: Sequence[TraceEvent], labels: Dict[str, str]) -> Optional[str]:
+    best: Optional[TraceEvent] = None
+    best_module: Optional[str] = None
+    for r in ranges:
+        if r.start_s <= ev.start_s + 1e-9 and ev.end_s <= r.end_s + 1e-9:
+            parsed = parse_range_name(r.name, labels)
+            if parsed is not None and parsed[0] == "module" and (best is None or r.dur_s <= best.dur_s):
+                best, best_module = r, parsed[1]
+    return best_module
+
+
+def _recompiled(trace: Trace) -> List[str]:
+    """Compile ids (``"0/1"``) that Dynamo compiled inside the recorded steps."""
+    seen: List[str] = []
+    for ev in trace.events:
+        if ev.kind in ("user_annotation", "cpu_op") and "compile_id=" in ev.name:
+            match = _COMPILE_ID.search(ev.name)
+            if match is not None:
+                cid = f"{match.group(1)}/{match.group(2)}"
+                if cid not in seen:
+                    seen.append(cid)
+    return seen
+
+
+def compiled_regions_note(trace: Trace, steps: int = 1, graph_breaks: Sequence[str] = ()) -> Optional[str]:
+    """The report's note on compiled code: the regions per step (graph breaks), where they
+    ran, and what was (re)compiled inside the recorded steps; ``None`` without compiled code.
+
+    Args:
+        trace: the recorded steps.
+        steps: how many steps the trace holds (times and calls are given per step).
+        graph_breaks: the reasons Dynamo gave for graph breaks (live sessions: its counters for
+            the whole process), listed when more than one frame ran.
+    """
+    regions = compiled_regions(trace)
+    recompiled = _recompiled(trace)
+    if not regions and not recompiled:
+        return None
+    steps = max(steps, 1)
+    parts = []
+    for r in regions:
+        where = "outside every module" if r.module is None else ("in the root" if r.module == "" else f"in {r.module!r}")
+        versions = f", versions {', '.join(r.versions)}" if len(r.versions) > 1 else ""
+        parts.append(f"frame {r.frame}: {r.calls / steps:g} call(s), {r.time_s / steps * 1e3:.3g} ms {where}{versions}")
+    text = f"torch.compile: {len(regions)} compiled frame(s) ran per step ({'; '.join(parts)})"
+    if len(regions) > 1:
+        text += "; more than one frame means graph breaks split the compiled code, with eager Python between the pieces"
+    if graph_breaks and len(regions) > 1:
+        text += "; graph breaks Dynamo reported in this process: " + "; ".join(sorted(set(graph_breaks))[:5])
+    if recompiled:
+        text += (f". Compiled inside the recorded steps: {', '.join(recompiled)} (a version after /0 is a "
+                 "recompilation: new shapes or failed guards); its compile time is in the step's time")
+    return text
