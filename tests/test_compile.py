@@ -167,8 +167,11 @@ def test_profiling_a_compiled_model_runs_its_fused_kernels_as_rows_without_compi
     assert all(not o.counted and o.flops is None for o in rows)
     assert {u.op for u in report.uncounted} >= {o.op for o in rows}
     assert any("fused kernel(s)" in n for n in report.notes)
-    # Rows of a compiled model are named after the original module, never `_orig_mod`.
+    # Rows of a compiled model are named after the original module, never `_orig_mod`; its
+    # submodules ran inside compiled code, which records no ranges: no rows of their own.
     assert not any("_orig_mod" in m.name for m in report.modules)
+    assert {m.name for m in report.modules} <= {"", "(outside modules)"}
+    assert next(m for m in report.modules if m.name == "").type == "Block (compiled)"
 
     # The matrix work ran as Inductor's extern mm/addmm calls and is counted as recorded:
     # forward 2*B*D*H per Linear; backward grad-input of fc2 and grad-weights of both (the
@@ -273,3 +276,38 @@ def test_a_graph_break_is_listed_with_its_frames_and_reason():
     note = next(n for n in prof.report().notes if n.startswith("torch.compile:"))
     assert "2 compiled frame(s) ran per step" in note and "in the root" in note, note
     assert "graph_break()" in note, note
+
+
+@needs_compiler
+def test_a_compiled_submodule_gets_one_row_named_as_written():
+    # model.encoder = torch.compile(...): the encoder's compiled call is one range, its type the
+    # original's; the eager head keeps its own range; nothing below the encoder has a row.
+    import torch._dynamo
+    import torch._inductor.config as inductor_config
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = torch.compile(nn.Sequential(nn.Linear(D, H), nn.GELU(), nn.Linear(H, D)))
+            self.head = nn.Linear(D, 10)
+
+        def forward(self, x):
+            return self.head(self.encoder(x))
+
+    torch._dynamo.reset()
+    net, x = Net(), torch.randn(B, D)
+    with inductor_config.patch({"cpp.enable_kernel_profile": True}):
+        net(x).sum().backward()
+    frames = _frames()
+    prof = RooflineProfiler(net, roof=FLAT)
+    with prof:
+        net(x).sum().backward()
+    report = prof.report()
+    assert _frames() == frames
+    rows = {(m.name, m.phase): m for m in report.modules}
+    assert {m.name for m in report.modules} == {"", "encoder", "head", "(outside modules)"}  # the .sum() loss
+    assert rows[("encoder", "forward")].type == "Sequential (compiled)" and rows[("encoder", "forward")].calls == 1
+    kernels = [o for o in report.ops if is_fused_kernel(o.op)]
+    assert kernels and all(o.name == "encoder" for o in kernels)
+    # head: one addmm forward, 2*B*D*10 FLOPs, counted as recorded
+    assert sum(o.flops for o in report.ops if o.name == "head" and o.phase == "forward" and o.flops) == 2 * B * D * 10

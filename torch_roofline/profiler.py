@@ -50,7 +50,7 @@ from torch_roofline.timing.compiled import compiled_calls, compiled_kernels_note
 from torch_roofline.timing.faults import NOTE_THRESHOLD_FAULTS, page_fault_note
 from torch_roofline.timing.identity import Identities
 from torch_roofline.timing.ranges import (LABELS_KEY, PHASE_PREFIX, RANGE_PREFIX, Models, ModuleRanges,
-                                          compiled_modules, labels_metadata)
+                                          labels_metadata, original_module)
 from torch_roofline.timing.session import ProfileSession
 from torch_roofline.timing.shapes import ShapeCosts, per_step, shape_costs
 
@@ -332,7 +332,7 @@ class RooflineProfiler:
                 "; a model on 'meta' runs no arithmetic and cannot be timed: use torch_roofline.predict"
                 if meta else ""))
 
-        compiled = {id(m) for _, m in compiled_modules(self.model)}
+        compiled = {id(m) for _, m in self._ranges.compiled}
         for top in tops:
             if self._ranges.compiled_root is not None and top is self.model or id(top) in compiled:
                 continue  # a hook on compiled code would make it compile again (see timing.ranges)
@@ -464,6 +464,10 @@ class RooflineProfiler:
         infos = module_infos(self.model, root_type=self._ranges.root_type)
         if self.model is not None and self._ranges.root_type == "step":
             infos[0] = dataclasses.replace(infos[0], type="step")
+        if self._ranges.compiled:  # compiled code runs no ranges: rows for the compiled parts only
+            types = {name: f"{type(original_module(m)).__name__} (compiled)" for name, m in self._ranges.compiled}
+            infos = [dataclasses.replace(i, type=types[i.name]) if i.name in types else i
+                     for i in infos if not self._ranges.in_compiled(i.name)]
         if any(op.module == OUTSIDE for op in self.timing.ops):
             infos.insert(1, ModuleInfo(OUTSIDE, "", 0, 0))
         return infos

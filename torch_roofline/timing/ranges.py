@@ -297,6 +297,10 @@ class ModuleRanges:
         self.tree, self.root_type = model_tree(models)
         #: what ``torch.compile`` returned for the root (the module given), when given that way
         self.compiled_root = models if isinstance(models, nn.Module) and _is_optimized(models) else None
+        #: ``(name, module)`` of the compiled parts of the tree (see :func:`compiled_modules`);
+        #: the root ``""`` when the root was given as a ``torch.compile`` result
+        self.compiled: List[Tuple[str, nn.Module]] = (
+            [("", self.compiled_root)] if self.compiled_root is not None else compiled_modules(self.tree))
         self.labels: Dict[str, str] = {}
         self._label_of: Dict[str, str] = {}
         self._wrapped: List[Tuple[Any, ...]] = []  # (module, had, previous, wrapper[, attribute])
@@ -309,6 +313,10 @@ class ModuleRanges:
     def active(self) -> bool:
         """True while the wrappers are installed."""
         return self._active
+
+    def in_compiled(self, fqn: str) -> bool:
+        """True for a module strictly inside a compiled part (it gets no range of its own)."""
+        return any(fqn.startswith(name + ".") if name else fqn != "" for name, _ in self.compiled)
 
     def label_of(self, fqn: str) -> str:
         """The range label of the module ``fqn``: the name itself when the trace keeps it
@@ -330,8 +338,7 @@ class ModuleRanges:
         self._active = True
         try:
             if self.tree is not None:
-                compiled = [] if self.compiled_root is None else [("", self.compiled_root)]
-                compiled += compiled_modules(self.tree) if not compiled else []
+                compiled = self.compiled
                 # named_modules() yields a shared module once, under its first name; the
                 # synthetic ModuleDict of several models is never called: no range of its own.
                 for fqn, module in _named_modules(self.tree):
