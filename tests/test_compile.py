@@ -2,14 +2,19 @@
 model runs are rows of their own, timed, never dropped; the profiler does not make the model
 compile again; a compiled model whose kernels were not recorded gets a note saying how to.
 
-FLOPs of the fused kernels are not counted yet (they record no shapes): those rows are listed
-as uncounted, with the reason. The matrix work a compiled CPU model runs outside the fused
-kernels (Inductor's extern ``mm``/``addmm`` calls) is counted as recorded, and checked against
-the hand derivation and ``FlopCounterMode`` around the eager step.
+A fused kernel's bytes come from its compiled graph's generated code (its arguments' sizes),
+its FLOPs from the ops torch says it fused (provenance, forward graphs only); the oracles are
+hand derivations from the Block's shapes. Kernels torch gives no provenance for (backward)
+are uncounted rows with the reason, and still show their bytes. The matrix work a compiled
+CPU model runs outside the fused kernels (Inductor's extern ``mm``/``addmm`` calls) is counted
+as recorded, and checked against the hand derivation and ``FlopCounterMode`` around the
+eager step.
 """
 
 from __future__ import annotations
 
+import gzip
+import os
 import shutil
 
 import pytest
@@ -22,6 +27,7 @@ from torch_roofline.devices import Device
 from torch_roofline.timing.attribution import attribute
 from torch_roofline.timing.compiled import (compiled_kernels_note, compiled_regions, compiled_regions_note,
                                           is_fused_kernel)
+from torch_roofline.timing.inductor import read_compiled_graph
 from torch_roofline.timing.trace import load_trace
 
 FLAT = Device(name="flat-compile-test", peak_flops={"fp32": 1e11}, bandwidth=1e10)
@@ -56,7 +62,7 @@ def _compiled(kernel_profile: bool, in_place: bool = False):
     torch.manual_seed(0)
     model = Block()
     x = torch.randn(B, D)
-    with inductor_config.patch({"cpp.enable_kernel_profile": kernel_profile}):
+    with inductor_config.patch({"cpp.enable_kernel_profile": kernel_profile, "trace.provenance_tracking_level": 1}):
         if in_place:
             model.compile()
             run = model
@@ -69,6 +75,28 @@ def _compiled(kernel_profile: bool, in_place: bool = False):
 
 def _matrix_flops(report) -> int:
     return sum(o.flops for o in report.ops if o.op in ("aten.mm", "aten.addmm") and o.flops)
+
+
+def _check_kernel_costs(rows, report):
+    """The Block's fused kernels, by hand from its shapes (fp32, 4 bytes per element)."""
+    by_op = {o.op: o for o in rows}
+    # Forward GELU: reads fc1's output [B, H], writes its activation [B, H]; Inductor's GELU is
+    # x * 0.5 * (1 + erf(x * 0.7071...)): 5 elementwise ops, 1 FLOP per element each (the eager
+    # aten.gelu counts 1 per element in all: decomposed ops are what the kernel computes).
+    gelu = by_op["graph_0_cpp_fused_gelu_0"]
+    assert gelu.counted and gelu.flops == 5 * B * H
+    assert (gelu.bytes_read, gelu.bytes_written) == (4 * B * H, 4 * B * H)
+    assert gelu.bound == "memory" or gelu.bound == "overhead"  # placed on the roofline
+    # Forward add + LayerNorm: reads x and fc2's output [B, D], weight and bias [D], and its two
+    # per-row statistics buffers [B, 1] (in-out); writes the output [B, D] and the statistics.
+    norm = by_op["graph_0_cpp_fused_add_native_layer_norm_1"]
+    assert norm.counted and norm.flops > 0
+    assert norm.bytes_read == 4 * (2 * B * D + 2 * D + 2 * B) and norm.bytes_written == 4 * (B * D + 2 * B)
+    # Backward kernels: torch records no provenance for them: uncounted with the reason, bytes shown.
+    backward = [o for o in rows if o.phase == "backward"]
+    assert backward and all(not o.counted and o.flops is None and o.bytes_read > 0 for o in backward)
+    assert {u.op for u in report.uncounted} == {o.op for o in backward}
+    assert any("torch recorded no provenance" in n for n in report.notes), report.notes
 
 
 # --------------------------------------------------------------------------- without compiling
@@ -142,6 +170,59 @@ def test_compiled_regions_list_graph_breaks_with_their_module_time_and_recompila
     assert compiled_regions_note(load_trace({"traceEvents": [_x("aten::mm", 0, 1)]})) is None
 
 
+# --------------------------------------------------------------------------- generated code, recorded
+
+
+INDUCTOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "inductor")
+
+
+def _fixture(name):
+    def read(part):
+        with gzip.open(os.path.join(INDUCTOR, f"{name}.{part}.txt.gz"), "rt") as f:
+            return f.read()
+
+    return read_compiled_graph(name, read("wrapper"), read("graph"), read("provenance") or None)
+
+
+def test_kernel_costs_of_the_block_s_forward_graph_by_hand():
+    kernels = _fixture("block_0").kernels  # tests/data/inductor/record.py: the Block, batch 8
+    gelu = kernels["cpp_fused_gelu_0"]
+    assert gelu.reason is None and gelu.flops == 5 * B * H  # mul, mul, erf, add, mul: 1 FLOP/element each
+    assert (gelu.bytes_read, gelu.bytes_written, gelu.dtype) == (4 * B * H, 4 * B * H, "float32")
+    norm = kernels["cpp_fused_add_native_layer_norm_1"]
+    # x + fc2(...): B*D adds; var_mean of B rows of D; + eps and rsqrt per row; (x - mean) * rstd
+    # * weight + bias: 4*B*D. var_mean by this package's formula (count.formulas): 4 per element.
+    assert norm.flops == B * D + 4 * B * D + 2 * B + 4 * B * D
+    assert norm.bytes_read == 4 * (2 * B * D + 2 * D + 2 * B) and norm.bytes_written == 4 * (B * D + 2 * B)
+
+
+def test_kernels_torch_gives_no_provenance_for_keep_their_bytes_and_the_reason():
+    kernels = _fixture("block_1").kernels  # the backward graph: provenance is {"version": 2.0}
+    assert kernels and all(k.flops is None and "no provenance" in k.reason for k in kernels.values())
+    assert all(k.bytes_read > 0 and k.bytes_written > 0 for k in kernels.values())
+    # fc1 bias gradient: the sum over the batch of a [B, H] gradient: reads B x H, writes H
+    assert (kernels["cpp_fused_sum_2"].bytes_read, kernels["cpp_fused_sum_2"].bytes_written) == (4 * B * H, 4 * H)
+
+
+def test_imprecise_provenance_is_not_counted_twice_and_a_clean_kernel_is_counted():
+    # resnet18, eval, batch 1, 64x64: Inductor converts conv weights' layout in kernels whose
+    # provenance also lists batch-norm ops of the kernels after them. Those stay uncounted.
+    kernels = _fixture("resnet18_eval_0").kernels
+    layout = kernels["cpp_fused__native_batch_norm_legit_no_training_convolution_relu_0"]
+    assert layout.flops is None and "another kernel runs too" in layout.reason
+    assert layout.bytes_read == layout.bytes_written > 0  # a copy: what it reads it writes
+    # The last kernel: batch norm (x - mean) * rstd * weight + bias, + residual, relu over
+    # 512 x 2 x 2 elements (6 per element), rstd = rsqrt(var + eps) per channel (2 x 512), and
+    # the global average pool (mean: 1 per element read).
+    last = kernels["cpp_fused__native_batch_norm_legit_no_training_add_mean_relu_15"]
+    n = 512 * 2 * 2
+    assert last.reason is None and last.flops == 6 * n + 2 * 512 + n
+    # reads the conv output and the residual (n each) and the 4 batch-norm vectors (512 each);
+    # writes the pooled [1, 512]
+    assert (last.bytes_read, last.bytes_written) == (4 * (2 * n + 4 * 512), 4 * 512)
+    assert sum(k.flops is not None for k in kernels.values()) >= 3
+
+
 # --------------------------------------------------------------------------- compiled for real
 
 
@@ -164,9 +245,7 @@ def test_profiling_a_compiled_model_runs_its_fused_kernels_as_rows_without_compi
     rows = [o for o in report.ops if is_fused_kernel(o.op)]
     assert sorted(o.op for o in rows) == sorted(e.name for e in kernels)
     assert sum(o.time_s for o in rows) == pytest.approx(sum(e.dur_s for e in kernels), rel=1e-9)
-    assert all(not o.counted and o.flops is None for o in rows)
-    assert {u.op for u in report.uncounted} >= {o.op for o in rows}
-    assert any("fused kernel(s)" in n for n in report.notes)
+    _check_kernel_costs(rows, report)
     # Rows of a compiled model are named after the original module, never `_orig_mod`; its
     # submodules ran inside compiled code, which records no ranges: no rows of their own.
     assert not any("_orig_mod" in m.name for m in report.modules)
@@ -187,8 +266,10 @@ def test_profiling_a_compiled_model_runs_its_fused_kernels_as_rows_without_compi
         run(x).sum().backward()
     path = str(tmp_path / "compiled.json")
     plain.export_chrome_trace(path)
-    saved = from_trace(path, roof=FLAT)
-    assert sorted(o.op for o in saved.ops if is_fused_kernel(o.op)) == sorted(e.name for e in kernels)
+    saved = from_trace(path, roof=FLAT)  # read in the process that holds the compiled graphs
+    saved_rows = [o for o in saved.ops if is_fused_kernel(o.op)]
+    assert sorted(o.op for o in saved_rows) == sorted(e.name for e in kernels)
+    _check_kernel_costs(saved_rows, saved)
     assert _frames() == frames
 
 

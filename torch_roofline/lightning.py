@@ -86,8 +86,9 @@ Limits, honestly:
 
 * ``torch.compile``: module ranges are not recorded inside compiled code (they would make it
   compile again: see :mod:`torch_roofline.timing.ranges`), so its ops and fused kernels land on
-  the module that calls it; on the CPU each fused kernel is a timed row, not counted yet. A
-  warning says so at setup; the fit goes on.
+  the module that calls it; on the CPU each fused kernel is a timed row costed from its
+  compiled graph (see :mod:`torch_roofline.profiler`). A warning says so at setup; the fit
+  goes on.
 * FSDP (FSDP2 ``fully_shard`` and FSDP1, tested with ``RooflineProfiler`` and saved traces on
   2 CPU processes over gloo: ``tests/test_fsdp.py``): the unsharded compute ops are counted
   as they ran, on the modules that ran them; FSDP's parameter ``all_gather`` and gradient
@@ -471,9 +472,10 @@ class _RooflineLogic:
             warnings.warn(
                 f"Roofline: {names} run(s) under torch.compile. Module ranges are not recorded inside compiled "
                 "code (they would make it compile again), so its ops and fused kernels are attributed to the "
-                "module that calls it. On the CPU each fused kernel is a timed row of its own, not counted yet; "
-                "Inductor records them when the model is compiled with "
-                "torch._inductor.config.cpp.enable_kernel_profile = True. Profile without torch.compile for "
+                "module that calls it. On the CPU each fused kernel is a timed row of its own, costed from its "
+                "compiled graph; Inductor records them when the model is compiled with "
+                "torch._inductor.config.cpp.enable_kernel_profile = True (and the ops each fused with "
+                "torch._inductor.config.trace.provenance_tracking_level = 1). Profile without torch.compile for "
                 "per-submodule attribution.",
                 UserWarning,
                 stacklevel=2,

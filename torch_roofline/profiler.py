@@ -20,13 +20,15 @@ device's roofs and analysed by :func:`torch_roofline.analysis.analyse`.
 The compiled call gets one module range and its submodules none, and no hook is added to
 it, so the profiler does not make it compile again (wrapping code Dynamo traced changes what
 its guards check). On the CPU each fused Inductor kernel is an op row of its own, timed, on
-the module whose range called it, and listed as uncounted: it records no shapes, so its
-FLOPs and bytes are not counted yet (the matrix work Inductor hands to extern ``mm`` /
-``addmm`` calls is counted as recorded). Inductor records its kernels only when the model
-is compiled with ``torch._inductor.config.cpp.enable_kernel_profile = True``
-(``TORCHINDUCTOR_CPP_ENABLE_KERNEL_PROFILE=1``); without it the report's notes say so and the
-kernels' time is the calling module's self time. The notes list the compiled frames that ran
-(graph breaks, recompilations): :mod:`torch_roofline.timing.compiled`.
+the module whose range called it. Its bytes (its arguments' sizes) and FLOPs (the ops it
+fused) come from its compiled graph's generated code (:mod:`torch_roofline.timing.inductor`:
+conventions, and why a backward kernel's FLOPs are unknown, which leaves it an uncounted row
+with its bytes); the matrix work Inductor hands to extern ``mm`` / ``addmm`` calls is counted
+as recorded. Compile with ``torch._inductor.config.cpp.enable_kernel_profile = True`` (the
+kernels' events) and ``torch._inductor.config.trace.provenance_tracking_level = 1`` (the
+ops each kernel fused); without the first the notes say so and the kernels' time is the
+calling module's self time. The notes list the compiled frames that ran (graph breaks,
+recompilations): :mod:`torch_roofline.timing.compiled`.
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ torch.profiler records, around compiled code (names as torch 2.x writes them):
 * ``dynamo`` / ``entire_frame_compile`` and ``... (dynamo_timed)`` ranges, and
   ``dynamo_data: compile_id=F/C`` annotations: compiling inside the recorded steps.
 
-The attribution stage makes each fused kernel an op row (:func:`is_fused_kernel`); this
-module lists the compiled regions (:func:`compiled_regions`) and words the report's notes.
+The attribution stage makes each fused kernel an op row (:func:`is_fused_kernel`), costed
+from its compiled graph by :mod:`torch_roofline.timing.inductor`; this module lists the
+compiled regions (:func:`compiled_regions`) and words the report's notes.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ _REGION_PREFIX = "Torch-Compiled Region"
 def is_fused_kernel(name: str) -> bool:
     """True for a ``torch.compile`` (Inductor) fused CPU kernel's event name
     (``"graph_0_cpp_fused_add_native_layer_norm_1"``): an op row of its own, timed, whose
-    FLOPs and bytes a recorded shape cannot give (it records none)."""
+    FLOPs and bytes come from its compiled graph, not from recorded shapes (it records none)."""
     return name[:1] in "gc" and _FUSED_KERNEL.match(name) is not None
 
 

@@ -73,6 +73,7 @@ import torch
 from torch_roofline.records import OpCost, frozen_record
 from torch_roofline.timing.attribution import TraceTiming, _as_int, dotted_op_name
 from torch_roofline.timing.compiled import is_fused_kernel
+from torch_roofline.timing.inductor import KernelCost, kernel_costs
 from torch_roofline.timing.identity import CallIdentity, Identities, TensorId
 from torch_roofline.timing.trace import Trace, TraceEvent
 
@@ -139,19 +140,18 @@ class ShapeCosts:
     def summary(self) -> Tuple[str, ...]:
         """Report notes: the assumptions, then the uncounted rows grouped by op and reason."""
         grouped: Dict[Tuple[str, str], int] = defaultdict(int)
-        kernels: Dict[str, int] = defaultdict(int)
+        kernels: Dict[str, Dict[str, int]] = defaultdict(lambda: defaultdict(int))  # reason -> kernel -> calls
         for op, reason in self.reasons:
-            if reason == _FUSED_KERNEL_REASON:
-                kernels[op] += 1
+            if is_fused_kernel(op):
+                kernels[reason][op] += 1
             else:
                 grouped[(op, reason)] += 1
         lines = [f"{op} ({n} call{'s' if n > 1 else ''}) not counted from the trace's shapes: {reason}"
                  for (op, reason), n in grouped.items()]
-        if kernels:  # one note for all of them: a compiled model runs dozens
-            names = ", ".join(list(kernels)[:3]) + (", ..." if len(kernels) > 3 else "")
-            lines.append(f"{len(kernels)} torch.compile fused kernel(s) ({sum(kernels.values())} call(s): {names}) are "
-                         "rows of their own, timed, not counted: they record no shapes, so their FLOPs and bytes "
-                         "are unknown to the trace (the ops they fused never ran one by one)")
+        for reason, calls in kernels.items():  # one note per reason: a compiled model runs dozens of kernels
+            names = ", ".join(list(calls)[:3]) + (", ..." if len(calls) > 3 else "")
+            lines.append(f"{len(calls)} torch.compile fused kernel(s) ({sum(calls.values())} call(s): {names}) are "
+                         f"timed rows of their own, not counted: {reason}")
         return tuple(self.notes) + tuple(lines)
 
 
@@ -212,6 +212,8 @@ def shape_costs(trace: Trace, timing: TraceTiming, *, identities: Optional[Ident
             static = entries[sig] = _entries(ev)
         tensors.append(_row_tensors(static, identity, ev))
     spans = _storage_spans(tensors) if use_ids else {}
+    kernel_events = [ev for ev in found if ev is not None and is_fused_kernel(ev.name)]
+    fused = kernel_costs(trace.events, kernel_events) if kernel_events else {}
     replayer = _Replayer(formulas)
     traffic = _StepTraffic()
     costs: List[OpCost] = []
@@ -221,6 +223,14 @@ def shape_costs(trace: Trace, timing: TraceTiming, *, identities: Optional[Ident
     unjoined = aborted = 0
     partial: Dict[Tuple[str, str], int] = defaultdict(int)
     for (row, ev, identity), sig, row_tensors in zip(rows, signatures, tensors):
+        if ev is not None and ev.index in fused:  # a torch.compile kernel: costed from its compiled graph
+            fields, why = _kernel_fields(row.op, fused[ev.index])
+            fields.update(module=row.module, scope=tuple(row.scope), phase=row.phase, index=row.index,
+                          recompute=row.recompute)
+            costs.append(frozen_record(OpCost, fields))
+            if why is not None:
+                reasons.append((row.op, why))
+            continue
         if use_ids and identity is None:
             unjoined += 1
         aliases, storages = _aliases(row_tensors, spans) if row_tensors is not None else (None, {})
@@ -475,9 +485,22 @@ class _Replayed:
         return self.why or f"no FLOP formula for {', '.join(missing)}"
 
 
-_FUSED_KERNEL_REASON = (
-    "a torch.compile (Inductor) fused kernel: it records no shapes, so its FLOPs and bytes are not counted "
-    "(the ops it fused are not run one by one); its time is its own row")
+def _kernel_fields(op: str, found: Any) -> Tuple[Dict[str, Any], Optional[str]]:
+    """OpCost fields of a fused kernel call (:mod:`torch_roofline.timing.inductor`) and why it
+    is not counted, if it is not. Compulsory bytes are the kernel's own traffic (no tensor
+    identities are recorded for it)."""
+    cost = found if isinstance(found, KernelCost) else None
+    read = cost.bytes_read if cost is not None and cost.bytes_read is not None else 0
+    written = cost.bytes_written if cost is not None and cost.bytes_written is not None else 0
+    counted = cost is not None and cost.reason is None and cost.flops is not None and cost.bytes_read is not None
+    why = None if counted else (cost.reason if cost is not None else str(found))
+    return {
+        "op": op, "module": "", "scope": ("",), "phase": "forward",
+        "flops": cost.flops if counted else 0, "macs": 0, "bytes_read": read, "bytes_written": written,
+        "compulsory_bytes_read": read, "compulsory_bytes_written": written,
+        "dtype": cost.dtype if cost is not None else None, "unit": "vector", "counted": counted,
+        "index": 0, "recompute": False,
+    }, why
 
 
 class _Replayer:
@@ -522,8 +545,6 @@ class _Replayer:
         try:
             if ev is None:
                 raise _Unbuildable("no trace event found for the row")
-            if is_fused_kernel(ev.name):
-                return _Replayed((), _FUSED_KERNEL_REASON)
             candidates, assumed = _calls(ev, aliases, list_dtypes, fresh=fresh)
         except _Unbuildable as exc:
             return _Replayed((), str(exc))

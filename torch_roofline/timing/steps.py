@@ -47,7 +47,10 @@ _TOL_S = 1e-9
 # Ranges that libraries draw inside a step (never a step of their own): ours, the optimizer's,
 # FSDP's (FSDP1 and FSDP2), DDP's; and the process-group backends' ``<backend>:<collective>``.
 _LIBRARY_RANGES = (RANGE_PREFIX, "Optimizer.", "FSDP::", "FullyShardedDataParallel", "DistributedDataParallel",
-                   "DDP::", "c10d::", "ProfilerStep#")
+                   "DDP::", "c10d::", "ProfilerStep#",
+                   # torch.compile's: each compiled graph's call, Dynamo's frames and its compile phases
+                   "## Call CompiledFxGraph", "Torch-Compiled Region", "CompiledFunction", "TorchDynamo",
+                   "dynamo", "entire_frame_compile", "compile_attempt", "bytecode_tracing")
 _BACKEND_RANGE = re.compile(r"^(gloo|nccl|mpi|ucc|xccl|hccl):")
 
 
@@ -125,7 +128,7 @@ def _sibling_annotations(host: Sequence[TraceEvent]) -> Optional[List[TraceEvent
     """The disjoint child annotations of one annotation (or of none) holding op calls, when at
     least two; of the candidates, the set holding the most op calls."""
     annotations = [e for e in host if e.kind == "user_annotation" and not e.name.startswith(_LIBRARY_RANGES)
-                   and _BACKEND_RANGE.match(e.name) is None]
+                   and _BACKEND_RANGE.match(e.name) is None and "compile_id=" not in e.name]
     if len(annotations) < 2:
         return None
     ops = sorted(e.start_s for e in host if e.kind == "cpu_op" and e.name.startswith("aten::"))

@@ -1,0 +1,516 @@
+"""FLOPs and bytes of Inductor's fused CPU kernels, from the compiled graph they came from.
+
+A fused kernel records no shapes, so the trace alone cannot count it. The compiled graph
+that ran it can: every graph Inductor compiled is a ``CompiledFxGraph`` object in the
+process that keeps
+
+* ``source_code``: the generated Python wrapper. Its ``call()`` allocates every buffer with
+  its size, stride and dtype (``buf0 = empty_strided_cpu((8, 256), (256, 1), torch.float32)``),
+  ``get_args()`` lists the graph's inputs the same way, and each kernel is called with its
+  buffers in the order of its C++ parameters, named ``in_ptr<k>`` (read), ``out_ptr<k>``
+  (written) or ``in_out_ptr<k>`` (both);
+* ``inductor_post_grad_graph_str``: the graph Inductor lowered, one aten op per line with
+  its output's dtype, size and stride (``mul: "f32[8, 256][256, 1]cpu" = ...``);
+* ``inductor_provenance_mapping_str`` (only when compiled with
+  ``torch._inductor.config.trace.provenance_tracking_level = 1``): which of those ops each
+  kernel fused (``"cppCodeToPost": {"cpp_fused_gelu_0:2": ["mul", "erf", ...]}``).
+
+The trace names the graph each kernel ran in: the kernel's event lies inside the graph's
+``## Call CompiledFxGraph <cache key> ##`` range.
+
+Conventions (a kernel's row):
+
+* **Bytes** are the kernel's real traffic: each tensor argument once, ``in_ptr`` read,
+  ``out_ptr`` written, ``in_out_ptr`` read and written, at its view's distinct elements
+  (broadcast dimensions, stride 0, counted once) times the dtype's size. Not the sum of the
+  fused ops' traffic: the intermediate values stay in registers; that is what fusion buys.
+* **FLOPs** are the fused ops' FLOPs by this package's formulas, each op counted on the
+  shapes the graph gives it. They are Inductor's *decomposed* ops (``gelu`` is
+  ``mul, mul, erf, add, mul``: 5 elementwise ops, where the eager ``aten.gelu`` counts as 1
+  per element), and include what Inductor recomputes instead of saving; so a compiled step's
+  FLOPs can exceed the eager count. Matrix work is not here: Inductor hands ``mm`` /
+  ``addmm`` / convolutions to extern kernels, which the trace records as aten ops with
+  shapes, counted as usual.
+* A kernel whose graph, provenance or shapes cannot be read (a saved trace without its
+  process, symbolic sizes, an op without a formula) keeps its time and stays uncounted, with
+  the reason.
+
+The parsing is of text that torch generates and may change between versions: everything
+unexpected makes the kernel uncounted with the reason, never a wrong number.
+"""
+
+from __future__ import annotations
+
+import ast
+import gc
+import json
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+
+__all__ = ["KernelCost", "CompiledGraph", "compiled_graphs", "read_compiled_graph", "graph_key", "kernel_name"]
+
+_CALL_PREFIX = "## Call CompiledFxGraph "
+_GRAPH_PREFIX = re.compile(r"^graph_\d+_")
+_ANNOTATION = re.compile(r"^([a-z0-9]+)\[([^\]]*)\]\[([^\]]*)\]")
+_HANDLE = re.compile(r"# \[Provenance debug handles\] (\w+):(\d+)")
+_PARAMS = re.compile(r'extern\s+"C"[^(]*\(([^)]*)\)', re.S)
+
+#: ``"f32"`` -> torch.float32, from torch.fx's own table (what the graph text is written with).
+try:
+    from torch.fx.graph import dtype_abbrs as _ABBRS
+except ImportError:  # pragma: no cover - older torch
+    _ABBRS = {}
+_DTYPE_OF = {abbr: dtype for dtype, abbr in _ABBRS.items()}
+
+
+@dataclass(frozen=True)
+class KernelCost:
+    """Work and traffic of one fused kernel call.
+
+    Attributes:
+        name: the kernel's name in its graph (``"cpp_fused_gelu_0"``).
+        flops: FLOPs of the ops it fused (module docstring), ``None`` when unknown.
+        bytes_read: bytes its arguments read, ``None`` when unknown.
+        bytes_written: bytes its arguments written, ``None`` when unknown.
+        dtype: the dtype of most of its bytes (``"float32"``), ``None`` when unknown.
+        ops: the aten ops it fused (``("aten.mul", "aten.erf", ...)``), empty when unknown.
+        reason: why it is not (fully) counted, ``None`` when it is.
+    """
+
+    name: str
+    flops: Optional[int]
+    bytes_read: Optional[int]
+    bytes_written: Optional[int]
+    dtype: Optional[str]
+    ops: Tuple[str, ...] = ()
+    reason: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class CompiledGraph:
+    """The kernels of one compiled graph, by name (see :class:`KernelCost`)."""
+
+    key: str
+    kernels: Mapping[str, KernelCost]
+
+
+def graph_key(annotation_name: str) -> Optional[str]:
+    """The cache key in a ``## Call CompiledFxGraph <key> ##`` range name, else ``None``."""
+    if not annotation_name.startswith(_CALL_PREFIX):
+        return None
+    return annotation_name[len(_CALL_PREFIX):].rstrip("# ").strip() or None
+
+
+def kernel_name(event_name: str) -> str:
+    """The kernel's name in its graph: ``"graph_0_cpp_fused_gelu_0"`` -> ``"cpp_fused_gelu_0"``."""
+    return _GRAPH_PREFIX.sub("", event_name, count=1)
+
+
+def compiled_graphs(keys: Iterable[str]) -> Dict[str, CompiledGraph]:
+    """The compiled graphs with these cache keys that this process still holds, read.
+
+    Graphs are found among the live objects (nothing of Inductor's is imported when it was
+    never used); a key with no graph is missing from the result.
+    """
+    wanted = set(keys)
+    module = sys.modules.get("torch._inductor.output_code")
+    cls = getattr(module, "CompiledFxGraph", None) if module is not None else None
+    if not wanted or cls is None:
+        return {}
+    found: Dict[str, Any] = {}
+    for obj in gc.get_objects():
+        if type(obj) is cls:  # type(), not isinstance: a dead weak proxy raises on __class__
+            key = getattr(obj, "_fx_graph_cache_key", None) or getattr(obj, "cache_key", None)
+            if key in wanted and key not in found:
+                found[key] = obj
+    return {key: read_compiled_graph(key, getattr(obj, "source_code", "") or "",
+                                     getattr(obj, "inductor_post_grad_graph_str", "") or "",
+                                     getattr(obj, "inductor_provenance_mapping_str", None))
+            for key, obj in found.items()}
+
+
+def read_compiled_graph(key: str, source_code: str, post_grad_graph: str,
+                        provenance: Optional[str]) -> CompiledGraph:
+    """Cost every C++ kernel of one compiled graph from its texts (module docstring)."""
+    try:
+        calls, tensors, params = _wrapper(source_code)
+    except (SyntaxError, ValueError):
+        return CompiledGraph(key, {})  # not a wrapper this reads: every kernel stays uncounted
+    fused = _provenance(provenance)
+    # Ops an extern kernel ran (a convolution, an mm) are counted as the aten op the trace
+    # records. Provenance can tie a C++ kernel to more ops than it computes (a kernel that
+    # changes a convolution weight's layout lists the convolution and ops after it): a
+    # kernel's FLOPs are counted only when no op it lists is an extern kernel's or another
+    # C++ kernel's, else it stays uncounted (with its bytes) rather than counted twice.
+    extern = {n for key, names in fused.items() if not key.startswith("cpp_") for n in names}
+    listed: Dict[str, int] = {}
+    for key, names in fused.items():
+        if key.startswith("cpp_"):
+            for n in set(names):
+                listed[n] = listed.get(n, 0) + 1
+    handles = dict(reversed(_HANDLE.findall(source_code)))  # kernel -> its first call's debug handle
+    nodes = _graph_nodes(post_grad_graph) if fused else {}
+    kernels: Dict[str, KernelCost] = {}
+    for name, args in calls.items():
+        traffic = _traffic(args, params.get(name), tensors)
+        if not provenance:
+            flops, ops, why = None, (), ("compile with torch._inductor.config.trace.provenance_tracking_level = 1 "
+                                         "to know the ops it fused (its FLOPs)")
+        else:
+            names = fused.get(f"{name}:{handles[name]}") if name in handles else None
+            if names is None:
+                same = [v for k, v in fused.items() if k.rsplit(":", 1)[0] == name]
+                names = same[0] if len(same) == 1 and name not in handles else None
+            shared = sorted(n for n in names or () if n in extern or listed.get(n, 0) > 1)
+            if names is not None and shared:
+                flops, ops, why = None, (), (
+                    f"torch's provenance lists ops for it that another kernel runs too ({', '.join(shared[:3])}"
+                    f"{', ...' if len(shared) > 3 else ''}): a layout change feeding an extern kernel, or a "
+                    "recomputed op; its FLOPs are left uncounted rather than counted twice")
+            else:
+                flops, ops, why = _fused_flops(names, nodes) if names is not None else (None, (), (
+                "torch recorded no provenance for it (torch records which ops a kernel fused for a model's forward "
+                "graphs, not for the backward graphs it compiles at the first backward)"))
+        if isinstance(traffic, str):
+            kernels[name] = KernelCost(name, flops, None, None, None, ops, traffic)
+            continue
+        read, written, dtype = traffic
+        kernels[name] = KernelCost(name, flops, read, written, dtype, ops, why)
+    return CompiledGraph(key, kernels)
+
+
+# --------------------------------------------------------------------------- the wrapper
+
+
+_Tensor = Tuple[Tuple[int, ...], Tuple[int, ...], torch.dtype]
+
+
+def _wrapper(source: str) -> Tuple[Dict[str, List[ast.expr]], Dict[str, _Tensor], Dict[str, List[str]]]:
+    """(kernel -> its first call's arguments, buffer/input name -> tensor, kernel -> C++ parameter names)."""
+    tree = ast.parse(source)
+    params: Dict[str, List[str]] = {}
+    tensors: Dict[str, _Tensor] = {}
+    calls: Dict[str, List[ast.expr]] = {}
+    call_body: List[ast.stmt] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            value = node.value
+            if isinstance(value, ast.Call) and _callee(value) == "async_compile.cpp_pybinding" and len(value.args) == 2:
+                code = value.args[1]
+                if isinstance(code, ast.Constant) and isinstance(code.value, str):
+                    params[node.targets[0].id] = _param_names(code.value)
+        if isinstance(node, ast.FunctionDef) and node.name == "get_args":
+            for stmt in node.body:
+                _tensor_assign(stmt, tensors, "rand_strided")
+        if isinstance(node, ast.FunctionDef) and node.name == "call":
+            call_body = node.body
+    for stmt in call_body:
+        if _tensor_assign(stmt, tensors, None):
+            continue
+        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
+            callee = _callee(stmt.value)
+            if callee in ("assert_tensor_metadata", "assert_size_stride"):
+                _asserted(stmt.value, tensors)  # an extern kernel's output: its size, checked
+                continue
+            if callee in params and callee not in calls:
+                calls[callee] = list(stmt.value.args)
+    return calls, tensors, params
+
+
+def _callee(call: ast.Call) -> str:
+    try:
+        return ast.unparse(call.func)
+    except Exception:  # noqa: BLE001 - an expression ast cannot write back: not a callee we know
+        return ""
+
+
+def _param_names(cpp: str) -> List[str]:
+    """The C++ kernel's parameter names, in order (``in_ptr0``, ``out_ptr0``, ``ks0``)."""
+    match = _PARAMS.search(cpp)
+    if match is None:
+        return []
+    return [p.strip().split()[-1].lstrip("*&") for p in match.group(1).split(",") if p.strip()]
+
+
+def _tensor_assign(stmt: ast.stmt, tensors: Dict[str, _Tensor], only: Optional[str]) -> bool:
+    """Record ``name = empty_strided_*(size, stride, dtype)`` / ``rand_strided(...)`` /
+    ``reinterpret_tensor(other, size, stride, offset)`` / ``name = other``; True when recorded."""
+    if not isinstance(stmt, ast.Assign) or len(stmt.targets) != 1 or not isinstance(stmt.targets[0], ast.Name):
+        return False
+    target, value = stmt.targets[0].id, stmt.value
+    if isinstance(value, ast.Name) and only is None:
+        if value.id in tensors:
+            tensors[target] = tensors[value.id]
+            return True
+        return False
+    if not isinstance(value, ast.Call):
+        return False
+    callee = _callee(value)
+    if only is not None and callee != only:
+        return False
+    tensor = _tensor_of(value, tensors)
+    if tensor is None:
+        return False
+    tensors[target] = tensor
+    return True
+
+
+def _asserted(call: ast.Call, tensors: Dict[str, _Tensor]) -> None:
+    """``assert_tensor_metadata(buf, size, stride, dtype, ...)`` / ``assert_size_stride(buf, size,
+    stride, ...)``: the size of a buffer an extern kernel returned."""
+    args = call.args
+    if len(args) < 3 or not isinstance(args[0], ast.Name):
+        return
+    name = args[0].id
+    dtype = _dtype(args[3]) if len(args) > 3 else None
+    if dtype is None:
+        dtype = tensors[name][2] if name in tensors else None
+    if dtype is None:
+        return
+    try:
+        tensors[name] = (tuple(ast.literal_eval(args[1])), tuple(ast.literal_eval(args[2])), dtype)
+    except (ValueError, TypeError, SyntaxError):
+        return
+
+
+def _tensor_of(value: ast.expr, tensors: Mapping[str, _Tensor]) -> Optional[_Tensor]:
+    """The tensor an argument expression stands for, or ``None``."""
+    if isinstance(value, ast.Name):
+        return tensors.get(value.id)
+    if not isinstance(value, ast.Call):
+        return None
+    callee = _callee(value)
+    try:
+        if callee.startswith("empty_strided") or callee == "rand_strided":
+            size, stride = ast.literal_eval(value.args[0]), ast.literal_eval(value.args[1])
+            dtype_node = value.args[2] if len(value.args) > 2 else next(
+                (k.value for k in value.keywords if k.arg == "dtype"), None)
+            dtype = _dtype(dtype_node)
+            return (tuple(size), tuple(stride), dtype) if dtype is not None else None
+        if callee == "reinterpret_tensor":
+            base = _tensor_of(value.args[0], tensors)
+            if base is None:
+                return None
+            size, stride = ast.literal_eval(value.args[1]), ast.literal_eval(value.args[2])
+            return (tuple(size), tuple(stride), base[2])
+    except (ValueError, TypeError, IndexError, SyntaxError):  # symbolic sizes, unexpected forms
+        return None
+    return None
+
+
+def _dtype(node: Optional[ast.expr]) -> Optional[torch.dtype]:
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "torch":
+        dtype = getattr(torch, node.attr, None)
+        return dtype if isinstance(dtype, torch.dtype) else None
+    return None
+
+
+def _distinct_elements(size: Sequence[int], stride: Sequence[int]) -> int:
+    n = 1
+    for s, st in zip(size, stride):
+        if st != 0:
+            n *= s
+    return n if all(s > 0 for s in size) else 0
+
+
+def _traffic(args: Sequence[ast.expr], names: Optional[List[str]], tensors: Mapping[str, _Tensor]):
+    """(bytes read, bytes written, dominant dtype name) of one kernel call, or the reason."""
+    if not names:
+        return "its C++ signature could not be read from the generated code"
+    read = written = 0
+    by_dtype: Dict[str, int] = {}
+    for arg, param in zip(args, names):
+        is_in, is_out = param.startswith(("in_ptr", "in_out_ptr")), param.startswith(("out_ptr", "in_out_ptr"))
+        if not (is_in or is_out):
+            continue  # a scalar (a size, a seed)
+        tensor = _tensor_of(arg, tensors)
+        if tensor is None:
+            return f"the size of its argument {ast.unparse(arg)!r} could not be read (symbolic or unexpected)"
+        size, stride, dtype = tensor
+        nbytes = _distinct_elements(size, stride) * dtype.itemsize
+        read += nbytes if is_in else 0
+        written += nbytes if is_out else 0
+        name = str(dtype).replace("torch.", "")
+        by_dtype[name] = by_dtype.get(name, 0) + nbytes
+    dtype_name = max(by_dtype, key=by_dtype.__getitem__) if by_dtype else None
+    return read, written, dtype_name
+
+
+# --------------------------------------------------------------------------- the fused ops
+
+
+def _provenance(text: Optional[str]) -> Dict[str, List[str]]:
+    """``"<kernel>:<debug handle>"`` -> the post-grad nodes it fused (``cppCodeToPost``), ``{}``
+    without it. The handle tells apart kernels of the same name in different graphs."""
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    out: Dict[str, List[str]] = {}
+    for key, nodes in (data.get("cppCodeToPost") or {}).items():
+        if isinstance(nodes, list):
+            out[str(key)] = [str(n) for n in nodes]
+    return out
+
+
+@dataclass(frozen=True)
+class _Node:
+    target: Optional[str]  # "torch.ops.aten.mul.Tensor"; None for getitem and the like
+    call: Optional[ast.Call]
+    annotation: Optional[str]
+
+
+def _graph_nodes(text: str) -> Dict[str, _Node]:
+    """name -> node of the post-grad graph's text (placeholders have no call)."""
+    text = re.sub(r"^class <[^>]*>\(", "class _Graph(", text, count=1, flags=re.M)  # "class <lambda>(...)"
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return {}
+    forward = next((n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "forward"), None)
+    if forward is None:
+        return {}
+    nodes: Dict[str, _Node] = {}
+    for arg in forward.args.args:
+        ann = arg.annotation.value if isinstance(arg.annotation, ast.Constant) else None
+        nodes[arg.arg] = _Node(None, None, ann if isinstance(ann, str) else None)
+    for stmt in forward.body:
+        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+            ann = stmt.annotation.value if isinstance(stmt.annotation, ast.Constant) else None
+            name, value = stmt.target.id, stmt.value
+        elif isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+            ann, name, value = None, stmt.targets[0].id, stmt.value
+        else:
+            continue
+        if isinstance(value, ast.Constant) and value.value is None:
+            continue  # `x = None`: the graph freeing a value, not a node
+        call = value if isinstance(value, ast.Call) else None
+        target = _callee(call) if call is not None else None
+        nodes[name] = _Node(target if target and target.startswith("torch.ops.") else None, call,
+                            ann if isinstance(ann, str) else None)
+    return nodes
+
+
+def _meta(annotation: Optional[str]) -> Optional[torch.Tensor]:
+    match = _ANNOTATION.match(annotation or "")
+    if match is None:
+        return None
+    dtype = _DTYPE_OF.get(match.group(1))
+    try:
+        size = [int(s) for s in match.group(2).split(",") if s.strip()]
+        stride = [int(s) for s in match.group(3).split(",") if s.strip()]
+    except ValueError:  # symbolic sizes (s0)
+        return None
+    if dtype is None or len(size) != len(stride):
+        return None
+    return torch.empty_strided(size, stride, dtype=dtype, device="meta")
+
+
+class _Unreadable(Exception):
+    pass
+
+
+def _value(node: ast.expr, nodes: Mapping[str, _Node]) -> Any:
+    if isinstance(node, ast.Name):
+        found = nodes.get(node.id)
+        tensor = _meta(found.annotation) if found is not None else None
+        if tensor is None:
+            raise _Unreadable(f"the shape of {node.id!r} is not in the graph's text")
+        return tensor
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return [_value(e, nodes) for e in node.elts]
+    if isinstance(node, ast.Attribute):
+        text = ast.unparse(node)
+        if text.startswith("torch."):
+            obj: Any = torch
+            for part in text.split(".")[1:]:
+                obj = getattr(obj, part, None)
+            if obj is not None:
+                return obj
+        raise _Unreadable(f"argument {text!r}")
+    if isinstance(node, ast.Call) and _callee(node) == "device":
+        return torch.device("meta")
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        raise _Unreadable(f"argument {ast.unparse(node)!r}") from None
+
+
+def _fused_flops(names: Optional[List[str]], nodes: Mapping[str, _Node]) -> Tuple[Optional[int], Tuple[str, ...], Optional[str]]:
+    """(FLOPs, ops, reason) of the post-grad nodes one kernel fused."""
+    from torch_roofline.count.mode import OpCounter
+
+    if not names:
+        return None, (), "the compiled graph does not say which ops it fused"
+    flops = 0
+    ops: List[str] = []
+    for name in names:
+        node = nodes.get(name)
+        if node is None:
+            return None, tuple(ops), f"its op {name!r} is not in the compiled graph's text"
+        if node.target is None or node.call is None:
+            continue  # getitem of a tuple output, a placeholder: no arithmetic
+        target: Any = torch
+        for part in node.target.split(".")[1:]:
+            target = getattr(target, part, None)
+            if target is None:
+                return None, tuple(ops), f"unknown op {node.target!r}"
+        try:
+            args = [_value(a, nodes) for a in node.call.args]
+            kwargs = {k.arg: _value(k.value, nodes) for k in node.call.keywords if k.arg}
+        except _Unreadable as exc:
+            return None, tuple(ops), f"its op {name!r} has an argument that cannot be rebuilt ({exc})"
+        counter = OpCounter(None, None)
+        try:
+            with counter:
+                target(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - the meta device cannot run it: unknown work
+            return None, tuple(ops), f"its op {name!r} ({node.target}) cannot run on meta tensors ({type(exc).__name__})"
+        missing = [c.op for c in counter.ops if not c.counted]
+        if missing:
+            return None, tuple(ops), f"no FLOP formula for {', '.join(sorted(set(missing)))}"
+        flops += sum(c.flops for c in counter.ops)
+        ops.extend(c.op for c in counter.ops)
+    return flops, tuple(dict.fromkeys(ops)), None
+
+
+# --------------------------------------------------------------------------- joining the trace
+
+
+def kernel_costs(events: Sequence[Any], kernels: Sequence[Any]) -> Dict[int, Any]:
+    """Each fused kernel event's :class:`KernelCost`, or the reason there is none (a string),
+    by event index.
+
+    Args:
+        events: the trace's events (for the ``## Call CompiledFxGraph <key> ##`` ranges).
+        kernels: the fused kernels' events (:func:`torch_roofline.timing.compiled.is_fused_kernel`).
+    """
+    calls: Dict[Any, List[Tuple[float, float, str]]] = {}
+    for ev in events:
+        if ev.name.startswith(_CALL_PREFIX):
+            key = graph_key(ev.name)
+            if key is not None:
+                calls.setdefault(ev.tid, []).append((ev.start_s, ev.start_s + ev.dur_s, key))
+    key_of: Dict[int, Optional[str]] = {}
+    for ev in kernels:
+        inside = [c for c in calls.get(ev.tid, ()) if c[0] <= ev.start_s + 1e-9 and ev.start_s + ev.dur_s <= c[1] + 1e-9]
+        key_of[ev.index] = min(inside, key=lambda c: c[1] - c[0])[2] if inside else None
+    graphs = compiled_graphs({k for k in key_of.values() if k is not None})
+    out: Dict[int, Any] = {}
+    for ev in kernels:
+        key = key_of[ev.index]
+        if key is None:
+            out[ev.index] = "the trace does not say which compiled graph ran it (no CompiledFxGraph range around it)"
+        elif key not in graphs:
+            out[ev.index] = ("its compiled graph is not in this process (a trace read in another process, or the "
+                             "compiled model was freed), so the ops it fused are unknown")
+        else:
+            found = graphs[key].kernels.get(kernel_name(ev.name))
+            out[ev.index] = found if found is not None else "it is not among its compiled graph's kernels"
+    return out
