@@ -271,6 +271,43 @@ def test_profiling_a_compiled_model_runs_its_fused_kernels_as_rows_without_compi
     assert sorted(o.op for o in saved_rows) == sorted(e.name for e in kernels)
     _check_kernel_costs(saved_rows, saved)
     assert _frames() == frames
+    if not in_place:
+        _check_in_a_fresh_process(path)
+
+
+def _check_in_a_fresh_process(path):
+    """The saved trace read by another process: with the graphs saved beside it, the same
+    kernel costs; without them, uncounted rows that say how to save them."""
+    import json
+    import subprocess
+    import sys
+
+    from torch_roofline.timing.inductor import SIDECAR_SUFFIX, save_compiled_graphs
+
+    bare = path.replace(".json", "_bare.json")
+    shutil.copy(path, bare)
+    assert save_compiled_graphs(path + SIDECAR_SUFFIX) >= 2  # forward and backward graphs
+    script = (
+        "import json, sys\n"
+        "from torch_roofline import from_trace\n"
+        "from torch_roofline.devices import Device\n"
+        "r = from_trace(sys.argv[1], roof=Device(name='flat', peak_flops={'fp32': 1e11}, bandwidth=1e10))\n"
+        "print(json.dumps([[o.op, o.flops, o.bytes_read, o.bytes_written] for o in r.ops if 'cpp_fused' in o.op]"
+        " + [list(r.notes)]))\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+    def read(p):
+        out = subprocess.run([sys.executable, "-c", script, p], capture_output=True, text=True, env=env, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        rows = json.loads(out.stdout.strip().splitlines()[-1])
+        return {r[0]: r[1:] for r in rows[:-1]}, rows[-1]
+
+    rows, _ = read(path)
+    assert rows["graph_0_cpp_fused_gelu_0"] == [5 * B * H, 4 * B * H, 4 * B * H]
+    rows, notes = read(bare)
+    assert rows["graph_0_cpp_fused_gelu_0"][0] is None
+    assert any("save_compiled_graphs" in n for n in notes), notes
 
 
 @needs_compiler
@@ -392,3 +429,16 @@ def test_a_compiled_submodule_gets_one_row_named_as_written():
     assert kernels and all(o.name == "encoder" for o in kernels)
     # head: one addmm forward, 2*B*D*10 FLOPs, counted as recorded
     assert sum(o.flops for o in report.ops if o.name == "head" and o.phase == "forward" and o.flops) == 2 * B * D * 10
+
+
+def test_a_bad_compiled_graphs_file_is_named_in_the_error(tmp_path):
+    from torch_roofline.timing.inductor import load_compiled_graphs
+
+    bad = tmp_path / "trace.json.inductor.json.gz"
+    bad.write_text("not gzip")
+    with pytest.raises(ValueError, match="trace.json.inductor.json.gz.*save_compiled_graphs"):
+        load_compiled_graphs(str(bad))
+    with gzip.open(tmp_path / "other.json.gz", "wt") as f:
+        f.write('{"format": "something else"}')
+    with pytest.raises(ValueError, match="expected .*torch_roofline.inductor/1"):
+        load_compiled_graphs(str(tmp_path / "other.json.gz"))

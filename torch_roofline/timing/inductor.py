@@ -16,7 +16,11 @@ process that keeps
   kernel fused (``"cppCodeToPost": {"cpp_fused_gelu_0:2": ["mul", "erf", ...]}``).
 
 The trace names the graph each kernel ran in: the kernel's event lies inside the graph's
-``## Call CompiledFxGraph <cache key> ##`` range.
+``## Call CompiledFxGraph <cache key> ##`` range. A trace read in another process finds its
+graphs in a file saved beside it: :func:`save_compiled_graphs` writes every compiled graph
+of the process to ``<trace file>.inductor.json.gz`` (gzipped JSON ``{"format":
+"torch_roofline.inductor/1", "torch": version, "graphs": {key: {"wrapper": ..., "graph": ...,
+"provenance": ...}}}``), which ``from_trace`` reads when it is there.
 
 Conventions (a kernel's row):
 
@@ -44,6 +48,7 @@ from __future__ import annotations
 import ast
 import gc
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -51,7 +56,12 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["KernelCost", "CompiledGraph", "compiled_graphs", "read_compiled_graph", "graph_key", "kernel_name"]
+__all__ = ["KernelCost", "CompiledGraph", "compiled_graphs", "read_compiled_graph", "graph_key", "kernel_name",
+           "kernel_costs", "save_compiled_graphs", "load_compiled_graphs", "SIDECAR_SUFFIX"]
+
+#: Suffix of the file beside a trace holding its compiled graphs (:func:`save_compiled_graphs`).
+SIDECAR_SUFFIX = ".inductor.json.gz"
+_FORMAT = "torch_roofline.inductor/1"
 
 _CALL_PREFIX = "## Call CompiledFxGraph "
 _GRAPH_PREFIX = re.compile(r"^graph_\d+_")
@@ -110,27 +120,77 @@ def kernel_name(event_name: str) -> str:
     return _GRAPH_PREFIX.sub("", event_name, count=1)
 
 
-def compiled_graphs(keys: Iterable[str]) -> Dict[str, CompiledGraph]:
-    """The compiled graphs with these cache keys that this process still holds, read.
-
-    Graphs are found among the live objects (nothing of Inductor's is imported when it was
-    never used); a key with no graph is missing from the result.
-    """
-    wanted = set(keys)
+def _live_texts(wanted: Optional[set] = None) -> Dict[str, Tuple[str, str, Optional[str]]]:
+    """key -> (wrapper, post-grad graph, provenance) of the compiled graphs this process holds
+    (all of them without ``wanted``). Found among the live objects; nothing of Inductor's is
+    imported when it was never used."""
     module = sys.modules.get("torch._inductor.output_code")
     cls = getattr(module, "CompiledFxGraph", None) if module is not None else None
-    if not wanted or cls is None:
+    if cls is None or wanted is not None and not wanted:
         return {}
-    found: Dict[str, Any] = {}
+    found: Dict[str, Tuple[str, str, Optional[str]]] = {}
     for obj in gc.get_objects():
         if type(obj) is cls:  # type(), not isinstance: a dead weak proxy raises on __class__
             key = getattr(obj, "_fx_graph_cache_key", None) or getattr(obj, "cache_key", None)
-            if key in wanted and key not in found:
-                found[key] = obj
-    return {key: read_compiled_graph(key, getattr(obj, "source_code", "") or "",
-                                     getattr(obj, "inductor_post_grad_graph_str", "") or "",
-                                     getattr(obj, "inductor_provenance_mapping_str", None))
-            for key, obj in found.items()}
+            if key and (wanted is None or key in wanted) and key not in found:
+                found[key] = (getattr(obj, "source_code", "") or "",
+                              getattr(obj, "inductor_post_grad_graph_str", "") or "",
+                              getattr(obj, "inductor_provenance_mapping_str", None))
+    return found
+
+
+def compiled_graphs(keys: Iterable[str]) -> Dict[str, CompiledGraph]:
+    """The compiled graphs with these cache keys that this process still holds, read; a key
+    with no graph is missing from the result."""
+    return {key: read_compiled_graph(key, *texts) for key, texts in _live_texts(set(keys)).items()}
+
+
+def save_compiled_graphs(path: str) -> int:
+    """Write every compiled graph this process holds to ``path`` (for a trace saved as
+    ``trace.json``, ``path`` = ``"trace.json" + SIDECAR_SUFFIX``, which ``from_trace`` finds by
+    itself); returns how many. Call it after the profiled steps, before the model is freed.
+
+    Example::
+
+        prof.export_chrome_trace("trace.json")
+        save_compiled_graphs("trace.json" + SIDECAR_SUFFIX)
+    """
+    import gzip
+
+    import torch as _torch
+
+    texts = _live_texts()
+    doc = {"format": _FORMAT, "torch": _torch.__version__,
+           "graphs": {k: {"wrapper": w, "graph": g, "provenance": p} for k, (w, g, p) in texts.items()}}
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        json.dump(doc, f)
+    return len(texts)
+
+
+def load_compiled_graphs(path: str) -> Dict[str, CompiledGraph]:
+    """The compiled graphs saved by :func:`save_compiled_graphs`, read.
+
+    Raises:
+        ValueError: ``path`` is not such a file (the message names it and what it holds).
+    """
+    import gzip
+
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ValueError(f"load_compiled_graphs({path!r}): not a gzipped JSON file written by save_compiled_graphs "
+                         f"({type(exc).__name__}: {exc}); write it again with "
+                         "torch_roofline.timing.inductor.save_compiled_graphs") from None
+    if not isinstance(doc, dict) or doc.get("format") != _FORMAT or not isinstance(doc.get("graphs"), dict):
+        raise ValueError(f"load_compiled_graphs({path!r}): expected {{'format': {_FORMAT!r}, 'graphs': {{...}}}}, "
+                         f"got a {type(doc).__name__} with format {doc.get('format') if isinstance(doc, dict) else None!r}")
+    out: Dict[str, CompiledGraph] = {}
+    for key, texts in doc["graphs"].items():
+        if isinstance(texts, dict):
+            out[str(key)] = read_compiled_graph(str(key), str(texts.get("wrapper") or ""), str(texts.get("graph") or ""),
+                                                texts.get("provenance") or None)
+    return out
 
 
 def read_compiled_graph(key: str, source_code: str, post_grad_graph: str,
@@ -483,13 +543,15 @@ def _fused_flops(names: Optional[List[str]], nodes: Mapping[str, _Node]) -> Tupl
 # --------------------------------------------------------------------------- joining the trace
 
 
-def kernel_costs(events: Sequence[Any], kernels: Sequence[Any]) -> Dict[int, Any]:
+def kernel_costs(events: Sequence[Any], kernels: Sequence[Any], source: Optional[str] = None) -> Dict[int, Any]:
     """Each fused kernel event's :class:`KernelCost`, or the reason there is none (a string),
     by event index.
 
     Args:
         events: the trace's events (for the ``## Call CompiledFxGraph <key> ##`` ranges).
         kernels: the fused kernels' events (:func:`torch_roofline.timing.compiled.is_fused_kernel`).
+        source: the trace's file; its graphs are read from ``source + SIDECAR_SUFFIX`` when that
+            file exists, else from this process.
     """
     calls: Dict[Any, List[Tuple[float, float, str]]] = {}
     for ev in events:
@@ -501,15 +563,27 @@ def kernel_costs(events: Sequence[Any], kernels: Sequence[Any]) -> Dict[int, Any
     for ev in kernels:
         inside = [c for c in calls.get(ev.tid, ()) if c[0] <= ev.start_s + 1e-9 and ev.start_s + ev.dur_s <= c[1] + 1e-9]
         key_of[ev.index] = min(inside, key=lambda c: c[1] - c[0])[2] if inside else None
-    graphs = compiled_graphs({k for k in key_of.values() if k is not None})
+    keys = {k for k in key_of.values() if k is not None}
+    sidecar = source + SIDECAR_SUFFIX if source else None
+    graphs: Dict[str, CompiledGraph] = {}
+    unreadable = None
+    if sidecar and os.path.isfile(sidecar):
+        try:
+            graphs = load_compiled_graphs(sidecar)
+        except ValueError as exc:  # the report goes on; each kernel says why it is uncounted
+            unreadable = str(exc)
+    graphs.update(compiled_graphs(keys - set(graphs)))
     out: Dict[int, Any] = {}
     for ev in kernels:
         key = key_of[ev.index]
         if key is None:
             out[ev.index] = "the trace does not say which compiled graph ran it (no CompiledFxGraph range around it)"
+        elif key not in graphs and unreadable is not None:
+            out[ev.index] = unreadable
         elif key not in graphs:
             out[ev.index] = ("its compiled graph is not in this process (a trace read in another process, or the "
-                             "compiled model was freed), so the ops it fused are unknown")
+                             "compiled model was freed) nor in a file beside the trace (save it with "
+                             "torch_roofline.timing.inductor.save_compiled_graphs(trace_path + SIDECAR_SUFFIX))")
         else:
             found = graphs[key].kernels.get(kernel_name(ev.name))
             out[ev.index] = found if found is not None else "it is not among its compiled graph's kernels"

@@ -213,7 +213,7 @@ def shape_costs(trace: Trace, timing: TraceTiming, *, identities: Optional[Ident
         tensors.append(_row_tensors(static, identity, ev))
     spans = _storage_spans(tensors) if use_ids else {}
     kernel_events = [ev for ev in found if ev is not None and is_fused_kernel(ev.name)]
-    fused = kernel_costs(trace.events, kernel_events) if kernel_events else {}
+    fused = kernel_costs(trace.events, kernel_events, trace.source) if kernel_events else {}
     replayer = _Replayer(formulas)
     traffic = _StepTraffic()
     costs: List[OpCost] = []
