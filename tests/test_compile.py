@@ -73,6 +73,17 @@ def _compiled(kernel_profile: bool, in_place: bool = False):
     return model, run, x
 
 
+def _profile_once(model, x):
+    """One training step of ``model`` under the profiler: (profiler, report, frames compiled
+    during it)."""
+    frames = _frames()
+    prof = RooflineProfiler(model, roof=FLAT)
+    with prof:
+        model(x).sum().backward()
+    report = prof.report()
+    return prof, report, _frames() - frames
+
+
 def _matrix_flops(report) -> int:
     return sum(o.flops for o in report.ops if o.op in ("aten.mm", "aten.addmm") and o.flops)
 
@@ -230,13 +241,10 @@ def test_imprecise_provenance_is_not_counted_twice_and_a_clean_kernel_is_counted
 @pytest.mark.parametrize("in_place", [False, True], ids=["torch.compile(model)", "model.compile()"])
 def test_profiling_a_compiled_model_runs_its_fused_kernels_as_rows_without_compiling_again(in_place, tmp_path):
     model, run, x = _compiled(kernel_profile=True, in_place=in_place)
+    prof, report, compiled = _profile_once(run, x)
     frames = _frames()
-    prof = RooflineProfiler(run, roof=FLAT)
-    with prof:
-        run(x).sum().backward()
-    report = prof.report()
     # Nothing was compiled again: no new Dynamo frame, no compile time in the step.
-    assert _frames() == frames
+    assert compiled == 0
     assert not any("compiling" in n for n in report.notes), report.notes
 
     # Every fused kernel the trace recorded is in exactly one row, with its measured time.
@@ -313,10 +321,7 @@ def _check_in_a_fresh_process(path):
 @needs_compiler
 def test_a_compiled_model_without_kernel_profiling_gets_the_note():
     _, run, x = _compiled(kernel_profile=False)
-    prof = RooflineProfiler(run, roof=FLAT)
-    with prof:
-        run(x).sum().backward()
-    report = prof.report()
+    _, report, _ = _profile_once(run, x)
     assert not any(is_fused_kernel(o.op) for o in report.ops)
     assert any("enable_kernel_profile = True" in n for n in report.notes), report.notes
 
@@ -388,10 +393,8 @@ def test_a_graph_break_is_listed_with_its_frames_and_reason():
     with inductor_config.patch({"cpp.enable_kernel_profile": True}):
         run = torch.compile(Broken())
         run(x).sum().backward()
-    prof = RooflineProfiler(run, roof=FLAT)
-    with prof:
-        run(x).sum().backward()
-    note = next(n for n in prof.report().notes if n.startswith("torch.compile:"))
+    _, report, _ = _profile_once(run, x)
+    note = next(n for n in report.notes if n.startswith("torch.compile:"))
     assert "2 compiled frame(s) ran per step" in note and "in the root" in note, note
     assert "graph_break()" in note, note
 
@@ -416,12 +419,8 @@ def test_a_compiled_submodule_gets_one_row_named_as_written():
     net, x = Net(), torch.randn(B, D)
     with inductor_config.patch({"cpp.enable_kernel_profile": True}):
         net(x).sum().backward()
-    frames = _frames()
-    prof = RooflineProfiler(net, roof=FLAT)
-    with prof:
-        net(x).sum().backward()
-    report = prof.report()
-    assert _frames() == frames
+    prof, report, compiled = _profile_once(net, x)
+    assert compiled == 0
     rows = {(m.name, m.phase): m for m in report.modules}
     assert {m.name for m in report.modules} == {"", "encoder", "head", "(outside modules)"}  # the .sum() loss
     assert rows[("encoder", "forward")].type == "Sequential (compiled)" and rows[("encoder", "forward")].calls == 1
