@@ -1,0 +1,175 @@
+"""The generated wrapper of an Inductor graph, read for each C++ kernel's traffic.
+
+Used by :mod:`torch_roofline.timing.inductor` (conventions there): which buffers each kernel is
+called with, their sizes, strides and dtypes (``empty_strided_cpu(...)``, ``rand_strided(...)``
+in ``get_args()``, ``reinterpret_tensor(...)``, the ``assert_tensor_metadata(...)`` checks after
+extern kernels, ``a = b`` reuses), and which the kernel reads or writes (its C++ parameter
+names ``in_ptr``/``out_ptr``/``in_out_ptr``).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+
+__all__ = ["callee_name", "kernel_traffic", "read_wrapper"]
+
+_PARAMS = re.compile(r'extern\s+"C"[^(]*\(([^)]*)\)', re.S)
+
+
+_Tensor = Tuple[Tuple[int, ...], Tuple[int, ...], torch.dtype]
+
+
+def read_wrapper(source: str) -> Tuple[Dict[str, List[ast.expr]], Dict[str, _Tensor], Dict[str, List[str]]]:
+    """(kernel -> its first call's arguments, buffer/input name -> tensor, kernel -> C++ parameter names)."""
+    tree = ast.parse(source)
+    params: Dict[str, List[str]] = {}
+    tensors: Dict[str, _Tensor] = {}
+    calls: Dict[str, List[ast.expr]] = {}
+    call_body: List[ast.stmt] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            value = node.value
+            if isinstance(value, ast.Call) and callee_name(value) == "async_compile.cpp_pybinding" and len(value.args) == 2:
+                code = value.args[1]
+                if isinstance(code, ast.Constant) and isinstance(code.value, str):
+                    params[node.targets[0].id] = _param_names(code.value)
+        if isinstance(node, ast.FunctionDef) and node.name == "get_args":
+            for stmt in node.body:
+                _tensor_assign(stmt, tensors, "rand_strided")
+        if isinstance(node, ast.FunctionDef) and node.name == "call":
+            call_body = node.body
+    for stmt in call_body:
+        if _tensor_assign(stmt, tensors, None):
+            continue
+        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
+            callee = callee_name(stmt.value)
+            if callee in ("assert_tensor_metadata", "assert_size_stride"):
+                _asserted(stmt.value, tensors)  # an extern kernel's output: its size, checked
+                continue
+            if callee in params and callee not in calls:
+                calls[callee] = list(stmt.value.args)
+    return calls, tensors, params
+
+
+def callee_name(call: ast.Call) -> str:
+    """The called expression as source text (``"async_compile.cpp_pybinding"``), or ``""``."""
+    try:
+        return ast.unparse(call.func)
+    except Exception:  # noqa: BLE001 - an expression ast cannot write back: not a callee we know
+        return ""
+
+
+def _param_names(cpp: str) -> List[str]:
+    """The C++ kernel's parameter names, in order (``in_ptr0``, ``out_ptr0``, ``ks0``)."""
+    match = _PARAMS.search(cpp)
+    if match is None:
+        return []
+    return [p.strip().split()[-1].lstrip("*&") for p in match.group(1).split(",") if p.strip()]
+
+
+def _tensor_assign(stmt: ast.stmt, tensors: Dict[str, _Tensor], only: Optional[str]) -> bool:
+    """Record ``name = empty_strided_*(size, stride, dtype)`` / ``rand_strided(...)`` /
+    ``reinterpret_tensor(other, size, stride, offset)`` / ``name = other``; True when recorded."""
+    if not isinstance(stmt, ast.Assign) or len(stmt.targets) != 1 or not isinstance(stmt.targets[0], ast.Name):
+        return False
+    target, value = stmt.targets[0].id, stmt.value
+    if isinstance(value, ast.Name) and only is None:
+        if value.id in tensors:
+            tensors[target] = tensors[value.id]
+            return True
+        return False
+    if not isinstance(value, ast.Call):
+        return False
+    callee = callee_name(value)
+    if only is not None and callee != only:
+        return False
+    tensor = _tensor_of(value, tensors)
+    if tensor is None:
+        return False
+    tensors[target] = tensor
+    return True
+
+
+def _asserted(call: ast.Call, tensors: Dict[str, _Tensor]) -> None:
+    """``assert_tensor_metadata(buf, size, stride, dtype, ...)`` / ``assert_size_stride(buf, size,
+    stride, ...)``: the size of a buffer an extern kernel returned."""
+    args = call.args
+    if len(args) < 3 or not isinstance(args[0], ast.Name):
+        return
+    name = args[0].id
+    dtype = _dtype(args[3]) if len(args) > 3 else None
+    if dtype is None:
+        dtype = tensors[name][2] if name in tensors else None
+    if dtype is None:
+        return
+    try:
+        tensors[name] = (tuple(ast.literal_eval(args[1])), tuple(ast.literal_eval(args[2])), dtype)
+    except (ValueError, TypeError, SyntaxError):
+        return
+
+
+def _tensor_of(value: ast.expr, tensors: Mapping[str, _Tensor]) -> Optional[_Tensor]:
+    """The tensor an argument expression stands for, or ``None``."""
+    if isinstance(value, ast.Name):
+        return tensors.get(value.id)
+    if not isinstance(value, ast.Call):
+        return None
+    callee = callee_name(value)
+    try:
+        if callee.startswith("empty_strided") or callee == "rand_strided":
+            size, stride = ast.literal_eval(value.args[0]), ast.literal_eval(value.args[1])
+            dtype_node = value.args[2] if len(value.args) > 2 else next(
+                (k.value for k in value.keywords if k.arg == "dtype"), None)
+            dtype = _dtype(dtype_node)
+            return (tuple(size), tuple(stride), dtype) if dtype is not None else None
+        if callee == "reinterpret_tensor":
+            base = _tensor_of(value.args[0], tensors)
+            if base is None:
+                return None
+            size, stride = ast.literal_eval(value.args[1]), ast.literal_eval(value.args[2])
+            return (tuple(size), tuple(stride), base[2])
+    except (ValueError, TypeError, IndexError, SyntaxError):  # symbolic sizes, unexpected forms
+        return None
+    return None
+
+
+def _dtype(node: Optional[ast.expr]) -> Optional[torch.dtype]:
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "torch":
+        dtype = getattr(torch, node.attr, None)
+        return dtype if isinstance(dtype, torch.dtype) else None
+    return None
+
+
+def _distinct_elements(size: Sequence[int], stride: Sequence[int]) -> int:
+    n = 1
+    for s, st in zip(size, stride):
+        if st != 0:
+            n *= s
+    return n if all(s > 0 for s in size) else 0
+
+
+def kernel_traffic(args: Sequence[ast.expr], names: Optional[List[str]], tensors: Mapping[str, _Tensor]):
+    """(bytes read, bytes written, dominant dtype name) of one kernel call, or the reason."""
+    if not names:
+        return "its C++ signature could not be read from the generated code"
+    read = written = 0
+    by_dtype: Dict[str, int] = {}
+    for arg, param in zip(args, names):
+        is_in, is_out = param.startswith(("in_ptr", "in_out_ptr")), param.startswith(("out_ptr", "in_out_ptr"))
+        if not (is_in or is_out):
+            continue  # a scalar (a size, a seed)
+        tensor = _tensor_of(arg, tensors)
+        if tensor is None:
+            return f"the size of its argument {ast.unparse(arg)!r} could not be read (symbolic or unexpected)"
+        size, stride, dtype = tensor
+        nbytes = _distinct_elements(size, stride) * dtype.itemsize
+        read += nbytes if is_in else 0
+        written += nbytes if is_out else 0
+        name = str(dtype).replace("torch.", "")
+        by_dtype[name] = by_dtype.get(name, 0) + nbytes
+    dtype_name = max(by_dtype, key=by_dtype.__getitem__) if by_dtype else None
+    return read, written, dtype_name
