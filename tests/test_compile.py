@@ -359,8 +359,7 @@ def test_lightning_fit_of_a_compiled_module_does_not_compile_again_and_times_its
         trainer = L.Trainer(max_steps=5, callbacks=callbacks, logger=False, enable_progress_bar=False,
                             enable_checkpointing=False, enable_model_summary=False, default_root_dir=str(tmp_path))
         before = _frames()
-        with inductor_config.patch({"cpp.enable_kernel_profile": True}):
-            trainer.fit(torch.compile(AutoEncoder()), data)
+        trainer.fit(torch.compile(AutoEncoder()), data)  # the callback asks Inductor to record the kernels
         return _frames() - before
 
     plain = fit([])
@@ -369,7 +368,14 @@ def test_lightning_fit_of_a_compiled_module_does_not_compile_again_and_times_its
         profiled = fit([callback])
     assert profiled == plain  # the same compiled frames: nothing compiled again for the window
     report = callback.reports[-1]
-    assert any(is_fused_kernel(o.op) and o.time_s > 0 and not o.counted for o in report.ops)
+    kernels = [o for o in report.ops if is_fused_kernel(o.op)]
+    assert kernels and all(o.time_s > 0 for o in kernels)
+    # the forward ReLU kernel, one code for the encoder's and the decoder's hidden layers
+    # (B x 16 each): called twice, B x 16 elements read and written per call
+    relu = next(o for o in kernels if o.op.endswith("cpp_fused_relu_0"))
+    assert relu.counted and relu.calls == 2 and relu.flops == 2 * B * 16
+    assert relu.bytes_read == relu.bytes_written == 2 * 4 * B * 16
+    assert not inductor_config.cpp.enable_kernel_profile  # the fit's settings are given back
     assert any("runs under torch.compile" in n for n in report.notes), report.notes
 
 
@@ -441,3 +447,18 @@ def test_a_bad_compiled_graphs_file_is_named_in_the_error(tmp_path):
         f.write('{"format": "something else"}')
     with pytest.raises(ValueError, match="expected .*torch_roofline.inductor/1"):
         load_compiled_graphs(str(tmp_path / "other.json.gz"))
+
+
+@needs_compiler
+def test_a_model_compiled_inside_the_block_records_its_kernels_and_the_settings_come_back():
+    import torch._dynamo
+    import torch._inductor.config as inductor_config
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    run, x = torch.compile(Block()), torch.randn(B, D)  # lazy: compiles at its first call
+    _, report, compiled = _profile_once(run, x)
+    assert compiled >= 1 and any("compiling" in n for n in report.notes)
+    gelu = next(o for o in report.ops if o.op == "graph_0_cpp_fused_gelu_0")
+    assert gelu.counted and gelu.flops == 5 * B * H
+    assert not inductor_config.cpp.enable_kernel_profile and inductor_config.trace.provenance_tracking_level == 0

@@ -122,6 +122,7 @@ import torch
 
 from torch_roofline.records import check_memory_model
 from torch_roofline.scalars import finite as _finite, percent as _percent, totals_scalars
+from torch_roofline.timing.compiled import recording_compiled_kernels
 from torch_roofline.timing.ranges import compiled_modules, phase_range
 
 __all__ = ["Roofline", "RooflinePL", "RooflineSchedule", "comm_scalars", "rank_summary", "report_scalars"]
@@ -433,6 +434,7 @@ class _RooflineLogic:
         self._windows_done: List[int] = []  # start steps of completed windows (checkpointed)
         self._val_windows_done: List[int] = []
         self._window: Optional[_Window] = None
+        self._inductor: Any = None  # recording_compiled_kernels() during a fit of a compiled module
         self._last_global_step: Optional[int] = None
         self._warned_no_logger = False
         self._device: Any = None  # the roofs resolved for the first report, reused by later windows
@@ -468,6 +470,9 @@ class _RooflineLogic:
             )
         compiled = [name for name, _ in compiled_modules(pl_module)]
         if compiled:
+            if self._inductor is None:  # the fit compiles at its first step: record the kernels
+                self._inductor = recording_compiled_kernels()
+                self._inductor.__enter__()
             names = ", ".join(repr(n) if n else "the LightningModule's forward" for n in compiled)
             warnings.warn(
                 f"Roofline: {names} run(s) under torch.compile. Module ranges are not recorded inside compiled "
@@ -547,8 +552,13 @@ class _RooflineLogic:
         self._writer.join()
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        self._abort(None)
-        self._writer.join()
+        try:
+            self._abort(None)
+            self._writer.join()
+        finally:
+            if self._inductor is not None:
+                inductor, self._inductor = self._inductor, None
+                inductor.__exit__(None, None, None)
 
     # ---- window ---------------------------------------------------------------------
     def _open(self, trainer: Any, pl_module: Any, kind: str) -> None:

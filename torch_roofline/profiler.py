@@ -24,10 +24,13 @@ the module whose range called it. Its bytes (its arguments' sizes) and FLOPs (th
 fused) come from its compiled graph's generated code (:mod:`torch_roofline.timing.inductor`:
 conventions, and why a backward kernel's FLOPs are unknown, which leaves it an uncounted row
 with its bytes); the matrix work Inductor hands to extern ``mm`` / ``addmm`` calls is counted
-as recorded. Compile with ``torch._inductor.config.cpp.enable_kernel_profile = True`` (the
-kernels' events) and ``torch._inductor.config.trace.provenance_tracking_level = 1`` (the
-ops each kernel fused); without the first the notes say so and the kernels' time is the
-calling module's self time. The notes list the compiled frames that ran (graph breaks,
+as recorded. Inductor records a kernel's event when the model is compiled with
+``torch._inductor.config.cpp.enable_kernel_profile = True`` and which ops it fused with
+``torch._inductor.config.trace.provenance_tracking_level = 1``: the profiler sets both while
+its block runs when the model has compiled parts (``recording_compiled_kernels``), so a model
+that compiles inside the block (its first call) records them; a model compiled before keeps
+what it was compiled with (set both before its first call), and without kernel events the
+notes say so and the kernels' time is the calling module's self time. The notes list the compiled frames that ran (graph breaks,
 recompilations): :mod:`torch_roofline.timing.compiled`.
 """
 
@@ -48,7 +51,8 @@ from torch_roofline.count.mode import module_infos
 from torch_roofline.records import OUTSIDE, ModuleInfo, OpCost, Roof, check_memory_model
 from torch_roofline.report import DeviceInfo, RooflineReport
 from torch_roofline.timing.attribution import TraceTiming, attribute
-from torch_roofline.timing.compiled import compiled_calls, compiled_kernels_note, compiled_regions_note
+from torch_roofline.timing.compiled import (compiled_calls, compiled_kernels_note, compiled_regions_note,
+                                           recording_compiled_kernels)
 from torch_roofline.timing.faults import NOTE_THRESHOLD_FAULTS, page_fault_note
 from torch_roofline.timing.identity import Identities
 from torch_roofline.timing.ranges import (LABELS_KEY, PHASE_PREFIX, RANGE_PREFIX, Models, ModuleRanges,
@@ -277,6 +281,7 @@ class RooflineProfiler:
         )
         self._handles: List[Any] = []
         self._headroom: Any = None
+        self._inductor: Any = None  # recording_compiled_kernels() while a compiled model is profiled
         self._device_obj: Any = None
         self._report: Optional[RooflineReport] = None
         self._costs: Optional[ShapeCosts] = None
@@ -294,6 +299,9 @@ class RooflineProfiler:
             # module ranges add a frame per module level: keep the plain forward's depth limit
             self._headroom = hooked_call_headroom()
             self._headroom.__enter__()
+            if self._ranges.compiled:  # compiles inside the block record their kernels
+                self._inductor = recording_compiled_kernels()
+                self._inductor.__enter__()
             self._ranges.__enter__()
             self._session.__enter__()
         except BaseException:
@@ -313,6 +321,9 @@ class RooflineProfiler:
             if self._headroom is not None:
                 self._headroom.__exit__(None, None, None)
                 self._headroom = None
+            if self._inductor is not None:
+                inductor, self._inductor = self._inductor, None
+                inductor.__exit__(None, None, None)
             _ACTIVE.on = False
 
     def _remove_hooks(self) -> None:

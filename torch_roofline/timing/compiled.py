@@ -20,22 +20,38 @@ compiled regions (:func:`compiled_regions`) and words the report's notes.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from torch_roofline.timing.ranges import RANGE_PREFIX, parse_range_name, read_labels
 from torch_roofline.timing.trace import Trace, TraceEvent
 
 __all__ = ["CompiledRegion", "compiled_calls", "compiled_kernels_note", "compiled_regions",
-           "compiled_regions_note", "is_fused_kernel"]
+           "compiled_regions_note", "is_fused_kernel", "recording_compiled_kernels"]
 
 #: Inductor's C++ kernels as torch.profiler records them on the CPU (``graph_0_cpp_fused_gelu_0``).
 _FUSED_KERNEL = re.compile(r"^(?:graph_\d+_)?cpp_fused_\w+$")
 _REGION = re.compile(r"^Torch-Compiled Region: (\d+)/(\d+)")
 _COMPILE_ID = re.compile(r"compile_id=(\d+)/(\d+)")
 _REGION_PREFIX = "Torch-Compiled Region"
+
+
+@contextlib.contextmanager
+def recording_compiled_kernels() -> Iterator[None]:
+    """While active, what Inductor compiles records a profiler event per fused CPU kernel
+    (``cpp.enable_kernel_profile``) and which ops each kernel fused
+    (``trace.provenance_tracking_level`` 1); the previous settings come back on exit. Code
+    compiled before keeps what it was compiled with. The profiler and the Lightning callback
+    enter it when the model has compiled parts (compilation is lazy: a model compiles at its
+    first call, often inside the profiled block or the fit)."""
+    import torch._inductor.config as inductor_config
+
+    level = max(int(inductor_config.trace.provenance_tracking_level or 0), 1)
+    with inductor_config.patch({"cpp.enable_kernel_profile": True, "trace.provenance_tracking_level": level}):
+        yield
 
 
 def is_fused_kernel(name: str) -> bool:
