@@ -252,11 +252,16 @@ def compiled_modules(root: Optional[nn.Module]) -> List[Tuple[str, nn.Module]]:
         return []
     found: List[Tuple[str, nn.Module]] = []
     for fqn, module in _named_modules(root):
-        if any(fqn == name or fqn.startswith(name + ".") if name else True for name, _ in found):
+        if any(_within(fqn, name) for name, _ in found):
             continue
         if _is_optimized(module) or getattr(module, "_compiled_call_impl", None) is not None or _lightning_compiled(module):
             found.append((fqn, module))
     return found
+
+
+def _within(fqn: str, name: str) -> bool:
+    """True when module ``fqn`` is module ``name`` or inside it (``""`` holds every module)."""
+    return not name or fqn == name or fqn.startswith(name + ".")
 
 
 def _lightning_compiled(module: nn.Module) -> bool:
@@ -316,7 +321,7 @@ class ModuleRanges:
 
     def in_compiled(self, fqn: str) -> bool:
         """True for a module strictly inside a compiled part (it gets no range of its own)."""
-        return any(fqn.startswith(name + ".") if name else fqn != "" for name, _ in self.compiled)
+        return any(_within(fqn, name) and fqn != name for name, _ in self.compiled)
 
     def label_of(self, fqn: str) -> str:
         """The range label of the module ``fqn``: the name itself when the trace keeps it
@@ -344,7 +349,7 @@ class ModuleRanges:
                 for fqn, module in _named_modules(self.tree):
                     if fqn == "" and self.root_type == "step":
                         continue
-                    if any(fqn == name or fqn.startswith(name + ".") if name else True for name, _ in compiled):
+                    if any(_within(fqn, name) for name, _ in compiled):
                         continue  # compiled: one range around the compiled call, below
                     self._wrap(module, RANGE_PREFIX + self.label_of(fqn))
                 for fqn, module in compiled:
