@@ -35,7 +35,7 @@ from torch_roofline.count.result import CountResult
 from torch_roofline.records import OpCost
 from torch_roofline.report import RooflineReport
 from torch_roofline.timing.attribution import TraceTiming, attribute
-from torch_roofline.timing.compiled import compiled_kernels_note, compiled_regions_note
+from torch_roofline.timing.compiled import compiled_kernels_note, compiled_regions_note, scan_compiled
 from torch_roofline.timing.counters import KernelCounters, kernel_counters
 from torch_roofline.timing.shapes import has_recorded_shapes, per_step, shape_costs
 from torch_roofline.timing.steps import split_steps, within
@@ -292,6 +292,7 @@ def _from_trace(path: Any, model: Optional[nn.Module], inputs: Any, *, roof: Any
     else:
         line.stage("attributing ops to modules")
         timing = attribute(trace)
+        compiled = scan_compiled(trace)  # one pass for the notes on compiled code
         if timing.ops and has_recorded_shapes(trace):
             line.stage("counting the recorded calls")
             shaped = shape_costs(trace, timing)
@@ -301,7 +302,7 @@ def _from_trace(path: Any, model: Optional[nn.Module], inputs: Any, *, roof: Any
             notes.append("FLOPs and bytes from the trace's recorded shapes (record_shapes=True), each op "
                          "replayed on meta tensors; compulsory bytes per op (the trace records no tensor identities)")
             notes.extend(shaped.summary() + step_notes)
-            kernels_note = compiled_kernels_note(trace)
+            kernels_note = compiled_kernels_note(compiled)
             if kernels_note is not None:
                 notes.append(kernels_note)
         else:
@@ -312,7 +313,7 @@ def _from_trace(path: Any, model: Optional[nn.Module], inputs: Any, *, roof: Any
                 notes.append("FLOPs from CUPTI SASS counters (CUDA-core instructions; tensor-core work is not counted)")
             else:
                 notes.append("no model, no recorded shapes and no hardware counters: timing only, every op uncounted")
-        regions_note = compiled_regions_note(trace, steps or timing.steps)
+        regions_note = compiled_regions_note(compiled, steps or timing.steps)
         if regions_note is not None:
             notes.append(regions_note)
     if roof is not None:

@@ -51,8 +51,8 @@ from torch_roofline.count.mode import module_infos
 from torch_roofline.records import OUTSIDE, ModuleInfo, OpCost, Roof, check_memory_model
 from torch_roofline.report import DeviceInfo, RooflineReport
 from torch_roofline.timing.attribution import TraceTiming, attribute
-from torch_roofline.timing.compiled import (compiled_calls, compiled_kernels_note, compiled_regions_note,
-                                           recording_compiled_kernels)
+from torch_roofline.timing.compiled import (compiled_kernels_note, compiled_regions_note,
+                                           recording_compiled_kernels, scan_compiled)
 from torch_roofline.timing.faults import NOTE_THRESHOLD_FAULTS, page_fault_note
 from torch_roofline.timing.identity import Identities
 from torch_roofline.timing.ranges import (LABELS_KEY, PHASE_PREFIX, RANGE_PREFIX, Models, ModuleRanges,
@@ -451,10 +451,11 @@ class RooflineProfiler:
         if planned is not None and timing.steps < planned:
             notes.append(f"the schedule's window was cut short: {timing.steps} of its {planned} active steps ran "
                          f"before the block ended; the report averages those {timing.steps}")
-        kernels_note = compiled_kernels_note(self._session.trace)
+        compiled = scan_compiled(self._session.trace)  # one pass for the notes on compiled code
+        kernels_note = compiled_kernels_note(compiled)
         if kernels_note is not None:
             notes.append(kernels_note)
-        regions_note = compiled_regions_note(self._session.trace, timing.steps, _graph_break_reasons())
+        regions_note = compiled_regions_note(compiled, timing.steps, _graph_break_reasons())
         if regions_note is not None:
             notes.append(regions_note)
         if timing.compile_time_s > 0:
@@ -463,7 +464,7 @@ class RooflineProfiler:
                          "(schedule(wait=1, ...)) for the compiled model's own roofline")
         ranged = any(e.name.startswith(RANGE_PREFIX) and not e.name.startswith(PHASE_PREFIX)
                      for e in self._session.trace.events)
-        if self.model is not None and not ranged and compiled_calls(self._session.trace)[0]:
+        if self.model is not None and not ranged and compiled.region_calls:
             notes.append(f"the model ({self._ranges.root_type}) runs under torch.compile and got no module range: "
                          "ranges are not recorded inside compiled code (they would make it compile again), so its "
                          f"ops and fused kernels are under {OUTSIDE!r} (passing what torch.compile returned to "

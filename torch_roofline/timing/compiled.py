@@ -24,19 +24,18 @@ import contextlib
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from torch_roofline.timing.ranges import RANGE_PREFIX, parse_range_name, read_labels
-from torch_roofline.timing.trace import Trace, TraceEvent
+from torch_roofline.timing.trace import DEVICE_KINDS, Trace, TraceEvent
 
-__all__ = ["CompiledRegion", "compiled_calls", "compiled_kernels_note", "compiled_regions",
+__all__ = ["CompiledCode", "CompiledRegion", "compiled_calls", "scan_compiled", "compiled_kernels_note", "compiled_regions",
            "compiled_regions_note", "is_fused_kernel", "recording_compiled_kernels"]
 
 #: Inductor's C++ kernels as torch.profiler records them on the CPU (``graph_0_cpp_fused_gelu_0``).
 _FUSED_KERNEL = re.compile(r"^(?:graph_\d+_)?cpp_fused_\w+$")
 _REGION = re.compile(r"^Torch-Compiled Region: (\d+)/(\d+)")
 _COMPILE_ID = re.compile(r"compile_id=(\d+)/(\d+)")
-_REGION_PREFIX = "Torch-Compiled Region"
 
 
 @contextlib.contextmanager
@@ -83,55 +82,94 @@ class CompiledRegion:
     module: Optional[str]
 
 
-def compiled_calls(trace: Trace) -> Tuple[int, int]:
-    """``(compiled region calls, fused CPU kernel calls)`` recorded in ``trace``."""
-    regions = kernels = 0
+@dataclass(frozen=True)
+class CompiledCode:
+    """What one trace recorded of compiled code (:func:`scan_compiled`).
+
+    Attributes:
+        regions: the compiled frames that ran, in order of first call.
+        region_calls: ``Torch-Compiled Region`` calls, all frames together.
+        kernel_calls: fused CPU kernel calls (:func:`is_fused_kernel`).
+        recompiled: compile ids (``"0/1"``) Dynamo compiled inside the recorded steps.
+        on_device: whether the trace holds device activity (kernels, memcpys, memsets).
+    """
+
+    regions: Tuple[CompiledRegion, ...]
+    region_calls: int
+    kernel_calls: int
+    recompiled: Tuple[str, ...]
+    on_device: bool
+
+
+def scan_compiled(trace: Trace) -> CompiledCode:
+    """One pass over ``trace`` for everything this module reports (a second one over the
+    module ranges only when compiled regions ran). The notes below take its result, so a
+    report scans a trace once."""
+    calls: Dict[str, List[TraceEvent]] = defaultdict(list)
+    versions: Dict[str, List[str]] = defaultdict(list)
+    recompiled: List[str] = []
+    kernels = 0
+    on_device = False
     for ev in trace.events:
-        if ev.kind == "cpu_op":
-            if ev.name.startswith(_REGION_PREFIX):
-                regions += 1
-            elif is_fused_kernel(ev.name):
+        kind = ev.kind
+        if kind == "cpu_op":
+            name = ev.name
+            first = name[:1]
+            if first == "T":
+                match = _REGION.match(name)
+                if match is not None:
+                    frame, version = match.group(1), f"{match.group(1)}/{match.group(2)}"
+                    calls[frame].append(ev)
+                    if version not in versions[frame]:
+                        versions[frame].append(version)
+            elif first in "gc" and is_fused_kernel(name):
                 kernels += 1
-    return regions, kernels
+        elif kind == "user_annotation":
+            match = _COMPILE_ID.search(ev.name) if "compile_id=" in ev.name else None
+            if match is not None and f"{match.group(1)}/{match.group(2)}" not in recompiled:
+                recompiled.append(f"{match.group(1)}/{match.group(2)}")
+        elif kind in DEVICE_KINDS:
+            on_device = True
+    regions: List[CompiledRegion] = []
+    if calls:
+        ranges: Dict[object, List[TraceEvent]] = defaultdict(list)
+        for ev in trace.events:
+            if ev.kind in ("cpu_op", "user_annotation") and ev.name.startswith(RANGE_PREFIX):
+                ranges[ev.tid].append(ev)
+        labels = read_labels(trace.metadata)
+        for frame, events in calls.items():
+            modules = {_innermost_module(ev, ranges.get(ev.tid, ()), labels) for ev in events}
+            regions.append(CompiledRegion(frame, tuple(versions[frame]), len(events), sum(ev.dur_s for ev in events),
+                                          modules.pop() if len(modules) == 1 else None))
+    return CompiledCode(tuple(regions), sum(len(v) for v in calls.values()), kernels, tuple(recompiled), on_device)
 
 
-def compiled_kernels_note(trace: Trace) -> Optional[str]:
+def _scanned(source: Union[Trace, CompiledCode]) -> CompiledCode:
+    return source if isinstance(source, CompiledCode) else scan_compiled(source)
+
+
+def compiled_calls(source: Union[Trace, CompiledCode]) -> Tuple[int, int]:
+    """``(compiled region calls, fused CPU kernel calls)`` recorded in a trace (or its scan)."""
+    code = _scanned(source)
+    return code.region_calls, code.kernel_calls
+
+
+def compiled_kernels_note(source: Union[Trace, CompiledCode]) -> Optional[str]:
     """A note when ``torch.compile``'d code ran on the CPU but its fused kernels were not
     recorded (Inductor emits their profiler ranges only when asked at compile time), so their
-    time is the calling module's self time; ``None`` otherwise."""
-    regions, kernels = compiled_calls(trace)
-    if not regions or kernels or trace.has_device_activity:
+    time is the calling module's self time; ``None`` otherwise. Takes a trace or its scan."""
+    code = _scanned(source)
+    if not code.region_calls or code.kernel_calls or code.on_device:
         return None
-    return (f"torch.compile'd code ran ({regions} compiled region call(s)) but its fused kernels were not recorded: "
-            "their time is the self time of the module that called it. Set "
+    return (f"torch.compile'd code ran ({code.region_calls} compiled region call(s)) but its fused kernels were not "
+            "recorded: their time is the self time of the module that called it. Set "
             "torch._inductor.config.cpp.enable_kernel_profile = True (or TORCHINDUCTOR_CPP_ENABLE_KERNEL_PROFILE=1) "
             "before the model's first call, so each fused kernel is timed as a row of its own")
 
 
-def compiled_regions(trace: Trace) -> List[CompiledRegion]:
-    """Every compiled frame that ran in ``trace``, in order of its first call."""
-    calls: Dict[str, List[TraceEvent]] = defaultdict(list)
-    versions: Dict[str, List[str]] = defaultdict(list)
-    ranges: Dict[object, List[TraceEvent]] = defaultdict(list)
-    for ev in trace.events:
-        if ev.kind not in ("cpu_op", "user_annotation"):
-            continue
-        if ev.name.startswith(RANGE_PREFIX):
-            ranges[ev.tid].append(ev)
-            continue
-        match = _REGION.match(ev.name) if ev.kind == "cpu_op" else None
-        if match is not None:
-            frame, version = match.group(1), f"{match.group(1)}/{match.group(2)}"
-            calls[frame].append(ev)
-            if version not in versions[frame]:
-                versions[frame].append(version)
-    labels = read_labels(trace.metadata)
-    out = []
-    for frame, events in calls.items():
-        modules = {_innermost_module(ev, ranges.get(ev.tid, ()), labels) for ev in events}
-        out.append(CompiledRegion(frame, tuple(versions[frame]), len(events), sum(ev.dur_s for ev in events),
-                                  modules.pop() if len(modules) == 1 else None))
-    return out
+def compiled_regions(source: Union[Trace, CompiledCode]) -> List[CompiledRegion]:
+    """Every compiled frame that ran in a trace (or its scan), in order of its first call."""
+    return list(_scanned(source).regions)
 
 
 def _innermost_module(ev: TraceEvent, ranges: Sequence[TraceEvent], labels: Dict[str, str]) -> Optional[str]:
@@ -145,31 +183,19 @@ def _innermost_module(ev: TraceEvent, ranges: Sequence[TraceEvent], labels: Dict
     return best_module
 
 
-def _recompiled(trace: Trace) -> List[str]:
-    """Compile ids (``"0/1"``) that Dynamo compiled inside the recorded steps."""
-    seen: List[str] = []
-    for ev in trace.events:
-        if ev.kind in ("user_annotation", "cpu_op") and "compile_id=" in ev.name:
-            match = _COMPILE_ID.search(ev.name)
-            if match is not None:
-                cid = f"{match.group(1)}/{match.group(2)}"
-                if cid not in seen:
-                    seen.append(cid)
-    return seen
-
-
-def compiled_regions_note(trace: Trace, steps: int = 1, graph_breaks: Sequence[str] = ()) -> Optional[str]:
+def compiled_regions_note(source: Union[Trace, CompiledCode], steps: int = 1,
+                          graph_breaks: Sequence[str] = ()) -> Optional[str]:
     """The report's note on compiled code: the regions per step (graph breaks), where they
     ran, and what was (re)compiled inside the recorded steps; ``None`` without compiled code.
 
     Args:
-        trace: the recorded steps.
+        source: the recorded steps' trace, or its :func:`scan_compiled`.
         steps: how many steps the trace holds (times and calls are given per step).
         graph_breaks: the reasons Dynamo gave for graph breaks (live sessions: its counters for
             the whole process), listed when more than one frame ran.
     """
-    regions = compiled_regions(trace)
-    recompiled = _recompiled(trace)
+    code = _scanned(source)
+    regions, recompiled = code.regions, code.recompiled
     if not regions and not recompiled:
         return None
     steps = max(steps, 1)

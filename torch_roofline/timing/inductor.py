@@ -316,6 +316,16 @@ def _meta(annotation: Optional[str]) -> Optional[torch.Tensor]:
     return torch.empty_strided(size, stride, dtype=dtype, device="meta")
 
 
+def _torch_attr(dotted: str) -> Any:
+    """``"torch.ops.aten.mul.Tensor"`` / ``"torch.float32"`` -> the object, or ``None``."""
+    obj: Any = torch
+    for part in dotted.split(".")[1:]:
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
 class _Unreadable(Exception):
     pass
 
@@ -332,9 +342,7 @@ def _value(node: ast.expr, nodes: Mapping[str, _Node]) -> Any:
     if isinstance(node, ast.Attribute):
         text = ast.unparse(node)
         if text.startswith("torch."):
-            obj: Any = torch
-            for part in text.split(".")[1:]:
-                obj = getattr(obj, part, None)
+            obj = _torch_attr(text)
             if obj is not None:
                 return obj
         raise _Unreadable(f"argument {text!r}")
@@ -360,11 +368,9 @@ def _fused_flops(names: Optional[List[str]], nodes: Mapping[str, _Node]) -> Tupl
             return None, tuple(ops), f"its op {name!r} is not in the compiled graph's text"
         if node.target is None or node.call is None:
             continue  # getitem of a tuple output, a placeholder: no arithmetic
-        target: Any = torch
-        for part in node.target.split(".")[1:]:
-            target = getattr(target, part, None)
-            if target is None:
-                return None, tuple(ops), f"unknown op {node.target!r}"
+        target = _torch_attr(node.target)
+        if target is None:
+            return None, tuple(ops), f"unknown op {node.target!r}"
         try:
             args = [_value(a, nodes) for a in node.call.args]
             kwargs = {k.arg: _value(k.value, nodes) for k in node.call.keywords if k.arg}
