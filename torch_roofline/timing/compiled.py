@@ -45,7 +45,10 @@ def recording_compiled_kernels() -> Iterator[None]:
     (``trace.provenance_tracking_level`` 1); the previous settings come back on exit. Code
     compiled before keeps what it was compiled with. The profiler and the Lightning callback
     enter it when the model has compiled parts (compilation is lazy: a model compiles at its
-    first call, often inside the profiled block or the fit)."""
+    first call, often inside the profiled block or the fit). Code compiled meanwhile keeps a
+    profiler range per kernel call for good: with no profiler running it costs a few µs per
+    kernel call (a 200-layer MLP of 64-wide layers at batch 8 on this project's CPU: 6.3 ->
+    about 7.0 ms per forward, noisy), nothing for models with few, large kernels."""
     import torch._inductor.config as inductor_config
 
     level = max(int(inductor_config.trace.provenance_tracking_level or 0), 1)
