@@ -82,6 +82,7 @@ __all__ = [
     "time_lost",
     "fusion_headroom",
     "analyse",
+    "op_runs",
 ]
 
 DEFAULT_OVERHEAD_THRESHOLD_S = 10e-6
@@ -393,7 +394,7 @@ def _group(costs, op_timings, steps) -> Dict[Tuple[str, str, str], _Group]:
     for t in op_timings:
         g = groups.setdefault(_join_key(groups, t), _Group())
         g.time_sum_s += t.time_s
-        g.timed_events += 1
+        g.timed_events += t.calls
     return groups
 
 
@@ -593,16 +594,24 @@ def _module_times(module_timings, op_timings, steps, predicted) -> Dict[Tuple[st
     return times
 
 
-def _count_runs(items: Iterable[Tuple[str, int, Tuple[str, ...]]]) -> Counter:
-    """Calls per (module, phase) as runs of consecutive ops whose scope holds the module."""
+def _count_runs(items: Iterable[Tuple[str, int, Tuple[str, ...], int]]) -> Counter:
+    """Calls per (module, phase) as runs of consecutive ops whose scope holds the module; items
+    are ``(phase, index, scope, step)``: a new step starts new runs."""
     counts: Counter = Counter()
-    prev: Dict[str, frozenset] = {}
-    for phase, _, scope in sorted(items, key=lambda x: (x[0], x[1])):
+    prev: Dict[Tuple[str, int], frozenset] = {}
+    for phase, _, scope, step in sorted(items, key=lambda x: (x[0], x[1])):
         cur = frozenset(scope)
-        for m in cur - prev.get(phase, frozenset()):
+        for m in cur - prev.get((phase, step), frozenset()):
             counts[(m, phase)] += 1
-        prev[phase] = cur
+        prev[(phase, step)] = cur
     return counts
+
+
+def op_runs(op_timings: Iterable[OpTiming]) -> Counter:
+    """``(module, phase) -> calls``, summed over the steps the rows cover: runs of consecutive
+    op calls inside each module, each step's counted apart (the module calls of a trace
+    without module ranges)."""
+    return _count_runs((t.phase, t.index, _scope(tuple(t.scope), t.module), t.step) for t in op_timings)
 
 
 def _module_calls(costs, op_timings, module_timings, module_calls, steps) -> Mapping[Tuple[str, str], int]:
@@ -614,8 +623,8 @@ def _module_calls(costs, op_timings, module_timings, module_calls, steps) -> Map
             sums[(t.name, t.phase)] += t.calls
         return {k: round(v / steps) for k, v in sums.items()}
     if costs:
-        return _count_runs((c.phase, c.index, _scope(c.scope, c.module)) for c in costs)
-    runs = _count_runs((t.phase, t.index, _scope(tuple(t.scope), t.module)) for t in op_timings)
+        return _count_runs((c.phase, c.index, _scope(c.scope, c.module), 0) for c in costs)
+    runs = op_runs(op_timings)
     return {k: round(v / steps) for k, v in runs.items()}
 
 

@@ -22,7 +22,7 @@ import glob
 import os
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from torch import nn
@@ -35,9 +35,12 @@ from torch_roofline.count.result import CountResult
 from torch_roofline.records import OpCost
 from torch_roofline.report import RooflineReport
 from torch_roofline.timing.attribution import TraceTiming, attribute
-from torch_roofline.timing.compiled import compiled_kernels_note, compiled_regions_note, scan_compiled
+from torch_roofline.timing.compiled import CompiledCode, compiled_kernels_note, compiled_regions_note, scan_compiled
 from torch_roofline.timing.counters import KernelCounters, kernel_counters
-from torch_roofline.timing.shapes import has_recorded_shapes, per_step, shape_costs
+from torch_roofline.timing.merge import ShapeSum, StepCosts, TimingSum, add_compiled
+from torch_roofline.timing.parts import read_parts
+from torch_roofline.timing.segments import TraceScan, plan_parts, scan_trace
+from torch_roofline.timing.shapes import has_recorded_shapes, per_step, replay_cache, shape_costs
 from torch_roofline.timing.steps import split_steps, within
 from torch_roofline.timing.trace import DeviceProperties, Trace, load_trace
 
@@ -167,7 +170,7 @@ def _check_model_matches(costs: Sequence[OpCost], timing: TraceTiming, steps: in
         counted[(c.module, c.phase, c.op)] += 1
     timed: Dict[Tuple[str, str, str], float] = defaultdict(float)
     for t in timing.ops:
-        timed[(t.module, t.phase, t.op)] += 1 / max(steps, 1)
+        timed[(t.module, t.phase, t.op)] += t.calls / max(steps, 1)
     keys = set(counted) | set(timed)
     missing = sum(abs(counted.get(k, 0) - timed.get(k, 0.0)) for k in keys)
     total = sum(counted.values()) + sum(timed.values())
@@ -260,13 +263,21 @@ def _from_trace_set(path: Any, model: Any, backward: bool, loss_fn: Any, steps: 
 def _from_trace(path: Any, model: Optional[nn.Module], inputs: Any, *, roof: Any, backward: bool,
                 loss_fn: Optional[Callable[[Any], torch.Tensor]], memory_model: str, steps: Optional[int],
                 counted: Optional[CountResult], line: StageLine) -> RooflineReport:
-    line.stage("reading the trace")
-    trace = path if isinstance(path, Trace) else load_trace(path)
-    line.stage("finding the steps")
     if model is not None and inputs is None:
         raise ValueError("from_trace(model=...): pass inputs= too (the shapes the traced step ran with)")
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ValueError(f"from_trace(steps={steps!r}): expected a positive number of steps, e.g. steps=2")
+    if steps is None and not isinstance(path, Trace) and _file_bytes(path) >= PARTS_BYTES:
+        line.stage("finding the steps")
+        scan = scan_trace(os.fspath(path))
+        if scan is not None and len(scan.markers) >= 2:
+            report = _from_parts(scan, model, inputs, roof=roof, backward=backward, loss_fn=loss_fn,
+                                 memory_model=memory_model, counted=counted, line=line)
+            if report is not None:
+                return report
+    line.stage("reading the trace")
+    trace = path if isinstance(path, Trace) else load_trace(path)
+    line.stage("finding the steps")
     notes: List[str] = []
     split = split_steps(trace)
     if steps is None:
@@ -316,28 +327,142 @@ def _from_trace(path: Any, model: Optional[nn.Module], inputs: Any, *, roof: Any
         regions_note = compiled_regions_note(compiled, steps or timing.steps)
         if regions_note is not None:
             notes.append(regions_note)
-    if roof is not None:
-        dev = trace_device(trace, roof)
+    if split.spans and not timing.on_device and steps == split.steps:
+        spans_s: Optional[float] = sum(hi - lo for lo, hi in split.spans)  # the steps' spans, not the gaps
     else:
-        props = trace.device()
+        spans_s = None
+    props = None if roof is not None else trace.device()
+    line.stage("placing on the roofline")
+    return _report(costs, timing, modules, notes, roof=roof, props=props, steps=steps or timing.steps,
+                   spans_s=spans_s, memory_model=memory_model, model=model)
+
+
+#: Trace files at least this big (bytes of JSON, decompressed) that hold ``ProfilerStep#N``
+#: markers are read a few steps at a time (:mod:`torch_roofline.timing.segments`): memory then
+#: grows with one part, not with the file.
+PARTS_BYTES = 64 << 20
+
+
+def _file_bytes(path: Any) -> int:
+    """Bytes of JSON in a trace file: its size, or a gzip file's decompressed size (from its
+    trailer, modulo 4 GiB: taken as at least the compressed size); 0 when it is no file."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            if f.read(2) != b"\x1f\x8b":
+                return size
+            f.seek(-4, os.SEEK_END)
+            return max(int.from_bytes(f.read(4), "little"), size)
+    except (OSError, TypeError, ValueError):
+        return 0
+
+
+def _from_parts(scan: TraceScan, model: Optional[nn.Module], inputs: Any, *, roof: Any, backward: bool,
+                loss_fn: Optional[Callable[[Any], torch.Tensor]], memory_model: str,
+                counted: Optional[CountResult], line: StageLine) -> Optional[RooflineReport]:
+    """:func:`from_trace` of a big trace of many steps, read a few steps at a time
+    (:mod:`~torch_roofline.timing.segments`, :mod:`~torch_roofline.timing.merge`): the same
+    report as a whole read, in memory that grows with one part. ``None`` when a part does not
+    fit that reading (its steps are not the ProfilerStep markers the attribution sees, parts
+    with and without recorded shapes, hardware counters): the caller then reads it whole."""
+    plan = plan_parts(scan)
+    modules: Tuple = ()
+    op_names = None
+    if model is not None:
+        if counted is None:
+            line.stage("counting the model")
+            counted = count_without_compute(model, inputs, backward=backward, loss_fn=loss_fn,
+                                            memory_model=memory_model)
+        modules, op_names = counted.modules, {o.op for o in counted.ops}
+    timings, step_costs, shapes = TimingSum(), StepCosts(), ShapeSum()
+    compiled: Optional[CompiledCode] = None
+    shaped_parts: Set[bool] = set()
+    props: Optional[DeviceProperties] = None
+    spans_s = 0.0
+    line.stage(f"reading {len(plan)} parts of a few steps each")
+    for k, part in enumerate(read_parts(scan, plan, op_names=op_names, cache=replay_cache())):
+        line.stage(f"read {k + 1} of {len(plan)} parts of a few steps each")
+        if part.unfit:
+            return None
+        if not part.steps or part.timing is None:
+            continue
+        timings.add(part.timing)
+        timings.runs.update(part.runs)
+        spans_s += part.spans_s
+        if props is None and roof is None:
+            props = part.device
+        if model is not None:
+            continue
+        compiled = add_compiled(compiled, part.compiled) if part.compiled is not None else compiled
+        shaped_parts.add(part.shaped)
+        if len(shaped_parts) > 1:
+            return None
+        if part.costs is not None:
+            step_costs.add(part.costs)
+        if part.shapes is not None:
+            shapes.merge(part.shapes)
+    if timings.steps == 0:
+        return None
+    timing = timings.result()
+    notes: List[str] = [f"steps: {timing.steps} ProfilerStep marker(s); work outside them is left out",
+                        f"read a few steps at a time ({len(plan)} parts of the {scan.bytes / 1e6:.0f} MB trace): "
+                        "op rows are summed per (module, phase, op)"]
+    if model is not None:
+        costs: Sequence[OpCost] = counted.ops
+        if not _has_module_ranges(timing):
+            costs = tuple(dataclasses.replace(o, module="", scope=("",)) for o in costs)
+            notes.append("the trace has no torch_roofline module ranges: every op is joined on the root module")
+        _check_model_matches(costs, timing, timing.steps, type(model).__name__)
+    elif True in shaped_parts:
+        costs, step_notes = step_costs.result()
+        notes.append("FLOPs and bytes from the trace's recorded shapes (record_shapes=True), each op "
+                     "replayed on meta tensors; compulsory bytes per op (the trace records no tensor identities)")
+        notes.extend(shapes.summary() + step_notes)
+    else:
+        costs = ()
+        notes.append("no model, no recorded shapes and no hardware counters: timing only, every op uncounted")
+    if compiled is not None:
+        kernels_note = compiled_kernels_note(compiled) if True in shaped_parts else None
+        regions_note = compiled_regions_note(compiled, timing.steps)
+        notes.extend(n for n in (kernels_note, regions_note) if n is not None)
+    line.stage("placing on the roofline")
+    module_calls = None if _has_module_ranges(timing) or costs else {
+        key: round(n / timing.steps) for key, n in timings.runs.items()}
+    return _report(costs, timing, modules, notes, roof=roof, props=props, steps=timing.steps,
+                   spans_s=None if timing.on_device else spans_s, memory_model=memory_model, model=model,
+                   module_calls=module_calls)
+
+
+def _report(costs: Sequence[OpCost], timing: TraceTiming, modules: Sequence[Any], notes: List[str], *, roof: Any,
+            props: Optional[DeviceProperties], steps: int, spans_s: Optional[float], memory_model: str,
+            model: Optional[nn.Module], module_calls: Optional[Mapping[Tuple[str, str], int]] = None
+            ) -> RooflineReport:
+    """Place the costs on the roofs and analyse them with the timing (both read paths).
+
+    ``props``: the trace's GPU (``None``: a CPU trace), used when ``roof`` is ``None``;
+    ``spans_s``: the steps' summed spans on a CPU trace cut to its steps (the step time),
+    else ``None`` (the timing's step time or device busy time)."""
+    if roof is not None:
+        from torch_roofline.profiler import resolve_device
+
+        dev = resolve_device(roof, None)
+    else:
         dev = _device_of(props)
         if props is None:
             notes.append(f"CPU trace: roofs of this machine's CPU ({dev.name}) are used")
     from torch_roofline.profiler import device_info, place
 
-    line.stage("placing on the roofline")
     costs, roofs = place(costs, dev)
-    n_steps = steps or timing.steps
     step_time = timing.device_busy_s if timing.on_device and timing.device_busy_s else timing.step_time_s
-    if split.spans and not timing.on_device and steps == split.steps:
-        step_time = sum(hi - lo for lo, hi in split.spans)  # the steps' own spans, not the gaps between them
+    if spans_s is not None:
+        step_time = spans_s
     # Without our ranges the module rows would only hold the host's wall span: let the analysis
     # derive module times from the op times instead.
     module_timings = timing.modules if _has_module_ranges(timing) else ()
     report = analyse(
         costs, timing.ops, module_timings, modules, roofs, device=device_info(dev),
-        steps=n_steps, memory_model=memory_model, step_time_s=step_time,
-        peak_memory_bytes=timing.peak_memory_bytes, predicted=False,
+        steps=steps, memory_model=memory_model, step_time_s=step_time,
+        peak_memory_bytes=timing.peak_memory_bytes, predicted=False, module_calls=module_calls,
         model=type(model).__name__ if model is not None else "trace",
     )
     if timing.unattributed:

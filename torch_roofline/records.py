@@ -123,6 +123,9 @@ class OpCost:
         counted: False when the op does arithmetic but has no formula (FLOPs unknown).
         index: position of the call in the step (0-based), for joining with timings.
         recompute: a forward op re-run during backward (activation checkpointing).
+        calls: op calls this row stands for: 1, except in the rows of a trace read a few steps
+            at a time, where the calls of one (module, scope, phase, op) are summed into one
+            row (times, kernels and calls added up; the other fields are its first call's).
     """
 
     op: str
@@ -192,6 +195,9 @@ class OpTiming:
         index: position among this phase's ops in the trace (ordering for joins).
         step: which profiled step (0-based ``ProfilerStep`` span) the op ran in.
         recompute: a forward op re-run during backward (activation checkpointing).
+        calls: op calls this row stands for: 1, except in the rows of a trace read a few steps
+            at a time, where the calls of one (module, scope, phase, op) are summed into one
+            row (times, kernels and calls added up; the other fields are its first call's).
     """
 
     op: str
@@ -208,6 +214,7 @@ class OpTiming:
     index: int = 0
     step: int = 0
     recompute: bool = False
+    calls: int = 1
 
 
 @dataclass(frozen=True)

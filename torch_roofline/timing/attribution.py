@@ -579,6 +579,7 @@ def _op_rows(
             "index": phase_counter[phase],
             "step": max(bisect.bisect_right(step_starts, ev.start_s + _TOL_S) - 1, 0) if step_starts else 0,
             "recompute": node.recompute,
+            "calls": 1,
         }))
         phase_counter[phase] += 1
     return rows
@@ -674,8 +675,10 @@ def _forward_ranges(timeline: _HostTimeline) -> List[_Node]:
             if n.ranges and n.ranges[-1] == n.event.index and n.mark not in _NOT_FORWARD]
 
 
-def _finish(accs: Mapping[Tuple[str, str], _Acc], root_rows: Mapping[str, Tuple[float, float, int]]
-            ) -> List[ModuleTiming]:
+def _finish(accs: Mapping[Tuple[str, str], _Acc], root_rows: Mapping[str, Tuple[float, float, int]],
+            steps: int) -> List[ModuleTiming]:
+    """Module rows; a backward row's calls are the forward calls whose backward it ran, or once
+    per step when no forward range is known (the loss's backward, outside every module)."""
     rows: List[ModuleTiming] = []
     for phase in ("forward", "backward", "optimizer"):
         if phase in root_rows:
@@ -684,7 +687,7 @@ def _finish(accs: Mapping[Tuple[str, str], _Acc], root_rows: Mapping[str, Tuple[
         for (name, p), acc in accs.items():
             if p != phase or name == "":
                 continue
-            calls = acc.calls if phase == "forward" else max(len(acc.range_ids), 1)
+            calls = acc.calls if phase == "forward" else len(acc.range_ids) or max(steps, 1)
             rows.append(ModuleTiming(name, phase, calls, math.fsum(acc.time),
                                      math.fsum(acc.self_time), acc.scope))
     return rows
@@ -754,7 +757,7 @@ def _cpu_module_rows(timeline: _HostTimeline, steps: int, step_time_s: float,
     other_self += math.fsum(math.fsum(a.self_time) for a in accs.values())
     fwd_time, fwd_self = _root_forward(step_time_s, other_self, _top_level_sum(accs, "forward"))
     root_rows["forward"] = (fwd_time, fwd_self, root_calls or steps)
-    return _finish(accs, root_rows)
+    return _finish(accs, root_rows, steps)
 
 
 def _add_backward(accs: Dict[Tuple[str, str], _Acc], scope: Tuple[str, ...],
@@ -831,4 +834,4 @@ def _gpu_module_rows(timeline: _HostTimeline, activities: Sequence[DeviceActivit
             other_self += self_s
     fwd_time, fwd_self = _root_forward(step_time_s, other_self, _top_level_sum(accs, "forward"))
     root_rows["forward"] = (fwd_time, fwd_self, root_calls or steps)
-    return _finish(accs, root_rows)
+    return _finish(accs, root_rows, steps)

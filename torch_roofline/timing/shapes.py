@@ -63,7 +63,7 @@ import ast
 import dataclasses
 import json
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -77,7 +77,8 @@ from torch_roofline.timing.inductor import KernelCost, kernel_costs
 from torch_roofline.timing.identity import CallIdentity, Identities, TensorId
 from torch_roofline.timing.trace import Trace, TraceEvent
 
-__all__ = ["ShapeCosts", "has_recorded_shapes", "shape_costs", "costs_from_shapes", "per_step"]
+__all__ = ["ShapeCosts", "ShapeTally", "has_recorded_shapes", "shape_costs", "costs_from_shapes", "per_step",
+           "reason_lines", "replay_cache"]
 
 # Kineto writes a tensor's dtype as caffe2's TypeMeta name.
 _DTYPES: Mapping[str, torch.dtype] = {
@@ -136,23 +137,68 @@ class ShapeCosts:
     notes: Tuple[str, ...] = ()
     signatures: int = 0
     activation_bytes: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    tally: "ShapeTally" = field(default_factory=lambda: ShapeTally())
 
     def summary(self) -> Tuple[str, ...]:
         """Report notes: the assumptions, then the uncounted rows grouped by op and reason."""
-        grouped: Dict[Tuple[str, str], int] = defaultdict(int)
-        kernels: Dict[str, Dict[str, int]] = defaultdict(lambda: defaultdict(int))  # reason -> kernel -> calls
-        for op, reason in self.reasons:
-            if is_fused_kernel(op):
-                kernels[reason][op] += 1
-            else:
-                grouped[(op, reason)] += 1
-        lines = [f"{op} ({n} call{'s' if n > 1 else ''}) not counted from the trace's shapes: {reason}"
-                 for (op, reason), n in grouped.items()]
-        for reason, calls in kernels.items():  # one note per reason: a compiled model runs dozens of kernels
-            names = ", ".join(list(calls)[:3]) + (", ..." if len(calls) > 3 else "")
-            lines.append(f"{len(calls)} torch.compile fused kernel(s) ({sum(calls.values())} call(s): {names}) are "
-                         f"timed rows of their own, not counted: {reason}")
-        return tuple(self.notes) + tuple(lines)
+        return tuple(self.notes) + reason_lines(Counter(self.reasons))
+
+
+def reason_lines(reasons: Mapping[Tuple[str, str], int]) -> Tuple[str, ...]:
+    """Report notes for uncounted rows: ``(op, reason) -> calls``, one line per op and reason
+    (fused torch.compile kernels: one line per reason)."""
+    grouped: Dict[Tuple[str, str], int] = {}
+    kernels: Dict[str, Dict[str, int]] = defaultdict(lambda: defaultdict(int))  # reason -> kernel -> calls
+    for (op, reason), n in reasons.items():
+        if is_fused_kernel(op):
+            kernels[reason][op] += n
+        else:
+            grouped[(op, reason)] = n
+    lines = [f"{op} ({n} call{'s' if n > 1 else ''}) not counted from the trace's shapes: {reason}"
+             for (op, reason), n in grouped.items()]
+    for reason, calls in kernels.items():  # one note per reason: a compiled model runs dozens of kernels
+        names = ", ".join(list(calls)[:3]) + (", ..." if len(calls) > 3 else "")
+        lines.append(f"{len(calls)} torch.compile fused kernel(s) ({sum(calls.values())} call(s): {names}) are "
+                     f"timed rows of their own, not counted: {reason}")
+    return tuple(lines)
+
+
+@dataclass(frozen=True)
+class ShapeTally:
+    """The counts behind a :class:`ShapeCosts`' notes (added up over the parts of a trace read
+    a few steps at a time).
+
+    Attributes:
+        list_dtype_assumed: op -> calls with tensor lists, whose dtypes the trace does not record.
+        omitted: ``(op, argument)`` -> calls counted without that argument (not recorded).
+        aborted: calls that stopped before computing (activation checkpointing's recompute end).
+        unjoined: calls without tensor identities in a live session's records.
+    """
+
+    list_dtype_assumed: Mapping[str, int] = field(default_factory=dict)
+    omitted: Mapping[Tuple[str, str], int] = field(default_factory=dict)
+    aborted: int = 0
+    unjoined: int = 0
+
+    def __add__(self, other: "ShapeTally") -> "ShapeTally":
+        return ShapeTally(dict(Counter(self.list_dtype_assumed) + Counter(other.list_dtype_assumed)),
+                          dict(Counter(self.omitted) + Counter(other.omitted)),
+                          self.aborted + other.aborted, self.unjoined + other.unjoined)
+
+    def notes(self) -> Tuple[str, ...]:
+        """The report notes these counts make."""
+        notes = [f"{op}: {n} call(s) with tensor lists, whose dtypes the trace does not record; "
+                 "the op's first tensor dtype (else float32) was assumed" for op, n in self.list_dtype_assumed.items()]
+        for (op, name), n in self.omitted.items():
+            notes.append(f"{op}: {n} call(s) counted without their {name!r} argument, which torch.profiler does not "
+                         "record (a list of optional tensors): the bytes of those tensors are not included")
+        if self.aborted:
+            notes.append(f"{self.aborted} op call(s) stopped before computing (entered, nothing allocated: activation "
+                         "checkpointing ends its recompute this way): counted as no work")
+        if self.unjoined:
+            notes.append(f"{self.unjoined} op call(s) had no tensor identities in the profiler's records: their "
+                         "compulsory bytes are their own first-touch bytes")
+        return tuple(notes)
 
 
 def has_recorded_shapes(trace: Trace) -> bool:
@@ -175,7 +221,7 @@ def costs_from_shapes(trace: Trace, timing: TraceTiming) -> Tuple[OpCost, ...]:
 
 def shape_costs(trace: Trace, timing: TraceTiming, *, identities: Optional[Identities] = None,
                 formulas: Optional[Mapping[Any, Callable[..., Any]]] = None,
-                parameters: Optional[Sequence[Any]] = None) -> ShapeCosts:
+                parameters: Optional[Sequence[Any]] = None, cache: Optional["_Replayer"] = None) -> ShapeCosts:
     """Rebuild every op row's call from its recorded shapes and count it (module docstring).
 
     Args:
@@ -187,6 +233,8 @@ def shape_costs(trace: Trace, timing: TraceTiming, *, identities: Optional[Ident
             rows the meta device cannot run counted from their allocations.
         formulas: per-call FLOP formulas, as for :func:`torch_roofline.count`.
         parameters: the model's parameters (their storages are weights, not activations).
+        cache: a :func:`replay_cache` shared by the calls over the parts of one trace (read a
+            few steps at a time), so each distinct call is replayed once; default: a new one.
 
     Returns:
         A :class:`ShapeCosts`: costs for all rows (all profiled steps: see :func:`per_step`),
@@ -214,7 +262,8 @@ def shape_costs(trace: Trace, timing: TraceTiming, *, identities: Optional[Ident
     spans = _storage_spans(tensors) if use_ids else {}
     kernel_events = [ev for ev in found if ev is not None and is_fused_kernel(ev.name)]
     fused = kernel_costs(trace.events, kernel_events, trace.source) if kernel_events else {}
-    replayer = _Replayer(formulas)
+    replayer = cache if cache is not None else _Replayer(formulas)
+    signatures_before = replayer.signatures
     traffic = _StepTraffic()
     costs: List[OpCost] = []
     reasons: List[Tuple[str, str]] = []
@@ -263,20 +312,10 @@ def shape_costs(trace: Trace, timing: TraceTiming, *, identities: Optional[Ident
             reasons.append((row.op, why))
         if replayed.subs:
             dispatched.setdefault(row.op, tuple(dict.fromkeys(sub.op for sub in replayed.subs)))
-    notes = [f"{op}: {n} call(s) with tensor lists, whose dtypes the trace does not record; "
-             "the op's first tensor dtype (else float32) was assumed" for op, n in assumed.items()]
-    for (op, name), n in partial.items():
-        notes.append(f"{op}: {n} call(s) counted without their {name!r} argument, which torch.profiler does not "
-                     "record (a list of optional tensors): the bytes of those tensors are not included")
-    if aborted:
-        notes.append(f"{aborted} op call(s) stopped before computing (entered, nothing allocated: activation "
-                     "checkpointing ends its recompute this way): counted as no work")
-    if unjoined:
-        notes.append(f"{unjoined} op call(s) had no tensor identities in the profiler's records: their "
-                     "compulsory bytes are their own first-touch bytes")
+    tally = ShapeTally(dict(assumed), dict(partial), aborted, unjoined)
     activations = _activation_bytes(rows, tensors, spans, parameters or (), timing.steps) if use_ids else {}
-    return ShapeCosts(tuple(costs), tuple(reasons), MappingProxyType(dispatched), tuple(notes),
-                      replayer.signatures, MappingProxyType(activations))
+    return ShapeCosts(tuple(costs), tuple(reasons), MappingProxyType(dispatched), tally.notes(),
+                      replayer.signatures - signatures_before, MappingProxyType(activations), tally)
 
 
 def _activation_bytes(rows: Sequence[Tuple[Any, Optional[TraceEvent], Optional[CallIdentity]]],
@@ -501,6 +540,12 @@ def _kernel_fields(op: str, found: Any) -> Tuple[Dict[str, Any], Optional[str]]:
         "dtype": cost.dtype if cost is not None else None, "unit": "vector", "counted": counted,
         "index": 0, "recompute": False,
     }, why
+
+
+def replay_cache(formulas: Optional[Mapping[Any, Callable[..., Any]]] = None) -> "_Replayer":
+    """A cache of replayed calls for :func:`shape_costs` (``cache=``), to share between the
+    parts of one trace: each distinct call signature is replayed on meta tensors once."""
+    return _Replayer(formulas)
 
 
 class _Replayer:

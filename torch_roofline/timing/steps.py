@@ -31,14 +31,15 @@ Example::
 from __future__ import annotations
 
 import bisect
+import math
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from torch_roofline.timing.ranges import RANGE_PREFIX
 from torch_roofline.timing.trace import DEVICE_KINDS, Trace, TraceEvent
 
-__all__ = ["StepSplit", "profiler_steps", "split_steps", "within"]
+__all__ = ["StepSplit", "profiler_steps", "split_steps", "span_test", "within"]
 
 _PROFILER_STEP = re.compile(r"^ProfilerStep#\d+$")
 _OPTIMIZER_STEP = "Optimizer.step#"
@@ -176,11 +177,9 @@ def _backward_passes(host: Sequence[TraceEvent]) -> int:
     return passes
 
 
-def within(trace: Trace, spans: Sequence[Tuple[float, float]]) -> Trace:
-    """``trace`` cut to ``spans``: host events that start inside one (other threads' too), the
-    device activity they launched (by correlation id), and memory events inside one."""
-    from dataclasses import replace
-
+def span_test(spans: Sequence[Tuple[float, float]], after_s: Optional[float] = None) -> Callable[[float], bool]:
+    """Whether a time (seconds) lies inside one of ``spans`` (touching spans merged, ends
+    included with a nanosecond's slack) and after ``after_s``: :func:`within`'s rule."""
     merged: List[List[float]] = []
     for lo, hi in sorted(spans):
         if merged and lo - _TOL_S <= merged[-1][1] + _TOL_S:
@@ -188,11 +187,25 @@ def within(trace: Trace, spans: Sequence[Tuple[float, float]]) -> Trace:
         else:
             merged.append([lo, hi])
     starts = [lo for lo, _ in merged]
+    floor = -math.inf if after_s is None else after_s
 
     def inside(t: float) -> bool:
         i = bisect.bisect_right(starts, t + _TOL_S) - 1
-        return i >= 0 and t <= merged[i][1] + _TOL_S
+        return i >= 0 and t <= merged[i][1] + _TOL_S and t > floor
 
+    return inside
+
+
+def within(trace: Trace, spans: Sequence[Tuple[float, float]], after_s: Optional[float] = None) -> Trace:
+    """``trace`` cut to ``spans``: host events that start inside one (other threads' too), the
+    device activity they launched (by correlation id), and memory events inside one.
+
+    ``after_s``: keep only host and memory events later than this (seconds): a part of a trace
+    read a few steps at a time leaves what the part before it kept to that part
+    (:mod:`~torch_roofline.timing.segments`)."""
+    from dataclasses import replace
+
+    inside = span_test(spans, after_s)
     kept: List[TraceEvent] = []
     launched: Set[int] = set()
     for e in trace.events:

@@ -52,7 +52,7 @@ import os
 import zlib
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Iterator, List, Mapping, Optional, Tuple, Union
 
 from torch_roofline._gc import paused_gc
 from torch_roofline.records import frozen_record
@@ -277,6 +277,17 @@ class DeviceProperties:
     registers_per_sm: Optional[int] = None
     raw: Mapping[str, Any] = field(default_factory=_empty, compare=False, repr=False)
 
+    def __reduce__(self) -> Tuple[Any, Tuple[Any, ...]]:
+        # picklable (a part of a big trace read in a worker process sends it back): the
+        # read-only view of the header's fields travels as a plain dict
+        values = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        values["raw"] = dict(self.raw)
+        return _rebuild_device_properties, (values,)
+
+
+def _rebuild_device_properties(values: Mapping[str, Any]) -> DeviceProperties:
+    return DeviceProperties(**{**values, "raw": MappingProxyType(dict(values["raw"]))})
+
 
 @dataclass(frozen=True)
 class Trace:
@@ -418,79 +429,114 @@ _CHUNK = 8 << 20
 _EVENTS_KEY = b'"traceEvents"'
 
 
-def _stream(path: str) -> Optional[Trace]:
-    """Read a big trace chunk by chunk: only one chunk's parsed events are alive at a time,
-    each made a record at once (recorded shapes shared between repeats, see :class:`_Builder`).
+class _Unstreamable(Exception):
+    """The file's layout is not one :class:`EventPieces` reads: the caller parses it whole."""
 
-    The ``traceEvents`` array is cut after an event's closing ``}`` and its comma, and each
-    piece parsed with the same parser as a whole file; a cut that lands inside a string or a
-    nested object does not parse, and an earlier one is tried. Returns ``None`` (the caller
-    then parses the file whole, which also words any error) when the layout is not one this
-    understands: no ``"traceEvents": [`` in the first chunk, a piece that will not parse,
-    anything unexpected at the end.
+
+class EventPieces:
+    """The ``traceEvents`` array of a trace file, piece by piece (about ``chunk`` bytes each,
+    default :data:`_CHUNK`).
+
+    Iterating yields ``(offset, piece, events)``: where the piece starts in the (decompressed)
+    file, its raw JSON bytes (events joined by commas, no brackets) and its parsed events. The
+    array is cut after an event's closing ``}`` and its comma, and each piece parsed with the
+    same parser as a whole file; a cut that lands inside a string or a nested object does not
+    parse, and an earlier one is tried (``decode``: how a piece is parsed, a JSON array's bytes
+    to a list; default the whole-file parser). After the iteration :attr:`header` holds the document's
+    other keys (before and after the array). Raises :class:`_Unstreamable` when the layout is
+    not one this understands (no ``"traceEvents": [`` in the first chunk, a piece that will not
+    parse, anything unexpected at the end); the whole-file parse then words any error.
     """
+
+    def __init__(self, path: str, decode: Optional[Callable[[bytes], Any]] = None, chunk: int = 0) -> None:
+        self.path = path
+        self.chunk = chunk or _CHUNK
+        with open(path, "rb") as probe:
+            self.gzipped = probe.read(2) == b"\x1f\x8b"
+        self.header: dict = {}
+        self.decode = decode or _loads
+
+    def open(self) -> Any:
+        """The file for reading, decompressed when it is gzip."""
+        return gzip.open(self.path, "rb") if self.gzipped else open(self.path, "rb")
+
+    def __iter__(self) -> Iterator[Tuple[int, bytes, List[Any]]]:
+        try:
+            with self.open() as f:
+                head = f.read(max(self.chunk, _CHUNK))
+                k = head.find(_EVENTS_KEY)
+                j = head.find(b"[", k + len(_EVENTS_KEY)) if k >= 0 else -1
+                if j < 0 or head[k + len(_EVENTS_KEY):j].strip() != b":":
+                    raise _Unstreamable
+                header = _loads(head[:k] + b'"traceEvents": []}')
+                if not isinstance(header, dict):
+                    raise _Unstreamable
+                buf, base = head[j + 1:], j + 1
+                while True:
+                    more = f.read(self.chunk)
+                    if not more:
+                        break
+                    buf += more
+                    cut = _cut(buf, self.decode)
+                    if cut is None:
+                        if len(buf) > 8 * _CHUNK:  # no event boundary in 64 MB: not a layout this reads
+                            raise _Unstreamable
+                        continue
+                    events, size = cut
+                    yield base, buf[:size], events
+                    buf, base = buf[size + 1:], base + size + 1
+                tail = _tail(buf, self.decode)
+                if tail is None:
+                    raise _Unstreamable
+                events, size, trailer = tail
+                if events:
+                    yield base, buf[:size], events
+        except (EOFError, OSError, zlib.error, ValueError, RecursionError) as err:
+            if isinstance(err, TraceError):
+                raise  # an event the reader refuses: the same error as a whole-file read gives
+            raise _Unstreamable from None  # a damaged file: the whole-file read says what is wrong
+        header.pop("traceEvents", None)
+        header.update(trailer)
+        self.header = header
+
+
+def _stream(path: str) -> Optional[Trace]:
+    """Read a big trace chunk by chunk (:class:`EventPieces`): only one chunk's parsed events
+    are alive at a time, each made a record at once (recorded shapes shared between repeats,
+    see :class:`_Builder`). ``None`` when the layout is not one this reads."""
     builder = _Builder(path, intern=True)
-    with open(path, "rb") as probe:
-        gz = probe.read(2) == b"\x1f\x8b"
+    pieces = EventPieces(path)
+    index = 0
     try:
-        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
-            head = f.read(_CHUNK)
-            k = head.find(_EVENTS_KEY)
-            j = head.find(b"[", k + len(_EVENTS_KEY)) if k >= 0 else -1
-            if j < 0 or head[k + len(_EVENTS_KEY):j].strip() != b":":
-                return None
-            header = _loads(head[:k] + b'"traceEvents": []}')
-            if not isinstance(header, dict):
-                return None
-            buf, index = head[j + 1:], 0
-            while True:
-                more = f.read(_CHUNK)
-                if not more:
-                    break
-                buf += more
-                cut = _cut(buf)
-                if cut is None:
-                    if len(buf) > 8 * _CHUNK:  # no event boundary in 64 MB: not a layout this reads
-                        return None
-                    continue
-                events, buf = cut
-                for ev in events:
-                    builder.add(index, ev)
-                    index += 1
-            tail = _tail(buf)
-            if tail is None:
-                return None
-            events, trailer = tail
+        for _, _, events in pieces:
             for ev in events:
                 builder.add(index, ev)
                 index += 1
-    except (EOFError, OSError, zlib.error, ValueError, RecursionError) as err:
-        if isinstance(err, TraceError):
-            raise  # an event the reader refuses: the same error as a whole-file read gives
-        return None  # a damaged file: the whole-file read says what is wrong
-    header.update(trailer)
-    return builder.finish(header)
+    except _Unstreamable:
+        return None
+    return builder.finish(pieces.header)
 
 
-def _cut(buf: bytes) -> Optional[Tuple[List[Any], bytes]]:
-    """The whole events at the start of ``buf`` (parsed) and the rest, or ``None``."""
+def _cut(buf: bytes, decode: Callable[[bytes], Any]) -> Optional[Tuple[List[Any], int]]:
+    """The whole events at the start of ``buf`` (parsed) and their length in bytes (the comma
+    after them follows), or ``None``."""
     limit = len(buf)
     for _ in range(4):  # a cut inside a string or a nested object fails to parse: try earlier
         pos = buf.rfind(b"},", 0, limit)
         if pos < 0:
             return None
         try:
-            events = _loads(b"[" + buf[:pos + 1] + b"]")
+            events = decode(b"[" + buf[:pos + 1] + b"]")
         except ValueError:
             limit = pos
             continue
-        return (events, buf[pos + 2:]) if isinstance(events, list) else None
+        return (events, pos + 1) if isinstance(events, list) else None
     return None
 
 
-def _tail(buf: bytes) -> Optional[Tuple[List[Any], Mapping[str, Any]]]:
-    """The last events and the document's keys after ``traceEvents`` (``]``, then ``}`` or
-    more keys), or ``None``."""
+def _tail(buf: bytes, decode: Callable[[bytes], Any]) -> Optional[Tuple[List[Any], int, Mapping[str, Any]]]:
+    """The last events, their length in bytes, and the document's keys after ``traceEvents``
+    (``]``, then ``}`` or more keys), or ``None``."""
     limit = len(buf)
     for _ in range(4):
         pos = buf.rfind(b"]", 0, limit)
@@ -498,13 +544,13 @@ def _tail(buf: bytes) -> Optional[Tuple[List[Any], Mapping[str, Any]]]:
             return None
         rest = buf[pos + 1:].strip()
         try:
-            events = _loads(b"[" + buf[:pos] + b"]")
+            events = decode(b"[" + buf[:pos] + b"]")
             trailer = {} if rest == b"}" else _loads(b"{" + rest[1:]) if rest.startswith(b",") else None
         except ValueError:
             limit = pos
             continue
         if isinstance(events, list) and isinstance(trailer, dict):
-            return events, trailer
+            return events, pos, trailer
         limit = pos
     return None
 
@@ -691,9 +737,17 @@ class _Builder:
         elif ph in ("s", "f") and ev.get("cat") in ("ac2g", "fwdbwd"):
             self.flows.append((i, ev))
 
-    def finish(self, header: Mapping[str, Any]) -> Trace:
+    def finish(self, header: Mapping[str, Any], origin_us: Optional[float] = None) -> Trace:
+        """The trace of the events added. ``origin_us``: the origin to measure times from (a
+        part of a file read by :mod:`~torch_roofline.timing.segments` keeps the whole file's);
+        default: the earliest duration event added. Events added out of file order (a part's
+        host events first, then its device activity) are put back in file order."""
         label = self.label
-        origin_us = self.origin_us if self.durations else 0.0
+        if origin_us is None:
+            origin_us = self.origin_us if self.durations else 0.0
+        else:
+            self.durations.sort(key=_event_index)
+            self.flows.sort(key=_first)
         for record in self.durations:  # start_s held the file's microseconds until now
             d = record.__dict__
             d["start_s"] = (d["start_s"] - origin_us) * _US
@@ -706,6 +760,14 @@ class _Builder:
         metadata = MappingProxyType({k: v for k, v in header.items() if k != "traceEvents"})
         return Trace(events=tuple(self.durations), memory=memory, flows=flow_events, devices=devices,
                      origin_us=origin_us, metadata=metadata, source=label)
+
+
+def _event_index(event: TraceEvent) -> int:
+    return event.index
+
+
+def _first(pair: Tuple[int, Any]) -> int:
+    return pair[0]
 
 
 #: The recorded-call fields of an event's ``args`` that repeat from step to step.

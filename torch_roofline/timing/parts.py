@@ -1,0 +1,151 @@
+"""Reading the parts of a big trace, in parallel processes where the platform allows.
+
+Each part (a few steps: :func:`~torch_roofline.timing.segments.plan_parts`) is cut from the
+file (:func:`~torch_roofline.timing.segments.part_trace`), attributed to modules and counted
+from its recorded shapes exactly as a whole trace is, and summed
+(:mod:`torch_roofline.timing.merge`) into a :class:`PartResult` that holds no event. The
+first part is read in this process (it fills the cache of replayed calls); the others in
+worker processes forked from it (:data:`PART_WORKERS`), which start with that cache and
+the file's scan, and send back their results, which are added up in time order. Where
+``fork`` is not available, or with a single worker, every part is read here in turn.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional, Sequence, Set, Tuple
+
+from torch_roofline.timing.attribution import TraceTiming, attribute
+from torch_roofline.timing.compiled import CompiledCode, scan_compiled
+from torch_roofline.timing.merge import PartCosts, ShapeSum, TimingSum, part_costs
+from torch_roofline.timing.segments import StepMarker, TraceScan, part_trace
+from torch_roofline.timing.shapes import has_recorded_shapes, shape_costs
+from torch_roofline.timing.steps import _TOL_S
+from torch_roofline.timing.trace import DeviceProperties
+
+__all__ = ["PART_WORKERS", "PartResult", "read_parts"]
+
+#: Worker processes reading parts at once: this machine's usable CPUs, at most 4 (each holds
+#: one part's records, about ten times :data:`~torch_roofline.timing.segments.PART_BYTES`).
+PART_WORKERS = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
+                          4))
+
+
+@dataclass(frozen=True)
+class PartResult:
+    """What one part of a trace measured and counted, without its events.
+
+    Attributes:
+        steps: ProfilerStep markers holding an op call in the part (0: none; the rest is empty).
+        spans_s: their summed spans in seconds.
+        timing: the part's timing with its op rows summed per (module, scope, phase, op)
+            (:class:`~torch_roofline.timing.merge.TimingSum`).
+        runs: module calls made by runs of op rows (a trace without module ranges), summed
+            over the part's steps.
+        device: the GPU the part's kernels ran on (``None``: a CPU trace).
+        unfit: the part cannot be read this way (its steps are not the markers the
+            attribution counts, or it holds hardware counters): read the trace whole.
+        compiled: what it recorded of compiled code.
+        shaped: whether its ops carry recorded shapes.
+        costs: its op costs per step (with recorded shapes and no model).
+        shapes: the counts behind its shape notes.
+    """
+
+    steps: int
+    spans_s: float = 0.0
+    timing: Optional[TraceTiming] = None
+    runs: Counter = field(default_factory=Counter)
+    device: Optional[DeviceProperties] = None
+    unfit: bool = False
+    compiled: Optional[CompiledCode] = None
+    shaped: bool = False
+    costs: Optional[PartCosts] = None
+    shapes: Optional[ShapeSum] = None
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every part's reading needs (inherited by forked workers)."""
+
+    scan: TraceScan
+    plan: Tuple[Tuple[StepMarker, ...], ...]
+    op_names: Optional[Set[str]]
+    cache: Any
+
+
+_JOB: Optional[_Job] = None  # set before the workers fork; read by _read_in_worker
+
+
+def read_parts(scan: TraceScan, plan: Sequence[Sequence[StepMarker]], *, op_names: Optional[Set[str]],
+               cache: Any, workers: Optional[int] = None) -> Iterator[PartResult]:
+    """Each part's :class:`PartResult`, in time order (module docstring).
+
+    Args:
+        scan: the file's scan (:func:`~torch_roofline.timing.segments.scan_trace`).
+        plan: its steps grouped into parts (:func:`~torch_roofline.timing.segments.plan_parts`).
+        op_names: the ops a model's count holds (rows are made of them only), or ``None``:
+            every outermost op is a row and is counted from its recorded shapes.
+        cache: the replay cache (:func:`~torch_roofline.timing.shapes.replay_cache`).
+        workers: processes reading at once; default :data:`PART_WORKERS`.
+    """
+    global _JOB
+    job = _Job(scan, tuple(tuple(p) for p in plan), op_names, cache)
+    if not job.plan:
+        return
+    yield _read(job, 0)
+    rest = range(1, len(job.plan))
+    n = min(PART_WORKERS if workers is None else workers, len(rest))
+    if n < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        for k in rest:
+            yield _read(job, k)
+        return
+    _JOB = job
+    try:
+        with multiprocessing.get_context("fork").Pool(n) as pool:
+            yield from pool.imap(_read_in_worker, rest)
+    finally:
+        _JOB = None
+
+
+def _read_in_worker(k: int) -> PartResult:
+    assert _JOB is not None, "read_parts sets the job before its workers fork"
+    return _read(_JOB, k)
+
+
+def _after(job: _Job, k: int) -> Optional[float]:
+    """The time (seconds) up to which part ``k`` leaves events to the part before it."""
+    if k == 0:
+        return None
+    return job.plan[k - 1][-1].end_s(job.scan.origin_us) + _TOL_S
+
+
+def _read(job: _Job, k: int) -> PartResult:
+    """Cut, attribute and count part ``k``."""
+    cut = part_trace(job.scan, job.plan[k], _after(job, k))
+    if cut is None:
+        return PartResult(0)
+    part, spans = cut
+    timing = attribute(part, op_names=job.op_names)
+    if timing.steps != len(spans) or any(e.kind == "cuda_profiler_range" for e in part.events):
+        return PartResult(0, unfit=True)
+    ranged = any(m.name for m in timing.modules)
+    summed = TimingSum()
+    summed.add(timing, runs=not ranged)
+    result = dict(steps=timing.steps, spans_s=sum(hi - lo for lo, hi in spans), timing=summed.result(),
+                  runs=summed.runs, device=part.device())
+    if job.op_names is not None:
+        return PartResult(**result)
+    shaped = has_recorded_shapes(part)
+    costs, shapes = None, None
+    if shaped:
+        shapes = ShapeSum()
+        if timing.ops:
+            counted = shape_costs(part, timing, cache=job.cache)
+            costs = part_costs(counted.costs, [row.step for row in timing.ops], timing.steps)
+            shapes.add(counted)
+        else:
+            costs = part_costs((), (), timing.steps)
+    return PartResult(**result, compiled=scan_compiled(part), shaped=shaped, costs=costs, shapes=shapes)
