@@ -340,7 +340,7 @@ def _from_trace(path: Any, model: Optional[nn.Module], inputs: Any, *, roof: Any
 #: Trace files at least this big (bytes of JSON, decompressed) that hold ``ProfilerStep#N``
 #: markers are read a few steps at a time (:mod:`torch_roofline.timing.segments`): memory then
 #: grows with one part, not with the file.
-PARTS_BYTES = 64 << 20
+PARTS_BYTES = 16 << 20
 
 
 def _file_bytes(path: Any) -> int:

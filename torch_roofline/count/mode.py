@@ -188,30 +188,49 @@ def _flash_on_meta(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, 
         query, key, value, 0.0, is_causal, attn_mask=attn_mask, scale=scale)[0]
 
 
+def _dispatch(self: "_Mode", func: Any, types: Any, args: Tuple = (), kwargs: Optional[Dict] = None) -> Any:
+    """The counting dispatch mode's ``__torch_dispatch__``: count ``func``'s call, run it."""
+    kwargs = kwargs or {}
+    if getattr(func, "namespace", "") == "prim":  # metadata queries (prim.device): no op ran
+        return func(*args, **kwargs)
+    counter = self.counter
+    facts = counter._op_facts(func)
+    how = facts[4]
+    if how:  # no formula, or a composite op: decompose before giving up
+        if how is True or _decompose.device_type(args) not in how:
+            return counter._decompose(self, func, args, kwargs, facts)
+        if facts[2]:  # a kernel of its own on this device: run it, count its decomposition
+            return counter._decompose(self, func, args, kwargs, facts, composite=False)
+    known = counter.scalar_values
+    if known and func is torch.ops.aten._local_scalar_dense.default and id(args[0]) in known:
+        out = known[id(args[0])]  # a fake stand-in for a real scalar (see count.replay)
+    else:
+        out = func(*args, **kwargs)
+    counter._record(func, args, kwargs, out, facts)
+    return out
+
+
 class _Mode(TorchDispatchMode):
+    """Counts the ops dispatched under it (torch wraps ``__torch_dispatch__`` so that Dynamo
+    does not compile into it, importing ``torch._dynamo`` at the first op)."""
+
     def __init__(self, counter: "OpCounter") -> None:
         super().__init__()
         self.counter = counter
 
-    def __torch_dispatch__(self, func: Any, types: Any, args: Tuple = (), kwargs: Optional[Dict] = None) -> Any:
-        kwargs = kwargs or {}
-        if getattr(func, "namespace", "") == "prim":  # metadata queries (prim.device): no op ran
-            return func(*args, **kwargs)
-        counter = self.counter
-        facts = counter._op_facts(func)
-        how = facts[4]
-        if how:  # no formula, or a composite op: decompose before giving up
-            if how is True or _decompose.device_type(args) not in how:
-                return counter._decompose(self, func, args, kwargs, facts)
-            if facts[2]:  # a kernel of its own on this device: run it, count its decomposition
-                return counter._decompose(self, func, args, kwargs, facts, composite=False)
-        known = counter.scalar_values
-        if known and func is torch.ops.aten._local_scalar_dense.default and id(args[0]) in known:
-            out = known[id(args[0])]  # a fake stand-in for a real scalar (see count.replay)
-        else:
-            out = func(*args, **kwargs)
-        counter._record(func, args, kwargs, out, facts)
-        return out
+    __torch_dispatch__ = _dispatch
+
+
+class _ReplayMode(_Mode):
+    """:class:`_Mode` for replays of recorded calls on meta tensors (no user code runs under
+    it, so nothing is compiled): not wrapped against Dynamo, so ``torch._dynamo`` (1.5-2 s to
+    import) is not imported for it."""
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False
+
+    __torch_dispatch__ = _dispatch
 
 
 class OpCounter:
@@ -229,8 +248,11 @@ class OpCounter:
         scalar_values: Optional[Mapping[int, Any]] = None,
         meta_attention: bool = False,
         named_modules: Optional[Sequence[Tuple[str, nn.Module]]] = None,
+        replay: bool = False,
     ) -> None:
         self.model = model
+        # a replay of recorded calls (timing.shapes): no user code runs, nothing is compiled
+        self.replay = replay
         self._named_modules = named_modules  # model.named_modules() when the caller has it
         # Only on the meta device: a TorchFunctionMode also switches off fast paths (e.g.
         # nn.MultiheadAttention's) that a CPU or CUDA run would take, and meta runs take none.
@@ -280,7 +302,8 @@ class OpCounter:
                 "torch_roofline.count() is already running in this thread; nested counting "
                 "would count every op twice. Count the outer call only."
             )
-        import_off_stack("torch._dynamo")  # imported by the first op under the mode: see _gc
+        if not self.replay:
+            import_off_stack("torch._dynamo")  # imported by the first op under the mode: see _gc
         _ACTIVE.on = True
         try:
             self._install_module_hooks()
@@ -289,7 +312,7 @@ class OpCounter:
             self._exit.enter_context(torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack))
             if self.meta_attention:
                 self._exit.enter_context(_MetaAttention())
-            self._exit.enter_context(_Mode(self))
+            self._exit.enter_context((_ReplayMode if self.replay else _Mode)(self))
         except BaseException:
             self._cleanup()
             raise

@@ -7,13 +7,15 @@ from its recorded shapes exactly as a whole trace is, and summed
 first part is read in this process (it fills the cache of replayed calls); the others in
 worker processes forked from it (:data:`PART_WORKERS`), which start with that cache and
 the file's scan, and send back their results, which are added up in time order. Where
-``fork`` is not available, or with a single worker, every part is read here in turn.
+``fork`` is not available, with a single worker, or inside a worker process of a pool
+(which may not start processes), every part is read here in turn.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Sequence, Set, Tuple
@@ -98,13 +100,16 @@ def read_parts(scan: TraceScan, plan: Sequence[Sequence[StepMarker]], *, op_name
     yield _read(job, 0)
     rest = range(1, len(job.plan))
     n = min(PART_WORKERS if workers is None else workers, len(rest))
-    if n < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        for k in rest:
+    if n < 2 or "fork" not in multiprocessing.get_all_start_methods() or multiprocessing.current_process().daemon:
+        for k in rest:  # one worker, no fork, or inside a pool's worker (which may not have children)
             yield _read(job, k)
         return
     _JOB = job
     try:
-        with multiprocessing.get_context("fork").Pool(n) as pool:
+        with warnings.catch_warnings():  # Python 3.12+ warns of fork in a threaded process; the workers
+            warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)  # take no lock
+            pool = multiprocessing.get_context("fork").Pool(n)
+        with pool:
             yield from pool.imap(_read_in_worker, rest)
     finally:
         _JOB = None

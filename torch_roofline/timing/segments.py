@@ -45,7 +45,8 @@ import msgspec
 
 from torch_roofline.timing.steps import profiler_steps, span_test, within
 from torch_roofline.timing.trace import (_KIND_OF_CATEGORY, DEVICE_KINDS, EventPieces, MemoryEvent, Trace, _Builder,
-                                         _int_or_none, _kind, _loads, _memory_event, _Unstreamable)
+                                         _TIME_LIMIT_US, _duration_event, _int_or_none, _kind, _loads, _memory_event,
+                                         _ts_us, _Unstreamable)
 
 __all__ = ["PART_BYTES", "BLOCK_BYTES", "TraceBlock", "TraceScan", "StepMarker", "scan_trace", "plan_parts", "part_trace"]
 
@@ -331,12 +332,11 @@ def _memory_peaks(scan: TraceScan, memory: Sequence[Tuple[int, Any]], inside: An
         if type(args) is not dict or (type(ts) is not float and type(ts) is not int):
             _memory_event(scan.path, index, ev, origin)  # raises, naming the event
             continue
-        if not inside((ts - origin) * 1e-6):
-            continue
-        total = _int_or_none(args.get("Total Allocated")) or 0
-        kind = _int_or_none(args.get("Device Type")) or 0
+        total, kind = args.get("Total Allocated"), args.get("Device Type")
+        total = total if type(total) is int else _int_or_none(total) or 0
+        kind = kind if type(kind) is int else _int_or_none(kind) or 0
         known = best.get(kind)
-        if known is None or total > known[0]:
+        if (known is None or total > known[0]) and inside((ts - origin) * 1e-6):  # the cheap test first
             best[kind] = (total, index, ev)
     peaks = [_memory_event(scan.path, index, ev, origin) for _, index, ev in best.values()]
     return tuple(sorted(peaks, key=lambda m: m.time_s))
@@ -362,7 +362,7 @@ def _add_host(builder: _Builder, first: int, events: Sequence[Any], lo: float, h
     ``[lo, hi]``, microseconds, a quick bound first); their launches' correlation ids into
     ``launched``; memory events within the bound into ``memory``, unread. Flow events are left
     out (nothing downstream reads them)."""
-    add = builder.add
+    durations, label = builder.durations, builder.label
     kind_of = _KIND_OF_CATEGORY
     for i, ev in enumerate(events):
         ph = ev.get("ph")
@@ -373,9 +373,12 @@ def _add_host(builder: _Builder, first: int, events: Sequence[Any], lo: float, h
                 kind = _kind(ev)
             if kind is None or kind in DEVICE_KINDS:
                 continue
-            ts = ev["ts"]
+            ts = ev["ts"]  # a number: the scan refused any other
             if lo <= ts <= hi and inside((ts - origin) * 1e-6):
-                add(first + i, ev)
+                # what _Builder.add does with a duration event (its origin is the file's)
+                if type(ts) is not float or not -_TIME_LIMIT_US < ts < _TIME_LIMIT_US:
+                    ts = _ts_us(label, first + i, ts)
+                durations.append(_duration_event(label, first + i, kind, ev, ts, None))
                 if kind in _LAUNCH_KINDS:
                     args = ev.get("args")
                     c = _int_or_none(args.get("correlation")) if type(args) is dict else None

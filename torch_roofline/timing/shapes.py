@@ -63,6 +63,8 @@ import ast
 import dataclasses
 import json
 import re
+import sys
+import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -585,6 +587,21 @@ class _Replayer:
 
     def _run(self, ev: Optional[TraceEvent], aliases: Optional[Tuple[_Alias, ...]],
              list_dtypes: Optional[Tuple[Any, ...]], fresh: Optional[Tuple[bool, ...]] = None) -> _Replayed:
+        """Replay one call. Until ``torch._dynamo`` is imported, on a thread of its own: a
+        meta kernel written in Python (``torch._refs``) imports it at its first call, and that
+        import keeps the frames below it alive (see :func:`torch_roofline._gc.import_off_stack`),
+        which must not be the caller's (a whole trace)."""
+        if "torch._dynamo" in sys.modules:
+            return self._run_here(ev, aliases, list_dtypes, fresh)
+        box: List[_Replayed] = []
+        thread = threading.Thread(target=lambda: box.append(self._run_here(ev, aliases, list_dtypes, fresh)),
+                                  name="torch_roofline-replay", daemon=True)
+        thread.start()
+        thread.join()
+        return box[0] if box else self._run_here(ev, aliases, list_dtypes, fresh)  # failed there: fail here
+
+    def _run_here(self, ev: Optional[TraceEvent], aliases: Optional[Tuple[_Alias, ...]],
+                  list_dtypes: Optional[Tuple[Any, ...]], fresh: Optional[Tuple[bool, ...]] = None) -> _Replayed:
         from torch_roofline.count.mode import OpCounter
 
         try:
@@ -595,7 +612,7 @@ class _Replayer:
             return _Replayed((), str(exc))
         last = "no overload of the op matches the recorded arguments"
         for overload, kwargs, slots in candidates:
-            counter = OpCounter(None, self.formulas)
+            counter = OpCounter(None, self.formulas, replay=True)
             counter._traffic.log = log = []
             try:
                 with counter:

@@ -99,11 +99,20 @@ def profiler_steps(trace: Trace) -> List[TraceEvent]:
     """The ``ProfilerStep#N`` spans of ``trace`` that hold an op call. A profiler stopped right
     after a ``step()`` leaves an empty last span (HolisticTraceAnalysis, too, leaves the last one
     out), which is not a step that ran."""
-    markers = [e for e in trace.events if e.name.startswith("ProfilerStep#") and _is_profiler_step(e)]
+    markers: List[TraceEvent] = []
+    starts: List[float] = []  # op calls: every cpu_op but ours and the markers
+    for e in trace.events:  # one pass (a part of a big trace is asked twice)
+        kind = e.kind
+        if kind != "cpu_op" and kind != "user_annotation":
+            continue
+        name = e.name
+        if name.startswith("ProfilerStep#") and _PROFILER_STEP.match(name) is not None:
+            markers.append(e)
+        elif kind == "cpu_op" and not name.startswith(RANGE_PREFIX):
+            starts.append(e.start_s)
     if not markers:
         return markers
-    starts = sorted(e.start_s for e in trace.events if e.kind == "cpu_op" and not e.name.startswith(RANGE_PREFIX)
-                    and not (e.name.startswith("ProfilerStep#") and _is_profiler_step(e)))
+    starts.sort()
     return [m for m in markers
             if bisect.bisect_right(starts, m.end_s + _TOL_S) > bisect.bisect_left(starts, m.start_s - _TOL_S)]
 
