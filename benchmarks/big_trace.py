@@ -11,7 +11,8 @@ events, module ranges, memory events, forward/backward flows).
 
 Each size is read in a fresh process (``from_trace(path, roof=...)``, recorded shapes,
 no model): wall seconds and the peak memory of that process and the workers it forks to read
-parts of a big trace (the largest total PSS, sampled every 20 ms, so pages the workers share
+parts of a big trace (the largest total PSS, sampled every 0.5 s: reading a process's PSS
+walks its page tables, which slows it when done often; shared pages count once, so pages the workers share
 with it count once), and how much of it ``from_trace`` added over the imported package
 (``added``, also per byte of file); ``how`` says whether the trace was read whole or a few
 steps at a time. Targets (issue 16): 50 MB in <= 3 s; 1 GB in <= 60 s with <= 2 GB peak
@@ -126,7 +127,8 @@ def _read_one(path: str) -> None:
 
     Peak memory is the largest total PSS (proportional set size: shared pages split between
     the processes sharing them) of this process and its children (the workers reading parts
-    of a big trace), sampled every 20 ms, and this process's own ``VmHWM``."""
+    of a big trace), sampled every 0.5 s (reading a process's PSS walks its page tables, which
+    slows it when done often), and this process's own ``VmHWM``."""
     import threading
 
     warnings.simplefilter("ignore")
@@ -137,7 +139,7 @@ def _read_one(path: str) -> None:
     done = threading.Event()
 
     def sample() -> None:
-        while not done.wait(0.02):
+        while not done.wait(0.5):
             peak[0] = max(peak[0], _tree_pss())
 
     sampler = threading.Thread(target=sample, daemon=True)

@@ -61,10 +61,12 @@ def _record(path: str, batches=(4, 4, 4, 4, 4), train: bool = True, profile_memo
 
 @pytest.fixture
 def small_parts(monkeypatch):
-    """Every trace file read in parts of one step, from pieces of 4 KB, by 2 worker processes."""
+    """Every trace file read in parts of one step, from pieces of 4 KB, by 2 worker processes,
+    a plain file scanned in two halves by two processes."""
     monkeypatch.setattr(segments, "PART_BYTES", 1)
     monkeypatch.setattr(segments, "BLOCK_BYTES", 4096)
     monkeypatch.setattr(parts, "PART_WORKERS", 2)
+    monkeypatch.setattr(parts, "SPLIT_SCAN_BYTES", 0)
 
 
 def _both(monkeypatch, path, **kwargs):
@@ -245,3 +247,34 @@ def test_step_costs_match_per_step():
     assert notes == want_notes
     key = lambda c: (c.op, c.flops, c.bytes_read)  # noqa: E731
     assert sorted(map(key, got)) == sorted(map(key, want))
+
+
+def test_scan_in_a_child_process_while_this_one_prepares(tmp_path):
+    path = str(tmp_path / "t.json")
+    _record(path, train=False)
+    ran = []
+    scan = parts.scan_while(path, lambda: ran.append(True))
+    assert ran == [True] and scan == segments.scan_trace(path)
+    with pytest.raises(IsADirectoryError):  # the child's error, raised here
+        parts.scan_while(str(tmp_path), lambda: None)
+    assert not multiprocessing.active_children()
+
+
+def test_a_scan_split_in_two_halves_is_the_whole_scan(tmp_path, monkeypatch):
+    monkeypatch.setattr(segments, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(parts, "SPLIT_SCAN_BYTES", 0)
+    path = str(tmp_path / "t.json")
+    _record(path)
+    size = os.path.getsize(path)
+    cut = segments.split_point(path, size // 2)
+    with open(path, "rb") as f:
+        raw = f.read()
+    assert cut is not None and raw[:cut].rstrip().endswith(b"},") and raw[cut:].lstrip().startswith(b"{")
+    one, two = segments.scan_trace(path), parts.scan_while(path, lambda: None)
+    assert (two.events, two.markers, two.origin_us, dict(two.header)) == (one.events, one.markers, one.origin_us,
+                                                                         dict(one.header))
+    assert [b.first for b in two.blocks] == sorted(b.first for b in two.blocks)
+    assert sum(b.count for b in two.blocks) == one.events
+    with gzip.open(tmp_path / "t.json.gz", "wb") as f:
+        f.write(raw)
+    assert segments.split_point(str(tmp_path / "t.json.gz"), 100) is None  # no way into a gzip stream's middle

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, 
 import torch
 from torch import nn
 
-from torch_roofline._gc import paused_gc
+from torch_roofline._gc import import_off_stack, paused_gc
 from torch_roofline._progress import BIG_TRACE_BYTES, StageLine
 from torch_roofline.analysis import analyse
 from torch_roofline.count.replay import count_without_compute
@@ -38,8 +38,8 @@ from torch_roofline.timing.attribution import TraceTiming, attribute
 from torch_roofline.timing.compiled import CompiledCode, compiled_kernels_note, compiled_regions_note, scan_compiled
 from torch_roofline.timing.counters import KernelCounters, kernel_counters
 from torch_roofline.timing.merge import ShapeSum, StepCosts, TimingSum, add_compiled
-from torch_roofline.timing.parts import read_parts
-from torch_roofline.timing.segments import TraceScan, plan_parts, scan_trace
+from torch_roofline.timing.parts import read_parts, scan_while
+from torch_roofline.timing.segments import TraceScan, plan_parts
 from torch_roofline.timing.shapes import has_recorded_shapes, per_step, replay_cache, shape_costs
 from torch_roofline.timing.steps import split_steps, within
 from torch_roofline.timing.trace import DeviceProperties, Trace, load_trace
@@ -269,7 +269,8 @@ def _from_trace(path: Any, model: Optional[nn.Module], inputs: Any, *, roof: Any
         raise ValueError(f"from_trace(steps={steps!r}): expected a positive number of steps, e.g. steps=2")
     if steps is None and not isinstance(path, Trace) and _file_bytes(path) >= PARTS_BYTES:
         line.stage("finding the steps")
-        scan = scan_trace(os.fspath(path))
+        # the replays of recorded calls import torch._dynamo (batch norm's meta kernel): meanwhile
+        scan = scan_while(os.fspath(path), (lambda: import_off_stack("torch._dynamo")) if model is None else _nothing)
         if scan is not None and len(scan.markers) >= 2:
             report = _from_parts(scan, model, inputs, roof=roof, backward=backward, loss_fn=loss_fn,
                                  memory_model=memory_model, counted=counted, line=line)
@@ -341,6 +342,10 @@ def _from_trace(path: Any, model: Optional[nn.Module], inputs: Any, *, roof: Any
 #: markers are read a few steps at a time (:mod:`torch_roofline.timing.segments`): memory then
 #: grows with one part, not with the file.
 PARTS_BYTES = 16 << 20
+
+
+def _nothing() -> None:
+    return None
 
 
 def _file_bytes(path: Any) -> int:

@@ -18,17 +18,18 @@ import os
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Iterator, Optional, Sequence, Set, Tuple
 
 from torch_roofline.timing.attribution import TraceTiming, attribute
 from torch_roofline.timing.compiled import CompiledCode, scan_compiled
 from torch_roofline.timing.merge import PartCosts, ShapeSum, TimingSum, part_costs
-from torch_roofline.timing.segments import StepMarker, TraceScan, part_trace
+from torch_roofline.timing.segments import (StepMarker, TraceScan, join_scans, part_trace, scan_range, scan_trace,
+                                             split_point)
 from torch_roofline.timing.shapes import has_recorded_shapes, shape_costs
 from torch_roofline.timing.steps import _TOL_S
 from torch_roofline.timing.trace import DeviceProperties
 
-__all__ = ["PART_WORKERS", "PartResult", "read_parts"]
+__all__ = ["PART_WORKERS", "SPLIT_SCAN_BYTES", "PartResult", "read_parts", "scan_while"]
 
 #: Worker processes reading parts at once: this machine's usable CPUs, at most 4 (each holds
 #: one part's records, about ten times :data:`~torch_roofline.timing.segments.PART_BYTES`).
@@ -100,19 +101,92 @@ def read_parts(scan: TraceScan, plan: Sequence[Sequence[StepMarker]], *, op_name
     yield _read(job, 0)
     rest = range(1, len(job.plan))
     n = min(PART_WORKERS if workers is None else workers, len(rest))
-    if n < 2 or "fork" not in multiprocessing.get_all_start_methods() or multiprocessing.current_process().daemon:
+    if n < 2 or not _can_fork():
         for k in rest:  # one worker, no fork, or inside a pool's worker (which may not have children)
             yield _read(job, k)
         return
     _JOB = job
     try:
-        with warnings.catch_warnings():  # Python 3.12+ warns of fork in a threaded process; the workers
-            warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)  # take no lock
-            pool = multiprocessing.get_context("fork").Pool(n)
+        ctx = _fork_context()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
+            pool = ctx.Pool(n)
         with pool:
             yield from pool.imap(_read_in_worker, rest)
     finally:
         _JOB = None
+
+
+def _can_fork() -> bool:
+    """Whether worker processes can be forked here (not where ``fork`` is missing, nor inside
+    a pool's worker, which may not start processes)."""
+    return "fork" in multiprocessing.get_all_start_methods() and not multiprocessing.current_process().daemon
+
+
+def _fork_context() -> Any:
+    with warnings.catch_warnings():  # Python 3.12+ warns of fork in a threaded process; the children
+        warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)  # take no lock
+        return multiprocessing.get_context("fork")
+
+
+#: Plain trace files at least this big are scanned by two processes, half each.
+SPLIT_SCAN_BYTES = 64 << 20
+
+
+def scan_while(path: str, meanwhile: Callable[[], None]) -> Optional[TraceScan]:
+    """:func:`~torch_roofline.timing.segments.scan_trace` of ``path`` in forked processes
+    while this one runs ``meanwhile`` (the imports the parts' replays need: ``torch._dynamo``
+    takes 1.5-2 s): a plain file of :data:`SPLIT_SCAN_BYTES` or more in two halves, one
+    process each (:func:`~torch_roofline.timing.segments.split_point`), else in one. Both
+    here, one after the other, where a process cannot be forked or a child died. An error of
+    the scan is raised here."""
+    if not _can_fork():
+        meanwhile()
+        return scan_trace(path)
+    size = os.path.getsize(path)
+    cut = split_point(path, size // 2) if size >= SPLIT_SCAN_BYTES else None
+    ranges = [(None, None)] if cut is None else [(None, cut), (cut, None)]
+    ctx = _fork_context()
+    children = []
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
+        for start, end in ranges:
+            receive, send = ctx.Pipe(duplex=False)
+            child = ctx.Process(target=_scan_to, args=(path, start, end, send), name="torch_roofline-scan",
+                                daemon=True)
+            child.start()
+            send.close()
+            children.append((child, receive))
+    results = []
+    try:
+        meanwhile()
+        for child, receive in children:
+            try:
+                results.append(receive.recv())
+            except (EOFError, OSError):  # the child died: scan here
+                results.append(None)
+    finally:
+        for child, receive in children:
+            receive.close()
+            child.join()
+    for result in results:
+        if result is not None and result[0] == "error":
+            raise result[1]
+    if any(result is None for result in results):
+        return scan_trace(path)
+    scans = [value for _, value in results]
+    if any(scan is None for scan in scans):  # not a layout read in pieces (or a range that was not)
+        return scan_trace(path) if len(scans) > 1 else None
+    return join_scans(path, scans)
+
+
+def _scan_to(path: str, start: Optional[int], end: Optional[int], send: Any) -> None:
+    try:
+        result: Tuple[str, Any] = ("ok", scan_range(path, start, end))
+    except BaseException as exc:  # noqa: BLE001 - sent to the parent, which raises it
+        result = ("error", exc)
+    send.send(result)
+    send.close()
 
 
 def _read_in_worker(k: int) -> PartResult:

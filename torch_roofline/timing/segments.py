@@ -48,7 +48,8 @@ from torch_roofline.timing.trace import (_KIND_OF_CATEGORY, DEVICE_KINDS, EventP
                                          _TIME_LIMIT_US, _duration_event, _int_or_none, _kind, _loads, _memory_event,
                                          _ts_us, _Unstreamable)
 
-__all__ = ["PART_BYTES", "BLOCK_BYTES", "TraceBlock", "TraceScan", "StepMarker", "scan_trace", "plan_parts", "part_trace"]
+__all__ = ["PART_BYTES", "BLOCK_BYTES", "TraceBlock", "TraceScan", "StepMarker", "RangeScan", "scan_trace", "scan_range",
+           "join_scans", "split_point", "plan_parts", "part_trace"]
 
 #: Bytes of (decompressed) file per part (:func:`plan_parts`): a part's records take about ten
 #: times that while it is read.
@@ -150,7 +151,37 @@ def scan_trace(path: str) -> Optional[TraceScan]:
     Returns ``None`` when the file is not one this reads piece by piece (its layout, or an
     event without a usable ``ts``): the caller then reads it whole, which names what is wrong.
     """
-    pieces = EventPieces(os.fspath(path), decode=_decode_scan, chunk=BLOCK_BYTES)
+    scanned = scan_range(path)
+    return None if scanned is None else join_scans(path, [scanned])
+
+
+@dataclass(frozen=True)
+class RangeScan:
+    """:func:`scan_range`'s result: a :class:`TraceScan` of a byte range of the file, its
+    events numbered from 0 (:func:`join_scans` numbers them in the file).
+
+    Attributes:
+        header: the document's keys read in the range (before the array in the first range,
+            after it in the last).
+        blocks, markers: as in :class:`TraceScan`, numbered within the range.
+        events: events in the range.
+        origin_us: the earliest duration event's ``ts`` (``inf``: none).
+        gzipped: whether the file is gzip.
+    """
+
+    header: Mapping[str, Any]
+    blocks: Tuple[TraceBlock, ...]
+    markers: Tuple[StepMarker, ...]
+    events: int
+    origin_us: float
+    gzipped: bool
+
+
+def scan_range(path: str, start: Optional[int] = None, end: Optional[int] = None) -> Optional[RangeScan]:
+    """:func:`scan_trace` of the events from byte ``start`` (an event's first byte; default
+    the array's start) to ``end`` (just after an event's comma; default the array's end), as
+    a :class:`RangeScan`, or ``None`` (see :func:`scan_trace`)."""
+    pieces = EventPieces(os.fspath(path), decode=_decode_scan, chunk=BLOCK_BYTES, start=start, end=end)
     blocks: List[TraceBlock] = []
     markers: List[StepMarker] = []
     origin = math.inf
@@ -167,9 +198,57 @@ def scan_trace(path: str) -> Optional[TraceScan]:
             index += len(events)
     except _Unstreamable:
         return None
+    return RangeScan(pieces.header, tuple(blocks), tuple(markers), index, origin, pieces.gzipped)
+
+
+def join_scans(path: str, ranges: Sequence[RangeScan]) -> TraceScan:
+    """The :class:`TraceScan` of a file from the scans of its consecutive byte ranges."""
+    blocks: List[TraceBlock] = []
+    markers: List[StepMarker] = []
+    header: Dict[str, Any] = {}
+    first = 0
+    for r in ranges:
+        header.update(r.header)
+        blocks += [replace(b, first=b.first + first) for b in r.blocks] if first else list(r.blocks)
+        markers += [replace(m, index=m.index + first) for m in r.markers] if first else list(r.markers)
+        first += r.events
     markers.sort(key=lambda m: m.start_us)
-    return TraceScan(os.fspath(path), pieces.header, tuple(blocks), tuple(markers),
-                     origin if blocks and origin < math.inf else 0.0, index, sum(b.size for b in blocks))
+    origin = min((r.origin_us for r in ranges), default=math.inf)
+    return TraceScan(os.fspath(path), header, tuple(blocks), tuple(markers),
+                     origin if blocks and origin < math.inf else 0.0, first, sum(b.size for b in blocks))
+
+
+def split_point(path: str, at: int) -> Optional[int]:
+    """A byte offset near ``at`` where an event of the plain file ``path`` begins, just after
+    the comma ending the one before (where :func:`scan_range` can split the file between two
+    processes); ``None`` when none is found in the 4 MB after ``at`` or the file is gzip. A
+    candidate ``},`` counts when the events after it decode (one inside a string does not)."""
+    with open(path, "rb") as f:
+        if f.read(2) == b"\x1f\x8b":
+            return None
+        f.seek(at)
+        window = f.read(4 << 20)
+    pos = 0
+    for _ in range(32):
+        c = window.find(b"},", pos)
+        if c < 0:
+            return None
+        ends = []
+        d = c + 2
+        while len(ends) < 3:
+            d = window.find(b"},", d)
+            if d < 0:
+                break
+            ends.append(d)
+            d += 2
+        for e in reversed(ends):
+            try:
+                if _SCAN_DECODER.decode(b"[" + window[c + 2:e + 1] + b"]"):
+                    return at + c + 2
+            except ValueError:
+                continue
+        pos = c + 2
+    return None
 
 
 class _Args(msgspec.Struct):

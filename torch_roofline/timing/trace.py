@@ -448,9 +448,14 @@ class EventPieces:
     parse, anything unexpected at the end); the whole-file parse then words any error.
     """
 
-    def __init__(self, path: str, decode: Optional[Callable[[bytes], Any]] = None, chunk: int = 0) -> None:
+    def __init__(self, path: str, decode: Optional[Callable[[bytes], Any]] = None, chunk: int = 0,
+                 start: Optional[int] = None, end: Optional[int] = None) -> None:
         self.path = path
         self.chunk = chunk or _CHUNK
+        # A byte range of a plain file's array (a scan split between processes): ``start``, an
+        # event's first byte (no header is read); ``end``, just after the comma that follows
+        # an event (the range's last event ends there; nothing after it is read).
+        self.start, self.end = start, end
         with open(path, "rb") as probe:
             self.gzipped = probe.read(2) == b"\x1f\x8b"
         self.header: dict = {}
@@ -461,21 +466,30 @@ class EventPieces:
         return gzip.open(self.path, "rb") if self.gzipped else open(self.path, "rb")
 
     def __iter__(self) -> Iterator[Tuple[int, bytes, List[Any]]]:
+        if (self.start is not None or self.end is not None) and self.gzipped:
+            raise _Unstreamable  # a gzip stream cannot be entered in its middle
         try:
             with self.open() as f:
-                head = f.read(max(self.chunk, _CHUNK))
-                k = head.find(_EVENTS_KEY)
-                j = head.find(b"[", k + len(_EVENTS_KEY)) if k >= 0 else -1
-                if j < 0 or head[k + len(_EVENTS_KEY):j].strip() != b":":
-                    raise _Unstreamable
-                header = _loads(head[:k] + b'"traceEvents": []}')
-                if not isinstance(header, dict):
-                    raise _Unstreamable
-                buf, base = head[j + 1:], j + 1
+                if self.start is None:
+                    head = f.read(max(self.chunk, _CHUNK) if self.end is None else min(max(self.chunk, _CHUNK), self.end))
+                    k = head.find(_EVENTS_KEY)
+                    j = head.find(b"[", k + len(_EVENTS_KEY)) if k >= 0 else -1
+                    if j < 0 or head[k + len(_EVENTS_KEY):j].strip() != b":":
+                        raise _Unstreamable
+                    header = _loads(head[:k] + b'"traceEvents": []}')
+                    if not isinstance(header, dict):
+                        raise _Unstreamable
+                    buf, base = head[j + 1:], j + 1
+                else:
+                    f.seek(self.start)
+                    header, buf, base = {}, b"", self.start
+                left = None if self.end is None else self.end - (base + len(buf))
                 while True:
-                    more = f.read(self.chunk)
+                    more = f.read(self.chunk if left is None else min(self.chunk, left))
                     if not more:
                         break
+                    if left is not None:
+                        left -= len(more)
                     buf += more
                     cut = _cut(buf, self.decode)
                     if cut is None:
@@ -485,10 +499,16 @@ class EventPieces:
                     events, size = cut
                     yield base, buf[:size], events
                     buf, base = buf[size + 1:], base + size + 1
-                tail = _tail(buf, self.decode)
-                if tail is None:
-                    raise _Unstreamable
-                events, size, trailer = tail
+                if self.end is not None:  # the range ends after an event and its comma
+                    size = len(buf.rstrip())
+                    if size and buf[size - 1:size] != b",":
+                        raise _Unstreamable
+                    events, size, trailer = (self.decode(b"[" + buf[:size - 1] + b"]"), size - 1, {}) if size else ([], 0, {})
+                else:
+                    tail = _tail(buf, self.decode)
+                    if tail is None:
+                        raise _Unstreamable
+                    events, size, trailer = tail
                 if events:
                     yield base, buf[:size], events
         except (EOFError, OSError, zlib.error, ValueError, RecursionError) as err:
