@@ -109,6 +109,7 @@ def test_training_trace_read_in_parts_is_the_whole_read(tmp_path, monkeypatch, s
     _assert_same(whole, in_parts)
     assert whole.steps == 5 and whole.totals.flops > 0 and whole.totals.peak_memory_bytes
     assert any(r.phase == "backward" for r in in_parts.ops) and any(r.phase == "optimizer" for r in in_parts.ops)
+    assert "(, " not in in_parts.table()  # a trace's modules have no type: "(backward)", not "(, backward)"
 
 
 def test_steps_that_differ_are_averaged_alike(tmp_path, monkeypatch, small_parts):

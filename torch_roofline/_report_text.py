@@ -244,7 +244,7 @@ def _time_lost_text(report: RooflineReport) -> str:
     lines = ["Where the time goes (modules' own time lost to the roofline):"]
     for i, item in enumerate(report.time_lost, 1):
         lines.append(
-            f"  {i:2d}. {report.display_name(item.name)} ({item.type}, {item.phase}): "
+            f"  {i:2d}. {report.display_name(item.name)} ({', '.join(x for x in (item.type, item.phase) if x)}): "
             f"{human_time(item.time_lost_s)} lost; {item.reason}"
         )
         lines.append(f"      hint: {item.hint}")
