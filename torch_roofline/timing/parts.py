@@ -13,6 +13,7 @@ the file's scan, and send back their results, which are added up in time order. 
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import warnings
@@ -107,9 +108,7 @@ def read_parts(scan: TraceScan, plan: Sequence[Sequence[StepMarker]], *, op_name
         return
     _JOB = job
     try:
-        ctx = _fork_context()
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
+        with _quiet_fork() as ctx:
             pool = ctx.Pool(n)
         with pool:
             yield from pool.imap(_read_in_worker, rest)
@@ -123,10 +122,13 @@ def _can_fork() -> bool:
     return "fork" in multiprocessing.get_all_start_methods() and not multiprocessing.current_process().daemon
 
 
-def _fork_context() -> Any:
-    with warnings.catch_warnings():  # Python 3.12+ warns of fork in a threaded process; the children
-        warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)  # take no lock
-        return multiprocessing.get_context("fork")
+@contextlib.contextmanager
+def _quiet_fork() -> Iterator[Any]:
+    """The ``fork`` context, for starting processes without Python 3.12+'s warning about
+    forking a threaded process (the children take no lock a parent thread may hold)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
+        yield multiprocessing.get_context("fork")
 
 
 #: Plain trace files at least this big are scanned by two processes, half each.
@@ -146,10 +148,8 @@ def scan_while(path: str, meanwhile: Callable[[], None]) -> Optional[TraceScan]:
     size = os.path.getsize(path)
     cut = split_point(path, size // 2) if size >= SPLIT_SCAN_BYTES else None
     ranges = [(None, None)] if cut is None else [(None, cut), (cut, None)]
-    ctx = _fork_context()
     children = []
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
+    with _quiet_fork() as ctx:
         for start, end in ranges:
             receive, send = ctx.Pipe(duplex=False)
             child = ctx.Process(target=_scan_to, args=(path, start, end, send), name="torch_roofline-scan",

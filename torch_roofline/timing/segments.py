@@ -44,9 +44,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import msgspec
 
 from torch_roofline.timing.steps import profiler_steps, span_test, within
-from torch_roofline.timing.trace import (_KIND_OF_CATEGORY, DEVICE_KINDS, EventPieces, MemoryEvent, Trace, _Builder,
-                                         _TIME_LIMIT_US, _duration_event, _int_or_none, _kind, _loads, _memory_event,
-                                         _ts_us, _Unstreamable)
+from torch_roofline.timing.trace import (DEVICE_KINDS, LAUNCH_KINDS, EventPieces, MemoryEvent, Trace, _Builder,
+                                         _TIME_LIMIT_US, _duration_event, _int_or_none, _loads, _memory_event, _ts_us,
+                                         _Unstreamable, kind_of_category)
 
 __all__ = ["PART_BYTES", "BLOCK_BYTES", "TraceBlock", "TraceScan", "StepMarker", "RangeScan", "scan_trace", "scan_range",
            "join_scans", "split_point", "plan_parts", "part_trace"]
@@ -60,7 +60,6 @@ BLOCK_BYTES = 2 << 20
 #: Slack in microseconds when choosing the pieces of a part; the exact cut is ``within``'s.
 _SLACK_US = 1.0
 _PROFILER_STEP = re.compile(r"^ProfilerStep#\d+$")
-_LAUNCH_KINDS = ("cuda_runtime", "cuda_driver")
 
 
 @dataclass(frozen=True)
@@ -284,14 +283,10 @@ def _scan_piece(events: Sequence[_ScanEvent], first: int, markers: List[StepMark
     host: List[Any] = []  # ts of host events
     durations: List[Any] = []  # ts of duration events of a known kind
     correlations: List[Any] = []
-    kind_of = _KIND_OF_CATEGORY
     for i, ev in enumerate(events):
         ph = ev.ph
         if ph == "X":
-            cat = ev.cat
-            kind = kind_of.get(cat, _UNSEEN) if type(cat) is str else _UNSEEN
-            if kind is _UNSEEN:
-                kind = _kind({"cat": cat})
+            kind = kind_of_category(ev.cat)
             if kind is None:
                 continue
             ts = ev.ts
@@ -326,9 +321,6 @@ def _scan_piece(events: Sequence[_ScanEvent], first: int, markers: List[StepMark
 
 def _finite(x: Any) -> bool:
     return (type(x) is int or type(x) is float) and math.isfinite(x)
-
-
-_UNSEEN = object()
 
 
 def plan_parts(scan: TraceScan, part_bytes: Optional[int] = None) -> Tuple[Tuple[StepMarker, ...], ...]:
@@ -442,14 +434,10 @@ def _add_host(builder: _Builder, first: int, events: Sequence[Any], lo: float, h
     ``launched``; memory events within the bound into ``memory``, unread. Flow events are left
     out (nothing downstream reads them)."""
     durations, label = builder.durations, builder.label
-    kind_of = _KIND_OF_CATEGORY
     for i, ev in enumerate(events):
         ph = ev.get("ph")
         if ph == "X":
-            cat = ev.get("cat")
-            kind = kind_of.get(cat, _UNSEEN) if type(cat) is str else _UNSEEN
-            if kind is _UNSEEN:
-                kind = _kind(ev)
+            kind = kind_of_category(ev.get("cat"))
             if kind is None or kind in DEVICE_KINDS:
                 continue
             ts = ev["ts"]  # a number: the scan refused any other
@@ -458,7 +446,7 @@ def _add_host(builder: _Builder, first: int, events: Sequence[Any], lo: float, h
                 if type(ts) is not float or not -_TIME_LIMIT_US < ts < _TIME_LIMIT_US:
                     ts = _ts_us(label, first + i, ts)
                 durations.append(_duration_event(label, first + i, kind, ev, ts, None))
-                if kind in _LAUNCH_KINDS:
+                if kind in LAUNCH_KINDS:
                     args = ev.get("args")
                     c = _int_or_none(args.get("correlation")) if type(args) is dict else None
                     if c is not None:
@@ -476,8 +464,7 @@ def _add_device(builder: _Builder, first: int, events: Sequence[Any], launched: 
     for i, ev in enumerate(events):
         if ev.get("ph") != "X":
             continue
-        kind = _kind(ev)
-        if kind not in DEVICE_KINDS:
+        if kind_of_category(ev.get("cat")) not in DEVICE_KINDS:
             continue
         args = ev.get("args")
         c = _int_or_none(args.get("correlation")) if type(args) is dict else None

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from torch_roofline.timing.ranges import RANGE_PREFIX
-from torch_roofline.timing.trace import DEVICE_KINDS, Trace, TraceEvent
+from torch_roofline.timing.trace import DEVICE_KINDS, LAUNCH_KINDS, Trace, TraceEvent
 
 __all__ = ["StepSplit", "profiler_steps", "split_steps", "span_test", "within"]
 
@@ -222,7 +222,7 @@ def within(trace: Trace, spans: Sequence[Tuple[float, float]], after_s: Optional
             continue
         if inside(e.start_s):
             kept.append(e)
-            if e.correlation is not None and e.kind in ("cuda_runtime", "cuda_driver"):
+            if e.correlation is not None and e.kind in LAUNCH_KINDS:
                 launched.add(e.correlation)
     kept += [e for e in trace.events if e.kind in DEVICE_KINDS and e.correlation in launched]
     kept.sort(key=lambda e: e.index)

@@ -61,6 +61,8 @@ __all__ = [
     "TraceError",
     "EVENT_KINDS",
     "DEVICE_KINDS",
+    "LAUNCH_KINDS",
+    "kind_of_category",
     "TraceEvent",
     "MemoryEvent",
     "FlowEvent",
@@ -85,6 +87,9 @@ EVENT_KINDS: Tuple[str, ...] = (
 
 DEVICE_KINDS: Tuple[str, ...] = ("kernel", "gpu_memcpy", "gpu_memset")
 """Kinds that are device activity (time measured on the GPU)."""
+
+LAUNCH_KINDS: Tuple[str, ...] = ("cuda_runtime", "cuda_driver")
+"""Kinds of the host calls that launch device activity (joined to it by correlation id)."""
 
 # Older Kineto / TensorBoard-plugin spellings.
 _CATEGORY_ALIASES: Mapping[str, str] = {
@@ -698,7 +703,12 @@ _KIND_OF_CATEGORY: dict = {}
 
 
 def _kind(event: Mapping[str, Any]) -> Optional[str]:
-    raw = event.get("cat", "")
+    return kind_of_category(event.get("cat", ""))
+
+
+def kind_of_category(raw: Any) -> Optional[str]:
+    """The :data:`EVENT_KINDS` kind of an event's ``cat`` (older spellings included), or
+    ``None`` for a category the reader does not keep."""
     try:
         return _KIND_OF_CATEGORY[raw]
     except (KeyError, TypeError):
