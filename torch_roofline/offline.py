@@ -271,8 +271,11 @@ def _from_trace(path: Any, model: Optional[nn.Module], inputs: Any, *, roof: Any
         line.stage("finding the steps")
         # the replays of recorded calls import torch._dynamo (batch norm's meta kernel): meanwhile
         scan = scan_while(os.fspath(path), (lambda: import_off_stack("torch._dynamo")) if model is None else _nothing)
-        if scan is not None and len(scan.markers) >= 2:
-            report = _from_parts(scan, model, inputs, roof=roof, backward=backward, loss_fn=loss_fn,
+        plan = plan_parts(scan) if scan is not None and len(scan.markers) >= 2 else ()
+        # Parts pay when workers share them (the first step, then at least two parts) or when a
+        # whole read would not fit (~10 bytes of memory per byte of file); else the whole read is faster.
+        if len(plan) >= 3 or (plan and scan.bytes >= PARTS_MEMORY_BYTES):
+            report = _from_parts(scan, plan, model, inputs, roof=roof, backward=backward, loss_fn=loss_fn,
                                  memory_model=memory_model, counted=counted, line=line)
             if report is not None:
                 return report
@@ -338,10 +341,14 @@ def _from_trace(path: Any, model: Optional[nn.Module], inputs: Any, *, roof: Any
                    spans_s=spans_s, memory_model=memory_model, model=model)
 
 
-#: Trace files at least this big (bytes of JSON, decompressed) that hold ``ProfilerStep#N``
-#: markers are read a few steps at a time (:mod:`torch_roofline.timing.segments`): memory then
-#: grows with one part, not with the file.
+#: Trace files at least this big (bytes of JSON, decompressed) whose ``ProfilerStep#N`` steps
+#: make at least three parts (the first step, then two or more for the workers to share) are read
+#: a few steps at a time (:mod:`torch_roofline.timing.segments`): memory then grows with one
+#: part, not with the file.
 PARTS_BYTES = 16 << 20
+#: ... and are always read in parts from this size on, however few their parts (a whole read
+#: holds about ten bytes of memory per byte of file).
+PARTS_MEMORY_BYTES = 256 << 20
 
 
 def _nothing() -> None:
@@ -362,7 +369,7 @@ def _file_bytes(path: Any) -> int:
         return 0
 
 
-def _from_parts(scan: TraceScan, model: Optional[nn.Module], inputs: Any, *, roof: Any, backward: bool,
+def _from_parts(scan: TraceScan, plan: Sequence[Sequence[Any]], model: Optional[nn.Module], inputs: Any, *, roof: Any, backward: bool,
                 loss_fn: Optional[Callable[[Any], torch.Tensor]], memory_model: str,
                 counted: Optional[CountResult], line: StageLine) -> Optional[RooflineReport]:
     """:func:`from_trace` of a big trace of many steps, read a few steps at a time
@@ -370,7 +377,6 @@ def _from_parts(scan: TraceScan, model: Optional[nn.Module], inputs: Any, *, roo
     report as a whole read, in memory that grows with one part. ``None`` when a part does not
     fit that reading (its steps are not the ProfilerStep markers the attribution sees, parts
     with and without recorded shapes, hardware counters): the caller then reads it whole."""
-    plan = plan_parts(scan)
     modules: Tuple = ()
     op_names = None
     if model is not None:
