@@ -279,3 +279,21 @@ def test_a_scan_split_in_two_halves_is_the_whole_scan(tmp_path, monkeypatch):
     with gzip.open(tmp_path / "t.json.gz", "wb") as f:
         f.write(raw)
     assert segments.split_point(str(tmp_path / "t.json.gz"), 100) is None  # no way into a gzip stream's middle
+
+
+def test_plan_parts_gives_each_worker_a_share_and_keeps_every_step_in_order():
+    markers = tuple(segments.StepMarker(i, float(i * 100), 90.0) for i in range(7))
+
+    def plan(total_bytes, part_bytes, at_least):
+        scan = segments.TraceScan("t.json", {}, (), markers, 0.0, 0, total_bytes)
+        return segments.plan_parts(scan, part_bytes, at_least)
+
+    # 7 steps of 1 MB in parts of ~32 MB: one part, unless two workers share them (4 + 3 steps)
+    assert [len(p) for p in plan(7 << 20, 32 << 20, 1)] == [7]
+    assert [len(p) for p in plan(7 << 20, 32 << 20, 2)] == [4, 3]
+    # parts of ~2 MB: 4 parts (2 steps, the last 1); more workers than steps: a step each
+    assert [len(p) for p in plan(7 << 20, 2 << 20, 2)] == [2, 2, 2, 1]
+    assert [len(p) for p in plan(7 << 20, 32 << 20, 16)] == [1] * 7
+    for at_least in (1, 2, 3, 16):
+        assert tuple(m for p in plan(7 << 20, 3 << 20, at_least) for m in p) == markers
+    assert segments.plan_parts(segments.TraceScan("t.json", {}, (), (), 0.0, 0, 0), at_least=2) == ()

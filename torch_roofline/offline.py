@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, 
 import torch
 from torch import nn
 
-from torch_roofline._gc import import_off_stack, paused_gc
+from torch_roofline._gc import paused_gc
+from torch_roofline._lazy_dynamo import prepare_meta_replays
 from torch_roofline._progress import BIG_TRACE_BYTES, StageLine
 from torch_roofline.analysis import analyse
 from torch_roofline.count.replay import count_without_compute
@@ -38,7 +39,7 @@ from torch_roofline.timing.attribution import TraceTiming, attribute
 from torch_roofline.timing.compiled import CompiledCode, compiled_kernels_note, compiled_regions_note, scan_compiled
 from torch_roofline.timing.counters import KernelCounters, kernel_counters
 from torch_roofline.timing.merge import ShapeSum, StepCosts, TimingSum, add_compiled
-from torch_roofline.timing.parts import read_parts, scan_while
+from torch_roofline.timing.parts import part_workers, read_parts, scan_while
 from torch_roofline.timing.segments import TraceScan, plan_parts
 from torch_roofline.timing.shapes import has_recorded_shapes, per_step, replay_cache, shape_costs
 from torch_roofline.timing.steps import split_steps, within
@@ -269,12 +270,13 @@ def _from_trace(path: Any, model: Optional[nn.Module], inputs: Any, *, roof: Any
         raise ValueError(f"from_trace(steps={steps!r}): expected a positive number of steps, e.g. steps=2")
     if steps is None and not isinstance(path, Trace) and _file_bytes(path) >= PARTS_BYTES:
         line.stage("finding the steps")
-        # the replays of recorded calls import torch._dynamo (batch norm's meta kernel): meanwhile
-        scan = scan_while(os.fspath(path), (lambda: import_off_stack("torch._dynamo")) if model is None else _nothing)
-        plan = plan_parts(scan) if scan is not None and len(scan.markers) >= 2 else ()
-        # Parts pay when workers share them (the first step, then at least two parts) or when a
-        # whole read would not fit (~10 bytes of memory per byte of file); else the whole read is faster.
-        if len(plan) >= 3 or (plan and scan.bytes >= PARTS_MEMORY_BYTES):
+        # meanwhile, what the replays of recorded calls need (torch's Python meta kernels)
+        scan = scan_while(os.fspath(path), prepare_meta_replays if model is None else _nothing)
+        workers = part_workers()
+        plan = plan_parts(scan, at_least=workers) if scan is not None and len(scan.markers) >= 2 else ()
+        # Parts pay when processes share them, or when a whole read would not fit (~10 bytes of
+        # memory per byte of file); else one process reads faster whole.
+        if (len(plan) >= 2 and workers >= 2) or (plan and scan.bytes >= PARTS_MEMORY_BYTES):
             report = _from_parts(scan, plan, model, inputs, roof=roof, backward=backward, loss_fn=loss_fn,
                                  memory_model=memory_model, counted=counted, line=line)
             if report is not None:
@@ -341,10 +343,10 @@ def _from_trace(path: Any, model: Optional[nn.Module], inputs: Any, *, roof: Any
                    spans_s=spans_s, memory_model=memory_model, model=model)
 
 
-#: Trace files at least this big (bytes of JSON, decompressed) whose ``ProfilerStep#N`` steps
-#: make at least three parts (the first step, then two or more for the workers to share) are read
-#: a few steps at a time (:mod:`torch_roofline.timing.segments`): memory then grows with one
-#: part, not with the file.
+#: Trace files at least this big (bytes of JSON, decompressed) of two ``ProfilerStep#N`` steps
+#: or more are read a few steps at a time (:mod:`torch_roofline.timing.segments`) by parallel
+#: processes, where this machine has two CPUs or more: memory then grows with one part, not
+#: with the file.
 PARTS_BYTES = 16 << 20
 #: ... and are always read in parts from this size on, however few their parts (a whole read
 #: holds about ten bytes of memory per byte of file).

@@ -450,13 +450,14 @@ def attribute(trace: Trace, *, op_names: Optional[Iterable[str]] = None,
 def _attribute(trace: Trace, timeline: "_HostTimeline", on_device: bool) -> TraceTiming:
     row_nodes = [n for n in timeline.order if n.row is n]
     row_nodes.sort(key=lambda n: (n.event.start_s, n.event.index))
-    row_index = {n.event.index: i for i, n in enumerate(row_nodes)}
-
-    activities = _attribute_activities(trace, timeline, row_nodes, row_index)
     per_row: Dict[int, List[DeviceActivity]] = defaultdict(list)
-    for act in activities:
-        if act.op_index is not None:
-            per_row[act.op_index].append(act)
+    activities: List[DeviceActivity] = []
+    if on_device:  # a CPU trace has no device activity to attribute
+        row_index = {n.event.index: i for i, n in enumerate(row_nodes)}
+        activities = _attribute_activities(trace, timeline, row_nodes, row_index)
+        for act in activities:
+            if act.op_index is not None:
+                per_row[act.op_index].append(act)
 
     markers = profiler_steps(trace)
     ops = _op_rows(timeline, row_nodes, per_row, sorted(e.start_s for e in markers))

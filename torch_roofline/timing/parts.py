@@ -4,11 +4,11 @@ Each part (a few steps: :func:`~torch_roofline.timing.segments.plan_parts`) is c
 file (:func:`~torch_roofline.timing.segments.part_trace`), attributed to modules and counted
 from its recorded shapes exactly as a whole trace is, and summed
 (:mod:`torch_roofline.timing.merge`) into a :class:`PartResult` that holds no event. The
-first part is read in this process (it fills the cache of replayed calls); the others in
-worker processes forked from it (:data:`PART_WORKERS`), which start with that cache and
-the file's scan, and send back their results, which are added up in time order. Where
-``fork`` is not available, with a single worker, or inside a worker process of a pool
-(which may not start processes), every part is read here in turn.
+parts are read by worker processes forked from this one (:data:`PART_WORKERS`), which start
+with its cache of replayed calls and the file's scan, keep the calls they replay for their
+next parts, and send back their results, which are added up in time order. Where ``fork``
+is not available, with a single worker or a single part, or inside a worker process of a
+pool (which may not start processes), every part is read here in turn.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from torch_roofline.timing.shapes import has_recorded_shapes, shape_costs
 from torch_roofline.timing.steps import _TOL_S
 from torch_roofline.timing.trace import DeviceProperties
 
-__all__ = ["PART_WORKERS", "SPLIT_SCAN_BYTES", "PartResult", "read_parts", "scan_while"]
+__all__ = ["PART_WORKERS", "SPLIT_SCAN_BYTES", "PartResult", "read_parts", "part_workers", "scan_while"]
 
 #: Worker processes reading parts at once: this machine's usable CPUs, at most 4 (each holds
 #: one part's records, about ten times :data:`~torch_roofline.timing.segments.PART_BYTES`).
@@ -97,13 +97,9 @@ def read_parts(scan: TraceScan, plan: Sequence[Sequence[StepMarker]], *, op_name
     """
     global _JOB
     job = _Job(scan, tuple(tuple(p) for p in plan), op_names, cache)
-    if not job.plan:
-        return
-    yield _read(job, 0)
-    rest = range(1, len(job.plan))
-    n = min(PART_WORKERS if workers is None else workers, len(rest))
+    n = min(PART_WORKERS if workers is None else workers, len(job.plan))
     if n < 2 or not _can_fork():
-        for k in rest:  # one worker, no fork, or inside a pool's worker (which may not have children)
+        for k in range(len(job.plan)):  # one worker, no fork, or inside a pool's worker (no children there)
             yield _read(job, k)
         return
     _JOB = job
@@ -111,9 +107,15 @@ def read_parts(scan: TraceScan, plan: Sequence[Sequence[StepMarker]], *, op_name
         with _quiet_fork() as ctx:
             pool = ctx.Pool(n)
         with pool:
-            yield from pool.imap(_read_in_worker, rest)
+            yield from pool.imap(_read_in_worker, range(len(job.plan)))
     finally:
         _JOB = None
+
+
+def part_workers() -> int:
+    """How many processes :func:`read_parts` reads parts with here: :data:`PART_WORKERS`, or 1
+    where it cannot fork them."""
+    return PART_WORKERS if _can_fork() else 1
 
 
 def _can_fork() -> bool:
@@ -132,14 +134,15 @@ def _quiet_fork() -> Iterator[Any]:
 
 
 #: Plain trace files at least this big are scanned by two processes, half each.
-SPLIT_SCAN_BYTES = 64 << 20
+SPLIT_SCAN_BYTES = 16 << 20
 
 
 def scan_while(path: str, meanwhile: Callable[[], None]) -> Optional[TraceScan]:
     """:func:`~torch_roofline.timing.segments.scan_trace` of ``path`` in forked processes
-    while this one runs ``meanwhile`` (the imports the parts' replays need: ``torch._dynamo``
-    takes 1.5-2 s): a plain file of :data:`SPLIT_SCAN_BYTES` or more in two halves, one
-    process each (:func:`~torch_roofline.timing.segments.split_point`), else in one. Both
+    while this one runs ``meanwhile`` (what the parts' replays need:
+    :func:`~torch_roofline._lazy_dynamo.prepare_meta_replays`): a plain file of
+    :data:`SPLIT_SCAN_BYTES` or more in two halves, one process each
+    (:func:`~torch_roofline.timing.segments.split_point`), else in one. Both
     here, one after the other, where a process cannot be forked or a child died. An error of
     the scan is raised here."""
     if not _can_fork():
@@ -189,9 +192,16 @@ def _scan_to(path: str, start: Optional[int], end: Optional[int], send: Any) -> 
     send.close()
 
 
+#: A worker's last part, freed when it starts the next one rather than before its result is
+#: sent back (freeing a part's events takes ~10 % of reading it; a pool's workers are ended
+#: without freeing what they hold).
+_LAST: list = []
+
+
 def _read_in_worker(k: int) -> PartResult:
     assert _JOB is not None, "read_parts sets the job before its workers fork"
-    return _read(_JOB, k)
+    _LAST.clear()
+    return _read(_JOB, k, keep=_LAST)
 
 
 def _after(job: _Job, k: int) -> Optional[float]:
@@ -201,13 +211,16 @@ def _after(job: _Job, k: int) -> Optional[float]:
     return job.plan[k - 1][-1].end_s(job.scan.origin_us) + _TOL_S
 
 
-def _read(job: _Job, k: int) -> PartResult:
-    """Cut, attribute and count part ``k``."""
+def _read(job: _Job, k: int, keep: Optional[list] = None) -> PartResult:
+    """Cut, attribute and count part ``k``; ``keep``: a list to hold its records (freed by
+    whoever clears it)."""
     cut = part_trace(job.scan, job.plan[k], _after(job, k))
     if cut is None:
         return PartResult(0)
     part, spans = cut
     timing = attribute(part, op_names=job.op_names)
+    if keep is not None:
+        keep.append((part, timing))
     if timing.steps != len(spans) or any(e.kind == "cuda_profiler_range" for e in part.events):
         return PartResult(0, unfit=True)
     ranged = any(m.name for m in timing.modules)

@@ -46,6 +46,7 @@ from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, T
 import torch
 from torch.profiler import ProfilerAction, ProfilerActivity
 
+from torch_roofline._gc import import_off_stack
 from torch_roofline.timing.faults import StepFaults
 from torch_roofline.timing.quiet import filtered_stderr, quiet_native_stderr
 from torch_roofline.timing.trace import Trace, load_trace
@@ -164,6 +165,11 @@ class ProfileSession:
         self._filter = filtered_stderr() if self._profile_memory else None
         if self._filter is not None:
             self._filter.__enter__()
+        # torch.profiler's start asks hasattr(torch, "_inductor"), which imports torch._inductor
+        # (and torch._dynamo with it) at the first start in a process, from inside the caller's
+        # frames, which that import then keeps alive (see torch_roofline._gc): import it first,
+        # off the stack.
+        import_off_stack("torch._inductor")
         try:
             with quiet_native_stderr():
                 prof.__enter__()

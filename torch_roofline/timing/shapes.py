@@ -63,7 +63,6 @@ import ast
 import dataclasses
 import json
 import re
-import sys
 import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -72,6 +71,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from torch_roofline._lazy_dynamo import defer_dynamo_import, replays_prepared
 from torch_roofline.records import OpCost, frozen_record
 from torch_roofline.timing.attribution import TraceTiming, _as_int, dotted_op_name
 from torch_roofline.timing.compiled import is_fused_kernel
@@ -587,12 +587,16 @@ class _Replayer:
 
     def _run(self, ev: Optional[TraceEvent], aliases: Optional[Tuple[_Alias, ...]],
              list_dtypes: Optional[Tuple[Any, ...]], fresh: Optional[Tuple[bool, ...]] = None) -> _Replayed:
-        """Replay one call. Until ``torch._dynamo`` is imported, on a thread of its own: a
-        meta kernel written in Python (``torch._refs``) imports it at its first call, and that
-        import keeps the frames below it alive (see :func:`torch_roofline._gc.import_off_stack`),
-        which must not be the caller's (a whole trace)."""
-        if "torch._dynamo" in sys.modules:
+        """Replay one call. Until ``torch._dynamo`` is imported (or deferred, with what meta
+        kernels import prepared: :func:`~torch_roofline._lazy_dynamo.prepare_meta_replays`),
+        on a thread of its own: a meta kernel written in Python (``torch._refs``) may import
+        it at its first call (most are kept from it:
+        :func:`~torch_roofline._lazy_dynamo.defer_dynamo_import`), and that import keeps the
+        frames below it alive (see :func:`torch_roofline._gc.import_off_stack`), which must not
+        be the caller's (a whole trace)."""
+        if replays_prepared():
             return self._run_here(ev, aliases, list_dtypes, fresh)
+        defer_dynamo_import()
         box: List[_Replayed] = []
         thread = threading.Thread(target=lambda: box.append(self._run_here(ev, aliases, list_dtypes, fresh)),
                                   name="torch_roofline-replay", daemon=True)

@@ -98,10 +98,14 @@ def split_steps(trace: Trace) -> StepSplit:
 def profiler_steps(trace: Trace) -> List[TraceEvent]:
     """The ``ProfilerStep#N`` spans of ``trace`` that hold an op call. A profiler stopped right
     after a ``step()`` leaves an empty last span (HolisticTraceAnalysis, too, leaves the last one
-    out), which is not a step that ran."""
+    out), which is not a step that ran. Found once per trace (several stages ask)."""
+    return list(trace.derived("profiler_steps", _profiler_steps))
+
+
+def _profiler_steps(trace: Trace) -> Tuple[TraceEvent, ...]:
     markers: List[TraceEvent] = []
     starts: List[float] = []  # op calls: every cpu_op but ours and the markers
-    for e in trace.events:  # one pass (a part of a big trace is asked twice)
+    for e in trace.events:  # one pass
         kind = e.kind
         if kind != "cpu_op" and kind != "user_annotation":
             continue
@@ -111,10 +115,10 @@ def profiler_steps(trace: Trace) -> List[TraceEvent]:
         elif kind == "cpu_op" and not name.startswith(RANGE_PREFIX):
             starts.append(e.start_s)
     if not markers:
-        return markers
+        return ()
     starts.sort()
-    return [m for m in markers
-            if bisect.bisect_right(starts, m.end_s + _TOL_S) > bisect.bisect_left(starts, m.start_s - _TOL_S)]
+    return tuple(m for m in markers
+                 if bisect.bisect_right(starts, m.end_s + _TOL_S) > bisect.bisect_left(starts, m.start_s - _TOL_S))
 
 
 def _is_profiler_step(e: TraceEvent) -> bool:
@@ -189,6 +193,13 @@ def _backward_passes(host: Sequence[TraceEvent]) -> int:
 def span_test(spans: Sequence[Tuple[float, float]], after_s: Optional[float] = None) -> Callable[[float], bool]:
     """Whether a time (seconds) lies inside one of ``spans`` (touching spans merged, ends
     included with a nanosecond's slack) and after ``after_s``: :func:`within`'s rule."""
+    return span_tests(spans, after_s)[0]
+
+
+def span_tests(spans: Sequence[Tuple[float, float]], after_s: Optional[float] = None
+               ) -> Tuple[Callable[[float], bool], Callable[[float, float], bool]]:
+    """``(inside, covers)``: :func:`span_test`'s ``inside``, and whether every time from one
+    to another (seconds, in order) is inside (both in one merged span, after ``after_s``)."""
     merged: List[List[float]] = []
     for lo, hi in sorted(spans):
         if merged and lo - _TOL_S <= merged[-1][1] + _TOL_S:
@@ -202,7 +213,12 @@ def span_test(spans: Sequence[Tuple[float, float]], after_s: Optional[float] = N
         i = bisect.bisect_right(starts, t + _TOL_S) - 1
         return i >= 0 and t <= merged[i][1] + _TOL_S and t > floor
 
-    return inside
+    def covers(first: float, last: float) -> bool:
+        i = bisect.bisect_right(starts, first + _TOL_S) - 1
+        return (i >= 0 and first > floor and last <= merged[i][1] + _TOL_S
+                and bisect.bisect_right(starts, last + _TOL_S) - 1 == i)
+
+    return inside, covers
 
 
 def within(trace: Trace, spans: Sequence[Tuple[float, float]], after_s: Optional[float] = None) -> Trace:

@@ -317,6 +317,18 @@ class Trace:
     metadata: Mapping[str, Any] = field(default_factory=_empty, compare=False, repr=False)
     source: str = "<dict>"
 
+    def derived(self, key: str, compute: Callable[["Trace"], Any]) -> Any:
+        """``compute(self)``, computed once per trace and kept with it under ``key`` (facts
+        that several stages read, e.g. its ``ProfilerStep`` markers). Not a field: equality,
+        ``repr`` and :func:`dataclasses.replace` ignore it (a replaced trace computes again)."""
+        cache = self.__dict__.get("_derived")
+        if cache is None:
+            cache = {}
+            object.__setattr__(self, "_derived", cache)
+        if key not in cache:
+            cache[key] = compute(self)
+        return cache[key]
+
     def of_kind(self, *kinds: str) -> Tuple[TraceEvent, ...]:
         """Events whose kind is one of ``kinds``, in file order."""
         wanted = set(kinds)
@@ -332,6 +344,8 @@ class Trace:
 
         Returns ``None`` when the header lists no such device (CPU traces).
         """
+        if not self.devices:
+            return None
         if index is None:
             used = [e.device for e in self.events
                     if e.kind in DEVICE_KINDS and e.device is not None]
@@ -737,13 +751,17 @@ class _Builder:
     events are shared between events that repeat them (a trace of many steps repeats each
     step's), so memory grows with the distinct calls, not with the events."""
 
-    def __init__(self, label: str, intern: bool = False) -> None:
+    def __init__(self, label: str, intern: bool = False, origin_us: Optional[float] = None) -> None:
         self.label = label
         self.durations: List[TraceEvent] = []
         self.memory: List[MemoryEvent] = []
         self.flows: List[Tuple[int, Mapping[str, Any]]] = []
         self.origin_us = math.inf
         self.shared: Optional[dict] = {} if intern else None
+        # Known ahead (a part of a file: the whole file's origin): records are made with their
+        # times in seconds from it, by the same arithmetic, and finish() converts nothing.
+        self.fixed_origin_us = origin_us
+        self.in_order = True  # durations were added in file order (nothing to sort)
 
     def add(self, i: int, ev: Any) -> None:
         label = self.label
@@ -761,29 +779,37 @@ class _Builder:
                     self.origin_us = ts
                 if self.shared is not None:
                     _share_args(ev, self.shared)
-                self.durations.append(_duration_event(label, i, kind, ev, ts, None))
+                durations = self.durations
+                if durations and durations[-1].index > i:
+                    self.in_order = False
+                durations.append(_duration_event(label, i, kind, ev, ts, self.fixed_origin_us))
         elif ph == "i" and ev.get("name") == "[memory]":
-            self.memory.append(_memory_event(label, i, ev, None))
+            self.memory.append(_memory_event(label, i, ev, self.fixed_origin_us))
         elif ph in ("s", "f") and ev.get("cat") in ("ac2g", "fwdbwd"):
             self.flows.append((i, ev))
 
     def finish(self, header: Mapping[str, Any], origin_us: Optional[float] = None) -> Trace:
         """The trace of the events added. ``origin_us``: the origin to measure times from (a
         part of a file read by :mod:`~torch_roofline.timing.segments` keeps the whole file's);
-        default: the earliest duration event added. Events added out of file order (a part's
-        host events first, then its device activity) are put back in file order."""
+        default: the earliest duration event added (ignored when the builder was made with
+        one). Events added out of file order (a part's host events first, then its device
+        activity) are put back in file order."""
         label = self.label
-        if origin_us is None:
+        fixed = self.fixed_origin_us
+        if fixed is not None:
+            origin_us = fixed
+        elif origin_us is None:
             origin_us = self.origin_us if self.durations else 0.0
-        else:
+        if not self.in_order:
             self.durations.sort(key=_event_index)
             self.flows.sort(key=_first)
-        for record in self.durations:  # start_s held the file's microseconds until now
-            d = record.__dict__
-            d["start_s"] = (d["start_s"] - origin_us) * _US
-        for m in self.memory:
-            d = m.__dict__
-            d["time_s"] = (d["time_s"] - origin_us) * _US
+        if fixed is None:
+            for record in self.durations:  # start_s held the file's microseconds until now
+                d = record.__dict__
+                d["start_s"] = (d["start_s"] - origin_us) * _US
+            for m in self.memory:
+                d = m.__dict__
+                d["time_s"] = (d["time_s"] - origin_us) * _US
         memory = tuple(sorted(self.memory, key=lambda m: m.time_s))
         flow_events = tuple(_flow_event(label, i, ev, origin_us) for i, ev in self.flows)
         devices = _devices(label, header.get("deviceProperties"))
