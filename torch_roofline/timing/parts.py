@@ -30,7 +30,7 @@ from torch_roofline.timing.shapes import has_recorded_shapes, shape_costs
 from torch_roofline.timing.steps import _TOL_S
 from torch_roofline.timing.trace import DeviceProperties
 
-__all__ = ["PART_WORKERS", "SPLIT_SCAN_BYTES", "PartResult", "read_parts", "part_workers", "scan_while"]
+__all__ = ["PART_WORKERS", "RECORD_BYTES_PER_FILE_BYTE", "SPLIT_SCAN_BYTES", "PartResult", "read_parts", "part_workers", "scan_while"]
 
 #: Worker processes reading parts at once: this machine's usable CPUs, at most 4 (each holds
 #: one part's records, about ten times :data:`~torch_roofline.timing.segments.PART_BYTES`).
@@ -93,11 +93,13 @@ def read_parts(scan: TraceScan, plan: Sequence[Sequence[StepMarker]], *, op_name
         op_names: the ops a model's count holds (rows are made of them only), or ``None``:
             every outermost op is a row and is counted from its recorded shapes.
         cache: the replay cache (:func:`~torch_roofline.timing.shapes.replay_cache`).
-        workers: processes reading at once; default :data:`PART_WORKERS`.
+        workers: processes reading at once; default :data:`PART_WORKERS`; fewer where the
+            free memory holds fewer parts' records at once (about
+            :data:`RECORD_BYTES_PER_FILE_BYTE` bytes per byte of file each), down to one.
     """
     global _JOB
     job = _Job(scan, tuple(tuple(p) for p in plan), op_names, cache)
-    n = min(PART_WORKERS if workers is None else workers, len(job.plan))
+    n = min(PART_WORKERS if workers is None else workers, len(job.plan), _workers_that_fit(scan, job.plan))
     if n < 2 or not _can_fork():
         for k in range(len(job.plan)):  # one worker, no fork, or inside a pool's worker (no children there)
             yield _read(job, k)
@@ -110,6 +112,32 @@ def read_parts(scan: TraceScan, plan: Sequence[Sequence[StepMarker]], *, op_name
             yield from pool.imap(_read_in_worker, range(len(job.plan)))
     finally:
         _JOB = None
+
+
+#: Memory a part's records take while it is read, per byte of file (measured: 8-10).
+RECORD_BYTES_PER_FILE_BYTE = 10
+
+
+def _workers_that_fit(scan: TraceScan, plan: Sequence[Sequence[StepMarker]]) -> int:
+    """How many parts of ``plan`` can be read at once in the memory this machine has free
+    (``MemAvailable``; at least 1, however big a step: a part holds one step or more)."""
+    available = _memory_available()
+    if available is None or not plan or not scan.markers:
+        return len(plan) or 1
+    largest = max(len(p) for p in plan) * scan.bytes / len(scan.markers)
+    return max(1, int(available // max(RECORD_BYTES_PER_FILE_BYTE * largest, 1)))
+
+
+def _memory_available() -> Optional[int]:
+    """``MemAvailable`` of ``/proc/meminfo`` in bytes; ``None`` where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def part_workers() -> int:
