@@ -125,7 +125,7 @@ def _workers_that_fit(scan: TraceScan, plan: Sequence[Sequence[StepMarker]]) -> 
     if available is None or not plan or not scan.markers:
         return len(plan) or 1
     largest = max(len(p) for p in plan) * scan.bytes / len(scan.markers)
-    return max(1, int(available // max(RECORD_BYTES_PER_FILE_BYTE * largest, 1)))
+    return max(1, min(len(plan), int(available // max(RECORD_BYTES_PER_FILE_BYTE * largest, 1))))
 
 
 def _memory_available() -> Optional[int]:
