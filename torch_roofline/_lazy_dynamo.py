@@ -35,6 +35,7 @@ __all__ = ["defer_dynamo_import", "prepare_meta_replays", "replays_prepared"]
 
 _LOCK = threading.Lock()
 _DONE = False
+_DEFERRED = False  # torch's wrappers were found (the imports they make are deferred)
 
 
 class _Deferred:
@@ -76,7 +77,7 @@ def defer_dynamo_import() -> int:
     Returns:
         how many wrapped functions got a stand-in (0: none, or done before).
     """
-    global _DONE
+    global _DONE, _DEFERRED
     with _LOCK:
         if _DONE or "torch._dynamo" in sys.modules:
             return 0
@@ -84,6 +85,7 @@ def defer_dynamo_import() -> int:
         code = _inner_code()
         if code is None:
             return 0
+        _DEFERRED = True
         deferred = 0
         for obj in gc.get_objects():
             if type(obj) is not types.FunctionType or obj.__code__ is not code or obj.__closure__ is None:
@@ -103,19 +105,24 @@ def defer_dynamo_import() -> int:
 
 
 _PREPARED = False
+_TRIED = False
 
 
 def prepare_meta_replays() -> None:
     """What replays of recorded calls on meta tensors need, done ahead (while a trace is
     scanned): :func:`defer_dynamo_import`, and ``torch.fx.experimental.symbolic_shapes``
     (0.5-0.8 s with sympy), which ``torch._check`` imports at its first call in every meta
-    kernel. Both imported off the caller's stack (:func:`torch_roofline._gc.import_off_stack`)."""
-    global _PREPARED
+    kernel. Both imported off the caller's stack (:func:`torch_roofline._gc.import_off_stack`);
+    once per process."""
+    global _PREPARED, _TRIED
     from torch_roofline._gc import import_off_stack
 
+    if _TRIED:  # once per process (an import that failed is not tried for every call)
+        return
+    _TRIED = True
     defer_dynamo_import()
     import_off_stack("torch.fx.experimental.symbolic_shapes")
-    _PREPARED = "torch.fx.experimental.symbolic_shapes" in sys.modules
+    _PREPARED = _DEFERRED and "torch.fx.experimental.symbolic_shapes" in sys.modules
 
 
 def replays_prepared() -> bool:

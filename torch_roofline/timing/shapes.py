@@ -71,7 +71,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from torch_roofline._lazy_dynamo import defer_dynamo_import, replays_prepared
+from torch_roofline._lazy_dynamo import prepare_meta_replays, replays_prepared
 from torch_roofline.records import OpCost, frozen_record
 from torch_roofline.timing.attribution import TraceTiming, _as_int, dotted_op_name
 from torch_roofline.timing.compiled import is_fused_kernel
@@ -587,16 +587,16 @@ class _Replayer:
 
     def _run(self, ev: Optional[TraceEvent], aliases: Optional[Tuple[_Alias, ...]],
              list_dtypes: Optional[Tuple[Any, ...]], fresh: Optional[Tuple[bool, ...]] = None) -> _Replayed:
-        """Replay one call. Until ``torch._dynamo`` is imported (or deferred, with what meta
-        kernels import prepared: :func:`~torch_roofline._lazy_dynamo.prepare_meta_replays`),
-        on a thread of its own: a meta kernel written in Python (``torch._refs``) may import
-        it at its first call (most are kept from it:
-        :func:`~torch_roofline._lazy_dynamo.defer_dynamo_import`), and that import keeps the
-        frames below it alive (see :func:`torch_roofline._gc.import_off_stack`), which must not
-        be the caller's (a whole trace)."""
+        """Replay one call, once what torch's Python meta kernels import at their first call
+        is imported off the caller's stack or deferred
+        (:func:`~torch_roofline._lazy_dynamo.prepare_meta_replays`): such an import can keep
+        the frames below it alive (see :func:`torch_roofline._gc.import_off_stack`), which
+        must not be the caller's (a whole trace). Where that could not be done, on a thread of
+        its own."""
+        if not replays_prepared():
+            prepare_meta_replays()
         if replays_prepared():
             return self._run_here(ev, aliases, list_dtypes, fresh)
-        defer_dynamo_import()
         box: List[_Replayed] = []
         thread = threading.Thread(target=lambda: box.append(self._run_here(ev, aliases, list_dtypes, fresh)),
                                   name="torch_roofline-replay", daemon=True)
