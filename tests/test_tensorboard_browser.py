@@ -9,6 +9,7 @@ test compares that with the reports it wrote. Screenshots go to tests/artifacts/
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -23,7 +24,7 @@ import pytest
 pytest.importorskip("tensorboard")
 
 from test_tensorboard_summary import XSS_NAME, StandInReport, make_report_dict  # noqa: E402
-from test_tensorboard_plugin import _write_raw  # noqa: E402
+from test_tensorboard_plugin import PREFIX, _json, _write_raw, make_client  # noqa: E402
 from torch_roofline.tensorboard import write_report  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -114,16 +115,10 @@ def _expected_dots(report: dict, level: str) -> int:
     return sum(1 for r in rows if r["flops"] > 0 and r["intensity"] and r["time_s"])
 
 
-def test_roofline_tab_in_headless_chromium(tmp_path):
-    logdir = tmp_path / "logs"
-    step0, step1 = make_report_dict(), make_report_dict(time_scale=0.6)
-    write_report(str(logdir / "demo"), StandInReport(step0), step=0)
-    write_report(str(logdir / "demo"), StandInReport(step1), step=1, plot=False)
-    big = make_big_report_dict(BIG_MODULES)
-    write_report(str(logdir / "scale_10k"), StandInReport(big), step=0, plot=False)
-    _write_raw(str(logdir / "zz_broken"), b"{not json", step=0)
-    _write_raw(str(logdir / "zz_broken"), json.dumps({"hello": "world"}).encode(), step=1)
-
+def _browse(logdir, tmp_path, runs: dict, script: str, config: dict) -> dict:
+    """Serve ``logdir`` with TensorBoard (our plugin loaded), wait until it lists ``runs``, run
+    the node ``script`` of tests/browser with ``config`` (plus the tab's URL and Chromium), and
+    return what it printed (a JSON object with ``ok``)."""
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -134,16 +129,11 @@ def test_roofline_tab_in_headless_chromium(tmp_path):
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
     try:
-        _wait_for_runs(base, {"demo": {"roofline": [0, 1]}, "scale_10k": {"roofline": [0]},
-                              "zz_broken": {"roofline": [0, 1]}}, server)
+        _wait_for_runs(base, runs, server)
         os.makedirs(ARTIFACTS, exist_ok=True)
-        config = {
-            "url": f"{base}/#roofline", "chromium": CHROMIUM, "userDataDir": tempfile.mkdtemp(prefix="chromium-"),
-            "screenshot": os.path.join(ARTIFACTS, "roofline_tab.png"),
-            "compareScreenshot": os.path.join(ARTIFACTS, "roofline_tab_compare.png"),
-            "run": "demo", "bigRun": "scale_10k", "brokenRun": "zz_broken", "xssName": XSS_NAME, "timeoutMs": 75000,
-        }
-        done = subprocess.run([NODE, os.path.join(BROWSER_DIR, "roofline_tab.mjs"), json.dumps(config)],
+        config = {**config, "url": f"{base}/#roofline", "chromium": CHROMIUM,
+                  "userDataDir": tempfile.mkdtemp(prefix="chromium-")}
+        done = subprocess.run([NODE, os.path.join(BROWSER_DIR, script), json.dumps(config)],
                               cwd=BROWSER_DIR, capture_output=True, text=True, timeout=90)
         shutil.rmtree(config["userDataDir"], ignore_errors=True)
     finally:
@@ -157,6 +147,25 @@ def test_roofline_tab_in_headless_chromium(tmp_path):
     assert lines, f"the browser script printed nothing; stderr:\n{done.stderr[-3000:]}"
     seen = json.loads(lines[-1])
     assert seen.get("ok"), f"browser script failed: {seen.get('fatal')}\nobserved: {seen}"
+    return seen
+
+
+def test_roofline_tab_in_headless_chromium(tmp_path):
+    logdir = tmp_path / "logs"
+    step0, step1 = make_report_dict(), make_report_dict(time_scale=0.6)
+    write_report(str(logdir / "demo"), StandInReport(step0), step=0)
+    write_report(str(logdir / "demo"), StandInReport(step1), step=1, plot=False)
+    big = make_big_report_dict(BIG_MODULES)
+    write_report(str(logdir / "scale_10k"), StandInReport(big), step=0, plot=False)
+    _write_raw(str(logdir / "zz_broken"), b"{not json", step=0)
+    _write_raw(str(logdir / "zz_broken"), json.dumps({"hello": "world"}).encode(), step=1)
+
+    seen = _browse(logdir, tmp_path, {"demo": {"roofline": [0, 1]}, "scale_10k": {"roofline": [0]},
+                                      "zz_broken": {"roofline": [0, 1]}}, "roofline_tab.mjs", {
+        "screenshot": os.path.join(ARTIFACTS, "roofline_tab.png"),
+        "compareScreenshot": os.path.join(ARTIFACTS, "roofline_tab_compare.png"),
+        "run": "demo", "bigRun": "scale_10k", "brokenRun": "zz_broken", "xssName": XSS_NAME, "timeoutMs": 75000,
+    })
     print(f"\n10k-module report: rendered in {seen['bigRenderMs']:.0f} ms (browser, this machine)")
 
     assert "plugin_entry.html?name=roofline" in seen["frameUrl"]
@@ -187,3 +196,58 @@ def test_roofline_tab_in_headless_chromium(tmp_path):
     assert "not UTF-8 JSON" in seen["corruptMessage"]
     assert "not a torch_roofline report" in seen["foreignMessage"]
     assert seen["bigDots"] == seen["afterRefreshDots"] == BIG_MODULES + 1  # + the root row
+
+
+def _tab_rows(report: dict, level: str) -> dict:
+    """key -> (log10 intensity, log10 achieved FLOP/s) of the rows the tab plots at ``level``
+    (module level: the phase "all" rows where the report has them), by index.js's rules: a
+    row is drawn when its intensity and achieved rate are both known and positive."""
+    rows = report["modules"] if level == "module" else report["ops"]
+    if level == "module" and any(r["phase"] == "all" for r in rows):
+        rows = [r for r in rows if r["phase"] == "all"]
+    out = {}
+    for r in rows:
+        flops, time_s = r.get("flops"), r.get("time_s")
+        nbytes = (r.get("bytes_read") or 0) + (r.get("bytes_written") or 0)
+        intensity = r.get("intensity")
+        if intensity is None and flops is not None and nbytes > 0:
+            intensity = flops / nbytes
+        achieved = r.get("achieved_flops_per_s")
+        if achieved is None:
+            achieved = flops / time_s if flops is not None and time_s else r.get("attainable_flops_per_s")
+        if intensity and intensity > 0 and achieved and achieved > 0:
+            out[(r["name"], r["phase"], r.get("op", "") if level == "op" else "")] = (
+                math.log10(intensity), math.log10(achieved))
+    return out
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile's CPU backend needs a C++ compiler")
+def test_compare_mode_shows_a_compiled_run_against_its_eager_baseline(tmp_path):
+    # Issue 15: a compiled run and the eager run of the same model on one roofline, in the
+    # tab's compare mode (examples/compiled_vs_eager.py writes the pair).
+    env = {**os.environ, "PYTHONPATH": ROOT, "MPLBACKEND": "Agg"}
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "compiled_vs_eager.py"), "--batch", "8",
+                           "--width", "64", "--logdir", str(tmp_path / "tb")], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=400, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    client = make_client(str(tmp_path / "tb"))
+    compiled = _json(client.get(f"{PREFIX}/report?run=compiled&tag=roofline&step=0"))
+    eager = _json(client.get(f"{PREFIX}/report?run=eager&tag=roofline&step=0"))
+
+    seen = _browse(tmp_path / "tb", tmp_path, {"compiled": {"roofline": [0]}, "eager": {"roofline": [0]}},
+                   "compare_runs.mjs", {"run": "compiled", "baselineRun": "eager", "timeoutMs": 60000,
+                                        "screenshot": os.path.join(ARTIFACTS, "roofline_tab_compiled_vs_eager.png")})
+    assert "baseline eager · step 0" in seen["legend"]
+    assert not seen["pageErrors"] and not seen["consoleErrors"], seen
+    for level in ("module", "op"):
+        current, baseline = _tab_rows(compiled, level), _tab_rows(eager, level)
+        moved = [k for k, (x, y) in current.items()
+                 if k in baseline and (abs(baseline[k][0] - x) > 1e-3 or abs(baseline[k][1] - y) > 1e-3)]
+        assert len(seen[level]["dots"]) == len(current), (level, seen[level])
+        assert len(seen[level]["baselineDots"]) == len(baseline), (level, seen[level])
+        assert seen[level]["arrows"] == len(moved), (level, seen[level])
+    # The compiled run draws its fused kernels; the eager baseline, the aten ops they replaced.
+    assert any("cpp_fused" in k[2] for k in _tab_rows(compiled, "op"))
+    assert not any("cpp_fused" in k[2] for k in _tab_rows(eager, "op"))
+    assert len(_tab_rows(eager, "module")) > len(_tab_rows(compiled, "module"))  # compiled code: no inner rows
