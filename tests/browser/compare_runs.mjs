@@ -6,17 +6,10 @@
 // Usage: node compare_runs.mjs '<json config>'
 //   config: {url, chromium, userDataDir, run, baselineRun, screenshot, timeoutMs}
 
-import {chromium} from 'playwright-core';
+import {observe} from './harness.mjs';
 
 const config = JSON.parse(process.argv[2]);
-const observed = {consoleErrors: [], pageErrors: []};
-const watchdog = setTimeout(() => {
-  console.log(JSON.stringify({...observed, fatal: 'watchdog: the script ran out of time'}));
-  process.exit(2);
-}, config.timeoutMs);
-
-const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const observed = {};
 
 async function marks(frame) {
   const names = (selector) => frame.locator(selector).evaluateAll((els) => els.map((e) => e.getAttribute('data-name')));
@@ -27,18 +20,7 @@ async function marks(frame) {
   };
 }
 
-let context;
-try {
-  context = await chromium.launchPersistentContext(config.userDataDir, {
-    executablePath: config.chromium, headless: true, args: FLAGS, viewport: {width: 1400, height: 1000},
-  });
-  const page = context.pages()[0] || await context.newPage();
-  page.on('console', (msg) => { if (msg.type() === 'error') observed.consoleErrors.push(msg.text()); });
-  page.on('pageerror', (err) => observed.pageErrors.push(String(err)));
-  await page.goto(config.url, {waitUntil: 'domcontentloaded'});
-  const frame = await (await page.waitForSelector('iframe', {timeout: 30000})).contentFrame();
-  await frame.waitForSelector('#roofline-root[data-state="ready"]', {timeout: 30000});
-
+await observe(config, observed, async (page, frame) => {
   await frame.selectOption('#run-select', config.run);
   await frame.waitForSelector(`#roofline-root[data-state="ready"][data-run="${config.run}"]`, {timeout: 30000});
   await frame.check('#compare-toggle');
@@ -56,11 +38,4 @@ try {
   await frame.waitForFunction(() => document.querySelector('#level-select').value === 'op'
     && document.querySelector('#roofline-root').dataset.state === 'ready');
   observed.op = await marks(frame);
-  observed.ok = true;
-} catch (err) {
-  observed.fatal = String(err && err.stack ? err.stack : err);
-} finally {
-  clearTimeout(watchdog);
-  if (context) await context.close();
-}
-console.log(JSON.stringify(observed));
+});

@@ -7,17 +7,10 @@
 //   config: {url, chromium, userDataDir, screenshot, compareScreenshot, run, bigRun, brokenRun,
 //            xssName, hoverStep, timeoutMs}
 
-import {chromium} from 'playwright-core';
+import {observe} from './harness.mjs';
 
 const config = JSON.parse(process.argv[2]);
-const observed = {steps: [], dialogs: [], consoleErrors: [], pageErrors: []};
-const watchdog = setTimeout(() => {
-  console.log(JSON.stringify({...observed, fatal: 'watchdog: the script ran out of time'}));
-  process.exit(2);
-}, config.timeoutMs);
-
-const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const observed = {steps: []};
 
 async function ready(frame, extra = '') {
   await frame.waitForSelector(`#roofline-root[data-state="ready"]${extra}`, {timeout: 30000});
@@ -27,21 +20,7 @@ async function dotCount(frame) {
   return frame.locator('#roofline-chart circle.dot').count();
 }
 
-let context;
-try {
-  context = await chromium.launchPersistentContext(config.userDataDir, {
-    executablePath: config.chromium, headless: true, args: FLAGS, viewport: {width: 1400, height: 1000},
-  });
-  const page = context.pages()[0] || await context.newPage();
-  page.on('dialog', async (dialog) => { observed.dialogs.push(dialog.message()); await dialog.dismiss(); });
-  page.on('console', (msg) => { if (msg.type() === 'error') observed.consoleErrors.push(msg.text()); });
-  page.on('pageerror', (err) => observed.pageErrors.push(String(err)));
-  await page.goto(config.url, {waitUntil: 'domcontentloaded'});
-  const handle = await page.waitForSelector('iframe', {timeout: 30000});
-  const frame = await handle.contentFrame();
-  observed.frameUrl = frame.url();
-  await ready(frame);
-
+await observe(config, observed, async (page, frame) => {
   // The first run and its newest step are shown first; go to the demo run, step 0.
   await frame.selectOption('#run-select', config.run);
   await frame.selectOption('#step-select', '0');
@@ -131,11 +110,4 @@ try {
   await frame.click('#refresh-button');
   await ready(frame, `[data-run="${config.bigRun}"]`);
   observed.afterRefreshDots = await dotCount(frame);
-  observed.ok = true;
-} catch (err) {
-  observed.fatal = String(err && err.stack ? err.stack : err);
-} finally {
-  clearTimeout(watchdog);
-  if (context) await context.close();
-}
-console.log(JSON.stringify(observed));
+});
