@@ -166,7 +166,6 @@ class RangeScan:
         blocks, markers: as in :class:`TraceScan`, numbered within the range.
         events: events in the range.
         origin_us: the earliest duration event's ``ts`` (``inf``: none).
-        gzipped: whether the file is gzip.
     """
 
     header: Mapping[str, Any]
@@ -174,7 +173,6 @@ class RangeScan:
     markers: Tuple[StepMarker, ...]
     events: int
     origin_us: float
-    gzipped: bool
 
 
 def scan_range(path: str, start: Optional[int] = None, end: Optional[int] = None) -> Optional[RangeScan]:
@@ -198,7 +196,7 @@ def scan_range(path: str, start: Optional[int] = None, end: Optional[int] = None
             index += len(events)
     except _Unstreamable:
         return None
-    return RangeScan(pieces.header, tuple(blocks), tuple(markers), index, origin, pieces.gzipped)
+    return RangeScan(pieces.header, tuple(blocks), tuple(markers), index, origin)
 
 
 def join_scans(path: str, ranges: Sequence[RangeScan]) -> TraceScan:
