@@ -81,8 +81,10 @@ def _step_events(path: str) -> Tuple[Dict[str, Any], List[Dict[str, Any]], float
     return doc, events, t0, t1 - t0
 
 
-def write_trace(step_path: str, out: str, size_bytes: int) -> Tuple[int, int]:
-    """Write ``out``: copies of the step in ``step_path`` until ``size_bytes``. Returns
+def write_trace(step_path: str, out: str, size_bytes: int, per_step: int = 1) -> Tuple[int, int]:
+    """Write ``out``: copies of the step in ``step_path`` until ``size_bytes``, ``per_step``
+    copies inside each ``ProfilerStep#k`` marker (1: one copy per step; more: micro-batches
+    of a step, and a step as big as the file when ``per_step`` copies fill it). Returns
     (steps, events). Streams the output: memory does not grow with the size."""
     import orjson
 
@@ -93,37 +95,52 @@ def write_trace(step_path: str, out: str, size_bytes: int) -> Tuple[int, int]:
     max_flow = max((int(e.get("id", 0)) for e in events if e.get("ph") in ("s", "f")), default=0) + 1
     max_seq = max((e["args"].get("Sequence number", 0) for e in events if isinstance(e.get("args"), dict)),
                   default=0) + 1
-    steps = n_events = 0
+    steps = copies = n_events = 0
     meta = orjson.dumps(header)  # the step's own header: metadata, module labels, device properties
     with open(out, "wb") as f:
         f.write((meta[:-1] + b", " if len(meta) > 2 else b"{") + b'"traceEvents": [\n')
         written = 0
         first = True
-        while written < size_bytes:
-            shift = steps * (span + 2 * gap)
-            marker = {"ph": "X", "cat": "user_annotation", "name": f"ProfilerStep#{steps}", "pid": events[0]["pid"],
-                      "tid": events[0]["tid"], "ts": t0 + shift - gap / 2, "dur": span + gap,
-                      "args": {"External id": steps * max_ext}}
-            chunk = [marker]
+        left = 0  # copies still due in the current step
+        while written < size_bytes or left:
+            shift = copies * (span + 2 * gap)
+            chunk = []
+            if not left:  # a step's first copy: its marker spans its copies
+                n = left = min(per_step, max(1, -(-(size_bytes - written) // max(_copy_bytes(events), 1))))
+                chunk.append({"ph": "X", "cat": "user_annotation", "name": f"ProfilerStep#{steps}",
+                              "pid": events[0]["pid"], "tid": events[0]["tid"], "ts": t0 + shift - gap / 2,
+                              "dur": n * (span + 2 * gap) - gap, "args": {"External id": steps * max_ext}})
+                steps += 1
             for e in events:
                 c = dict(e, ts=e["ts"] + shift)
                 args = e.get("args")
                 if isinstance(args, dict) and ("External id" in args or "Sequence number" in args):
-                    c["args"] = dict(args)  # ids grow from step to step, as torch.profiler's counters do
+                    c["args"] = dict(args)  # ids grow from copy to copy, as torch.profiler's counters do
                     for key, stride in (("External id", max_ext), ("Sequence number", max_seq)):
                         if isinstance(args.get(key), int):
-                            c["args"][key] = args[key] + steps * stride
+                            c["args"][key] = args[key] + copies * stride
                 if e.get("ph") in ("s", "f") and "id" in e:
-                    c["id"] = int(e["id"]) + steps * max_flow
+                    c["id"] = int(e["id"]) + copies * max_flow
                 chunk.append(c)
             data = b",\n".join(orjson.dumps(c) for c in chunk)
             f.write(data if first else b",\n" + data)
             first = False
             written += len(data)
-            steps += 1
+            copies += 1
+            left -= 1
             n_events += len(chunk)
         f.write(b"\n]}")
     return steps, n_events
+
+
+def _copy_bytes(events: List[Dict[str, Any]], _memo: Dict[int, int] = {}) -> int:
+    """Bytes one copy of the step's events takes in the file (about: orjson, no separators)."""
+    key = id(events)
+    if key not in _memo:
+        import orjson
+
+        _memo[key] = sum(len(orjson.dumps(e)) + 2 for e in events)
+    return _memo[key]
 
 
 def _read_one(path: str) -> None:
@@ -195,6 +212,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--quick", action="store_true", help="one 10 MB trace")
     p.add_argument("--rounds", type=int, default=3,
                    help=f"fresh-process reads per size up to {_ROUNDS_UP_TO_MB} MB (best and median; default 3)")
+    p.add_argument("--per-step", type=int, default=1,
+                   help="copies of the recorded step inside each ProfilerStep marker (default 1; e.g. 100000: "
+                        "the whole file one step)")
     p.add_argument("--read", default=None, help=argparse.SUPPRESS)  # the child process
     args = p.parse_args(argv)
     if args.read:
@@ -212,9 +232,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"{'size':>9} {'steps':>6} {'events':>10} {'write':>7} {'from_trace':>11} {'peak memory':>12} "
           f"{'added':>8} {'added B/B':>9}  how")
     for mb in sizes:
-        out = os.path.join(folder, f"trace_{mb:g}MB.json")
+        out = os.path.join(folder, f"trace_{mb:g}MB{'' if args.per_step == 1 else f'_x{args.per_step}'}.json")
         t = time.perf_counter()
-        steps, n = write_trace(step_path, out, int(mb * 1e6))
+        steps, n = write_trace(step_path, out, int(mb * 1e6), args.per_step)
         wrote = time.perf_counter() - t
         size = os.path.getsize(out)
         if args.write_only:

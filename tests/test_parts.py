@@ -300,13 +300,18 @@ def test_plan_parts_gives_each_worker_a_share_and_keeps_every_step_in_order():
 
 
 def test_fewer_workers_where_free_memory_holds_fewer_parts(monkeypatch):
-    # 4 steps of 100 MB of file each; a part's records take ~10 bytes per byte of file (1 GB a step)
+    # 4 steps of 50 MB of file each; a part's records take ~10 bytes per byte of file (500 MB a step)
     markers = tuple(segments.StepMarker(i, float(i * 100), 90.0) for i in range(4))
-    scan = segments.TraceScan("t.json", {}, (), markers, 0.0, 0, 400_000_000)
+    scan = segments.TraceScan("t.json", {}, (), markers, 0.0, 0, 200_000_000)
     plan = segments.plan_parts(scan, at_least=4)
     assert [len(p) for p in plan] == [1, 1, 1, 1]
-    for free, fit in ((64e9, 4), (2.5e9, 2), (0.5e9, 1)):
+    for free, fit in ((64e9, 4), (1.2e9, 2), (0.3e9, 1)):
         monkeypatch.setattr(parts, "_memory_available", lambda free=free: int(free))
-        assert parts._workers_that_fit(scan, plan) == fit
+        assert parts._workers_that_fit(scan, plan, slice_bytes=32 << 20) == fit
+    # steps of 100 MB are read in slices of ~32 MB (at most ~64 MB of file, ~640 MB of records, each)
+    long_steps = dataclasses.replace(scan, bytes=400_000_000)
+    for free, fit in ((64e9, 4), (2.5e9, 3), (0.5e9, 1)):
+        monkeypatch.setattr(parts, "_memory_available", lambda free=free: int(free))
+        assert parts._workers_that_fit(long_steps, plan, slice_bytes=32 << 20) == fit
     monkeypatch.setattr(parts, "_memory_available", lambda: None)  # unknown: as many as parts
     assert parts._workers_that_fit(scan, plan) == 4

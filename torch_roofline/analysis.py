@@ -594,11 +594,14 @@ def _module_times(module_timings, op_timings, steps, predicted) -> Dict[Tuple[st
     return times
 
 
-def _count_runs(items: Iterable[Tuple[str, int, Tuple[str, ...], int]]) -> Counter:
+def _count_runs(items: Iterable[Tuple[str, int, Tuple[str, ...], int]],
+                prev: Optional[Dict[Tuple[str, int], frozenset]] = None) -> Counter:
     """Calls per (module, phase) as runs of consecutive ops whose scope holds the module; items
-    are ``(phase, index, scope, step)``: a new step starts new runs."""
+    are ``(phase, index, scope, step)``: a new step starts new runs. ``prev``: the modules of
+    the last op of each (phase, step) before these items (a run they continue is not counted
+    again), updated in place."""
     counts: Counter = Counter()
-    prev: Dict[Tuple[str, int], frozenset] = {}
+    prev = {} if prev is None else prev
     for phase, _, scope, step in sorted(items, key=lambda x: (x[0], x[1])):
         cur = frozenset(scope)
         for m in cur - prev.get((phase, step), frozenset()):
@@ -607,11 +610,13 @@ def _count_runs(items: Iterable[Tuple[str, int, Tuple[str, ...], int]]) -> Count
     return counts
 
 
-def op_runs(op_timings: Iterable[OpTiming]) -> Counter:
+def op_runs(op_timings: Iterable[OpTiming], prev: Optional[Dict[Tuple[str, int], frozenset]] = None) -> Counter:
     """``(module, phase) -> calls``, summed over the steps the rows cover: runs of consecutive
     op calls inside each module, each step's counted apart (the module calls of a trace
-    without module ranges)."""
-    return _count_runs((t.phase, t.index, _scope(tuple(t.scope), t.module), t.step) for t in op_timings)
+    without module ranges). ``prev``: where the rows continue earlier ones (the slices of one
+    long step, read in order), the last rows' modules per (phase, step), updated in place:
+    a run across the slices is one call."""
+    return _count_runs(((t.phase, t.index, _scope(tuple(t.scope), t.module), t.step) for t in op_timings), prev)
 
 
 def _module_calls(costs, op_timings, module_timings, module_calls, steps) -> Mapping[Tuple[str, str], int]:

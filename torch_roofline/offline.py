@@ -39,6 +39,7 @@ from torch_roofline.timing.attribution import TraceTiming, attribute
 from torch_roofline.timing.compiled import CompiledCode, compiled_kernels_note, compiled_regions_note, scan_compiled
 from torch_roofline.timing.counters import KernelCounters, kernel_counters
 from torch_roofline.timing.merge import ShapeSum, StepCosts, TimingSum, add_compiled
+from torch_roofline.timing import parts
 from torch_roofline.timing.parts import part_workers, read_parts, scan_while
 from torch_roofline.timing.segments import TraceScan, plan_parts
 from torch_roofline.timing.shapes import has_recorded_shapes, per_step, replay_cache, shape_costs
@@ -273,10 +274,12 @@ def _from_trace(path: Any, model: Optional[nn.Module], inputs: Any, *, roof: Any
         # meanwhile, what the replays of recorded calls need (torch's Python meta kernels)
         scan = scan_while(os.fspath(path), prepare_meta_replays if model is None else _nothing)
         workers = part_workers()
-        plan = plan_parts(scan, at_least=workers) if scan is not None and len(scan.markers) >= 2 else ()
+        plan = plan_parts(scan, at_least=workers) if scan is not None and scan.markers else ()
         # Parts pay when processes share them, or when a whole read would not fit (~10 bytes of
-        # memory per byte of file); else one process reads faster whole.
-        if (len(plan) >= 2 and workers >= 2) or (plan and scan.bytes >= PARTS_MEMORY_BYTES):
+        # memory per byte of file), or to read a long step in slices (as fast, in less memory);
+        # else one process reads faster whole.
+        if (len(plan) >= 2 and workers >= 2) or (plan and scan.bytes >= PARTS_MEMORY_BYTES) or (
+                len(plan) == 1 and scan.bytes > 2 * parts.SLICE_BYTES):
             report = _from_parts(scan, plan, model, inputs, roof=roof, backward=backward, loss_fn=loss_fn,
                                  memory_model=memory_model, counted=counted, line=line)
             if report is not None:
@@ -349,7 +352,9 @@ def _from_trace(path: Any, model: Optional[nn.Module], inputs: Any, *, roof: Any
 #: with the file.
 PARTS_BYTES = 16 << 20
 #: ... and are always read in parts from this size on, however few their parts (a whole read
-#: holds about ten bytes of memory per byte of file).
+#: holds about ten bytes of memory per byte of file). A trace of one ``ProfilerStep#N`` step of
+#: more than twice :data:`~torch_roofline.timing.parts.SLICE_BYTES` is read in slices of that
+#: step, one after the other (:func:`~torch_roofline.timing.segments.slice_trace`).
 PARTS_MEMORY_BYTES = 256 << 20
 
 
@@ -392,6 +397,7 @@ def _from_parts(scan: TraceScan, plan: Sequence[Sequence[Any]], model: Optional[
     shaped_parts: Set[bool] = set()
     props: Optional[DeviceProperties] = None
     spans_s = 0.0
+    slices = sliced = 0
     line.stage(f"reading {len(plan)} parts of a few steps each")
     for k, part in enumerate(read_parts(scan, plan, op_names=op_names, cache=replay_cache())):
         line.stage(f"read {k + 1} of {len(plan)} parts of a few steps each")
@@ -401,6 +407,7 @@ def _from_parts(scan: TraceScan, plan: Sequence[Sequence[Any]], model: Optional[
             continue
         timings.add(part.timing)
         timings.runs.update(part.runs)
+        slices, sliced = slices + part.slices, sliced + bool(part.slices)
         spans_s += part.spans_s
         if props is None and roof is None:
             props = part.device
@@ -417,9 +424,11 @@ def _from_parts(scan: TraceScan, plan: Sequence[Sequence[Any]], model: Optional[
     if timings.steps == 0:
         return None
     timing = timings.result()
+    in_slices = (f"; {sliced} long step(s) in {slices} slices of about {parts.SLICE_BYTES / 1e6:.0f} MB, "
+                 "events open at a cut counted in both for their time there, once for their call") if sliced else ""
     notes: List[str] = [f"steps: {timing.steps} ProfilerStep marker(s); work outside them is left out",
-                        f"read a few steps at a time ({len(plan)} parts of the {scan.bytes / 1e6:.0f} MB trace): "
-                        "op rows are summed per (module, phase, op)"]
+                        f"read a few steps at a time ({len(plan)} parts of the {scan.bytes / 1e6:.0f} MB trace"
+                        f"{in_slices}): op rows are summed per (module, phase, op)"]
     if model is not None:
         costs: Sequence[OpCost] = counted.ops
         if not _has_module_ranges(timing):

@@ -58,11 +58,11 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 from torch_roofline.records import OUTSIDE, ModuleTiming, OpTiming, frozen_record
 from torch_roofline.timing.compiled import is_fused_kernel
 from torch_roofline.timing.ranges import RANGE_PREFIX, parse_range_name, read_labels
-from torch_roofline.timing.steps import profiler_steps
+from torch_roofline.timing.steps import profiler_steps, step_markers
 from torch_roofline.timing.trace import DEVICE_KINDS, DeviceProperties, Trace, TraceEvent
 from torch_roofline.count.dispatch import default_is_composite, is_composite_call, op_kind
 
-__all__ = ["DeviceActivity", "TraceTiming", "attribute", "dotted_op_name"]
+__all__ = ["DeviceActivity", "TraceTiming", "SliceCarry", "attribute", "dotted_op_name"]
 
 _log = logging.getLogger(__name__)
 
@@ -80,6 +80,35 @@ _NOT_FORWARD = ("backward", "optimizer")
 
 # (start of a forward op, its rooted module scope, its module range indices)
 _SeqEntry = Tuple[float, Tuple[str, ...], Tuple[int, ...]]
+
+
+@dataclass
+class SliceCarry:
+    """What the slices of one long step, attributed one after the other in time order
+    (``attribute(slice, carry=...)``; :func:`~torch_roofline.timing.segments.slice_trace`),
+    hand on to the slices after them. One per step; it grows with the step's forward op
+    calls and module ranges, not with its events.
+
+    Attributes:
+        forward: autograd sequence number -> the forward ops showing it so far, as
+            (start in seconds, rooted module scope, module range indices), in time order: a
+            backward op in a later slice belongs to the module of its forward op.
+        backward_calls: module name -> the forward calls (module range indices) whose
+            backward was already counted: a module's backward calls are distinct forward calls.
+        tally: ``(module, phase) -> [scope, calls seen, calls seen of a second kind]`` of
+            the rows whose calls are counted at the step's end (:meth:`calls`).
+    """
+
+    forward: Dict[int, List[_SeqEntry]] = field(default_factory=dict)
+    backward_calls: Dict[str, Set[int]] = field(default_factory=dict)
+    tally: Dict[Tuple[str, str], List] = field(default_factory=dict)
+
+    def calls(self) -> Dict[Tuple[str, str], Tuple[Tuple[str, ...], int]]:
+        """``(module, phase) -> (scope, calls in the step)`` of the rows whose calls are left to
+        the step's end (a slice gives them none): the root's rows and ``OUTSIDE`` (calls from
+        the markers or ranges the slices held, named ones first, else one) and the backward
+        rows (their distinct forward calls, else one), as a whole read counts them."""
+        return {key: (scope, first or second or 1) for key, (scope, first, second) in self.tally.items()}
 
 
 def dotted_op_name(name: str) -> str:
@@ -235,8 +264,9 @@ class _HostTimeline:
 
     def __init__(self, trace: Trace, op_names: Optional[Set[str]],
                  labels: Optional[Mapping[str, str]] = None, outside: Optional[bool] = None,
-                 collapse: bool = False) -> None:
+                 collapse: bool = False, carry: Optional[SliceCarry] = None) -> None:
         self.op_names = op_names
+        self.continued = trace.continued  # events carried from the slice before (time, no calls)
         # CPU traces: the events inside an op row (its inner calls) change nothing about where
         # the row ran, so they are not made nodes at all (most of a trace's events).
         self.collapse = collapse
@@ -260,9 +290,9 @@ class _HostTimeline:
         # Ops outside every module range get a row of their own, when the trace has ranges
         # (a model was given) and the rows are the recorded calls (not a model's replay).
         self.outside = (self.has_ranges if outside is None else outside) and op_names is None
-        self._fwd_by_seq = self._forward_sequence_map()
-        # the start times of each sequence number's entries, for bisect (built once, not per lookup)
-        self._fwd_starts = {seq: [t[0] for t in entries] for seq, entries in self._fwd_by_seq.items()}
+        self._fwd_by_seq = self._forward_sequence_map(carry)
+        # the start times of a sequence number's entries, for bisect (built once per number looked up)
+        self._fwd_starts: Dict[int, List[float]] = {}
 
     def release(self) -> None:
         """Drop the links between nodes. A node's ``row`` and ``cpu_op`` are often the node
@@ -381,15 +411,29 @@ class _HostTimeline:
             return _OUTSIDE_SCOPE
         return _rooted(scope)
 
-    def _forward_sequence_map(self) -> Dict[int, List[_SeqEntry]]:
+    def _forward_sequence_map(self, carry: Optional[SliceCarry]) -> Dict[int, List[_SeqEntry]]:
+        """Sequence number -> its forward ops in time order: this trace's, after the earlier
+        slices' of ``carry`` (which then holds them all)."""
         by_seq: Dict[int, List[_SeqEntry]] = defaultdict(list)
+        continued = self.continued
         for node in self.order:
             ev = node.event
-            if ev.kind == "cpu_op" and ev.seq is not None and (node.mark not in _NOT_FORWARD or node.recompute):
+            if ev.kind == "cpu_op" and ev.seq is not None and (node.mark not in _NOT_FORWARD or node.recompute) \
+                    and ev.index not in continued:
                 by_seq[ev.seq].append((ev.start_s, self.module_scope(node.scope), node.ranges))
         for entries in by_seq.values():
             entries.sort(key=lambda t: t[0])
-        return by_seq
+        if carry is None:
+            return by_seq
+        known = carry.forward
+        for seq, entries in by_seq.items():  # this slice's ops begin after the earlier slices'
+            known.setdefault(seq, []).extend(entries)
+        return known
+
+    def counted(self, node: _Node) -> bool:
+        """Whether the node's event begins in this trace (its call is counted here), not
+        carried from the slice before (:attr:`Trace.continued`)."""
+        return node.event.index not in self.continued
 
     def context(self, node: _Node) -> Tuple[str, Tuple[str, ...], Tuple[int, ...]]:
         """(phase, rooted module scope, module range indices) of a host event."""
@@ -402,7 +446,10 @@ class _HostTimeline:
             if not entries:
                 return "backward", _ROOT_SCOPE, ()
             # The node's creator is the last forward op showing this number before backward.
-            i = bisect.bisect_right(self._fwd_starts[node.bwd_seq], node.bwd_start) - 1
+            starts = self._fwd_starts.get(node.bwd_seq)
+            if starts is None or len(starts) != len(entries):
+                starts = self._fwd_starts[node.bwd_seq] = [t[0] for t in entries]
+            i = bisect.bisect_right(starts, node.bwd_start) - 1
             _, scope, ranges = entries[max(i, 0)]
             return "backward", scope, ranges
         return "forward", self.module_scope(node.scope), node.ranges
@@ -415,7 +462,8 @@ class _HostTimeline:
 
 
 def attribute(trace: Trace, *, op_names: Optional[Iterable[str]] = None,
-              labels: Optional[Mapping[str, str]] = None, outside: Optional[bool] = None) -> TraceTiming:
+              labels: Optional[Mapping[str, str]] = None, outside: Optional[bool] = None,
+              carry: Optional[SliceCarry] = None) -> TraceTiming:
     """Measured time per op and per module of a parsed trace.
 
     Args:
@@ -428,6 +476,14 @@ def attribute(trace: Trace, *, op_names: Optional[Iterable[str]] = None,
             table in the trace's metadata (:data:`~torch_roofline.timing.ranges.LABELS_KEY`).
         outside: whether ops outside every module range form the ``OUTSIDE`` row (else they
             belong to the root); default: when the trace has module ranges.
+        carry: the trace is one slice of a long step
+            (:func:`~torch_roofline.timing.segments.slice_trace`), attributed after the slices
+            before it, which left their forward ops and counted backward calls here (and this
+            one leaves its own). Its steps are its ``ProfilerStep`` markers that begin in it
+            (with or without an op in the slice); events it carries from the slice before
+            (:attr:`~torch_roofline.timing.trace.Trace.continued`) add their time in the slice
+            and no call. The slices' timings added up are the step's
+            (:class:`~torch_roofline.timing.merge.TimingSum`).
 
     Returns:
         A :class:`TraceTiming` (rules in the module docstring).
@@ -440,14 +496,15 @@ def attribute(trace: Trace, *, op_names: Optional[Iterable[str]] = None,
     """
     names = _check_op_names(op_names)
     on_device = trace.has_device_activity
-    timeline = _HostTimeline(trace, names, labels, outside, collapse=not on_device)
+    timeline = _HostTimeline(trace, names, labels, outside, collapse=not on_device, carry=carry)
     try:
-        return _attribute(trace, timeline, on_device)
+        return _attribute(trace, timeline, on_device, carry)
     finally:
         timeline.release()
 
 
-def _attribute(trace: Trace, timeline: "_HostTimeline", on_device: bool) -> TraceTiming:
+def _attribute(trace: Trace, timeline: "_HostTimeline", on_device: bool,
+               carry: Optional[SliceCarry] = None) -> TraceTiming:
     row_nodes = [n for n in timeline.order if n.row is n]
     row_nodes.sort(key=lambda n: (n.event.start_s, n.event.index))
     per_row: Dict[int, List[DeviceActivity]] = defaultdict(list)
@@ -459,13 +516,15 @@ def _attribute(trace: Trace, timeline: "_HostTimeline", on_device: bool) -> Trac
             if act.op_index is not None:
                 per_row[act.op_index].append(act)
 
-    markers = profiler_steps(trace)
+    markers = profiler_steps(trace) if carry is None else step_markers(trace)
     ops = _op_rows(timeline, row_nodes, per_row, sorted(e.start_s for e in markers))
     steps, step_time_s = _step_time(markers, timeline, activities)
+    if carry is not None:  # a slice: its steps are the markers that begin in it
+        steps = sum(1 for e in markers if e.index not in trace.continued)
     if on_device:
-        modules = _gpu_module_rows(timeline, activities, steps, step_time_s)
+        modules = _gpu_module_rows(timeline, activities, steps, step_time_s, carry)
     else:
-        modules = _cpu_module_rows(timeline, steps, step_time_s, ops)
+        modules = _cpu_module_rows(timeline, steps, step_time_s, ops, carry)
     device = trace.device() if on_device else None
     return TraceTiming(
         ops=tuple(ops),
@@ -677,9 +736,10 @@ def _forward_ranges(timeline: _HostTimeline) -> List[_Node]:
 
 
 def _finish(accs: Mapping[Tuple[str, str], _Acc], root_rows: Mapping[str, Tuple[float, float, int]],
-            steps: int) -> List[ModuleTiming]:
-    """Module rows; a backward row's calls are the forward calls whose backward it ran, or once
-    per step when no forward range is known (the loss's backward, outside every module)."""
+            steps: int, carry: Optional[SliceCarry] = None) -> List[ModuleTiming]:
+    """Module rows; a backward row's calls are the forward calls whose backward it ran (in a
+    slice, those not counted by the slices before it: ``carry``), or once per step when no
+    forward range is known (the loss's backward, outside every module)."""
     rows: List[ModuleTiming] = []
     for phase in ("forward", "backward", "optimizer"):
         if phase in root_rows:
@@ -688,7 +748,17 @@ def _finish(accs: Mapping[Tuple[str, str], _Acc], root_rows: Mapping[str, Tuple[
         for (name, p), acc in accs.items():
             if p != phase or name == "":
                 continue
-            calls = acc.calls if phase == "forward" else len(acc.range_ids) or max(steps, 1)
+            if phase == "forward" and name != OUTSIDE:
+                calls = acc.calls
+            elif phase == "forward":
+                calls = _calls(0, (name, phase), acc.scope, steps, carry)
+            else:
+                ids = acc.range_ids
+                if carry is not None and ids:  # the forward calls not met in the slices before
+                    seen = carry.backward_calls.setdefault(name, set())
+                    ids = ids - seen
+                    seen |= acc.range_ids
+                calls = _calls(len(ids), (name, phase), acc.scope, max(steps, 1), carry)
             rows.append(ModuleTiming(name, phase, calls, math.fsum(acc.time),
                                      math.fsum(acc.self_time), acc.scope))
     return rows
@@ -711,7 +781,7 @@ def _root_forward(step_time_s: float, other_self_s: float, top_level_s: float
 
 
 def _cpu_module_rows(timeline: _HostTimeline, steps: int, step_time_s: float,
-                     ops: Sequence[OpTiming]) -> List[ModuleTiming]:
+                     ops: Sequence[OpTiming], carry: Optional[SliceCarry] = None) -> List[ModuleTiming]:
     accs: Dict[Tuple[str, str], _Acc] = {}
     outside = [op.time_s for op in ops if op.phase == "forward" and op.module == OUTSIDE]
     if outside:  # no range of its own: the time of its ops, once per step
@@ -726,11 +796,12 @@ def _cpu_module_rows(timeline: _HostTimeline, steps: int, step_time_s: float,
     for node in ranges:
         scope = _rooted(node.scope)
         fqn = scope[-1]
+        counted = timeline.counted(node)
         if fqn == "":
-            root_calls += 1
+            root_calls += counted
             continue
         acc = accs.setdefault((fqn, "forward"), _Acc(scope))
-        acc.calls += 1
+        acc.calls += counted
         acc.time.append(node.event.dur_s)
         acc.self_time.append(node.event.dur_s - child_time[node.event.index])
 
@@ -750,15 +821,15 @@ def _cpu_module_rows(timeline: _HostTimeline, steps: int, step_time_s: float,
     other_self = 0.0
     if engine:
         bwd_self = bwd_wall - _top_level_sum(accs, "backward")
-        root_rows["backward"] = (bwd_wall, bwd_self, _count_calls(engine, "backward", steps))
+        root_rows["backward"] = (bwd_wall, bwd_self, _count_calls(timeline, engine, "backward", steps, carry))
         other_self += bwd_self
     if opt_markers:
-        root_rows["optimizer"] = (opt_wall, opt_wall, _count_calls(opt_markers, "optimizer", steps))
+        root_rows["optimizer"] = (opt_wall, opt_wall, _count_calls(timeline, opt_markers, "optimizer", steps, carry))
         other_self += opt_wall
     other_self += math.fsum(math.fsum(a.self_time) for a in accs.values())
     fwd_time, fwd_self = _root_forward(step_time_s, other_self, _top_level_sum(accs, "forward"))
-    root_rows["forward"] = (fwd_time, fwd_self, root_calls or steps)
-    return _finish(accs, root_rows, steps)
+    root_rows["forward"] = (fwd_time, fwd_self, _calls(root_calls, ("", "forward"), _ROOT_SCOPE, steps, carry))
+    return _finish(accs, root_rows, steps, carry)
 
 
 def _add_backward(accs: Dict[Tuple[str, str], _Acc], scope: Tuple[str, ...],
@@ -782,27 +853,45 @@ def _range_id(scope: Tuple[str, ...], range_ids: Tuple[int, ...], depth: int) ->
     return range_ids[len(range_ids) - 1 - offset] if offset < len(range_ids) else None
 
 
-def _count_calls(markers: Sequence[_Node], phase: str, steps: int) -> int:
+def _calls(counted: int, key: Tuple[str, str], scope: Tuple[str, ...], steps: int,
+           carry: Optional[SliceCarry], second: int = 0) -> int:
+    """A row's calls: ``counted`` (the calls seen in the trace; else ``second``, those of a
+    second kind) when there are any, else once per step. In a slice of a step (``carry``):
+    none, the counts tallied for the step's end (:meth:`SliceCarry.calls`)."""
+    if carry is None:
+        return counted or second or steps
+    tally = carry.tally.setdefault(key, [scope, 0, 0])
+    tally[1] += counted
+    tally[2] += second
+    return 0
+
+
+def _count_calls(timeline: _HostTimeline, markers: Sequence[_Node], phase: str, steps: int,
+                 carry: Optional[SliceCarry] = None) -> int:
+    """Calls of the root's backward or optimizer row: its phase markers that begin in the trace
+    (named ones first), else once per step (:func:`_calls`)."""
+    markers = [n for n in markers if timeline.counted(n)]
     if phase == "optimizer":
         named = [n for n in markers if n.event.name.startswith("Optimizer.step#")]
         ranged = [n for n in markers if parse_range_name(n.event.name) == ("phase", "optimizer")]
-        return len(named) or len(ranged) or steps
+        return _calls(len(named), ("", phase), _ROOT_SCOPE, steps, carry, second=len(ranged))
     ranged = [n for n in markers if parse_range_name(n.event.name) == ("phase", "backward")]
-    return len(ranged) or steps
+    return _calls(len(ranged), ("", phase), _ROOT_SCOPE, steps, carry)
 
 
 def _gpu_module_rows(timeline: _HostTimeline, activities: Sequence[DeviceActivity], steps: int,
-                     step_time_s: float) -> List[ModuleTiming]:
+                     step_time_s: float, carry: Optional[SliceCarry] = None) -> List[ModuleTiming]:
     accs: Dict[Tuple[str, str], _Acc] = {}
     root: Dict[str, List[float]] = defaultdict(list)
     root_self: Dict[str, List[float]] = defaultdict(list)
     root_calls = 0
     for node in _forward_ranges(timeline):
         scope = _rooted(node.scope)
+        counted = timeline.counted(node)
         if scope[-1] == "":
-            root_calls += 1
+            root_calls += counted
         else:
-            accs.setdefault((scope[-1], "forward"), _Acc(scope)).calls += 1
+            accs.setdefault((scope[-1], "forward"), _Acc(scope)).calls += counted
     for act in activities:
         root[act.phase].append(act.dur_s)
         if act.scope[-1] == "":
@@ -831,8 +920,8 @@ def _gpu_module_rows(timeline: _HostTimeline, activities: Sequence[DeviceActivit
         if root.get(phase):
             markers = _phase_markers(timeline, phase)
             self_s = math.fsum(root_self[phase])
-            root_rows[phase] = (math.fsum(root[phase]), self_s, _count_calls(markers, phase, steps))
+            root_rows[phase] = (math.fsum(root[phase]), self_s, _count_calls(timeline, markers, phase, steps, carry))
             other_self += self_s
     fwd_time, fwd_self = _root_forward(step_time_s, other_self, _top_level_sum(accs, "forward"))
-    root_rows["forward"] = (fwd_time, fwd_self, root_calls or steps)
-    return _finish(accs, root_rows, steps)
+    root_rows["forward"] = (fwd_time, fwd_self, _calls(root_calls, ("", "forward"), _ROOT_SCOPE, steps, carry))
+    return _finish(accs, root_rows, steps, carry)

@@ -60,9 +60,12 @@ class TimingSum:
         self.unattributed: List[DeviceActivity] = []
         self.compile_time_s = 0.0
 
-    def add(self, timing: TraceTiming, runs: bool = False) -> None:
-        """Add one part's timing. ``runs``: also count the module calls the op rows make
-        (:func:`~torch_roofline.analysis.op_runs`), for a trace without module ranges."""
+    def add(self, timing: TraceTiming, runs: bool = False,
+            continues: Optional[Dict[Tuple[str, int], frozenset]] = None) -> None:
+        """Add one part's timing (or one slice's of a long step). ``runs``: also count the
+        module calls the op rows make (:func:`~torch_roofline.analysis.op_runs`), for a trace
+        without module ranges; ``continues``: its ``prev`` for slices read in order (a run of
+        ops across two slices is one call)."""
         ops = self._ops
         for t in timing.ops:
             key = (t.module, t.scope, t.phase, t.op, t.recompute)
@@ -81,7 +84,7 @@ class TimingSum:
             acc[1] += m.time_s
             acc[2] += m.self_time_s
         if runs:
-            self.runs.update(op_runs(timing.ops))
+            self.runs.update(op_runs(timing.ops, continues))
         self.step_time_s += timing.step_time_s
         self.steps += timing.steps
         self.on_device = self.on_device or timing.on_device
@@ -93,6 +96,13 @@ class TimingSum:
             self.peak_memory_bytes = max(self.peak_memory_bytes or 0, timing.peak_memory_bytes)
         self.unattributed.extend(timing.unattributed)
         self.compile_time_s += timing.compile_time_s
+
+    def add_calls(self, calls: Mapping[Tuple[str, str], Tuple[Tuple[str, ...], int]]) -> None:
+        """Add module calls counted apart from the timings added: ``(module, phase) -> (scope,
+        calls)`` (a long step's, counted at its end:
+        :meth:`~torch_roofline.timing.attribution.SliceCarry.calls`)."""
+        for (name, phase), (scope, n) in calls.items():
+            self._modules.setdefault((name, phase, tuple(scope)), [0, 0.0, 0.0])[0] += n
 
     def result(self) -> TraceTiming:
         """The summed timing: one op row per (module, scope, phase, op), one module row per

@@ -14,23 +14,25 @@ pool (which may not start processes), every part is read here in turn.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Set, Tuple
 
-from torch_roofline.timing.attribution import TraceTiming, attribute
+from torch_roofline.records import OpCost
+from torch_roofline.timing.attribution import SliceCarry, TraceTiming, attribute
 from torch_roofline.timing.compiled import CompiledCode, scan_compiled
-from torch_roofline.timing.merge import PartCosts, ShapeSum, TimingSum, part_costs
-from torch_roofline.timing.segments import (StepMarker, TraceScan, join_scans, part_trace, scan_range, scan_trace,
-                                             split_point)
+from torch_roofline.timing.merge import PartCosts, ShapeSum, TimingSum, add_compiled, part_costs
+from torch_roofline.timing.segments import (PART_BYTES, StepMarker, TraceScan, join_scans, part_trace, scan_range,
+                                             scan_trace, slice_cuts, slice_trace, split_point, step_bytes)
 from torch_roofline.timing.shapes import has_recorded_shapes, shape_costs
 from torch_roofline.timing.steps import _TOL_S
 from torch_roofline.timing.trace import DeviceProperties
 
-__all__ = ["PART_WORKERS", "RECORD_BYTES_PER_FILE_BYTE", "SPLIT_SCAN_BYTES", "PartResult", "read_parts", "part_workers", "scan_while"]
+__all__ = ["PART_WORKERS", "RECORD_BYTES_PER_FILE_BYTE", "SLICE_BYTES", "SPLIT_SCAN_BYTES", "PartResult", "read_parts", "part_workers", "scan_while"]
 
 #: Worker processes reading parts at once: this machine's usable CPUs, at most 4 (each holds
 #: one part's records, about ten times :data:`~torch_roofline.timing.segments.PART_BYTES`).
@@ -56,6 +58,7 @@ class PartResult:
         shaped: whether its ops carry recorded shapes.
         costs: its op costs per step (with recorded shapes and no model).
         shapes: the counts behind its shape notes.
+        slices: the slices its one long step was read in (0: read at once).
     """
 
     steps: int
@@ -68,6 +71,7 @@ class PartResult:
     shaped: bool = False
     costs: Optional[PartCosts] = None
     shapes: Optional[ShapeSum] = None
+    slices: int = 0
 
 
 @dataclass(frozen=True)
@@ -78,13 +82,14 @@ class _Job:
     plan: Tuple[Tuple[StepMarker, ...], ...]
     op_names: Optional[Set[str]]
     cache: Any
+    slice_bytes: int = PART_BYTES
 
 
 _JOB: Optional[_Job] = None  # set before the workers fork; read by _read_in_worker
 
 
 def read_parts(scan: TraceScan, plan: Sequence[Sequence[StepMarker]], *, op_names: Optional[Set[str]],
-               cache: Any, workers: Optional[int] = None) -> Iterator[PartResult]:
+               cache: Any, workers: Optional[int] = None, slice_bytes: Optional[int] = None) -> Iterator[PartResult]:
     """Each part's :class:`PartResult`, in time order (module docstring).
 
     Args:
@@ -96,10 +101,15 @@ def read_parts(scan: TraceScan, plan: Sequence[Sequence[StepMarker]], *, op_name
         workers: processes reading at once; default :data:`PART_WORKERS`; fewer where the
             free memory holds fewer parts' records at once (about
             :data:`RECORD_BYTES_PER_FILE_BYTE` bytes per byte of file each), down to one.
+        slice_bytes: a part of one step holding more than about twice this many bytes of
+            file is read in slices of about this size, one after the other
+            (:func:`~torch_roofline.timing.segments.slice_trace`); default :data:`SLICE_BYTES`.
     """
     global _JOB
-    job = _Job(scan, tuple(tuple(p) for p in plan), op_names, cache)
-    n = min(PART_WORKERS if workers is None else workers, len(job.plan), _workers_that_fit(scan, job.plan))
+    slice_bytes = SLICE_BYTES if slice_bytes is None else slice_bytes
+    job = _Job(scan, tuple(tuple(p) for p in plan), op_names, cache, slice_bytes)
+    n = min(PART_WORKERS if workers is None else workers, len(job.plan),
+            _workers_that_fit(scan, job.plan, slice_bytes))
     if n < 2 or not _can_fork():
         for k in range(len(job.plan)):  # one worker, no fork, or inside a pool's worker (no children there)
             yield _read(job, k)
@@ -114,17 +124,24 @@ def read_parts(scan: TraceScan, plan: Sequence[Sequence[StepMarker]], *, op_name
         _JOB = None
 
 
+#: Bytes of file per slice of a step too long to be read at once (a part of one step holding more
+#: than twice this is read in slices: :func:`read_parts`).
+SLICE_BYTES = PART_BYTES
+
 #: Memory a part's records take while it is read, per byte of file (measured: 8-10).
 RECORD_BYTES_PER_FILE_BYTE = 10
 
 
-def _workers_that_fit(scan: TraceScan, plan: Sequence[Sequence[StepMarker]]) -> int:
+def _workers_that_fit(scan: TraceScan, plan: Sequence[Sequence[StepMarker]], slice_bytes: int = PART_BYTES) -> int:
     """How many parts of ``plan`` can be read at once in the memory this machine has free
-    (``MemAvailable``; at least 1, however big a step: a part holds one step or more)."""
+    (``MemAvailable``; at least 1): a part of several steps holds them all at once, a part of
+    one long step a slice of it (about twice ``slice_bytes`` of file at most)."""
     available = _memory_available()
     if available is None or not plan or not scan.markers:
         return len(plan) or 1
     largest = max(len(p) for p in plan) * scan.bytes / len(scan.markers)
+    if max(len(p) for p in plan) == 1:
+        largest = min(largest, 2 * slice_bytes)
     return max(1, min(len(plan), int(available // max(RECORD_BYTES_PER_FILE_BYTE * largest, 1))))
 
 
@@ -241,7 +258,12 @@ def _after(job: _Job, k: int) -> Optional[float]:
 
 def _read(job: _Job, k: int, keep: Optional[list] = None) -> PartResult:
     """Cut, attribute and count part ``k``; ``keep``: a list to hold its records (freed by
-    whoever clears it)."""
+    whoever clears it). A part of one step bigger than twice the job's ``slice_bytes`` is
+    read in slices (:func:`_read_slices`)."""
+    if len(job.plan[k]) == 1 and step_bytes(job.scan, job.plan[k][0]) > 2 * job.slice_bytes:
+        cuts = slice_cuts(job.scan, job.plan[k][0], job.slice_bytes)
+        if cuts:
+            return _read_slices(job, k, cuts, keep)
     cut = part_trace(job.scan, job.plan[k], _after(job, k))
     if cut is None:
         return PartResult(0)
@@ -269,3 +291,68 @@ def _read(job: _Job, k: int, keep: Optional[list] = None) -> PartResult:
         else:
             costs = part_costs((), (), timing.steps)
     return PartResult(**result, compiled=scan_compiled(part), shaped=shaped, costs=costs, shapes=shapes)
+
+
+def _read_slices(job: _Job, k: int, cuts: Sequence[float], keep: Optional[list] = None) -> PartResult:
+    """Part ``k``, one long step, read slice by slice in time order (cut near ``cuts``:
+    :func:`~torch_roofline.timing.segments.slice_trace`), each attributed after the ones
+    before it (:class:`~torch_roofline.timing.attribution.SliceCarry`) and counted; their
+    timings and costs added up are the step's. Memory holds one slice's records, the step's
+    forward calls and module ranges, and its op costs."""
+    step = job.plan[k][0]
+    # ops outside every module range are the OUTSIDE row where the step has module ranges (as
+    # a whole read decides), whether or not the slice holds one
+    outside = any(b.ranged for b in job.scan.blocks if b.host_hi_us >= step.start_us and b.host_lo_us <= step.end_us)
+    carry = SliceCarry()
+    summed = TimingSum()
+    runs_state: dict = {}
+    costs: List[OpCost] = []
+    offsets: Counter = Counter()  # op rows per phase in the slices before: call indices go on
+    shapes: Optional[ShapeSum] = None
+    compiled: Optional[CompiledCode] = None
+    shaped = False
+    ranged = False
+    device = None
+    carried: Tuple = ()
+    start: Optional[float] = None
+    n = 0
+    while True:
+        n += 1
+        end = next((c for c in cuts if start is None or c > start), None)
+        piece = slice_trace(job.scan, step, start, end, carried, _after(job, k))
+        if keep is not None:
+            keep.clear()
+        trace = piece.trace
+        timing = attribute(trace, op_names=job.op_names, carry=carry, outside=outside)
+        if keep is not None:
+            keep.append((trace, timing))
+        if any(e.kind == "cuda_profiler_range" for e in trace.events):
+            return PartResult(0, unfit=True)
+        ranged = ranged or any(m.name for m in timing.modules)
+        summed.add(timing, runs=True, continues=runs_state)
+        device = device or trace.device()
+        if job.op_names is None:
+            compiled = add_compiled(compiled, scan_compiled(trace))
+            if has_recorded_shapes(trace):
+                shaped = True
+                shapes = shapes or ShapeSum()
+                if timing.ops:
+                    counted = shape_costs(trace, timing, cache=job.cache)
+                    costs.extend(dataclasses.replace(c, index=c.index + offsets[c.phase]) if offsets[c.phase] else c
+                                 for c in counted.costs)
+                    shapes.add(counted)
+        offsets.update(row.phase for row in timing.ops)
+        carried, start = piece.open, piece.end_s
+        del piece, trace, timing
+        if start is None:  # the step's last slice
+            break
+    if summed.steps != 1:
+        return PartResult(0, unfit=True)
+    summed.add_calls(carry.calls())
+    lo, hi = step.span_s(job.scan.origin_us)
+    result = dict(steps=1, spans_s=hi - lo, timing=summed.result(), runs=summed.runs if not ranged else Counter(),
+                  device=device, slices=n)
+    if job.op_names is not None:
+        return PartResult(**result)
+    step_costs = part_costs(costs, [0] * len(costs), 1) if shaped else None
+    return PartResult(**result, compiled=compiled, shaped=shaped, costs=step_costs, shapes=shapes)

@@ -25,6 +25,17 @@ trace of many ``ProfilerStep#N`` steps is read instead in two goes:
 and counted (:mod:`torch_roofline.timing.merge`). Memory then grows with one part and the
 distinct calls, not with the file.
 
+A part is at least one step. A step too long to hold at once (a 4 GB trace of 5 steps) is
+read in slices, one after the other (:func:`slice_cuts`, :func:`slice_trace`): a cut never
+falls inside an op call or a launch (it moves to the call's start), only inside the spans
+that hold calls (module ranges, autograd engine events, the step, annotations); such a span
+ends at the cut and the next slice carries it from its start, so its time is counted once
+over the slices and its call in the slice where it began. Each slice is attributed after the
+ones before it (:class:`~torch_roofline.timing.attribution.SliceCarry`: the step's forward
+ops by autograd sequence number, for backward ops in later slices; the module calls counted).
+Memory then grows with one slice, the step's forward op calls and module ranges, and its op
+costs (one record per op call), not with its events.
+
 Example::
 
     scan = scan_trace("big.pt.trace.json.gz")
@@ -41,15 +52,18 @@ import zlib
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from torch_roofline.timing.ranges import PHASE_PREFIX, RANGE_PREFIX
+
 import msgspec
 
-from torch_roofline.timing.steps import profiler_steps, span_test, span_tests, within
-from torch_roofline.timing.trace import (DEVICE_KINDS, LAUNCH_KINDS, EventPieces, MemoryEvent, Trace, _Builder,
+from torch_roofline.timing.steps import _TOL_S, profiler_steps, span_test, span_tests, within
+from torch_roofline.timing.trace import (DEVICE_KINDS, LAUNCH_KINDS, EventPieces, MemoryEvent, Trace, TraceEvent, _Builder,
                                          _TIME_LIMIT_US, _duration_event, _int_or_none, _loads, _memory_event, _ts_us,
                                          _Unstreamable, kind_of_category)
 
 __all__ = ["PART_BYTES", "BLOCK_BYTES", "TraceBlock", "TraceScan", "StepMarker", "RangeScan", "scan_trace", "scan_range",
-           "join_scans", "split_point", "plan_parts", "part_trace"]
+           "join_scans", "split_point", "plan_parts", "part_trace", "step_bytes", "slice_cuts", "TraceSlice",
+           "slice_trace"]
 
 #: Bytes of (decompressed) file per part (:func:`plan_parts`): a part's records take about ten
 #: times that while it is read.
@@ -79,6 +93,7 @@ class TraceBlock:
             file's microseconds; ``inf``/``-inf`` when it has none.
         correlation_lo, correlation_hi: smallest and largest correlation id of its device
             activity; ``None`` when it has none.
+        ranged: it holds a module range of ours (``roofline::<module>``).
     """
 
     first: int
@@ -90,6 +105,7 @@ class TraceBlock:
     host_hi_us: float
     correlation_lo: Optional[int]
     correlation_hi: Optional[int]
+    ranged: bool = False
 
 
 @dataclass(frozen=True)
@@ -189,10 +205,10 @@ def scan_range(path: str, start: Optional[int] = None, end: Optional[int] = None
             scanned = _scan_piece(events, index, markers)
             if scanned is None:
                 return None
-            lo, hi, c_lo, c_hi, first_ts = scanned
+            lo, hi, c_lo, c_hi, first_ts, ranged = scanned
             origin = min(origin, first_ts)
             blocks.append(TraceBlock(index, len(events), offset, len(piece),
-                                     zlib.compress(piece, 1) if pieces.gzipped else None, lo, hi, c_lo, c_hi))
+                                     zlib.compress(piece, 1) if pieces.gzipped else None, lo, hi, c_lo, c_hi, ranged))
             index += len(events)
     except _Unstreamable:
         return None
@@ -276,9 +292,11 @@ def _decode_scan(raw: bytes) -> List[Any]:
 
 
 def _scan_piece(events: Sequence[_ScanEvent], first: int, markers: List[StepMarker]
-                ) -> Optional[Tuple[float, float, Optional[int], Optional[int], float]]:
-    """(host lo, host hi, correlation lo, correlation hi, earliest duration ts) of a piece,
-    its step markers appended to ``markers``; ``None`` for an event this cannot place."""
+                ) -> Optional[Tuple[float, float, Optional[int], Optional[int], float, bool]]:
+    """(host lo, host hi, correlation lo, correlation hi, earliest duration ts, whether it holds
+    a module range) of a piece, its step markers appended to ``markers``; ``None`` for an event
+    this cannot place."""
+    ranged = False
     host: List[Any] = []  # ts of host events
     durations: List[Any] = []  # ts of duration events of a known kind
     correlations: List[Any] = []
@@ -301,6 +319,8 @@ def _scan_piece(events: Sequence[_ScanEvent], first: int, markers: List[StepMark
                 if type(name) is str and name[:13] == "ProfilerStep#" and _PROFILER_STEP.match(name):
                     dur = ev.dur
                     markers.append(StepMarker(first + i, ts, dur if type(dur) is int or type(dur) is float else 0))
+                elif not ranged and type(name) is str and name[:10] == RANGE_PREFIX and name[:17] != PHASE_PREFIX:
+                    ranged = True
         elif ph == "i":
             if ev.name == "[memory]":
                 host.append(ev.ts)
@@ -315,7 +335,7 @@ def _scan_piece(events: Sequence[_ScanEvent], first: int, markers: List[StepMark
         return None
     ids = [c if type(c) is int else _int_or_none(c) for c in correlations]
     ids = [c for c in ids if c is not None]
-    return lo, hi, (min(ids) if ids else None), (max(ids) if ids else None), earliest
+    return lo, hi, (min(ids) if ids else None), (max(ids) if ids else None), earliest, ranged
 
 
 def _finite(x: Any) -> bool:
@@ -469,3 +489,171 @@ def _add_device(builder: _Builder, first: int, events: Sequence[Any], launched: 
         c = _int_or_none(args.get("correlation")) if type(args) is dict else None
         if c in launched:
             add(first + i, ev)
+
+
+# --------------------------------------------------------------------------- slices of a step
+
+
+def step_bytes(scan: TraceScan, step: StepMarker) -> int:
+    """Bytes of file in the pieces whose host events overlap ``step`` (its host events and
+    those of the pieces it shares with its neighbours)."""
+    return sum(b.size for b in scan.blocks if b.host_hi_us >= step.start_us and b.host_lo_us <= step.end_us)
+
+
+def slice_cuts(scan: TraceScan, step: StepMarker, slice_bytes: Optional[int] = None) -> Tuple[float, ...]:
+    """Where to cut one long step into slices of about ``slice_bytes`` of host events each
+    (default :data:`PART_BYTES`): times in seconds from the file's origin, in order, each the
+    earliest host event of a piece of the file. Empty: the step is one slice. The cuts are
+    proposals: :func:`slice_trace` moves one that would pass through an op call."""
+    slice_bytes = PART_BYTES if slice_bytes is None else slice_bytes
+    lo, hi = step.start_us, step.end_us
+    cuts: List[float] = []
+    held = 0
+    for b in scan.blocks:  # file order, which is time order for a trace's host events
+        if b.host_hi_us < lo or b.host_lo_us > hi:
+            continue
+        if held >= slice_bytes and b.host_lo_us > (cuts[-1] if cuts else lo) and b.host_lo_us < hi:
+            cuts.append(b.host_lo_us)
+            held = 0
+        held += b.size
+    return tuple((c - scan.origin_us) * 1e-6 for c in cuts)
+
+
+@dataclass(frozen=True)
+class TraceSlice:
+    """One slice of a long step (:func:`slice_trace`).
+
+    Attributes:
+        trace: its :class:`~torch_roofline.timing.trace.Trace`: the host events that begin
+            in it, those carried from the slice before (:attr:`Trace.continued
+            <torch_roofline.timing.trace.Trace.continued>`, their starts moved to the
+            slice's), both ending at its end at the latest, and the device activity they
+            launched.
+        start_s, end_s: where it begins and ends, seconds from the file's origin (the first
+            slice begins with the step: ``start_s`` is ``None``; the last ends with it:
+            ``end_s`` is ``None``).
+        open: the host events still open at ``end_s``, whole (not cut at the end): the next
+            slice carries them.
+    """
+
+    trace: Trace
+    start_s: Optional[float]
+    end_s: Optional[float]
+    open: Tuple[TraceEvent, ...]
+
+
+def _passable(e: TraceEvent) -> bool:
+    """Whether a slice's end may fall inside this host event, which the next slice then
+    carries: the spans that hold ops (module ranges, phase marks, steps, annotations, autograd
+    engine events, compiling), never an op call or a launch (its work is in one slice)."""
+    if e.kind == "cpu_op":
+        name = e.name
+        return (name.startswith(RANGE_PREFIX) or name.startswith("autograd::engine::evaluate_function:")
+                or _PROFILER_STEP.match(name) is not None or name in ("dynamo", "entire_frame_compile")
+                or name.endswith("(dynamo_timed)"))
+    return e.kind not in LAUNCH_KINDS
+
+
+def slice_trace(scan: TraceScan, step: StepMarker, start_s: Optional[float], end_s: Optional[float],
+                carried: Sequence[TraceEvent] = (), after_s: Optional[float] = None) -> TraceSlice:
+    """The slice of ``step`` from ``start_s`` up to ``end_s`` (seconds from the file's origin;
+    ``None``: the step's own start or end), carrying ``carried`` (the slice before's
+    :attr:`TraceSlice.open`); ``after_s`` as for :func:`part_trace`.
+
+    Its host events are the step's (:func:`~torch_roofline.timing.steps.within`'s rule) that
+    begin at ``start_s`` or later and before its end. The end is ``end_s`` unless an op call
+    or a launch is open there (on any thread): then it is moved back to the start of the
+    earliest such call, or, where that call began the slice, on past the end of the calls
+    open there, so no call is split between slices (:func:`_passable`). Host events open at
+    the end (module ranges, autograd engine events, the step) end there, and the next slice
+    carries them from its start to their end (:attr:`TraceSlice.open`), so each event's time
+    is counted once over the slices and its call in the slice where it begins
+    (:func:`~torch_roofline.timing.attribution.attribute` with ``carry``). Memory events are
+    the slice's largest, as for parts.
+    """
+    origin = scan.origin_us
+    inside_step, covers_step = span_tests([step.span_s(origin)], after_s)
+    lo = -math.inf if start_s is None else start_s
+    step_end_s = step.end_s(origin)
+    while True:
+        builder, host, memory, kept_for_device = _slice_host(scan, step, lo, end_s, inside_step, covers_step)
+        if end_s is None:
+            break
+        end_s, host, further = _settle_end(host, end_s)
+        if further is None:
+            break
+        end_s = further if further < step_end_s else None  # read again, up to past the call
+    hi = math.inf if end_s is None else end_s
+    still_open = tuple(e for e in list(carried) + host if e.start_s + e.dur_s > hi + _TOL_S)
+    # the events carried in, from the slice's start; those open at its end, up to it
+    moved = [_clipped(e, lo, hi) for e in carried if e.start_s + e.dur_s > lo]
+    host = [_clipped(e, None, hi) if e.start_s + e.dur_s > hi else e for e in host]
+    launched = {e.correlation for e in host if e.kind in LAUNCH_KINDS and e.correlation is not None}
+    builder.durations = moved + host
+    builder.in_order = False
+    if launched:
+        c_lo, c_hi = min(launched), max(launched)
+        for block in scan.blocks:
+            if block.correlation_lo is None or block.correlation_hi < c_lo or block.correlation_lo > c_hi:
+                continue
+            events = kept_for_device.get(block.first)
+            if events is None:
+                events = _read_block(scan, block)
+            _add_device(builder, block.first, events, launched)
+    del kept_for_device
+    trace = builder.finish(scan.header)
+    peaks = _memory_peaks(scan, memory, lambda t: lo <= t < hi and inside_step(t))
+    trace = replace(trace, memory=peaks, continued=frozenset(e.index for e in moved))
+    return TraceSlice(trace, start_s, end_s, still_open)
+
+
+def _slice_host(scan: TraceScan, step: StepMarker, lo: float, end_s: Optional[float],
+                inside_step: Callable[[float], bool], covers_step: Callable[[float, float], bool]
+                ) -> Tuple[_Builder, List[TraceEvent], List[Tuple[int, Any]], Dict[int, List[Any]]]:
+    """The host events of ``step`` beginning from ``lo`` up to ``end_s`` (seconds; ``None``:
+    the step's end), as records in a builder; the memory events there, unread; the pieces
+    read that hold device activity (for its launches)."""
+    origin = scan.origin_us
+    hi = math.inf if end_s is None else end_s
+    lo_us = step.start_us - _SLACK_US if lo == -math.inf else origin + lo * 1e6 - _SLACK_US
+    hi_us = step.end_us + _SLACK_US if end_s is None else origin + end_s * 1e6 + _SLACK_US
+
+    def inside(t: float) -> bool:
+        return lo <= t < hi and inside_step(t)
+
+    builder = _Builder(scan.path, origin_us=origin)
+    memory: List[Tuple[int, Any]] = []
+    kept_for_device: Dict[int, List[Any]] = {}
+    for block in scan.blocks:
+        if block.host_hi_us < lo_us or block.host_lo_us > hi_us:
+            continue
+        events = _read_block(scan, block)
+        if block.correlation_lo is not None:
+            kept_for_device[block.first] = events
+        first_s, last_s = (block.host_lo_us - origin) * 1e-6, (block.host_hi_us - origin) * 1e-6
+        whole = lo <= first_s and last_s < hi and covers_step(first_s, last_s)
+        _add_host(builder, block.first, events, lo_us, hi_us, origin, inside, set(), memory, whole)
+    return builder, builder.durations, memory, kept_for_device
+
+
+def _settle_end(host: List[TraceEvent], end_s: float) -> Tuple[float, List[TraceEvent], Optional[float]]:
+    """``(end, host events before it, None)``: ``end_s``, or the start of the earliest op call
+    or launch open at it (again, until none is open at the end); ``(end_s, host, past)`` where
+    such a call began the slice: the slice must be read on to ``past``, after the calls open
+    at ``end_s``."""
+    first = min((e.start_s for e in host), default=end_s)
+    while True:
+        blocking = [e for e in host if e.start_s + e.dur_s > end_s + _TOL_S and not _passable(e)]
+        if not blocking:
+            return end_s, host, None
+        earlier = min(e.start_s for e in blocking)
+        if earlier <= first:
+            return end_s, host, max(e.start_s + e.dur_s for e in blocking) + 2 * _TOL_S
+        end_s = earlier
+        host = [e for e in host if e.start_s < end_s]
+
+
+def _clipped(e: TraceEvent, start_s: Optional[float], end_s: float) -> TraceEvent:
+    """``e`` from ``start_s`` (``None``: its own start) up to ``end_s`` at the latest."""
+    begin = e.start_s if start_s is None else max(e.start_s, start_s)
+    return replace(e, start_s=begin, dur_s=max(0.0, min(e.start_s + e.dur_s, end_s) - begin))

@@ -39,7 +39,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 from torch_roofline.timing.ranges import RANGE_PREFIX
 from torch_roofline.timing.trace import DEVICE_KINDS, LAUNCH_KINDS, Trace, TraceEvent
 
-__all__ = ["StepSplit", "profiler_steps", "split_steps", "span_test", "within"]
+__all__ = ["StepSplit", "profiler_steps", "step_markers", "split_steps", "span_test", "span_tests", "within"]
 
 _PROFILER_STEP = re.compile(r"^ProfilerStep#\d+$")
 _OPTIMIZER_STEP = "Optimizer.step#"
@@ -119,6 +119,13 @@ def _profiler_steps(trace: Trace) -> Tuple[TraceEvent, ...]:
     starts.sort()
     return tuple(m for m in markers
                  if bisect.bisect_right(starts, m.end_s + _TOL_S) > bisect.bisect_left(starts, m.start_s - _TOL_S))
+
+
+def step_markers(trace: Trace) -> List[TraceEvent]:
+    """Every ``ProfilerStep#N`` event of ``trace``, in file order, whether it holds an op call
+    or not: the step of a slice (:func:`~torch_roofline.timing.segments.slice_trace`), whose
+    ops may all lie in other slices."""
+    return [e for e in trace.events if _is_profiler_step(e)]
 
 
 def _is_profiler_step(e: TraceEvent) -> bool:

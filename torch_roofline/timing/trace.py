@@ -52,7 +52,7 @@ import os
 import zlib
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, FrozenSet, Iterator, List, Mapping, Optional, Tuple, Union
 
 from torch_roofline._gc import paused_gc
 from torch_roofline.records import frozen_record
@@ -307,6 +307,10 @@ class Trace:
         metadata: top-level header fields other than ``traceEvents`` (``schemaVersion``,
             ``traceName``, ``baseTimeNanoseconds``, ...).
         source: the path read, or ``"<dict>"``.
+        continued: file indices of the events carried into this trace from before its start
+            (a slice of one long step: :func:`~torch_roofline.timing.segments.slice_trace`),
+            their starts moved to the slice's start: their time in it counts, their calls
+            were counted in the slice where they began. Empty for a whole trace or a part.
     """
 
     events: Tuple[TraceEvent, ...]
@@ -316,6 +320,7 @@ class Trace:
     origin_us: float = 0.0
     metadata: Mapping[str, Any] = field(default_factory=_empty, compare=False, repr=False)
     source: str = "<dict>"
+    continued: FrozenSet[int] = frozenset()
 
     def derived(self, key: str, compute: Callable[["Trace"], Any]) -> Any:
         """``compute(self)``, computed once per trace and kept with it under ``key`` (facts
