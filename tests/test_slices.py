@@ -240,3 +240,25 @@ def test_big_trace_writer_packs_copies_into_one_step(tmp_path):
     for k, m in enumerate(markers):  # each holds 3 copies' forwards (the last as many as were written)
         held = [e for e in ops if m["ts"] <= e["ts"] <= m["ts"] + m["dur"]]
         assert len(held) == min(3, len(ops) - 3 * k)
+
+
+def test_long_steps_in_slices_by_two_worker_processes(tmp_path, monkeypatch, slices):
+    """Two long steps, each read in slices by its own worker process; the note says so."""
+    monkeypatch.setattr(parts, "PART_WORKERS", 2)
+    model = _net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    path = str(tmp_path / "two.json")
+    prof = RooflineProfiler(model, roof=FLAT, schedule=schedule(wait=0, warmup=0, active=2, repeat=1),
+                            export_trace=path)
+    with prof:
+        for _ in range(2):
+            opt.zero_grad(set_to_none=True)
+            for _ in range(3):
+                nn.functional.cross_entropy(model(torch.randn(4, 3, 8, 8)), torch.randint(0, 10, (4,))).backward()
+            opt.step()
+            prof.step()
+    whole, sliced = _both(monkeypatch, path, roof=FLAT)
+    _assert_same(whole, sliced)
+    note = next(n for n in sliced.notes if n.startswith(PARTS_NOTE))
+    assert "2 long step(s) in " in note, note
+    assert sliced.steps == 2 and sliced.module("3", "forward").calls == 3  # per step

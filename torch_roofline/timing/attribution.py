@@ -769,10 +769,13 @@ def _top_level_sum(accs: Mapping[Tuple[str, str], _Acc], phase: str) -> float:
                      if p == phase and name != "" and len(a.scope) == 2)
 
 
-def _root_forward(step_time_s: float, other_self_s: float, top_level_s: float
+def _root_forward(step_time_s: float, other_self_s: float, top_level_s: float, whole: bool = True
                   ) -> Tuple[float, float]:
+    """The root's forward (time, self time): the step's time less every other row's self time.
+    ``whole``: the trace is a whole step (not one slice of it, whose share may be negative
+    while the step's sum is not: :func:`root_forward_floor` takes the step's)."""
     self_s = step_time_s - other_self_s
-    if self_s < 0.0:
+    if self_s < 0.0 and whole:
         _log.warning(
             "measured module time exceeds the step's wall time by %.3g s (overlapping "
             "streams or threads); the root's forward self time is reported as 0.", -self_s)
@@ -827,9 +830,21 @@ def _cpu_module_rows(timeline: _HostTimeline, steps: int, step_time_s: float,
         root_rows["optimizer"] = (opt_wall, opt_wall, _count_calls(timeline, opt_markers, "optimizer", steps, carry))
         other_self += opt_wall
     other_self += math.fsum(math.fsum(a.self_time) for a in accs.values())
-    fwd_time, fwd_self = _root_forward(step_time_s, other_self, _top_level_sum(accs, "forward"))
+    fwd_time, fwd_self = _root_forward(step_time_s, other_self, _top_level_sum(accs, "forward"), carry is None)
     root_rows["forward"] = (fwd_time, fwd_self, _calls(root_calls, ("", "forward"), _ROOT_SCOPE, steps, carry))
     return _finish(accs, root_rows, steps, carry)
+
+
+def root_forward_floor(modules: Sequence[ModuleTiming]) -> Tuple[ModuleTiming, ...]:
+    """The module rows of a step summed from its slices, with the root's forward self time
+    floored at 0 as :func:`attribute` floors a whole step's (and the warning it gives)."""
+    rows = []
+    for m in modules:
+        if m.name == "" and m.phase == "forward" and m.self_time_s < 0.0:
+            time_s, self_s = _root_forward(0.0, -m.self_time_s, m.time_s - m.self_time_s)
+            m = ModuleTiming(m.name, m.phase, m.calls, time_s, self_s, m.scope)
+        rows.append(m)
+    return tuple(rows)
 
 
 def _add_backward(accs: Dict[Tuple[str, str], _Acc], scope: Tuple[str, ...],
@@ -922,6 +937,6 @@ def _gpu_module_rows(timeline: _HostTimeline, activities: Sequence[DeviceActivit
             self_s = math.fsum(root_self[phase])
             root_rows[phase] = (math.fsum(root[phase]), self_s, _count_calls(timeline, markers, phase, steps, carry))
             other_self += self_s
-    fwd_time, fwd_self = _root_forward(step_time_s, other_self, _top_level_sum(accs, "forward"))
+    fwd_time, fwd_self = _root_forward(step_time_s, other_self, _top_level_sum(accs, "forward"), carry is None)
     root_rows["forward"] = (fwd_time, fwd_self, _calls(root_calls, ("", "forward"), _ROOT_SCOPE, steps, carry))
     return _finish(accs, root_rows, steps, carry)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from torch_roofline.records import OpCost
-from torch_roofline.timing.attribution import SliceCarry, TraceTiming, attribute
+from torch_roofline.timing.attribution import SliceCarry, TraceTiming, attribute, root_forward_floor
 from torch_roofline.timing.compiled import CompiledCode, scan_compiled
 from torch_roofline.timing.merge import PartCosts, ShapeSum, TimingSum, add_compiled, part_costs
 from torch_roofline.timing.segments import (PART_BYTES, StepMarker, TraceScan, join_scans, part_trace, scan_range,
@@ -350,7 +350,9 @@ def _read_slices(job: _Job, k: int, cuts: Sequence[float], keep: Optional[list] 
         return PartResult(0, unfit=True)
     summed.add_calls(carry.calls())
     lo, hi = step.span_s(job.scan.origin_us)
-    result = dict(steps=1, spans_s=hi - lo, timing=summed.result(), runs=summed.runs if not ranged else Counter(),
+    timing = summed.result()
+    timing = dataclasses.replace(timing, modules=root_forward_floor(timing.modules))
+    result = dict(steps=1, spans_s=hi - lo, timing=timing, runs=summed.runs if not ranged else Counter(),
                   device=device, slices=n)
     if job.op_names is not None:
         return PartResult(**result)
