@@ -379,27 +379,11 @@ def part_trace(scan: TraceScan, steps: Sequence[StepMarker], after_s: Optional[f
     # arithmetic), so the part needs no second cut unless one of its markers holds no op.
     inside, covers = span_tests([m.span_s(origin) for m in steps], after_s)
     builder = _Builder(scan.path, origin_us=origin)
-    kept_for_device: Dict[int, List[Any]] = {}
     launched: set = set()
     memory: List[Tuple[int, Any]] = []
-    for block in scan.blocks:
-        if block.host_hi_us < lo or block.host_lo_us > hi:
-            continue
-        events = _read_block(scan, block)
-        if block.correlation_lo is not None:
-            kept_for_device[block.first] = events
-        # a piece whose host events all lie in one step's span needs no test per event
-        whole = covers((block.host_lo_us - origin) * 1e-6, (block.host_hi_us - origin) * 1e-6)
-        _add_host(builder, block.first, events, lo, hi, origin, inside, launched, memory, whole)
-    if launched:
-        c_lo, c_hi = min(launched), max(launched)
-        for block in scan.blocks:
-            if block.correlation_lo is None or block.correlation_hi < c_lo or block.correlation_lo > c_hi:
-                continue
-            events = kept_for_device.get(block.first)
-            if events is None:
-                events = _read_block(scan, block)
-            _add_device(builder, block.first, events, launched)
+    # a piece whose host events all lie in one step's span needs no test per event
+    kept_for_device = _read_host(scan, builder, lo, hi, inside, covers, launched, memory)
+    _add_launched(scan, builder, launched, kept_for_device)
     del kept_for_device
     trace = replace(builder.finish(scan.header), memory=_memory_peaks(scan, memory, inside))
     wanted = {m.index for m in steps}
@@ -409,6 +393,21 @@ def part_trace(scan: TraceScan, steps: Sequence[StepMarker], after_s: Optional[f
     if len(spans) < len(steps):  # a marker that holds no op is no step: cut to the others
         trace = replace(within(trace, spans, after_s), memory=_memory_peaks(scan, memory, span_test(spans, after_s)))
     return trace, spans
+
+
+def _add_launched(scan: TraceScan, builder: _Builder, launched: set, read: Mapping[int, List[Any]]) -> None:
+    """The device activity launched by the correlation ids ``launched``, into ``builder``, from
+    the pieces whose ids may hold them (``read``: pieces already read, by first event)."""
+    if not launched:
+        return
+    c_lo, c_hi = min(launched), max(launched)
+    for block in scan.blocks:
+        if block.correlation_lo is None or block.correlation_hi < c_lo or block.correlation_lo > c_hi:
+            continue
+        events = read.get(block.first)
+        if events is None:
+            events = _read_block(scan, block)
+        _add_device(builder, block.first, events, launched)
 
 
 def _memory_peaks(scan: TraceScan, memory: Sequence[Tuple[int, Any]], inside: Any) -> Tuple[MemoryEvent, ...]:
@@ -591,15 +590,7 @@ def slice_trace(scan: TraceScan, step: StepMarker, start_s: Optional[float], end
     launched = {e.correlation for e in host if e.kind in LAUNCH_KINDS and e.correlation is not None}
     builder.durations = moved + host
     builder.in_order = False
-    if launched:
-        c_lo, c_hi = min(launched), max(launched)
-        for block in scan.blocks:
-            if block.correlation_lo is None or block.correlation_hi < c_lo or block.correlation_lo > c_hi:
-                continue
-            events = kept_for_device.get(block.first)
-            if events is None:
-                events = _read_block(scan, block)
-            _add_device(builder, block.first, events, launched)
+    _add_launched(scan, builder, launched, kept_for_device)
     del kept_for_device
     trace = builder.finish(scan.header)
     peaks = _memory_peaks(scan, memory, lambda t: lo <= t < hi and inside_step(t))
@@ -621,8 +612,24 @@ def _slice_host(scan: TraceScan, step: StepMarker, lo: float, end_s: Optional[fl
     def inside(t: float) -> bool:
         return lo <= t < hi and inside_step(t)
 
+    def covers(first_s: float, last_s: float) -> bool:
+        return lo <= first_s and last_s < hi and covers_step(first_s, last_s)
+
     builder = _Builder(scan.path, origin_us=origin)
     memory: List[Tuple[int, Any]] = []
+    kept_for_device = _read_host(scan, builder, lo_us, hi_us, inside, covers, set(), memory)
+    return builder, builder.durations, memory, kept_for_device
+
+
+def _read_host(scan: TraceScan, builder: _Builder, lo_us: float, hi_us: float, inside: Callable[[float], bool],
+               covers: Callable[[float, float], bool], launched: set, memory: List[Tuple[int, Any]]
+               ) -> Dict[int, List[Any]]:
+    """The host events of the pieces overlapping ``[lo_us, hi_us]`` (the file's microseconds)
+    whose start (seconds) is ``inside``, into ``builder`` (every event of a piece whose host
+    events the window ``covers`` from first to last); their launches' correlation ids into
+    ``launched``, their memory events into ``memory``. Returns the pieces read that hold
+    device activity, by first event (for :func:`_add_launched`)."""
+    origin = scan.origin_us
     kept_for_device: Dict[int, List[Any]] = {}
     for block in scan.blocks:
         if block.host_hi_us < lo_us or block.host_lo_us > hi_us:
@@ -630,10 +637,9 @@ def _slice_host(scan: TraceScan, step: StepMarker, lo: float, end_s: Optional[fl
         events = _read_block(scan, block)
         if block.correlation_lo is not None:
             kept_for_device[block.first] = events
-        first_s, last_s = (block.host_lo_us - origin) * 1e-6, (block.host_hi_us - origin) * 1e-6
-        whole = lo <= first_s and last_s < hi and covers_step(first_s, last_s)
-        _add_host(builder, block.first, events, lo_us, hi_us, origin, inside, set(), memory, whole)
-    return builder, builder.durations, memory, kept_for_device
+        whole = covers((block.host_lo_us - origin) * 1e-6, (block.host_hi_us - origin) * 1e-6)
+        _add_host(builder, block.first, events, lo_us, hi_us, origin, inside, launched, memory, whole)
+    return kept_for_device
 
 
 def _settle_end(host: List[TraceEvent], end_s: float) -> Tuple[float, List[TraceEvent], Optional[float]]:
