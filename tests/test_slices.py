@@ -262,3 +262,38 @@ def test_long_steps_in_slices_by_two_worker_processes(tmp_path, monkeypatch, sli
     note = next(n for n in sliced.notes if n.startswith(PARTS_NOTE))
     assert "2 long step(s) in " in note, note
     assert sliced.steps == 2 and sliced.module("3", "forward").calls == 3  # per step
+
+
+def test_a_long_step_keeps_one_record_per_distinct_call(tmp_path, monkeypatch, slices):
+    """Memory inside a step grows with its distinct calls: 6 identical micro-batches keep the
+    records of one (the others are references to them), and the counts are all 6's."""
+    from torch_roofline.timing.shapes import replay_cache
+
+    path = str(tmp_path / "six.json")
+    _train_one_step(path, micro=6)
+    scan = segments.scan_trace(path)
+    (part,) = parts.read_parts(scan, segments.plan_parts(scan), op_names=None, cache=replay_cache(), workers=1)
+    assert part.slices >= 10
+    calls = [c for key, first in part.costs.first.items() if key[1] == "forward" for c in first]
+    model_calls = [c for c in calls if c.module not in ("", "(outside modules)")]
+    assert len(model_calls) % 6 == 0 and model_calls
+    assert len({id(c) for c in model_calls}) == len(model_calls) // 6  # one record per distinct call
+    # Linear(512, 10) forward: 2 * 4 * 512 * 10 FLOPs per micro-batch, six times
+    assert sum(c.flops for c in model_calls if c.module == "3") == 6 * 2 * 4 * 512 * 10
+
+
+def test_call_share_gives_back_the_first_equal_call():
+    import dataclasses
+
+    from torch_roofline.records import OpCost
+    from torch_roofline.timing.merge import CallShare
+
+    a = OpCost(op="aten.mm", module="m", scope=("", "m"), phase="forward", flops=8, macs=4, bytes_read=48,
+               bytes_written=16, compulsory_bytes_read=48, compulsory_bytes_written=16, dtype="float32",
+               unit="matrix", counted=True, index=0)
+    again = dataclasses.replace(a, index=7)
+    other = dataclasses.replace(a, index=8, flops=16)
+    share = CallShare()
+    got = share.shared([a, again, other]) + share.shared([dataclasses.replace(a, index=9)])
+    assert got[0] is a and got[1] is a and got[3] is a and got[2] is other
+    assert sum(c.flops for c in got) == 8 + 8 + 16 + 8

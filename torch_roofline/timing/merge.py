@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 from collections import Counter
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from torch_roofline.analysis import op_runs
 from torch_roofline.records import ModuleTiming, OpCost
@@ -36,7 +37,7 @@ from torch_roofline.timing.attribution import DeviceActivity, TraceTiming
 from torch_roofline.timing.compiled import CompiledCode, CompiledRegion
 from torch_roofline.timing.shapes import ShapeCosts, ShapeTally, _scaled, _sums, reason_lines
 
-__all__ = ["TimingSum", "PartCosts", "part_costs", "StepCosts", "ShapeSum", "add_compiled"]
+__all__ = ["TimingSum", "PartCosts", "part_costs", "StepCosts", "ShapeSum", "add_compiled", "CallShare"]
 
 _OpKey = Tuple[str, Tuple[str, ...], str, str, bool]
 _CostKey = Tuple[str, str, str]
@@ -137,6 +138,34 @@ class PartCosts:
     first: Mapping[_CostKey, List[OpCost]]
     chunks: Mapping[_CostKey, List[List[OpCost]]]
     last_index: int
+
+
+#: An op call's fields but its index: calls equal in all of them are the same call, repeated.
+_CALL_FIELDS = operator.attrgetter(*(f.name for f in dataclasses.fields(OpCost) if f.name != "index"))
+
+
+class CallShare:
+    """Identical op calls as one record: :meth:`shared` gives back, for a call equal in every
+    field but its index to one seen before, that earlier record (whose index is the earlier
+    call's), so a step's repeated calls (the same layer's op in every micro-batch or layer)
+    take a reference each, not a record: memory grows with the distinct calls. Sums,
+    counts and the report's rows are those of the calls given (nothing reads a call's
+    index after the costs are summed per step but their order)."""
+
+    def __init__(self) -> None:
+        self._seen: Dict[tuple, OpCost] = {}
+
+    def shared(self, costs: Iterable[OpCost]) -> List[OpCost]:
+        """``costs``, each a record seen before where one is equal to it."""
+        seen = self._seen
+        out = []
+        for c in costs:
+            key = _CALL_FIELDS(c)
+            known = seen.get(key)
+            if known is None:
+                seen[key] = known = c
+            out.append(known)
+        return out
 
 
 def part_costs(costs: Sequence[OpCost], step_of: Sequence[int], steps: int) -> PartCosts:

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Set, Tuple
 from torch_roofline.records import OpCost
 from torch_roofline.timing.attribution import SliceCarry, TraceTiming, attribute, root_forward_floor
 from torch_roofline.timing.compiled import CompiledCode, scan_compiled
-from torch_roofline.timing.merge import PartCosts, ShapeSum, TimingSum, add_compiled, part_costs
+from torch_roofline.timing.merge import CallShare, PartCosts, ShapeSum, TimingSum, add_compiled, part_costs
 from torch_roofline.timing.segments import (PART_BYTES, StepMarker, TraceScan, join_scans, part_trace, scan_range,
                                              scan_trace, slice_cuts, slice_trace, split_point, step_bytes)
 from torch_roofline.timing.shapes import has_recorded_shapes, shape_costs
@@ -286,7 +286,7 @@ def _read(job: _Job, k: int, keep: Optional[list] = None) -> PartResult:
         shapes = ShapeSum()
         if timing.ops:
             counted = shape_costs(part, timing, cache=job.cache)
-            costs = part_costs(counted.costs, [row.step for row in timing.ops], timing.steps)
+            costs = part_costs(CallShare().shared(counted.costs), [row.step for row in timing.ops], timing.steps)
             shapes.add(counted)
         else:
             costs = part_costs((), (), timing.steps)
@@ -307,6 +307,7 @@ def _read_slices(job: _Job, k: int, cuts: Sequence[float], keep: Optional[list] 
     summed = TimingSum()
     runs_state: dict = {}
     costs: List[OpCost] = []
+    share = CallShare()  # a call repeated in the step (micro-batches, layers) is one record
     offsets: Counter = Counter()  # op rows per phase in the slices before: call indices go on
     shapes: Optional[ShapeSum] = None
     compiled: Optional[CompiledCode] = None
@@ -338,8 +339,8 @@ def _read_slices(job: _Job, k: int, cuts: Sequence[float], keep: Optional[list] 
                 shapes = shapes or ShapeSum()
                 if timing.ops:
                     counted = shape_costs(trace, timing, cache=job.cache)
-                    costs.extend(dataclasses.replace(c, index=c.index + offsets[c.phase]) if offsets[c.phase] else c
-                                 for c in counted.costs)
+                    costs.extend(share.shared(dataclasses.replace(c, index=c.index + offsets[c.phase])
+                                              if offsets[c.phase] else c for c in counted.costs))
                     shapes.add(counted)
         offsets.update(row.phase for row in timing.ops)
         carried, start = piece.open, piece.end_s
