@@ -297,3 +297,50 @@ def test_call_share_gives_back_the_first_equal_call():
     got = share.shared([a, again, other]) + share.shared([dataclasses.replace(a, index=9)])
     assert got[0] is a and got[1] is a and got[3] is a and got[2] is other
     assert sum(c.flops for c in got) == 8 + 8 + 16 + 8
+
+
+@pytest.mark.parametrize("fixture", ["ddp_cpu_train_rank0", "fsdp1_cpu_train_rank0", "fsdp2_cpu_train_rank1",
+                                     "alexnet_a100_forward"])
+def test_recorded_fixtures_as_one_step_in_slices(tmp_path, monkeypatch, slices, fixture):
+    """Recorded traces of other engines (DDP, FSDP1, FSDP2 on 2 gloo ranks; an A100 forward),
+    wrapped in one ProfilerStep marker: the slices' report is the whole read's."""
+    data = os.path.join(os.path.dirname(__file__), "data", f"{fixture}.kineto.json.gz")
+    with gzip.open(data) as f:
+        doc = json.load(f)
+    host = [e for e in doc["traceEvents"] if isinstance(e, dict) and e.get("ph") == "X"
+            and e.get("cat") in ("cpu_op", "user_annotation")]
+    t0, t1 = min(e["ts"] for e in host), max(e["ts"] + e.get("dur", 0) for e in host)
+    doc["traceEvents"].insert(0, {"ph": "X", "cat": "user_annotation", "name": "ProfilerStep#0",
+                                  "pid": host[0]["pid"], "tid": host[0]["tid"], "ts": t0 - 1, "dur": t1 - t0 + 2})
+    path = str(tmp_path / f"{fixture}.json")
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    whole, sliced = _both(monkeypatch, path, roof="i9-10980xe")
+    assert len(slices) >= 5
+    _assert_same(whole, sliced)
+
+
+def test_forward_and_backward_run_by_the_optimizer_closure_in_slices(tmp_path, monkeypatch, slices):
+    """Lightning's automatic optimisation runs training_step and backward inside
+    ``optimizer.step(closure)``: the work inside the optimizer mark is forward/backward, in
+    slices as in a whole read."""
+    model = _net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    path = str(tmp_path / "closure.json")
+    prof = RooflineProfiler(model, roof=FLAT, schedule=schedule(wait=0, warmup=0, active=1, repeat=1),
+                            export_trace=path)
+
+    def closure():
+        opt.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(torch.randn(4, 3, 8, 8)), torch.randint(0, 10, (4,)))
+        loss.backward()
+        return loss
+
+    with prof:
+        for _ in range(3):
+            opt.step(closure)
+        prof.step()
+    whole, sliced = _both(monkeypatch, path, roof=FLAT)
+    assert len(slices) >= 5
+    _assert_same(whole, sliced)
+    assert sliced.module("3", "forward").calls == 3 and sliced.module("3", "backward").calls == 3
