@@ -298,7 +298,8 @@ def _read_slices(job: _Job, k: int, cuts: Sequence[float], keep: Optional[list] 
     :func:`~torch_roofline.timing.segments.slice_trace`), each attributed after the ones
     before it (:class:`~torch_roofline.timing.attribution.SliceCarry`) and counted; their
     timings and costs added up are the step's. Memory holds one slice's records, the step's
-    forward calls and module ranges, and its op costs."""
+    forward op calls (an entry each) and module ranges, and one cost record per distinct call
+    (:class:`~torch_roofline.timing.merge.CallShare`)."""
     step = job.plan[k][0]
     # ops outside every module range are the OUTSIDE row where the step has module ranges (as
     # a whole read decides), whether or not the slice holds one
