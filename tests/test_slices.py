@@ -344,3 +344,44 @@ def test_forward_and_backward_run_by_the_optimizer_closure_in_slices(tmp_path, m
     assert len(slices) >= 5
     _assert_same(whole, sliced)
     assert sliced.module("3", "forward").calls == 3 and sliced.module("3", "backward").calls == 3
+
+
+def test_gpu_step_with_a_long_kernel_on_another_stream_counts_busy_time_once(tmp_path, monkeypatch, slices):
+    """A kernel launched before a cut that still runs, on another stream, while the next slice's
+    kernels run: the device's busy time is the union over the whole step, not per slice."""
+    path = str(tmp_path / "gpu.json")
+    _gpu_steps(path, 1)
+    with open(path) as f:
+        doc = json.load(f)
+    kernels = sorted((e for e in doc["traceEvents"] if e.get("cat") == "kernel"), key=lambda e: e["ts"])
+    first, last = kernels[0], kernels[-1]
+    first["dur"] = last["ts"] + last["dur"] - first["ts"] + 50.0  # runs past every other kernel
+    first["args"]["stream"] = first["tid"] = 99
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    whole, sliced = _both(monkeypatch, path)
+    assert len(slices) >= 3
+    _assert_same(whole, sliced)
+    # oracle: the device is busy from the first kernel's start to its end, once
+    assert sliced.totals.time_s == pytest.approx(first["dur"] * 1e-6 + _device_before(doc, first), rel=1e-6)
+
+
+def _device_before(doc, first):
+    """Device busy time before ``first`` starts (memcpys/memsets), in seconds."""
+    busy, end = 0.0, -math.inf
+    for lo, hi in sorted((e["ts"], e["ts"] + e["dur"]) for e in doc["traceEvents"]
+                         if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset") and e["ts"] < first["ts"]):
+        busy += max(0.0, min(hi, first["ts"]) - max(lo, end))
+        end = max(end, hi)
+    return busy * 1e-6
+
+
+def test_busy_union_settles_what_no_later_slice_can_overlap():
+    from torch_roofline.timing.merge import BusyUnion
+
+    u = BusyUnion()
+    u.add([(0.0, 1.0), (0.5, 2.0), (5.0, 9.0)])  # a slice ending at 3 s: (5, 9) still runs on another stream
+    u.settle(3.0)
+    assert u.total_s == pytest.approx(2.0)  # (0, 2) settled; (5, 9) held
+    u.add([(6.0, 7.0), (10.0, 11.0)])  # the next slice's kernels overlap the held one
+    assert u.result() == pytest.approx(2.0 + 4.0 + 1.0)

@@ -37,7 +37,7 @@ from torch_roofline.timing.attribution import DeviceActivity, TraceTiming
 from torch_roofline.timing.compiled import CompiledCode, CompiledRegion
 from torch_roofline.timing.shapes import ShapeCosts, ShapeTally, _scaled, _sums, reason_lines
 
-__all__ = ["TimingSum", "PartCosts", "part_costs", "StepCosts", "ShapeSum", "add_compiled", "CallShare"]
+__all__ = ["TimingSum", "PartCosts", "part_costs", "StepCosts", "ShapeSum", "add_compiled", "CallShare", "BusyUnion"]
 
 _OpKey = Tuple[str, Tuple[str, ...], str, str, bool]
 _CostKey = Tuple[str, str, str]
@@ -138,6 +138,50 @@ class PartCosts:
     first: Mapping[_CostKey, List[OpCost]]
     chunks: Mapping[_CostKey, List[List[OpCost]]]
     last_index: int
+
+
+class BusyUnion:
+    """The device's busy time (seconds) over the slices of one step: the union of their device
+    intervals, as a whole read takes it. A slice's kernels may still run, on another stream,
+    while the next slice's run, so the slices' own unions do not add up. Intervals are added
+    slice by slice; :meth:`settle` totals those that end before a time no later slice's
+    activity can start before (it is launched after the slice's end), so only the intervals
+    still running at a cut are held."""
+
+    #: Slack (seconds) for host and device clocks: intervals are settled this long before a cut.
+    SKEW_S = 1e-3
+
+    def __init__(self) -> None:
+        self.total_s = 0.0
+        self._open: List[Tuple[float, float]] = []
+
+    def add(self, intervals: Iterable[Tuple[float, float]]) -> None:
+        """Add (start, end) intervals in seconds."""
+        self._open.extend(intervals)
+
+    def settle(self, cut_s: float) -> None:
+        """Total the merged intervals ending before ``cut_s`` less :data:`SKEW_S`; keep the rest."""
+        keep: List[Tuple[float, float]] = []
+        for lo, hi in _merged(self._open):
+            if hi <= cut_s - self.SKEW_S:
+                self.total_s += hi - lo
+            else:
+                keep.append((lo, hi))
+        self._open = keep
+
+    def result(self) -> float:
+        """The union's length in seconds."""
+        return self.total_s + sum(hi - lo for lo, hi in _merged(self._open))
+
+
+def _merged(intervals: Iterable[Tuple[float, float]]) -> List[Tuple[float, float]]:
+    out: List[List[float]] = []
+    for lo, hi in sorted(intervals):
+        if out and lo <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return [(lo, hi) for lo, hi in out]
 
 
 #: An op call's fields but its index: calls equal in all of them are the same call, repeated.

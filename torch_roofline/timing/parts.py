@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Set, Tuple
 from torch_roofline.records import OpCost
 from torch_roofline.timing.attribution import SliceCarry, TraceTiming, attribute, root_forward_floor
 from torch_roofline.timing.compiled import CompiledCode, scan_compiled
-from torch_roofline.timing.merge import CallShare, PartCosts, ShapeSum, TimingSum, add_compiled, part_costs
+from torch_roofline.timing.merge import BusyUnion, CallShare, PartCosts, ShapeSum, TimingSum, add_compiled, part_costs
 from torch_roofline.timing.segments import (PART_BYTES, StepMarker, TraceScan, join_scans, part_trace, scan_range,
                                              scan_trace, slice_cuts, slice_trace, split_point, step_bytes)
 from torch_roofline.timing.shapes import has_recorded_shapes, shape_costs
@@ -309,6 +309,7 @@ def _read_slices(job: _Job, k: int, cuts: Sequence[float], keep: Optional[list] 
     runs_state: dict = {}
     costs: List[OpCost] = []
     share = CallShare()  # a call repeated in the step (micro-batches, layers) is one record
+    busy = BusyUnion()  # the device's busy time over the slices, counted once where they overlap
     offsets: Counter = Counter()  # op rows per phase in the slices before: call indices go on
     shapes: Optional[ShapeSum] = None
     compiled: Optional[CompiledCode] = None
@@ -332,6 +333,7 @@ def _read_slices(job: _Job, k: int, cuts: Sequence[float], keep: Optional[list] 
             return PartResult(0, unfit=True)
         ranged = ranged or any(m.name for m in timing.modules)
         summed.add(timing, runs=True, continues=runs_state)
+        busy.add((a.start_s, a.start_s + a.dur_s) for a in timing.activities)
         device = device or trace.device()
         if job.op_names is None:
             compiled = add_compiled(compiled, scan_compiled(trace))
@@ -345,6 +347,8 @@ def _read_slices(job: _Job, k: int, cuts: Sequence[float], keep: Optional[list] 
                     shapes.add(counted)
         offsets.update(row.phase for row in timing.ops)
         carried, start = piece.open, piece.end_s
+        if start is not None:
+            busy.settle(start)
         del piece, trace, timing
         if start is None:  # the step's last slice
             break
@@ -353,7 +357,8 @@ def _read_slices(job: _Job, k: int, cuts: Sequence[float], keep: Optional[list] 
     summed.add_calls(carry.calls())
     lo, hi = step.span_s(job.scan.origin_us)
     timing = summed.result()
-    timing = dataclasses.replace(timing, modules=root_forward_floor(timing.modules))
+    timing = dataclasses.replace(timing, modules=root_forward_floor(timing.modules),
+                                 device_busy_s=busy.result() if timing.device_busy_s is not None else None)
     result = dict(steps=1, spans_s=hi - lo, timing=timing, runs=summed.runs if not ranged else Counter(),
                   device=device, slices=n)
     if job.op_names is not None:
