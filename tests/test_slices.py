@@ -260,7 +260,7 @@ def test_long_steps_in_slices_by_two_worker_processes(tmp_path, monkeypatch, sli
     whole, sliced = _both(monkeypatch, path, roof=FLAT)
     _assert_same(whole, sliced)
     note = next(n for n in sliced.notes if n.startswith(PARTS_NOTE))
-    assert "2 long step(s) in " in note, note
+    assert "2 long step(s) read in " in note, note
     assert sliced.steps == 2 and sliced.module("3", "forward").calls == 3  # per step
 
 

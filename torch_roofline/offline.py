@@ -424,10 +424,11 @@ def _from_parts(scan: TraceScan, plan: Sequence[Sequence[Any]], model: Optional[
     if timings.steps == 0:
         return None
     timing = timings.result()
-    in_slices = (f"; {sliced} long step(s) in {slices} slices of about {parts.SLICE_BYTES / 1e6:.3g} MB, "
-                 "events open at a cut counted in both for their time there, once for their call") if sliced else ""
+    in_slices = (f"; {sliced} long step(s) read in {slices} slices of ~{parts.SLICE_BYTES / 1e6:.3g} MB, never cut "
+                 "inside an op call: a module range or engine event open at a cut adds its time in each slice and "
+                 "counts as one call") if sliced else ""
     notes: List[str] = [f"steps: {timing.steps} ProfilerStep marker(s); work outside them is left out",
-                        f"read a few steps at a time ({len(plan)} parts of the {scan.bytes / 1e6:.0f} MB trace"
+                        f"read a few steps at a time ({len(plan)} part(s) of the {scan.bytes / 1e6:.0f} MB trace"
                         f"{in_slices}): op rows are summed per (module, phase, op)"]
     if model is not None:
         costs: Sequence[OpCost] = counted.ops
