@@ -62,7 +62,7 @@ from torch_roofline.timing.steps import profiler_steps, step_markers
 from torch_roofline.timing.trace import DEVICE_KINDS, DeviceProperties, Trace, TraceEvent
 from torch_roofline.count.dispatch import default_is_composite, is_composite_call, op_kind
 
-__all__ = ["DeviceActivity", "TraceTiming", "SliceCarry", "attribute", "dotted_op_name"]
+__all__ = ["DeviceActivity", "TraceTiming", "SliceCarry", "attribute", "dotted_op_name", "merged_spans"]
 
 _log = logging.getLogger(__name__)
 
@@ -671,6 +671,17 @@ def _step_time(
     starts = [e.start_s for e in events] + [a.start_s for a in activities]
     ends = [e.end_s for e in events] + [a.start_s + a.dur_s for a in activities]
     return 1, max(ends) - min(starts)
+
+
+def merged_spans(spans: Iterable[Tuple[float, float]]) -> List[Tuple[float, float]]:
+    """``(start, end)`` spans (seconds) merged where they overlap or touch, sorted."""
+    out: List[List[float]] = []
+    for lo, hi in sorted(spans):
+        if out and lo <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return [(lo, hi) for lo, hi in out]
 
 
 def _union_length(intervals: Iterable[Tuple[float, float]]) -> float:

@@ -59,7 +59,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from torch_roofline.timing.attribution import _BACKWARD_PREFIX
+from torch_roofline.timing.attribution import _BACKWARD_PREFIX, merged_spans
 from torch_roofline.timing.attribution import _OPTIMIZER_PREFIXES as _ATTRIBUTION_OPTIMIZER_PREFIXES
 from torch_roofline.timing.ranges import PHASE_PREFIX
 from torch_roofline.timing.steps import _outermost
@@ -281,21 +281,11 @@ class _NcclKernels:
         return [span for corr in wanted for span in self.kernels.get(corr, ())]
 
 
-def _merged(spans: Sequence[Tuple[float, float]]) -> List[Tuple[float, float]]:
-    out: List[List[float]] = []
-    for lo, hi in sorted(spans):
-        if out and lo <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], hi)
-        else:
-            out.append([lo, hi])
-    return [(lo, hi) for lo, hi in out]
-
-
 def _covered(spans: Sequence[Tuple[float, float]], merged: Sequence[Tuple[float, float]],
              starts: Sequence[float]) -> float:
     """Seconds of ``spans`` (merged among themselves) inside the merged, sorted ``merged``."""
     total = 0.0
-    for lo, hi in _merged(spans):
+    for lo, hi in merged_spans(spans):
         i = max(bisect.bisect_right(starts, lo) - 1, 0)
         while i < len(merged) and merged[i][0] < hi:
             a, b = merged[i]
@@ -309,13 +299,13 @@ def _compute_spans(trace: Trace, ranges: Sequence[TraceEvent]) -> List[Tuple[flo
     outermost ``aten::`` calls outside communication (not inside a ``c10d::`` op or a backend
     range, where a process group's worker thread copies buffers)."""
     if trace.has_device_activity:
-        return _merged([(k.start_s, k.end_s) for k in trace.of_kind("kernel") if not k.name.startswith(_NCCL_KERNEL)])
+        return merged_spans([(k.start_s, k.end_s) for k in trace.of_kind("kernel") if not k.name.startswith(_NCCL_KERNEL)])
     comm: Dict[Any, List[Tuple[float, float]]] = {}
     for ev in list(ranges) + [e for e in trace.of_kind("cpu_op") if e.name.startswith("c10d::")]:
         comm.setdefault(ev.tid, []).append((ev.start_s, ev.end_s))
     ops = [ev for ev in trace.of_kind("cpu_op") if ev.name.startswith("aten::")
            and not any(lo <= ev.start_s <= hi for lo, hi in comm.get(ev.tid, ()))]
-    return _merged([(ev.start_s, ev.end_s) for ev in _outermost(ops)])
+    return merged_spans([(ev.start_s, ev.end_s) for ev in _outermost(ops)])
 
 
 def collectives(trace: Trace, *, group_size: Optional[int] = None) -> Tuple[Collective, ...]:

@@ -33,7 +33,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from torch_roofline.analysis import op_runs
 from torch_roofline.records import ModuleTiming, OpCost
-from torch_roofline.timing.attribution import DeviceActivity, TraceTiming
+from torch_roofline.timing.attribution import DeviceActivity, TraceTiming, merged_spans
 from torch_roofline.timing.compiled import CompiledCode, CompiledRegion
 from torch_roofline.timing.shapes import ShapeCosts, ShapeTally, _scaled, _sums, reason_lines
 
@@ -162,7 +162,7 @@ class BusyUnion:
     def settle(self, cut_s: float) -> None:
         """Total the merged intervals ending before ``cut_s`` less :data:`SKEW_S`; keep the rest."""
         keep: List[Tuple[float, float]] = []
-        for lo, hi in _merged(self._open):
+        for lo, hi in merged_spans(self._open):
             if hi <= cut_s - self.SKEW_S:
                 self.total_s += hi - lo
             else:
@@ -171,17 +171,7 @@ class BusyUnion:
 
     def result(self) -> float:
         """The union's length in seconds."""
-        return self.total_s + sum(hi - lo for lo, hi in _merged(self._open))
-
-
-def _merged(intervals: Iterable[Tuple[float, float]]) -> List[Tuple[float, float]]:
-    out: List[List[float]] = []
-    for lo, hi in sorted(intervals):
-        if out and lo <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], hi)
-        else:
-            out.append([lo, hi])
-    return [(lo, hi) for lo, hi in out]
+        return self.total_s + sum(hi - lo for lo, hi in merged_spans(self._open))
 
 
 #: An op call's fields but its index: calls equal in all of them are the same call, repeated.
