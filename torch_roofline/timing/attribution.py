@@ -685,17 +685,7 @@ def merged_spans(spans: Iterable[Tuple[float, float]]) -> List[Tuple[float, floa
 
 
 def _union_length(intervals: Iterable[Tuple[float, float]]) -> float:
-    total, cur_start, cur_end = 0.0, None, None
-    for start, end in sorted(intervals):
-        if cur_end is None or start > cur_end:
-            if cur_end is not None:
-                total += cur_end - cur_start
-            cur_start, cur_end = start, end
-        else:
-            cur_end = max(cur_end, end)
-    if cur_end is not None:
-        total += cur_end - cur_start
-    return total
+    return sum(hi - lo for lo, hi in merged_spans(intervals))
 
 
 def _phase_markers(timeline: _HostTimeline, phase: str) -> List[_Node]:

@@ -27,7 +27,7 @@ from torch_roofline.timing.attribution import SliceCarry, TraceTiming, attribute
 from torch_roofline.timing.compiled import CompiledCode, scan_compiled
 from torch_roofline.timing.merge import BusyUnion, CallShare, PartCosts, ShapeSum, TimingSum, add_compiled, part_costs
 from torch_roofline.timing.segments import (PART_BYTES, StepMarker, TraceScan, join_scans, part_trace, scan_range,
-                                             scan_trace, slice_cuts, slice_trace, split_point, step_bytes)
+                                             scan_trace, slice_cuts, slice_trace, split_point, step_blocks, step_bytes)
 from torch_roofline.timing.shapes import has_recorded_shapes, shape_costs
 from torch_roofline.timing.steps import _TOL_S
 from torch_roofline.timing.trace import DeviceProperties
@@ -303,7 +303,7 @@ def _read_slices(job: _Job, k: int, cuts: Sequence[float], keep: Optional[list] 
     step = job.plan[k][0]
     # ops outside every module range are the OUTSIDE row where the step has module ranges (as
     # a whole read decides), whether or not the slice holds one
-    outside = any(b.ranged for b in job.scan.blocks if b.host_hi_us >= step.start_us and b.host_lo_us <= step.end_us)
+    outside = any(b.ranged for b in step_blocks(job.scan, step))
     carry = SliceCarry()
     summed = TimingSum()
     runs_state: dict = {}
@@ -314,7 +314,6 @@ def _read_slices(job: _Job, k: int, cuts: Sequence[float], keep: Optional[list] 
     shapes: Optional[ShapeSum] = None
     compiled: Optional[CompiledCode] = None
     shaped = False
-    ranged = False
     device = None
     carried: Tuple = ()
     start: Optional[float] = None
@@ -331,8 +330,7 @@ def _read_slices(job: _Job, k: int, cuts: Sequence[float], keep: Optional[list] 
             keep.append((trace, timing))
         if any(e.kind == "cuda_profiler_range" for e in trace.events):
             return PartResult(0, unfit=True)
-        ranged = ranged or any(m.name for m in timing.modules)
-        summed.add(timing, runs=True, continues=runs_state)
+        summed.add(timing, runs=not outside, continues=runs_state)  # module calls from op runs: no ranges
         busy.add((a.start_s, a.start_s + a.dur_s) for a in timing.activities)
         device = device or trace.device()
         if job.op_names is None:
@@ -359,7 +357,7 @@ def _read_slices(job: _Job, k: int, cuts: Sequence[float], keep: Optional[list] 
     timing = summed.result()
     timing = dataclasses.replace(timing, modules=root_forward_floor(timing.modules),
                                  device_busy_s=busy.result() if timing.device_busy_s is not None else None)
-    result = dict(steps=1, spans_s=hi - lo, timing=timing, runs=summed.runs if not ranged else Counter(),
+    result = dict(steps=1, spans_s=hi - lo, timing=timing, runs=summed.runs,
                   device=device, slices=n)
     if job.op_names is not None:
         return PartResult(**result)

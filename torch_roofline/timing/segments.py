@@ -62,7 +62,7 @@ from torch_roofline.timing.trace import (DEVICE_KINDS, LAUNCH_KINDS, EventPieces
                                          _Unstreamable, kind_of_category)
 
 __all__ = ["PART_BYTES", "BLOCK_BYTES", "TraceBlock", "TraceScan", "StepMarker", "RangeScan", "scan_trace", "scan_range",
-           "join_scans", "split_point", "plan_parts", "part_trace", "step_bytes", "slice_cuts", "TraceSlice",
+           "join_scans", "split_point", "plan_parts", "part_trace", "step_blocks", "step_bytes", "slice_cuts", "TraceSlice",
            "slice_trace"]
 
 #: Bytes of (decompressed) file per part (:func:`plan_parts`): a part's records take about ten
@@ -493,10 +493,15 @@ def _add_device(builder: _Builder, first: int, events: Sequence[Any], launched: 
 # --------------------------------------------------------------------------- slices of a step
 
 
+def step_blocks(scan: TraceScan, step: StepMarker) -> List[TraceBlock]:
+    """The pieces whose host events overlap ``step``, in file order."""
+    return [b for b in scan.blocks if b.host_hi_us >= step.start_us and b.host_lo_us <= step.end_us]
+
+
 def step_bytes(scan: TraceScan, step: StepMarker) -> int:
     """Bytes of file in the pieces whose host events overlap ``step`` (its host events and
     those of the pieces it shares with its neighbours)."""
-    return sum(b.size for b in scan.blocks if b.host_hi_us >= step.start_us and b.host_lo_us <= step.end_us)
+    return sum(b.size for b in step_blocks(scan, step))
 
 
 def slice_cuts(scan: TraceScan, step: StepMarker, slice_bytes: Optional[int] = None) -> Tuple[float, ...]:
@@ -508,9 +513,7 @@ def slice_cuts(scan: TraceScan, step: StepMarker, slice_bytes: Optional[int] = N
     lo, hi = step.start_us, step.end_us
     cuts: List[float] = []
     held = 0
-    for b in scan.blocks:  # file order, which is time order for a trace's host events
-        if b.host_hi_us < lo or b.host_lo_us > hi:
-            continue
+    for b in step_blocks(scan, step):  # file order, which is time order for a trace's host events
         if held >= slice_bytes and b.host_lo_us > (cuts[-1] if cuts else lo) and b.host_lo_us < hi:
             cuts.append(b.host_lo_us)
             held = 0
