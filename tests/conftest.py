@@ -17,3 +17,9 @@ import tempfile  # noqa: E402
 
 os.environ["TORCH_ROOFLINE_CACHE_DIR"] = tempfile.mkdtemp(prefix="torch-roofline-test-cache-")
 atexit.register(shutil.rmtree, os.environ["TORCH_ROOFLINE_CACHE_DIR"], ignore_errors=True)
+
+# torch.compile's caches too: a graph cached by an earlier run keeps the provenance and the stack
+# traces (line numbers) of the code it was first compiled from, so tests compile into a private
+# directory (what a fresh machine does).
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="torch-roofline-test-inductor-")
+atexit.register(shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)

@@ -27,7 +27,7 @@ from torch_roofline.devices import Device
 from torch_roofline.timing.attribution import attribute
 from torch_roofline.timing.compiled import (compiled_kernels_note, compiled_regions, compiled_regions_note,
                                           is_fused_kernel)
-from torch_roofline.timing.inductor import read_compiled_graph
+from torch_roofline.timing.inductor import kernel_name, read_compiled_graph
 from torch_roofline.timing.trace import load_trace
 
 FLAT = Device(name="flat-compile-test", peak_flops={"fp32": 1e11}, bandwidth=1e10)
@@ -108,6 +108,27 @@ def _check_kernel_costs(rows, report):
     assert backward and all(not o.counted and o.flops is None and o.bytes_read > 0 for o in backward)
     assert {u.op for u in report.uncounted} == {o.op for o in backward}
     assert any("torch recorded no provenance" in n for n in report.notes), report.notes
+
+
+def _check_kernel_sites(rows, report):
+    """Each kernel under the module whose ops it computes (torch's stack traces of its ops). The
+    Block's submodules ran inside compiled code, which records no module range: a submodule
+    holding kernels gets a row timed by them, the others none."""
+    where = {(o.op, o.phase): o.name for o in rows}
+    assert where[("graph_0_cpp_fused_gelu_0", "forward")] == "act"  # GELU's own ops
+    # the residual add (the Block's own code) fused with ln's normalisation: their common parent
+    assert where[("graph_0_cpp_fused_add_native_layer_norm_1", "forward")] == ""
+    assert where[("graph_0_cpp_fused_sum_2", "backward")] == "fc1"  # fc1's bias gradient: a sum over the batch
+    assert where[("graph_0_cpp_fused_gelu_gelu_backward_sum_1", "backward")] == ""  # act's gradient + fc2's bias
+    inner = [m for m in report.modules if m.name not in ("", "(outside modules)")]
+    assert {m.name for m in inner} == {"act", "fc1"}
+    assert all(m.type.endswith("(in compiled code)") for m in inner)
+    for m in inner:
+        if m.phase != "all":  # timed by its kernels: inclusive = self = their time
+            mine = sum(o.time_s for o in rows if o.name == m.name and o.phase == m.phase)
+            assert m.time_s == pytest.approx(mine, rel=1e-9) and m.self_time_s == pytest.approx(mine, rel=1e-9)
+    assert any("under their common parent" in n and "graph_0_cpp_fused_add_native_layer_norm_1 (forward) under "
+               "(root): ops of (root), ln" in n for n in report.notes), report.notes
 
 
 # --------------------------------------------------------------------------- without compiling
@@ -254,11 +275,10 @@ def test_profiling_a_compiled_model_runs_its_fused_kernels_as_rows_without_compi
     assert sorted(o.op for o in rows) == sorted(e.name for e in kernels)
     assert sum(o.time_s for o in rows) == pytest.approx(sum(e.dur_s for e in kernels), rel=1e-9)
     _check_kernel_costs(rows, report)
-    # Rows of a compiled model are named after the original module, never `_orig_mod`; its
-    # submodules ran inside compiled code, which records no ranges: no rows of their own.
+    # Rows of a compiled model are named after the original module, never `_orig_mod`.
     assert not any("_orig_mod" in m.name for m in report.modules)
-    assert {m.name for m in report.modules} <= {"", "(outside modules)"}
     assert next(m for m in report.modules if m.name == "").type == "Block (compiled)"
+    _check_kernel_sites(rows, report)
 
     # The matrix work ran as Inductor's extern mm/addmm calls and is counted as recorded:
     # forward 2*B*D*H per Linear; backward grad-input of fc2 and grad-weights of both (the
@@ -459,6 +479,6 @@ def test_a_model_compiled_inside_the_block_records_its_kernels_and_the_settings_
     run, x = torch.compile(Block()), torch.randn(B, D)  # lazy: compiles at its first call
     _, report, compiled = _profile_once(run, x)
     assert compiled >= 1 and any("compiling" in n for n in report.notes)
-    gelu = next(o for o in report.ops if o.op == "graph_0_cpp_fused_gelu_0")
+    gelu = next(o for o in report.ops if kernel_name(o.op) == "cpp_fused_gelu_0")
     assert gelu.counted and gelu.flops == 5 * B * H
     assert not inductor_config.cpp.enable_kernel_profile and inductor_config.trace.provenance_tracking_level == 0

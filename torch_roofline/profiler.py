@@ -38,12 +38,12 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from torch import nn
 
-from torch_roofline._depth import hooked_call_headroom
+from torch_roofline._depth import hooked_call_headroom, named_modules
 from torch_roofline._gc import paused_gc
 from torch_roofline.analysis import analyse
 from torch_roofline.count import check_devices, model_device
@@ -55,6 +55,8 @@ from torch_roofline.timing.compiled import (compiled_kernels_note, compiled_regi
                                            recording_compiled_kernels, scan_compiled)
 from torch_roofline.timing.faults import NOTE_THRESHOLD_FAULTS, page_fault_note
 from torch_roofline.timing.identity import Identities
+from torch_roofline.timing._stack_traces import ModuleTree, plain_name
+from torch_roofline.timing.kernel_sites import kernel_sites_note, place_fused_kernels
 from torch_roofline.timing.ranges import (LABELS_KEY, PHASE_PREFIX, RANGE_PREFIX, Models, ModuleRanges,
                                           labels_metadata, original_module)
 from torch_roofline.timing.session import ProfileSession
@@ -413,12 +415,16 @@ class RooflineProfiler:
 
     def _build_report(self) -> RooflineReport:
         timing = self.timing
+        op_timings, module_timings, sites = timing.ops, timing.modules, ()
         if not self.record_shapes:
             costs, notes = (), ["record_shapes=False: the trace has no shapes to count; a timing-only report"]
             shaped = None
         else:
             shaped = self.costs()
-            costs, step_notes = per_step(shaped.costs, timing.steps, [row.step for row in timing.ops])
+            tree = ModuleTree.of(named_modules(self.model)) if self.model is not None and shaped.chains else None
+            op_timings, all_costs, module_timings, sites = place_fused_kernels(
+                timing.ops, shaped.costs, timing.modules, shaped.chains, tree)
+            costs, step_notes = per_step(all_costs, timing.steps, [row.step for row in op_timings])
             notes = list(shaped.summary()) + list(step_notes)
             if not self.profile_memory:
                 notes.append("profile_memory=False: no tensor identities, so compulsory bytes are per op "
@@ -430,9 +436,9 @@ class RooflineProfiler:
         ops, roofs = place(costs, dev)
         report = analyse(
             ops,
-            timing.ops,
-            timing.modules,
-            self._module_infos(),
+            op_timings,
+            module_timings,
+            self._module_infos({m.name for m in module_timings}),
             roofs,
             device=device_info(dev),
             steps=timing.steps,
@@ -455,6 +461,9 @@ class RooflineProfiler:
         kernels_note = compiled_kernels_note(compiled)
         if kernels_note is not None:
             notes.append(kernels_note)
+        sites_note = kernel_sites_note(sites)
+        if sites_note is not None:
+            notes.append(sites_note)
         regions_note = compiled_regions_note(compiled, timing.steps, _graph_break_reasons())
         if regions_note is not None:
             notes.append(regions_note)
@@ -474,14 +483,23 @@ class RooflineProfiler:
                          f"ran outside its modules ({OUTSIDE!r}); call it inside `with prof:`")
         return report.with_notes(*notes)
 
-    def _module_infos(self) -> List[ModuleInfo]:
+    def _module_infos(self, timed: Set[str]) -> List[ModuleInfo]:
+        """The report's modules: the model's, where modules inside compiled code (no ranges)
+        are kept only when fused kernels were placed in them (``timed``: module timings' names)."""
         infos = module_infos(self.model, root_type=self._ranges.root_type)
         if self.model is not None and self._ranges.root_type == "step":
             infos[0] = dataclasses.replace(infos[0], type="step")
         if self._ranges.compiled:  # compiled code runs no ranges: rows for the compiled parts only
             types = {name: f"{type(original_module(m)).__name__} (compiled)" for name, m in self._ranges.compiled}
-            infos = [dataclasses.replace(i, type=types[i.name]) if i.name in types else i
-                     for i in infos if not self._ranges.in_compiled(i.name)]
+            kept: List[ModuleInfo] = []
+            for i in infos:
+                if i.name in types:
+                    kept.append(dataclasses.replace(i, type=types[i.name]))
+                elif not self._ranges.in_compiled(i.name):
+                    kept.append(i)
+                elif plain_name(i.name) in timed and plain_name(i.name) not in types and not i.name.endswith("_orig_mod"):
+                    kept.append(dataclasses.replace(i, name=plain_name(i.name), type=f"{i.type} (in compiled code)"))
+            infos = kept
         if any(op.module == OUTSIDE for op in self.timing.ops):
             infos.insert(1, ModuleInfo(OUTSIDE, "", 0, 0))
         return infos

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -42,7 +43,11 @@ _COMPILE_ID = re.compile(r"compile_id=(\d+)/(\d+)")
 def recording_compiled_kernels() -> Iterator[None]:
     """While active, what Inductor compiles records a profiler event per fused CPU kernel
     (``cpp.enable_kernel_profile``) and which ops each kernel fused
-    (``trace.provenance_tracking_level`` 1); the previous settings come back on exit. Code
+    (``trace.provenance_tracking_level`` 1, also for backward graphs: :func:`_backward_provenance`);
+    the previous settings come back on exit. torch leaves the trace settings out of its compile
+    caches' keys, so a graph cached by a compile without provenance would come back without it:
+    a no-op post-grad pass (:func:`_provenance_salt`, when the user set none) gives what compiles
+    here keys of its own. Code
     compiled before keeps what it was compiled with. The profiler and the Lightning callback
     enter it when the model has compiled parts (compilation is lazy: a model compiles at its
     first call, often inside the profiled block or the fit). Code compiled meanwhile keeps a
@@ -52,8 +57,51 @@ def recording_compiled_kernels() -> Iterator[None]:
     import torch._inductor.config as inductor_config
 
     level = max(int(inductor_config.trace.provenance_tracking_level or 0), 1)
-    with inductor_config.patch({"cpp.enable_kernel_profile": True, "trace.provenance_tracking_level": level}):
+    settings: Dict[str, object] = {"cpp.enable_kernel_profile": True, "trace.provenance_tracking_level": level}
+    if inductor_config.post_grad_custom_post_pass is None:
+        settings["post_grad_custom_post_pass"] = _provenance_salt()
+    with inductor_config.patch(settings), _backward_provenance():
         yield
+
+
+def _provenance_salt() -> object:
+    """A post-grad pass that changes nothing, whose id enters Inductor's cache keys: graphs
+    compiled while kernels are recorded are cached apart from the same graphs compiled without
+    provenance. Bump the id when what is recorded changes."""
+    from torch._inductor.custom_graph_pass import CustomGraphPass
+
+    class _ProvenanceSalt(CustomGraphPass):
+        def __call__(self, graph: object) -> None:
+            return None
+
+        def uuid(self) -> str:
+            return "torch_roofline.recording_compiled_kernels/1"
+
+    return _ProvenanceSalt()
+
+
+@contextlib.contextmanager
+def _backward_provenance() -> Iterator[None]:
+    """Let a backward graph keep which ops each kernel fused.
+
+    torch writes a graph's kernel-to-op map only while ``torch._inductor.debug._pre_grad_graph_id``
+    is set, which it sets around a model's forward compile and resets after; the backward graph,
+    compiled lazily at the first backward, then keeps an empty map (torch 2.14: ``{"version":
+    2.0}``), and its kernels could not be counted. While active, that marker is set outside the
+    forward compile too (torch's own "no graph id" value, -1, only when it is unset) and put back
+    on exit. Only the provenance text changes; the compiled code is the same."""
+    debug = sys.modules.get("torch._inductor.debug")
+    if debug is None:
+        import torch._inductor.debug as debug
+    if not hasattr(debug, "_pre_grad_graph_id") or debug._pre_grad_graph_id is not None:
+        yield
+        return
+    debug._pre_grad_graph_id = -1
+    try:
+        yield
+    finally:
+        if debug._pre_grad_graph_id == -1:
+            debug._pre_grad_graph_id = None
 
 
 def is_fused_kernel(name: str) -> bool:

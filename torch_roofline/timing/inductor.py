@@ -51,12 +51,13 @@ import json
 import os
 import re
 import sys
-from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from dataclasses import dataclass, field, replace
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
 from torch_roofline.timing._inductor_wrapper import callee_name, kernel_traffic, read_wrapper
+from torch_roofline.timing._stack_traces import CallChain, read_stack_traces
 
 __all__ = ["KernelCost", "CompiledGraph", "compiled_graphs", "read_compiled_graph", "graph_key", "kernel_name",
            "kernel_costs", "save_compiled_graphs", "load_compiled_graphs", "SIDECAR_SUFFIX"]
@@ -69,6 +70,7 @@ _CALL_PREFIX = "## Call CompiledFxGraph "
 _GRAPH_PREFIX = re.compile(r"^graph_\d+_")
 _ANNOTATION = re.compile(r"^([a-z0-9]+)\[([^\]]*)\]\[([^\]]*)\]")
 _HANDLE = re.compile(r"# \[Provenance debug handles\] (\w+):(\d+)")
+_ANY_HANDLE = re.compile(r"# \[Provenance debug handles\] ([\w.]+:\d+)")
 
 #: ``"f32"`` -> torch.float32, from torch.fx's own table (what the graph text is written with).
 try:
@@ -90,6 +92,9 @@ class KernelCost:
         dtype: the dtype of most of its bytes (``"float32"``), ``None`` when unknown.
         ops: the aten ops it fused (``("aten.mul", "aten.erf", ...)``), empty when unknown.
         reason: why it is not (fully) counted, ``None`` when it is.
+        chains: how each op it computes was reached from the compiled module's ``forward``
+            (:class:`~torch_roofline.timing._stack_traces.CallChain`, one per distinct stack
+            trace): the modules whose ops it fused. Empty when torch kept no stack trace.
     """
 
     name: str
@@ -99,14 +104,24 @@ class KernelCost:
     dtype: Optional[str]
     ops: Tuple[str, ...] = ()
     reason: Optional[str] = None
+    chains: Tuple[CallChain, ...] = ()
 
 
 @dataclass(frozen=True)
 class CompiledGraph:
-    """The kernels of one compiled graph, by name (see :class:`KernelCost`)."""
+    """The kernels of one compiled graph, by name (see :class:`KernelCost`).
+
+    Attributes:
+        key: the graph's cache key.
+        kernels: kernel name -> its cost (with the call chains of its first call).
+        calls: kernel name -> the call chains of each of its calls in one run of the graph, in
+            order: a kernel Inductor reuses (the same GELU in two blocks) runs once per block,
+            each call with the ops of its own block.
+    """
 
     key: str
     kernels: Mapping[str, KernelCost]
+    calls: Mapping[str, Tuple[Tuple[CallChain, ...], ...]] = field(default_factory=dict)
 
 
 def graph_key(annotation_name: str) -> Optional[str]:
@@ -121,22 +136,32 @@ def kernel_name(event_name: str) -> str:
     return _GRAPH_PREFIX.sub("", event_name, count=1)
 
 
-def _live_texts(wanted: Optional[set] = None) -> Dict[str, Tuple[str, str, Optional[str]]]:
-    """key -> (wrapper, post-grad graph, provenance) of the compiled graphs this process holds
-    (all of them without ``wanted``). Found among the live objects; nothing of Inductor's is
-    imported when it was never used."""
+class _Texts(NamedTuple):
+    """What one compiled graph keeps, as text (module docstring)."""
+
+    wrapper: str
+    graph: str
+    provenance: Optional[str]
+    stack_traces: Optional[str]
+
+
+def _live_texts(wanted: Optional[set] = None) -> Dict[str, _Texts]:
+    """key -> the texts of the compiled graphs this process holds (all of them without
+    ``wanted``). Found among the live objects; nothing of Inductor's is imported when it was
+    never used."""
     module = sys.modules.get("torch._inductor.output_code")
     cls = getattr(module, "CompiledFxGraph", None) if module is not None else None
     if cls is None or wanted is not None and not wanted:
         return {}
-    found: Dict[str, Tuple[str, str, Optional[str]]] = {}
+    found: Dict[str, _Texts] = {}
     for obj in gc.get_objects():
         if type(obj) is cls:  # type(), not isinstance: a dead weak proxy raises on __class__
             key = getattr(obj, "_fx_graph_cache_key", None) or getattr(obj, "cache_key", None)
             if key and (wanted is None or key in wanted) and key not in found:
-                found[key] = (getattr(obj, "source_code", "") or "",
-                              getattr(obj, "inductor_post_grad_graph_str", "") or "",
-                              getattr(obj, "inductor_provenance_mapping_str", None))
+                found[key] = _Texts(getattr(obj, "source_code", "") or "",
+                                    getattr(obj, "inductor_post_grad_graph_str", "") or "",
+                                    getattr(obj, "inductor_provenance_mapping_str", None),
+                                    getattr(obj, "inductor_provenance_stack_traces_str", None))
     return found
 
 
@@ -162,7 +187,8 @@ def save_compiled_graphs(path: str) -> int:
 
     texts = _live_texts()
     doc = {"format": _FORMAT, "torch": _torch.__version__,
-           "graphs": {k: {"wrapper": w, "graph": g, "provenance": p} for k, (w, g, p) in texts.items()}}
+           "graphs": {k: {"wrapper": t.wrapper, "graph": t.graph, "provenance": t.provenance,
+                          "stack_traces": t.stack_traces} for k, t in texts.items()}}
     with gzip.open(path, "wt", encoding="utf-8") as f:
         json.dump(doc, f)
     return len(texts)
@@ -190,18 +216,24 @@ def load_compiled_graphs(path: str) -> Dict[str, CompiledGraph]:
     for key, texts in doc["graphs"].items():
         if isinstance(texts, dict):
             out[str(key)] = read_compiled_graph(str(key), str(texts.get("wrapper") or ""), str(texts.get("graph") or ""),
-                                                texts.get("provenance") or None)
+                                                texts.get("provenance") or None, texts.get("stack_traces") or None)
     return out
 
 
 def read_compiled_graph(key: str, source_code: str, post_grad_graph: str,
-                        provenance: Optional[str]) -> CompiledGraph:
-    """Cost every C++ kernel of one compiled graph from its texts (module docstring)."""
+                        provenance: Optional[str], stack_traces: Optional[str] = None) -> CompiledGraph:
+    """Cost every C++ kernel of one compiled graph from its texts (module docstring);
+    ``stack_traces`` (``inductor_provenance_stack_traces_str``) says which modules' ops each
+    kernel call computes."""
     try:
         calls, tensors, params = read_wrapper(source_code)
     except (SyntaxError, ValueError):
         return CompiledGraph(key, {})  # not a wrapper this reads: every kernel stays uncounted
-    fused = _provenance(provenance)
+    # torch's map can hold other graphs' kernels too (a backward graph's lists every kernel
+    # compiled outside a forward compile so far, whose node names reuse this graph's): keep the
+    # kernels this wrapper calls.
+    mine = set(_ANY_HANDLE.findall(source_code))
+    fused = {k: v for k, v in _provenance(provenance).items() if k in mine}
     # Ops an extern kernel ran (a convolution, an mm) are counted as the aten op the trace
     # records. Provenance can tie a C++ kernel to more ops than it computes (a kernel that
     # changes a convolution weight's layout lists the convolution and ops after it): a
@@ -213,11 +245,17 @@ def read_compiled_graph(key: str, source_code: str, post_grad_graph: str,
         if key.startswith("cpp_"):
             for n in set(names):
                 listed[n] = listed.get(n, 0) + 1
-    handles = dict(reversed(_HANDLE.findall(source_code)))  # kernel -> its first call's debug handle
+    called = _HANDLE.findall(source_code)  # (kernel, debug handle) of each call, in order
+    handles = dict(reversed(called))  # kernel -> its first call's debug handle
+    traces = read_stack_traces(stack_traces)
+    chains: Dict[str, List[Tuple[CallChain, ...]]] = {}
+    for name, handle in called:
+        chains.setdefault(name, []).append(traces.get(f"{name}:{handle}", ()))
     nodes = _graph_nodes(post_grad_graph) if fused else {}
     kernels: Dict[str, KernelCost] = {}
     for name, args in calls.items():
         traffic = kernel_traffic(args, params.get(name), tensors)
+        first = chains[name][0] if chains.get(name) else ()
         if not provenance:
             flops, ops, why = None, (), ("compile with torch._inductor.config.trace.provenance_tracking_level = 1 "
                                          "to know the ops it fused (its FLOPs)")
@@ -237,11 +275,11 @@ def read_compiled_graph(key: str, source_code: str, post_grad_graph: str,
                 "torch recorded no provenance for it (torch records which ops a kernel fused for a model's forward "
                 "graphs, not for the backward graphs it compiles at the first backward)"))
         if isinstance(traffic, str):
-            kernels[name] = KernelCost(name, flops, None, None, None, ops, traffic)
+            kernels[name] = KernelCost(name, flops, None, None, None, ops, traffic, first)
             continue
         read, written, dtype = traffic
-        kernels[name] = KernelCost(name, flops, read, written, dtype, ops, why)
-    return CompiledGraph(key, kernels)
+        kernels[name] = KernelCost(name, flops, read, written, dtype, ops, why, first)
+    return CompiledGraph(key, kernels, {name: tuple(c) for name, c in chains.items()})
 
 
 # --------------------------------------------------------------------------- the fused ops
@@ -410,9 +448,16 @@ def kernel_costs(events: Sequence[Any], kernels: Sequence[Any], source: Optional
             if key is not None:
                 calls.setdefault(ev.tid, []).append((ev.start_s, ev.start_s + ev.dur_s, key))
     key_of: Dict[int, Optional[str]] = {}
-    for ev in kernels:
+    nth: Dict[int, int] = {}  # which call of its kernel in its graph's run (a reused kernel runs twice)
+    seen: Dict[Tuple[Any, Tuple[float, float, str], str], int] = {}
+    for ev in sorted(kernels, key=lambda e: e.start_s):
         inside = [c for c in calls.get(ev.tid, ()) if c[0] <= ev.start_s + 1e-9 and ev.start_s + ev.dur_s <= c[1] + 1e-9]
-        key_of[ev.index] = min(inside, key=lambda c: c[1] - c[0])[2] if inside else None
+        run = min(inside, key=lambda c: c[1] - c[0]) if inside else None
+        key_of[ev.index] = run[2] if run is not None else None
+        if run is not None:
+            slot = (ev.tid, run, ev.name)
+            nth[ev.index] = seen.get(slot, 0)
+            seen[slot] = nth[ev.index] + 1
     keys = {k for k in key_of.values() if k is not None}
     sidecar = source + SIDECAR_SUFFIX if source else None
     graphs: Dict[str, CompiledGraph] = {}
@@ -435,6 +480,11 @@ def kernel_costs(events: Sequence[Any], kernels: Sequence[Any], source: Optional
                              "compiled model was freed) nor in a file beside the trace (save it with "
                              "torch_roofline.timing.inductor.save_compiled_graphs(trace_path + SIDECAR_SUFFIX))")
         else:
-            found = graphs[key].kernels.get(kernel_name(ev.name))
+            graph = graphs[key]
+            name = kernel_name(ev.name)
+            found = graph.kernels.get(name)
+            runs = graph.calls.get(name, ())
+            if found is not None and 0 < nth[ev.index] < len(runs):
+                found = replace(found, chains=runs[nth[ev.index]])
             out[ev.index] = found if found is not None else "it is not among its compiled graph's kernels"
     return out

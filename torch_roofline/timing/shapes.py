@@ -75,6 +75,7 @@ from torch_roofline._lazy_dynamo import prepare_meta_replays, replays_prepared
 from torch_roofline.records import OpCost, frozen_record
 from torch_roofline.timing.attribution import TraceTiming, _as_int, dotted_op_name
 from torch_roofline.timing.compiled import is_fused_kernel
+from torch_roofline.timing._stack_traces import CallChain
 from torch_roofline.timing.inductor import KernelCost, kernel_costs
 from torch_roofline.timing.identity import CallIdentity, Identities, TensorId
 from torch_roofline.timing.trace import Trace, TraceEvent
@@ -131,6 +132,9 @@ class ShapeCosts:
         activation_bytes: module name -> bytes of the storages its forward saved for backward
             (children included; each storage once per step, averaged over the steps), from the
             identities of a live session (:func:`_activation_bytes`); empty without them.
+        chains: row position -> the call chains of a torch.compile kernel's ops (which modules
+            it fused: :func:`torch_roofline.timing.kernel_sites.place_fused_kernels`); rows of
+            kernels torch kept no stack trace for are absent.
     """
 
     costs: Tuple[OpCost, ...]
@@ -140,6 +144,7 @@ class ShapeCosts:
     signatures: int = 0
     activation_bytes: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     tally: "ShapeTally" = field(default_factory=lambda: ShapeTally())
+    chains: Mapping[int, Tuple[CallChain, ...]] = field(default_factory=lambda: MappingProxyType({}))
 
     def summary(self) -> Tuple[str, ...]:
         """Report notes: the assumptions, then the uncounted rows grouped by op and reason."""
@@ -273,9 +278,12 @@ def shape_costs(trace: Trace, timing: TraceTiming, *, identities: Optional[Ident
     assumed: Dict[str, int] = defaultdict(int)
     unjoined = aborted = 0
     partial: Dict[Tuple[str, str], int] = defaultdict(int)
-    for (row, ev, identity), sig, row_tensors in zip(rows, signatures, tensors):
+    chains: Dict[int, Tuple[CallChain, ...]] = {}
+    for position, ((row, ev, identity), sig, row_tensors) in enumerate(zip(rows, signatures, tensors)):
         if ev is not None and ev.index in fused:  # a torch.compile kernel: costed from its compiled graph
             fields, why = _kernel_fields(row.op, fused[ev.index])
+            if isinstance(fused[ev.index], KernelCost) and fused[ev.index].chains:
+                chains[position] = fused[ev.index].chains
             fields.update(module=row.module, scope=tuple(row.scope), phase=row.phase, index=row.index,
                           recompute=row.recompute)
             costs.append(frozen_record(OpCost, fields))
@@ -317,7 +325,8 @@ def shape_costs(trace: Trace, timing: TraceTiming, *, identities: Optional[Ident
     tally = ShapeTally(dict(assumed), dict(partial), aborted, unjoined)
     activations = _activation_bytes(rows, tensors, spans, parameters or (), timing.steps) if use_ids else {}
     return ShapeCosts(tuple(costs), tuple(reasons), MappingProxyType(dispatched), tally.notes(),
-                      replayer.signatures - signatures_before, MappingProxyType(activations), tally)
+                      replayer.signatures - signatures_before, MappingProxyType(activations), tally,
+                      MappingProxyType(chains))
 
 
 def _activation_bytes(rows: Sequence[Tuple[Any, Optional[TraceEvent], Optional[CallIdentity]]],

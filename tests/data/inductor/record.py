@@ -1,8 +1,10 @@
 """Write the Inductor fixtures of tests/test_compile.py: the generated code of real compiles.
 
 For each model, every compiled graph's wrapper source (``CompiledFxGraph.source_code``), its
-post-grad graph (``inductor_post_grad_graph_str``) and its kernel provenance
-(``inductor_provenance_mapping_str``), gzipped, as ``<name>_<k>.{wrapper,graph,provenance}.txt.gz``.
+post-grad graph (``inductor_post_grad_graph_str``), its kernel provenance
+(``inductor_provenance_mapping_str``) and its kernels' stack traces
+(``inductor_provenance_stack_traces_str``), gzipped, as
+``<name>_<k>.{wrapper,graph,provenance,stacks}.txt.gz``.
 Compiled on the CPU with kernel profiling and provenance tracking on, torch 2.14.1::
 
     python tests/data/inductor/record.py tests/data/inductor
@@ -42,7 +44,8 @@ def _save(out: str, name: str, before) -> None:
     new.sort(key=lambda g: "backward" in g.source_code)  # forward first
     for k, g in enumerate(new):
         for part, text in (("wrapper", g.source_code), ("graph", g.inductor_post_grad_graph_str),
-                           ("provenance", g.inductor_provenance_mapping_str or "")):
+                           ("provenance", g.inductor_provenance_mapping_str or ""),
+                           ("stacks", g.inductor_provenance_stack_traces_str or "")):
             with gzip.open(os.path.join(out, f"{name}_{k}.{part}.txt.gz"), "wt") as f:
                 f.write(text)
 

@@ -1,0 +1,134 @@
+"""Put each torch.compile kernel under the module whose ops it fused.
+
+Compiled code runs no module ranges (they would make it compile again), so a fused kernel's
+event lies in the range of the compiled module only. Its ops' stack traces
+(:mod:`torch_roofline.timing._stack_traces`) say which submodules they came from: the kernel
+row moves to the deepest module holding all of them (their common parent), and the modules
+inside compiled code that hold kernels get rows of their own, timed by their kernels.
+
+* A kernel whose ops all come from one module (the GELU of ``b1.act``) is that module's op.
+* A kernel fusing ops of several modules (``b1.ln``'s normalisation and ``b1``'s residual
+  add) is an op of their common parent (``b1``); :class:`KernelSite` keeps the modules it
+  fused for the report's note.
+* A module inside compiled code is timed by the kernels placed in it and its children
+  (inclusive time), its self time by its own kernels; the compiled module's self time loses
+  what moved down. Its calls are the compiled module's calls in that phase. Ops Inductor hands
+  to extern kernels (matrix multiplications, convolutions) are recorded as aten ops with
+  shapes and stay on the compiled module: the trace does not say which of the graph's extern
+  calls each one is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from torch_roofline.records import ModuleTiming, OpCost, OpTiming
+from torch_roofline.timing._stack_traces import CallChain, ModuleTree, common_parent, resolve_module
+
+__all__ = ["KernelSite", "place_fused_kernels", "kernel_sites_note"]
+
+
+@dataclass(frozen=True)
+class KernelSite:
+    """Where one fused kernel's row was put.
+
+    Attributes:
+        op: the kernel's row name (``"graph_0_cpp_fused_add_native_layer_norm_1"``).
+        phase: ``"forward"`` or ``"backward"``.
+        module: the module its row is under (the common parent of :attr:`fused`).
+        fused: the modules whose ops it computes, sorted.
+    """
+
+    op: str
+    phase: str
+    module: str
+    fused: Tuple[str, ...]
+
+
+def _scope_below(scope: Tuple[str, ...], top: str, name: str) -> Tuple[str, ...]:
+    """``scope`` (ending at ``top``) extended down to ``name``, one entry per module."""
+    if name == top:
+        return scope
+    below = name[len(top) + 1:] if top else name
+    parts = below.split(".")
+    return scope + tuple(".".join(filter(None, (top, *parts[: k + 1]))) for k in range(len(parts)))
+
+
+def place_fused_kernels(
+    ops: Sequence[OpTiming],
+    costs: Sequence[OpCost],
+    modules: Sequence[ModuleTiming],
+    chains: Mapping[int, Tuple[CallChain, ...]],
+    tree: Optional[ModuleTree] = None,
+) -> Tuple[Tuple[OpTiming, ...], Tuple[OpCost, ...], Tuple[ModuleTiming, ...], Tuple[KernelSite, ...]]:
+    """Move each fused kernel's row (timing and cost) under the module whose ops it fused.
+
+    Args:
+        ops: the op rows' timings; ``costs`` is aligned with them (one cost per row).
+        costs: the rows' costs (:attr:`ShapeCosts.costs`).
+        modules: the module timings (ranges).
+        chains: row position -> the call chains of a kernel's ops (:attr:`ShapeCosts.chains`).
+        tree: the model's modules, to check each step down against; ``None`` (a saved trace,
+            no model): nothing moves.
+
+    Returns:
+        ``(ops, costs, modules, sites)``: the rows with the kernels moved, the module timings
+        with the modules inside compiled code added (times in seconds, summed like ``modules``),
+        and one :class:`KernelSite` per distinct (kernel, phase, module).
+    """
+    if not chains or tree is None:
+        return tuple(ops), tuple(costs), tuple(modules), ()
+    ops, costs = list(ops), list(costs)
+    moved: Dict[Tuple[str, str], float] = defaultdict(float)  # (compiled module, phase) -> seconds
+    self_s: Dict[Tuple[str, str], float] = defaultdict(float)  # (new module, phase) -> own kernels' seconds
+    total_s: Dict[Tuple[str, str], float] = defaultdict(float)  # inclusive
+    new_scope: Dict[Tuple[str, str], Tuple[Tuple[str, ...], str]] = {}  # (module, phase) -> (scope, top)
+    sites: Dict[Tuple[str, str, str], KernelSite] = {}
+    for position, found in chains.items():
+        op = ops[position]
+        top = op.module
+        if top.startswith("("):  # outside every module: no module tree to go down
+            continue
+        fused = tuple(sorted({resolve_module(top, c, tree) for c in found}))
+        target = common_parent(fused)  # each name is ``top`` or below it
+        sites.setdefault((op.op, op.phase, target), KernelSite(op.op, op.phase, target, fused))
+        if target == top:
+            continue
+        scope = _scope_below(tuple(op.scope), top, target)
+        ops[position] = dataclasses.replace(op, module=target, scope=scope)
+        costs[position] = dataclasses.replace(costs[position], module=target, scope=scope)
+        moved[(top, op.phase)] += op.time_s
+        self_s[(target, op.phase)] += op.time_s
+        for k in range(len(op.scope), len(scope)):
+            total_s[(scope[k], op.phase)] += op.time_s
+            new_scope.setdefault((scope[k], op.phase), (scope[: k + 1], top))
+    if not moved:
+        return tuple(ops), tuple(costs), tuple(modules), tuple(sites.values())
+    by_key = {(m.name, m.phase): m for m in modules}
+    out: List[ModuleTiming] = []
+    for m in modules:
+        taken = moved.get((m.name, m.phase), 0.0)
+        out.append(dataclasses.replace(m, self_time_s=max(m.self_time_s - taken, 0.0)) if taken else m)
+    for (name, phase), time_s in total_s.items():
+        if (name, phase) in by_key:
+            continue  # a module with a range of its own (not inside compiled code)
+        scope, top = new_scope[(name, phase)]
+        parent = by_key.get((top, phase))
+        out.append(ModuleTiming(name, phase, parent.calls if parent is not None else 1, time_s,
+                                self_s.get((name, phase), 0.0), scope))
+    return tuple(ops), tuple(costs), tuple(out), tuple(sites.values())
+
+
+def kernel_sites_note(sites: Sequence[KernelSite], limit: int = 8) -> Optional[str]:
+    """The report's note on kernels that fuse ops of several modules (``None`` when none do)."""
+    shared = [s for s in sites if len(s.fused) > 1]
+    if not shared:
+        return None
+    listed = "; ".join(f"{s.op} ({s.phase}) under {s.module or '(root)'!s}: ops of "
+                       f"{', '.join(f or '(root)' for f in s.fused)}" for s in shared[:limit])
+    more = f"; and {len(shared) - limit} more" if len(shared) > limit else ""
+    return (f"{len(shared)} torch.compile fused kernel(s) compute ops of several modules and are shown under "
+            f"their common parent: {listed}{more}")
