@@ -24,7 +24,7 @@ from torch_roofline.devices import Device
 from torch_roofline.records import ModuleTiming, OpCost, OpTiming
 from torch_roofline.timing._stack_traces import (CallChain, Frame, ModuleTree, call_chain, common_parent,
                                                  read_stack_traces, resolve_module)
-from torch_roofline.timing.inductor import kernel_name, read_compiled_graph
+from torch_roofline.timing.inductor import KernelCost, _module_path, kernel_name, read_compiled_graph
 from torch_roofline.timing.kernel_sites import KernelSite, kernel_sites_note, place_fused_kernels
 
 INDUCTOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "inductor")
@@ -56,6 +56,18 @@ def test_a_stack_trace_reads_as_the_calls_down_from_the_compiled_module():
     assert call_chain(ops) == CallChain(Frame("m.py", 4), (), None)  # the add itself: the module's own op
     assert call_chain('  File "m.py", line 4, in step\n    return f(x)\n') is None  # not a module's forward
     assert read_stack_traces("not json") == {} and read_stack_traces(None) == {}
+    # the frame torch_roofline adds while it records a compile: the op's module as Dynamo traced it
+    marked = stop + '  File "<torch_roofline module>", line 0, in module:blocks.1.fc\n    pass\n'
+    assert call_chain(marked) == CallChain(Frame("m.py", 10), (), None, False, "blocks.1.fc")
+    assert resolve_module("", call_chain(marked), ModuleTree({"": "m.py", "blocks.1.fc": None})) == "blocks.1.fc"
+    assert resolve_module("", call_chain(marked), ModuleTree({"": "m.py"})) == ""  # not the model's: not taken
+
+
+def test_dynamo_s_module_stack_reads_as_a_path_below_the_compiled_module():
+    assert _module_path({"a": ("L['self'].layers.0", object), "b": ("L['self'].layers.0.act", object)}) == "layers.0.act"
+    assert _module_path({"a": ("L['self']._modules['blocks']._modules['3']", object)}) == "blocks.3"
+    assert _module_path({}) == "" and _module_path(None) == ""  # the compiled module's own code
+    assert _module_path({"a": ("L['model'].fc", object)}) is None  # a compiled function's argument, not self
 
 
 def test_a_call_is_followed_only_where_the_model_s_tree_confirms_it():
@@ -90,14 +102,14 @@ def _sites(graph, tree, root=""):
     """kernel name -> (each call's fused modules, each call's common parent)."""
     out = {}
     for name, runs in graph.calls.items():
-        fused = [tuple(sorted({resolve_module(root, c, tree) for c in chains})) for chains in runs]
+        fused = [tuple(sorted({resolve_module(root, c, tree) for c in call.chains})) for call in runs]
         out[name] = (fused, [common_parent(f) for f in fused])
     return out
 
 
 def _block_tree(graph):
     """The Block of record.py, as recorded: its forward's file is the recording's path."""
-    start = next(c.start for runs in graph.calls.values() for chains in runs for c in chains)
+    start = next(c.start for runs in graph.calls.values() for call in runs for c in call.chains)
     return ModuleTree({"": start.file, "fc1": None, "act": None, "fc2": None, "ln": None})
 
 
@@ -119,7 +131,7 @@ def test_resnet18_s_kernels_stop_at_the_sequential_stages_and_never_take_a_wrong
     import torchvision
 
     graph = _fixture("resnet18_eval_0")
-    starts = {c.start.file for runs in graph.calls.values() for chains in runs for c in chains}
+    starts = {c.start.file for runs in graph.calls.values() for call in runs for c in call.chains}
     recorded = os.path.dirname(next(iter(starts)))  # torchvision/models as installed where it was recorded
     live = os.path.dirname(os.path.abspath(torchvision.models.resnet.__file__))
     model = torchvision.models.resnet18(num_classes=10)
@@ -166,9 +178,12 @@ def test_placing_moves_kernel_rows_and_times_the_modules_inside_compiled_code():
     costs = [_cost(t.op, t.module, t.scope, t.phase, t.index) for t in ops]
     modules = [ModuleTiming("", "forward", 1, 9.0, 0.75, ("",)), ModuleTiming("net", "forward", 1, 8.25, 8.0, scope),
                ModuleTiming("net", "backward", 1, 0.5, 0.5, scope)]
-    chains = {1: (chain("b1", last="act"),), 2: (chain("b1"), chain("b1", last="ln")), 3: (chain("b1", last="act"),),
-              4: (chain("b1"),)}
-    new_ops, new_costs, new_modules, sites = place_fused_kernels(ops, costs, modules, chains, tree)
+    def kernel(*chains, split=()):
+        return KernelCost("k", 1, 4, 4, "float32", chains=chains, split=split)
+    # rows 1 and 3 placed from their stack traces, row 2 from its ops' recorded modules (which wins)
+    kernels = {1: kernel(chain("b1", last="act")), 2: kernel(chain("b1"), split=(("b1", 64), ("b1.ln", 2560))),
+               3: kernel(chain("b1", last="act")), 4: kernel(chain("b1"))}
+    new_ops, new_costs, new_modules, sites = place_fused_kernels(ops, costs, modules, kernels, tree)
     assert [(o.module, o.scope) for o in new_ops] == [
         ("net", scope), ("net.b1.act", scope + ("net.b1", "net.b1.act")), ("net.b1", scope + ("net.b1",)),
         ("net.b1.act", scope + ("net.b1", "net.b1.act")), ("(outside modules)", ("", "(outside modules)"))]
@@ -183,12 +198,14 @@ def test_placing_moves_kernel_rows_and_times_the_modules_inside_compiled_code():
         ("net.b1", "backward"): (1, 0.5, 0.0, scope + ("net.b1",)),
         ("net.b1.act", "backward"): (1, 0.5, 0.5, scope + ("net.b1", "net.b1.act")),
     }
-    assert KernelSite("graph_0_cpp_fused_add_native_layer_norm_1", "forward", "net.b1", ("net.b1", "net.b1.ln")) in sites
+    assert KernelSite("graph_0_cpp_fused_add_native_layer_norm_1", "forward", "net.b1", ("net.b1", "net.b1.ln"), "net",
+                      (64, 2560)) in sites
     note = kernel_sites_note(sites)
     assert note.startswith("1 torch.compile fused kernel(s) compute ops of several modules")
-    assert "graph_0_cpp_fused_add_native_layer_norm_1 (forward) under net.b1: ops of net.b1, net.b1.ln" in note
+    assert ("graph_0_cpp_fused_add_native_layer_norm_1 (forward) under net.b1: ops of net.b1 (64 FLOPs), "
+            "net.b1.ln (2,560 FLOPs)") in note
     # without the model's tree (a saved trace without it), nothing moves
-    assert place_fused_kernels(ops, costs, modules, chains, None) == (tuple(ops), tuple(costs), tuple(modules), ())
+    assert place_fused_kernels(ops, costs, modules, kernels, None) == (tuple(ops), tuple(costs), tuple(modules), ())
 
 
 # --------------------------------------------------------------------------- compiled for real
@@ -253,3 +270,92 @@ def test_a_model_compiled_in_the_block_shows_each_kernel_call_under_its_own_bloc
     # the settings are given back
     assert inductor_config.post_grad_custom_post_pass is None and inductor_config.trace.provenance_tracking_level == 0
     assert inductor_debug._pre_grad_graph_id is None
+
+
+class Stack(nn.Module):
+    """Blocks run by a loop over an nn.ModuleList (as Hugging Face models do): the stack trace
+    says `blk(x)`, which no frame-following can place; Dynamo's module stack can."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([Block(), Block()])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for blk in self.layers:
+            x = blk(x)
+        return x
+
+
+@needs_compiler
+def test_a_loop_over_a_module_list_is_placed_from_the_modules_dynamo_traced():
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    run, x = torch.compile(Stack()), torch.randn(8, 32)
+    prof = RooflineProfiler(run, roof=FLAT)
+    with prof:
+        with torch.no_grad():
+            run(x)
+    report = prof.report()
+    gelu = sorted(o.name for o in report.ops if kernel_name(o.op) == "cpp_fused_gelu_0")
+    assert gelu == ["layers.0.act", "layers.1.act"]
+    # the residual add (the Block's own code: 8 x 32 FLOPs) fused with its LayerNorm: under the block
+    norm = [o for o in report.ops if "layer_norm" in o.op]
+    assert sorted(o.name for o in norm) == ["layers.0", "layers.1"]
+    note = next(n for n in report.notes if "common parent" in n)
+    assert f"under layers.1: ops of layers.1 ({8 * 32:,} FLOPs), layers.1.ln (" in note
+
+
+@needs_compiler
+def test_a_saved_trace_with_the_model_s_tree_beside_it_places_kernels_as_the_live_report(tmp_path, monkeypatch):
+    import torch._dynamo
+    from torch.profiler import schedule
+
+    from torch_roofline import offline
+    from torch_roofline.timing import parts, segments
+    from torch_roofline.timing import trace as trace_module
+    from torch_roofline.timing.inductor import SIDECAR_SUFFIX, save_compiled_graphs
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model, x = Pair(), torch.randn(8, 32)
+    run = torch.compile(model)
+    with RooflineProfiler(run, roof=FLAT):  # compiles while kernels are recorded
+        run(x).sum().backward()
+    path = str(tmp_path / "pair.json")
+    prof = RooflineProfiler(run, roof=FLAT, export_trace=path, schedule=schedule(wait=0, warmup=0, active=1, repeat=1))
+    with prof:
+        run(x).sum().backward()
+        prof.step()
+    live = prof.report()
+
+    def sites(report):
+        return sorted((kernel_name(o.op), o.phase, o.name) for o in report.ops if "cpp_fused" in o.op)
+
+    def inner(report):
+        return sorted((m.name, m.phase, m.calls, m.type.endswith("(in compiled code)") or m.type == "")
+                      for m in report.modules if m.name.startswith(("b1", "b2")))
+
+    assert any(name == "b2.act" for _, _, name in sites(live))
+    # without the model's tree beside it: the kernels stay on the compiled module
+    save_compiled_graphs(path + SIDECAR_SUFFIX)
+    bare = offline.from_trace(path, roof=FLAT)
+    assert {name for _, _, name in sites(bare)} == {""} and not inner(bare)
+    save_compiled_graphs(path + SIDECAR_SUFFIX, run)
+    whole = offline.from_trace(path, roof=FLAT)
+    assert sites(whole) == sites(live) and inner(whole) == inner(live) and inner(live)
+    assert [n for n in whole.notes if "common parent" in n] == [n for n in live.notes if "common parent" in n]
+    # read in parts of one step, and that step in slices of ~4 KB (tests/test_slices.py)
+    monkeypatch.setattr(segments, "PART_BYTES", 1)
+    monkeypatch.setattr(segments, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(trace_module, "_CHUNK", 16384)
+    monkeypatch.setattr(parts, "SLICE_BYTES", 4096)
+    monkeypatch.setattr(parts, "PART_WORKERS", 1)
+    monkeypatch.setattr(offline, "PARTS_MEMORY_BYTES", 0)
+    monkeypatch.setattr(offline, "PARTS_BYTES", 0)
+    sliced = offline.from_trace(path, roof=FLAT)
+    assert any("slices" in n for n in sliced.notes), sliced.notes
+    assert sites(sliced) == sites(live) and inner(sliced) == inner(live)
+    for row in whole.modules:
+        assert sliced.module(row.name, row.phase).time_s == pytest.approx(row.time_s, rel=1e-9, abs=1e-12)

@@ -38,6 +38,8 @@ from torch_roofline.report import RooflineReport
 from torch_roofline.timing.attribution import TraceTiming, attribute
 from torch_roofline.timing.compiled import CompiledCode, compiled_kernels_note, compiled_regions_note, scan_compiled
 from torch_roofline.timing.counters import KernelCounters, kernel_counters
+from torch_roofline.timing.inductor import module_tree_beside
+from torch_roofline.timing.kernel_sites import KernelSite, kernel_sites_note, place_kernels
 from torch_roofline.timing.merge import ShapeSum, StepCosts, TimingSum, add_compiled
 from torch_roofline.timing import parts
 from torch_roofline.timing.parts import part_workers, read_parts, scan_while
@@ -316,15 +318,16 @@ def _from_trace(path: Any, model: Optional[nn.Module], inputs: Any, *, roof: Any
         if timing.ops and has_recorded_shapes(trace):
             line.stage("counting the recorded calls")
             shaped = shape_costs(trace, timing)
+            # kernel rows under the modules whose ops they fused, where the model's tree was saved
+            timing, shaped, sites = place_kernels(timing, shaped, module_tree_beside(trace.source)
+                                                  if shaped.kernels else None)
             n_steps = max(steps or timing.steps, 1)
             step_of = [row.step for row in timing.ops] if n_steps == timing.steps else None
             costs, step_notes = per_step(shaped.costs, n_steps, step_of)
             notes.append("FLOPs and bytes from the trace's recorded shapes (record_shapes=True), each op "
                          "replayed on meta tensors; compulsory bytes per op (the trace records no tensor identities)")
             notes.extend(shaped.summary() + step_notes)
-            kernels_note = compiled_kernels_note(compiled)
-            if kernels_note is not None:
-                notes.append(kernels_note)
+            notes.extend(n for n in (compiled_kernels_note(compiled), kernel_sites_note(sites)) if n is not None)
         else:
             has_counters = any(e.kind == "cuda_profiler_range" for e in trace.events)
             kcs = kernel_counters(trace, op_names={o.op for o in timing.ops}) if has_counters else ()
@@ -398,6 +401,7 @@ def _from_parts(scan: TraceScan, plan: Sequence[Sequence[Any]], model: Optional[
     props: Optional[DeviceProperties] = None
     spans_s = 0.0
     slices = sliced = 0
+    sites: Dict[KernelSite, None] = {}
     line.stage(f"reading {len(plan)} parts of a few steps each")
     for k, part in enumerate(read_parts(scan, plan, op_names=op_names, cache=replay_cache())):
         line.stage(f"read {k + 1} of {len(plan)} parts of a few steps each")
@@ -421,6 +425,7 @@ def _from_parts(scan: TraceScan, plan: Sequence[Sequence[Any]], model: Optional[
             step_costs.add(part.costs)
         if part.shapes is not None:
             shapes.merge(part.shapes)
+        sites.update(dict.fromkeys(part.sites))
     if timings.steps == 0:
         return None
     timing = timings.result()
@@ -447,7 +452,7 @@ def _from_parts(scan: TraceScan, plan: Sequence[Sequence[Any]], model: Optional[
     if compiled is not None:
         kernels_note = compiled_kernels_note(compiled) if True in shaped_parts else None
         regions_note = compiled_regions_note(compiled, timing.steps)
-        notes.extend(n for n in (kernels_note, regions_note) if n is not None)
+        notes.extend(n for n in (kernels_note, kernel_sites_note(tuple(sites)), regions_note) if n is not None)
     line.stage("placing on the roofline")
     module_calls = None if _has_module_ranges(timing) or costs else {
         key: round(n / timing.steps) for key, n in timings.runs.items()}

@@ -56,7 +56,7 @@ from torch_roofline.timing.compiled import (compiled_kernels_note, compiled_regi
 from torch_roofline.timing.faults import NOTE_THRESHOLD_FAULTS, page_fault_note
 from torch_roofline.timing.identity import Identities
 from torch_roofline.timing._stack_traces import ModuleTree, plain_name
-from torch_roofline.timing.kernel_sites import kernel_sites_note, place_fused_kernels
+from torch_roofline.timing.kernel_sites import kernel_sites_note, place_kernels
 from torch_roofline.timing.ranges import (LABELS_KEY, PHASE_PREFIX, RANGE_PREFIX, Models, ModuleRanges,
                                           labels_metadata, original_module)
 from torch_roofline.timing.session import ProfileSession
@@ -421,10 +421,10 @@ class RooflineProfiler:
             shaped = None
         else:
             shaped = self.costs()
-            tree = ModuleTree.of(named_modules(self.model)) if self.model is not None and shaped.chains else None
-            op_timings, all_costs, module_timings, sites = place_fused_kernels(
-                timing.ops, shaped.costs, timing.modules, shaped.chains, tree)
-            costs, step_notes = per_step(all_costs, timing.steps, [row.step for row in op_timings])
+            tree = ModuleTree.of(named_modules(self.model)) if self.model is not None and shaped.kernels else None
+            placed, shaped, sites = place_kernels(timing, shaped, tree)
+            op_timings, module_timings = placed.ops, placed.modules
+            costs, step_notes = per_step(shaped.costs, timing.steps, [row.step for row in op_timings])
             notes = list(shaped.summary()) + list(step_notes)
             if not self.profile_memory:
                 notes.append("profile_memory=False: no tensor identities, so compulsory bytes are per op "

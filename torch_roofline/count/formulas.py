@@ -294,6 +294,11 @@ def _collect_no_arithmetic() -> frozenset:
     ).split()
     ops = {getattr(aten, n) for n in names if hasattr(aten, n)}
     ops |= {getattr(torch.ops.prim, n) for n in ("device", "layout") if hasattr(torch.ops.prim, n)}
+    # prims that Inductor's decompositions leave in a compiled graph (a cast, an index range):
+    # the counterparts of _to_copy and arange above (its random-number prims, registered when
+    # Inductor is imported, are skipped where compiled graphs are counted: timing/inductor.py)
+    prims = getattr(torch.ops, "prims", None)
+    ops |= {getattr(prims, n) for n in ("convert_element_type", "iota") if prims is not None and hasattr(prims, n)}
     return frozenset(ops)
 
 

@@ -21,6 +21,10 @@ next frame is one of its blocks, which one is not said) or a loop variable (``bl
 torch's own modules (``nn.Linear``) show no frame either: the last frame's marked
 ``self.fc(...)`` names them, taken when the tree says ``fc`` is a module (not
 ``self.weight.t()``). Without the tree (a saved trace), nothing is placed.
+
+Where torch_roofline recorded the compile, each op's trace ends with a frame it added
+(:data:`MODULE_FRAME`: ``in module:h.0.mlp.act``), the op's module as Dynamo traced it
+(exact, loops over an ``nn.ModuleList`` included): that wins over following the frames.
 """
 
 from __future__ import annotations
@@ -33,7 +37,12 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 from torch import nn
 
 __all__ = ["CallChain", "Frame", "ModuleTree", "read_stack_traces", "call_chain", "resolve_module", "common_parent",
-           "plain_name"]
+           "plain_name", "MODULE_FRAME"]
+
+#: The file name of the frame torch_roofline adds to an op's stack trace while it records a
+#: compile (:func:`~torch_roofline.timing.inductor.remember_node_modules`): ``File
+#: "<torch_roofline module>", line 0, in module:b1.fc``, the op's module as Dynamo traced it.
+MODULE_FRAME = "<torch_roofline module>"
 
 _FRAME = re.compile(r'^  File "(?P<file>[^"]*)", line (?P<line>\d+), in (?P<func>\S+)\n'
                     r'(?P<code>[^\n]*)\n(?P<marks>[ ~^]*[~^][ ~^]*\n)?', re.M)
@@ -61,12 +70,16 @@ class CallChain:
             such a call.
         complete: False when the chain stopped at a call it could not follow (the op lies
             somewhere below the module reached).
+        module: the op's module relative to the compiled module, as Dynamo traced it (its
+            ``nn_module_stack``), when torch_roofline recorded the compile
+            (:data:`MODULE_FRAME`); ``None`` otherwise. It wins over the frames.
     """
 
     start: Frame
     entered: Tuple[Tuple[str, Frame], ...]
     last_call: Optional[str]
     complete: bool = True
+    module: Optional[str] = None
 
 
 def plain_name(name: str) -> str:
@@ -136,8 +149,11 @@ def call_chain(trace: str) -> Optional[CallChain]:
     frame is not a ``forward`` (compiled code that is not a module's call)."""
     frames = [(m.group("func"), _marked(m.group("code"), m.group("marks")), Frame(m.group("file"), int(m.group("line"))))
               for m in _FRAME.finditer(trace)]
+    marks = [func for func, _, frame in frames if frame.file == MODULE_FRAME and func.startswith("module:")]
+    module = marks[-1][len("module:"):] if marks else None
+    frames = [f for f in frames if f[2].file != MODULE_FRAME]
     if not frames or frames[0][0] != "forward":
-        return None
+        return None if module is None else CallChain(Frame("", 0), (), None, False, module)
     start = frames[0][2]
     entered: List[Tuple[str, Frame]] = []
     for (_, marked, _), (next_func, _, next_frame) in zip(frames, frames[1:]):
@@ -145,9 +161,9 @@ def call_chain(trace: str) -> Optional[CallChain]:
             continue  # a method or helper of the same module
         path = _attr_path(marked)
         if path is None:
-            return CallChain(start, tuple(entered), None, complete=False)
+            return CallChain(start, tuple(entered), None, False, module)
         entered.append((path, next_frame))
-    return CallChain(start, tuple(entered), _attr_path(frames[-1][1]))
+    return CallChain(start, tuple(entered), _attr_path(frames[-1][1]), True, module)
 
 
 def read_stack_traces(text: Optional[str]) -> Dict[str, Tuple[CallChain, ...]]:
@@ -174,9 +190,12 @@ def _join(*names: str) -> str:
 
 
 def resolve_module(root: str, chain: CallChain, tree: ModuleTree) -> str:
-    """The fully qualified name of the deepest module known to hold the op: ``root`` (the
-    compiled module's name, ``""`` for the root) when the chain does not start in its
-    ``forward``, else followed down as far as ``tree`` confirms each step."""
+    """The fully qualified name of the deepest module known to hold the op: its recorded
+    module (:attr:`CallChain.module`) when ``tree`` has it; else ``root`` (the compiled
+    module's name, ``""`` for the root) when the chain does not start in its ``forward``, else
+    followed down as far as ``tree`` confirms each step."""
+    if chain.module is not None and tree.has(_join(root, chain.module)):
+        return _join(root, chain.module)
     if not tree.runs(root, chain.start):
         return root
     name = root

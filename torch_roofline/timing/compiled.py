@@ -65,17 +65,26 @@ def recording_compiled_kernels() -> Iterator[None]:
 
 
 def _provenance_salt() -> object:
-    """A post-grad pass that changes nothing, whose id enters Inductor's cache keys: graphs
-    compiled while kernels are recorded are cached apart from the same graphs compiled without
-    provenance. Bump the id when what is recorded changes."""
+    """A post-grad pass that changes nothing and records each op's module
+    (:func:`~torch_roofline.timing.inductor.remember_node_modules`: where a kernel's ops came
+    from, exactly, when Inductor's stack traces cannot say, e.g. a loop over an
+    ``nn.ModuleList``); its id enters Inductor's cache keys, so graphs compiled while kernels are
+    recorded are cached apart from the same graphs compiled without provenance. Bump the id
+    when what is recorded changes. A graph loaded from that cache runs no pass: its kernels are
+    placed from the stack traces."""
     from torch._inductor.custom_graph_pass import CustomGraphPass
+
+    from torch_roofline.timing.inductor import remember_node_modules
 
     class _ProvenanceSalt(CustomGraphPass):
         def __call__(self, graph: object) -> None:
-            return None
+            try:
+                remember_node_modules(graph)
+            except Exception:  # noqa: BLE001 - bookkeeping only: never break the user's compile
+                pass
 
         def uuid(self) -> str:
-            return "torch_roofline.recording_compiled_kernels/1"
+            return "torch_roofline.recording_compiled_kernels/3"
 
     return _ProvenanceSalt()
 

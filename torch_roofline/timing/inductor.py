@@ -51,16 +51,17 @@ import json
 import os
 import re
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
 from torch_roofline.timing._inductor_wrapper import callee_name, kernel_traffic, read_wrapper
-from torch_roofline.timing._stack_traces import CallChain, read_stack_traces
+from torch_roofline.timing._stack_traces import MODULE_FRAME, CallChain, ModuleTree, read_stack_traces
 
 __all__ = ["KernelCost", "CompiledGraph", "compiled_graphs", "read_compiled_graph", "graph_key", "kernel_name",
-           "kernel_costs", "save_compiled_graphs", "load_compiled_graphs", "SIDECAR_SUFFIX"]
+           "kernel_costs", "save_compiled_graphs", "load_compiled_graphs", "module_tree_beside", "remember_node_modules",
+           "SIDECAR_SUFFIX"]
 
 #: Suffix of the file beside a trace holding its compiled graphs (:func:`save_compiled_graphs`).
 SIDECAR_SUFFIX = ".inductor.json.gz"
@@ -95,6 +96,12 @@ class KernelCost:
         chains: how each op it computes was reached from the compiled module's ``forward``
             (:class:`~torch_roofline.timing._stack_traces.CallChain`, one per distinct stack
             trace): the modules whose ops it fused. Empty when torch kept no stack trace.
+        split: ``(module, FLOPs)`` per module whose ops it fused, the module's name relative to
+            the compiled module (``""`` its own code), FLOPs of those ops (``None`` when the
+            kernel's are unknown); from each op's module recorded while it compiled
+            (:func:`remember_node_modules`), empty when that was not recorded.
+        recomputed: ops (post-grad node names) with FLOPs that another kernel of the graph
+            computes too: Inductor recomputes them instead of storing them; counted in each.
     """
 
     name: str
@@ -105,6 +112,8 @@ class KernelCost:
     ops: Tuple[str, ...] = ()
     reason: Optional[str] = None
     chains: Tuple[CallChain, ...] = ()
+    split: Tuple[Tuple[str, Optional[int]], ...] = ()
+    recomputed: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -113,15 +122,15 @@ class CompiledGraph:
 
     Attributes:
         key: the graph's cache key.
-        kernels: kernel name -> its cost (with the call chains of its first call).
-        calls: kernel name -> the call chains of each of its calls in one run of the graph, in
-            order: a kernel Inductor reuses (the same GELU in two blocks) runs once per block,
-            each call with the ops of its own block.
+        kernels: kernel name -> the cost of its first call.
+        calls: kernel name -> the cost of each of its calls in one run of the graph, in order:
+            a kernel Inductor reuses (the same GELU in two blocks) runs once per block, each
+            call with the ops of its own block.
     """
 
     key: str
     kernels: Mapping[str, KernelCost]
-    calls: Mapping[str, Tuple[Tuple[CallChain, ...], ...]] = field(default_factory=dict)
+    calls: Mapping[str, Tuple[KernelCost, ...]] = field(default_factory=dict)
 
 
 def graph_key(annotation_name: str) -> Optional[str]:
@@ -137,12 +146,75 @@ def kernel_name(event_name: str) -> str:
 
 
 class _Texts(NamedTuple):
-    """What one compiled graph keeps, as text (module docstring)."""
+    """What one compiled graph keeps, as text (module docstring), and each of its ops' module
+    when that was recorded while it compiled."""
 
     wrapper: str
     graph: str
     provenance: Optional[str]
     stack_traces: Optional[str]
+    node_modules: Optional[Dict[str, str]] = None
+
+
+#: The modules of the ops of each graph compiled while kernels were recorded
+#: (:func:`remember_node_modules`): the graph's op names in order -> the ``{op: module}`` maps
+#: seen with that sequence (two graphs with the same op names but other modules: ambiguous).
+_NODE_MODULES: Dict[Tuple[str, ...], List[Dict[str, str]]] = {}
+_MODULE_PATH = re.compile(r"^L\['self'\]((?:\.\w+|\[\d+\]|\['[^']*'\])*)$")
+
+
+def _module_path(stack: Any) -> Optional[str]:
+    """The innermost module of an fx node's ``nn_module_stack`` (``{key: ("L['self'].b1.fc",
+    Linear)}``), relative to the compiled module (``"b1.fc"``; ``""`` its own code); ``None``
+    when it is not a path from ``self``."""
+    if not stack:
+        return ""  # the compiled module's own code (no submodule on the stack)
+    try:
+        path = list(stack.values())[-1][0]
+    except (AttributeError, IndexError, TypeError):
+        return None
+    match = _MODULE_PATH.match(str(path).replace("._modules[", "["))
+    if match is None:
+        return None
+    parts = re.findall(r"\.(\w+)|\[(\d+)\]|\['([^']*)'\]", match.group(1))
+    return ".".join(a or b or c for a, b, c in parts)
+
+
+def remember_node_modules(graph: Any) -> None:
+    """Record the module of each aten op of a post-grad fx graph (its ``nn_module_stack``, or
+    ``fwd_nn_module_stack`` for a backward op), for :func:`read_compiled_graph`: in this
+    process by op (:data:`_NODE_MODULES`: the FLOPs each module's ops add to a kernel), and as a
+    last frame of the op's stack trace (``File "<torch_roofline module>", line 0, in
+    module:b1.fc``), which torch copies into each kernel's stack traces and keeps in its compile
+    cache. Called by the pass that ``recording_compiled_kernels`` gives Inductor while it
+    compiles; changes nothing else of the graph."""
+    names: List[str] = []
+    modules: Dict[str, str] = {}
+    for node in graph.nodes:
+        if node.op != "call_function":
+            continue
+        if isinstance(node.target, torch._ops.OpOverload):  # the ops the graph's text writes as calls
+            names.append(node.name)
+        meta = node.meta
+        path = _module_path(meta.get("nn_module_stack") or meta.get("fwd_nn_module_stack"))
+        if path is not None:
+            modules[node.name] = path
+            trace = meta.get("stack_trace") or ""
+            if MODULE_FRAME not in trace:
+                meta["stack_trace"] = f'{trace}  File "{MODULE_FRAME}", line 0, in module:{path}\n    pass\n'
+    seen = _NODE_MODULES.setdefault(tuple(names), [])
+    if modules not in seen:
+        seen.append(modules)
+
+
+def _node_modules_of(post_grad_graph: str) -> Optional[Dict[str, str]]:
+    """The ``{op: module}`` map recorded for the graph with this text, ``None`` when none or
+    several different ones were."""
+    if not _NODE_MODULES:
+        return None
+    names = tuple(name for name, node in _graph_nodes(post_grad_graph).items() if node.target is not None)
+    seen = _NODE_MODULES.get(names)
+    return dict(seen[0]) if seen is not None and len(seen) == 1 else None
 
 
 def _live_texts(wanted: Optional[set] = None) -> Dict[str, _Texts]:
@@ -158,10 +230,11 @@ def _live_texts(wanted: Optional[set] = None) -> Dict[str, _Texts]:
         if type(obj) is cls:  # type(), not isinstance: a dead weak proxy raises on __class__
             key = getattr(obj, "_fx_graph_cache_key", None) or getattr(obj, "cache_key", None)
             if key and (wanted is None or key in wanted) and key not in found:
-                found[key] = _Texts(getattr(obj, "source_code", "") or "",
-                                    getattr(obj, "inductor_post_grad_graph_str", "") or "",
+                graph = getattr(obj, "inductor_post_grad_graph_str", "") or ""
+                found[key] = _Texts(getattr(obj, "source_code", "") or "", graph,
                                     getattr(obj, "inductor_provenance_mapping_str", None),
-                                    getattr(obj, "inductor_provenance_stack_traces_str", None))
+                                    getattr(obj, "inductor_provenance_stack_traces_str", None),
+                                    _node_modules_of(graph))
     return found
 
 
@@ -171,24 +244,32 @@ def compiled_graphs(keys: Iterable[str]) -> Dict[str, CompiledGraph]:
     return {key: read_compiled_graph(key, *texts) for key, texts in _live_texts(set(keys)).items()}
 
 
-def save_compiled_graphs(path: str) -> int:
+def save_compiled_graphs(path: str, model: Optional[torch.nn.Module] = None) -> int:
     """Write every compiled graph this process holds to ``path`` (for a trace saved as
     ``trace.json``, ``path`` = ``"trace.json" + SIDECAR_SUFFIX``, which ``from_trace`` finds by
     itself); returns how many. Call it after the profiled steps, before the model is freed.
+    With ``model`` (the model the trace's module ranges name), its module names and the file of
+    each one's ``forward`` are saved too, so ``from_trace`` puts each fused kernel under the
+    module whose ops it fused (:mod:`torch_roofline.timing.kernel_sites`), as the live report does.
 
     Example::
 
         prof.export_chrome_trace("trace.json")
-        save_compiled_graphs("trace.json" + SIDECAR_SUFFIX)
+        save_compiled_graphs("trace.json" + SIDECAR_SUFFIX, model)
     """
     import gzip
 
     import torch as _torch
 
+    from torch_roofline._depth import named_modules
+
     texts = _live_texts()
-    doc = {"format": _FORMAT, "torch": _torch.__version__,
-           "graphs": {k: {"wrapper": t.wrapper, "graph": t.graph, "provenance": t.provenance,
-                          "stack_traces": t.stack_traces} for k, t in texts.items()}}
+    doc: Dict[str, Any] = {"format": _FORMAT, "torch": _torch.__version__,
+                           "graphs": {k: {"wrapper": t.wrapper, "graph": t.graph, "provenance": t.provenance,
+                                          "stack_traces": t.stack_traces, "node_modules": t.node_modules}
+                                      for k, t in texts.items()}}
+    if model is not None:
+        doc["modules"] = ModuleTree.of(named_modules(model)).files
     with gzip.open(path, "wt", encoding="utf-8") as f:
         json.dump(doc, f)
     return len(texts)
@@ -200,6 +281,33 @@ def load_compiled_graphs(path: str) -> Dict[str, CompiledGraph]:
     Raises:
         ValueError: ``path`` is not such a file (the message names it and what it holds).
     """
+    doc = _load(path)
+    out: Dict[str, CompiledGraph] = {}
+    for key, texts in doc["graphs"].items():
+        if isinstance(texts, dict):
+            modules = texts.get("node_modules")
+            out[str(key)] = read_compiled_graph(str(key), str(texts.get("wrapper") or ""), str(texts.get("graph") or ""),
+                                                texts.get("provenance") or None, texts.get("stack_traces") or None,
+                                                modules if isinstance(modules, dict) else None)
+    return out
+
+
+def module_tree_beside(source: Optional[str]) -> Optional[ModuleTree]:
+    """The model's module tree saved beside the trace ``source`` (``save_compiled_graphs(...,
+    model)``), ``None`` when there is no such file or it was saved without the model."""
+    sidecar = source + SIDECAR_SUFFIX if source else None
+    if not sidecar or not os.path.isfile(sidecar):
+        return None
+    try:
+        modules = _load(sidecar).get("modules")
+    except ValueError:
+        return None  # kernel_costs names the bad file in each kernel's reason
+    if not isinstance(modules, dict):
+        return None
+    return ModuleTree({str(k): (str(v) if v is not None else None) for k, v in modules.items()})
+
+
+def _load(path: str) -> Dict[str, Any]:
     import gzip
 
     try:
@@ -212,19 +320,17 @@ def load_compiled_graphs(path: str) -> Dict[str, CompiledGraph]:
     if not isinstance(doc, dict) or doc.get("format") != _FORMAT or not isinstance(doc.get("graphs"), dict):
         raise ValueError(f"load_compiled_graphs({path!r}): expected {{'format': {_FORMAT!r}, 'graphs': {{...}}}}, "
                          f"got a {type(doc).__name__} with format {doc.get('format') if isinstance(doc, dict) else None!r}")
-    out: Dict[str, CompiledGraph] = {}
-    for key, texts in doc["graphs"].items():
-        if isinstance(texts, dict):
-            out[str(key)] = read_compiled_graph(str(key), str(texts.get("wrapper") or ""), str(texts.get("graph") or ""),
-                                                texts.get("provenance") or None, texts.get("stack_traces") or None)
-    return out
+    return doc
 
 
-def read_compiled_graph(key: str, source_code: str, post_grad_graph: str,
-                        provenance: Optional[str], stack_traces: Optional[str] = None) -> CompiledGraph:
-    """Cost every C++ kernel of one compiled graph from its texts (module docstring);
-    ``stack_traces`` (``inductor_provenance_stack_traces_str``) says which modules' ops each
-    kernel call computes."""
+def read_compiled_graph(key: str, source_code: str, post_grad_graph: str, provenance: Optional[str],
+                        stack_traces: Optional[str] = None,
+                        node_modules: Optional[Mapping[str, str]] = None) -> CompiledGraph:
+    """Cost every C++ kernel call of one compiled graph from its texts (module docstring).
+
+    ``stack_traces`` (``inductor_provenance_stack_traces_str``) and ``node_modules`` (each op's
+    module, recorded while it compiled: :func:`remember_node_modules`) say which modules' ops
+    each kernel call computes."""
     try:
         calls, tensors, params = read_wrapper(source_code)
     except (SyntaxError, ValueError):
@@ -237,49 +343,73 @@ def read_compiled_graph(key: str, source_code: str, post_grad_graph: str,
     # Ops an extern kernel ran (a convolution, an mm) are counted as the aten op the trace
     # records. Provenance can tie a C++ kernel to more ops than it computes (a kernel that
     # changes a convolution weight's layout lists the convolution and ops after it): a
-    # kernel's FLOPs are counted only when no op it lists is an extern kernel's or another
-    # C++ kernel's, else it stays uncounted (with its bytes) rather than counted twice.
+    # kernel's FLOPs are counted only when no op it lists is an extern kernel's, else it stays
+    # uncounted (with its bytes) rather than counted twice. An op two such clean kernels list is
+    # one Inductor recomputes in both instead of storing it: it counts in each (real work).
     extern = {n for key, names in fused.items() if not key.startswith("cpp_") for n in names}
     listed: Dict[str, int] = {}
     for key, names in fused.items():
-        if key.startswith("cpp_"):
+        if key.startswith("cpp_") and not extern.intersection(names):
             for n in set(names):
                 listed[n] = listed.get(n, 0) + 1
-    called = _HANDLE.findall(source_code)  # (kernel, debug handle) of each call, in order
-    handles = dict(reversed(called))  # kernel -> its first call's debug handle
+    called: Dict[str, List[str]] = {}  # kernel -> the debug handle of each of its calls, in order
+    for name, handle in _HANDLE.findall(source_code):
+        called.setdefault(name, []).append(handle)
     traces = read_stack_traces(stack_traces)
-    chains: Dict[str, List[Tuple[CallChain, ...]]] = {}
-    for name, handle in called:
-        chains.setdefault(name, []).append(traces.get(f"{name}:{handle}", ()))
     nodes = _graph_nodes(post_grad_graph) if fused else {}
     kernels: Dict[str, KernelCost] = {}
+    runs: Dict[str, Tuple[KernelCost, ...]] = {}
     for name, args in calls.items():
         traffic = kernel_traffic(args, params.get(name), tensors)
-        first = chains[name][0] if chains.get(name) else ()
-        if not provenance:
-            flops, ops, why = None, (), ("compile with torch._inductor.config.trace.provenance_tracking_level = 1 "
-                                         "to know the ops it fused (its FLOPs)")
-        else:
-            names = fused.get(f"{name}:{handles[name]}") if name in handles else None
-            if names is None:
+        costs = []
+        for handle in called.get(name) or [None]:
+            names = fused.get(f"{name}:{handle}") if handle is not None else None
+            if names is None and handle is None:
                 same = [v for k, v in fused.items() if k.rsplit(":", 1)[0] == name]
-                names = same[0] if len(same) == 1 and name not in handles else None
-            shared = sorted(n for n in names or () if n in extern or listed.get(n, 0) > 1)
-            if names is not None and shared:
-                flops, ops, why = None, (), (
-                    f"torch's provenance lists ops for it that another kernel runs too ({', '.join(shared[:3])}"
-                    f"{', ...' if len(shared) > 3 else ''}): a layout change feeding an extern kernel, or a "
-                    "recomputed op; its FLOPs are left uncounted rather than counted twice")
+                names = same[0] if len(same) == 1 else None
+            flops, ops, why, per_node = _call_flops(names, nodes, provenance, extern)
+            again = tuple(sorted(n for n in names or () if listed.get(n, 0) > 1 and n in per_node))
+            split = _split(names, per_node if flops is not None else None, node_modules)
+            chains = traces.get(f"{name}:{handle}", ()) if handle is not None else ()
+            if isinstance(traffic, str):
+                costs.append(KernelCost(name, flops, None, None, None, ops, traffic, chains, split, again))
             else:
-                flops, ops, why = _fused_flops(names, nodes) if names is not None else (None, (), (
-                "torch recorded no provenance for it (torch records which ops a kernel fused for a model's forward "
-                "graphs, not for the backward graphs it compiles at the first backward)"))
-        if isinstance(traffic, str):
-            kernels[name] = KernelCost(name, flops, None, None, None, ops, traffic, first)
-            continue
-        read, written, dtype = traffic
-        kernels[name] = KernelCost(name, flops, read, written, dtype, ops, why, first)
-    return CompiledGraph(key, kernels, {name: tuple(c) for name, c in chains.items()})
+                read, written, dtype = traffic
+                costs.append(KernelCost(name, flops, read, written, dtype, ops, why, chains, split, again))
+        kernels[name], runs[name] = costs[0], tuple(costs)
+    return CompiledGraph(key, kernels, runs)
+
+
+def _call_flops(names: Optional[List[str]], nodes: Mapping[str, "_Node"], provenance: Optional[str], extern: set
+                ) -> Tuple[Optional[int], Tuple[str, ...], Optional[str], Dict[str, int]]:
+    """(FLOPs, ops, reason, FLOPs per node) of one kernel call that fused the post-grad nodes ``names``."""
+    if not provenance:
+        return None, (), ("compile with torch._inductor.config.trace.provenance_tracking_level = 1 "
+                          "to know the ops it fused (its FLOPs)"), {}
+    if names is None:
+        return None, (), ("torch recorded no provenance for it (torch 2.14 writes which ops a kernel fused for a "
+                          "backward graph only when it compiles while torch_roofline records: profile the step in "
+                          "which the model compiles, or compile it inside RooflineProfiler)"), {}
+    shared = sorted(n for n in names if n in extern)
+    if shared:
+        return None, (), (f"torch's provenance lists ops for it that another kernel runs too ({', '.join(shared[:3])}"
+                          f"{', ...' if len(shared) > 3 else ''}, run by an extern kernel): a layout change feeding "
+                          "it; its FLOPs are left uncounted rather than counted twice"), {}
+    return _fused_flops(names, nodes)
+
+
+def _split(names: Optional[List[str]], per_node: Optional[Mapping[str, int]],
+           node_modules: Optional[Mapping[str, str]]) -> Tuple[Tuple[str, Optional[int]], ...]:
+    """(module, FLOPs of its ops in this call) per module whose ops the call fused, modules
+    relative to the compiled module; empty unless every fused op's module is known. FLOPs are
+    ``None`` when the call's FLOPs are unknown (``per_node`` is ``None``)."""
+    if not names or not node_modules or any(n not in node_modules for n in names):
+        return ()
+    flops: Dict[str, Optional[int]] = {}
+    for n in names:
+        module = node_modules[n]
+        flops[module] = None if per_node is None else (flops.get(module) or 0) + per_node.get(n, 0)
+    return tuple(sorted(flops.items()))
 
 
 # --------------------------------------------------------------------------- the fused ops
@@ -364,6 +494,10 @@ def _torch_attr(dotted: str) -> Any:
     return obj
 
 
+#: Inductor's own prims, FLOPs per output element: ``fma(a, b, c)`` = a * b + c.
+_INDUCTOR_PRIMS = {"torch.ops.prims.fma.default": 2}
+
+
 class _Unreadable(Exception):
     pass
 
@@ -386,46 +520,64 @@ def _value(node: ast.expr, nodes: Mapping[str, _Node]) -> Any:
         raise _Unreadable(f"argument {text!r}")
     if isinstance(node, ast.Call) and callee_name(node) == "device":
         return torch.device("meta")
+    text = ast.unparse(node)
+    if text in ("inf", "-inf", "nan"):  # how the graph's text writes these floats
+        return float(text)
     try:
         return ast.literal_eval(node)
     except ValueError:
         raise _Unreadable(f"argument {ast.unparse(node)!r}") from None
 
 
-def _fused_flops(names: Optional[List[str]], nodes: Mapping[str, _Node]) -> Tuple[Optional[int], Tuple[str, ...], Optional[str]]:
-    """(FLOPs, ops, reason) of the post-grad nodes one kernel fused."""
+def _fused_flops(names: Optional[List[str]], nodes: Mapping[str, _Node]
+                 ) -> Tuple[Optional[int], Tuple[str, ...], Optional[str], Dict[str, int]]:
+    """(FLOPs, ops, reason, FLOPs per node) of the post-grad nodes one kernel fused."""
     from torch_roofline.count.mode import OpCounter
 
     if not names:
-        return None, (), "the compiled graph does not say which ops it fused"
+        return None, (), "the compiled graph does not say which ops it fused", {}
     flops = 0
     ops: List[str] = []
+    per_node: Dict[str, int] = {}
     for name in names:
         node = nodes.get(name)
         if node is None:
-            return None, tuple(ops), f"its op {name!r} is not in the compiled graph's text"
+            return None, tuple(ops), f"its op {name!r} is not in the compiled graph's text", {}
         if node.target is None or node.call is None:
             continue  # getitem of a tuple output, a placeholder: no arithmetic
+        if node.target.startswith("torch.ops.prims.inductor_"):
+            continue  # Inductor's random numbers and their seeds (dropout): no floating-point arithmetic
+        per_element = _INDUCTOR_PRIMS.get(node.target)
+        if per_element is not None:  # registered with Inductor, so not in the counter's tables
+            out = _meta(node.annotation)
+            if out is None:
+                return None, tuple(ops), f"the shape of {name!r} is not in the graph's text", {}
+            per_node[name] = per_element * out.numel()
+            flops += per_node[name]
+            ops.append(node.target[len("torch.ops."):].rsplit(".", 1)[0])
+            continue
         target = _torch_attr(node.target)
         if target is None:
-            return None, tuple(ops), f"unknown op {node.target!r}"
+            return None, tuple(ops), f"unknown op {node.target!r}", {}
         try:
             args = [_value(a, nodes) for a in node.call.args]
             kwargs = {k.arg: _value(k.value, nodes) for k in node.call.keywords if k.arg}
         except _Unreadable as exc:
-            return None, tuple(ops), f"its op {name!r} has an argument that cannot be rebuilt ({exc})"
+            return None, tuple(ops), f"its op {name!r} has an argument that cannot be rebuilt ({exc})", {}
         counter = OpCounter(None, None)
         try:
             with counter:
                 target(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - the meta device cannot run it: unknown work
-            return None, tuple(ops), f"its op {name!r} ({node.target}) cannot run on meta tensors ({type(exc).__name__})"
+            return (None, tuple(ops), f"its op {name!r} ({node.target}) cannot run on meta tensors "
+                    f"({type(exc).__name__})", {})
         missing = [c.op for c in counter.ops if not c.counted]
         if missing:
-            return None, tuple(ops), f"no FLOP formula for {', '.join(sorted(set(missing)))}"
-        flops += sum(c.flops for c in counter.ops)
+            return None, tuple(ops), f"no FLOP formula for {', '.join(sorted(set(missing)))}", {}
+        per_node[name] = sum(c.flops for c in counter.ops)
+        flops += per_node[name]
         ops.extend(c.op for c in counter.ops)
-    return flops, tuple(dict.fromkeys(ops)), None
+    return flops, tuple(dict.fromkeys(ops)), None, per_node
 
 
 # --------------------------------------------------------------------------- joining the trace
@@ -482,9 +634,7 @@ def kernel_costs(events: Sequence[Any], kernels: Sequence[Any], source: Optional
         else:
             graph = graphs[key]
             name = kernel_name(ev.name)
-            found = graph.kernels.get(name)
             runs = graph.calls.get(name, ())
-            if found is not None and 0 < nth[ev.index] < len(runs):
-                found = replace(found, chains=runs[nth[ev.index]])
+            found = runs[nth[ev.index]] if nth[ev.index] < len(runs) else graph.kernels.get(name)
             out[ev.index] = found if found is not None else "it is not among its compiled graph's kernels"
     return out

@@ -23,12 +23,12 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torch_roofline.records import ModuleTiming, OpCost, OpTiming
-from torch_roofline.timing._stack_traces import CallChain, ModuleTree, common_parent, resolve_module
+from torch_roofline.timing._stack_traces import ModuleTree, common_parent, resolve_module
 
-__all__ = ["KernelSite", "place_fused_kernels", "kernel_sites_note"]
+__all__ = ["KernelSite", "place_fused_kernels", "place_kernels", "settle_calls", "kernel_sites_note"]
 
 
 @dataclass(frozen=True)
@@ -40,12 +40,17 @@ class KernelSite:
         phase: ``"forward"`` or ``"backward"``.
         module: the module its row is under (the common parent of :attr:`fused`).
         fused: the modules whose ops it computes, sorted.
+        compiled: the compiled module whose range it ran in (where it was before).
+        flops: FLOPs of each module's ops in it, aligned with :attr:`fused`, when known (empty:
+            which op came from which module was not recorded; ``None``: its FLOPs are unknown).
     """
 
     op: str
     phase: str
     module: str
     fused: Tuple[str, ...]
+    compiled: str = ""
+    flops: Tuple[Optional[int], ...] = ()
 
 
 def _scope_below(scope: Tuple[str, ...], top: str, name: str) -> Tuple[str, ...]:
@@ -61,7 +66,7 @@ def place_fused_kernels(
     ops: Sequence[OpTiming],
     costs: Sequence[OpCost],
     modules: Sequence[ModuleTiming],
-    chains: Mapping[int, Tuple[CallChain, ...]],
+    kernels: Mapping[int, Any],
     tree: Optional[ModuleTree] = None,
 ) -> Tuple[Tuple[OpTiming, ...], Tuple[OpCost, ...], Tuple[ModuleTiming, ...], Tuple[KernelSite, ...]]:
     """Move each fused kernel's row (timing and cost) under the module whose ops it fused.
@@ -70,7 +75,9 @@ def place_fused_kernels(
         ops: the op rows' timings; ``costs`` is aligned with them (one cost per row).
         costs: the rows' costs (:attr:`ShapeCosts.costs`).
         modules: the module timings (ranges).
-        chains: row position -> the call chains of a kernel's ops (:attr:`ShapeCosts.chains`).
+        kernels: row position -> the kernel call's
+            :class:`~torch_roofline.timing.inductor.KernelCost` (:attr:`ShapeCosts.kernels`):
+            its ops' modules (``split``), else their stack traces (``chains``).
         tree: the model's modules, to check each step down against; ``None`` (a saved trace,
             no model): nothing moves.
 
@@ -79,7 +86,7 @@ def place_fused_kernels(
         with the modules inside compiled code added (times in seconds, summed like ``modules``),
         and one :class:`KernelSite` per distinct (kernel, phase, module).
     """
-    if not chains or tree is None:
+    if not kernels or tree is None:
         return tuple(ops), tuple(costs), tuple(modules), ()
     ops, costs = list(ops), list(costs)
     moved: Dict[Tuple[str, str], float] = defaultdict(float)  # (compiled module, phase) -> seconds
@@ -87,14 +94,21 @@ def place_fused_kernels(
     total_s: Dict[Tuple[str, str], float] = defaultdict(float)  # inclusive
     new_scope: Dict[Tuple[str, str], Tuple[Tuple[str, ...], str]] = {}  # (module, phase) -> (scope, top)
     sites: Dict[Tuple[str, str, str], KernelSite] = {}
-    for position, found in chains.items():
+    for position, kernel in kernels.items():
         op = ops[position]
         top = op.module
         if top.startswith("("):  # outside every module: no module tree to go down
             continue
-        fused = tuple(sorted({resolve_module(top, c, tree) for c in found}))
+        split = {_join(top, m): f for m, f in kernel.split}
+        if split and all(tree.has(name) for name in split):
+            fused = tuple(sorted(split))
+            flops = tuple(split[name] for name in fused)
+        else:
+            fused, flops = tuple(sorted({resolve_module(top, c, tree) for c in kernel.chains})), ()
+        if not fused:
+            continue
         target = common_parent(fused)  # each name is ``top`` or below it
-        sites.setdefault((op.op, op.phase, target), KernelSite(op.op, op.phase, target, fused))
+        sites.setdefault((op.op, op.phase, target), KernelSite(op.op, op.phase, target, fused, top, flops))
         if target == top:
             continue
         scope = _scope_below(tuple(op.scope), top, target)
@@ -122,13 +136,54 @@ def place_fused_kernels(
     return tuple(ops), tuple(costs), tuple(out), tuple(sites.values())
 
 
+def _join(top: str, name: str) -> str:
+    return ".".join(n for n in (top, name) if n)
+
+
+def place_kernels(timing: Any, shaped: Any, tree: Optional[ModuleTree]) -> Tuple[Any, Any, Tuple[KernelSite, ...]]:
+    """:func:`place_fused_kernels` on a :class:`~torch_roofline.timing.attribution.TraceTiming`
+    and the :class:`~torch_roofline.timing.shapes.ShapeCosts` of its rows: ``(timing, shaped,
+    sites)`` with the kernel rows moved (the timing's ``row_events`` stay aligned with its rows)."""
+    if not shaped.kernels or tree is None:
+        return timing, shaped, ()
+    ops, costs, modules, sites = place_fused_kernels(timing.ops, shaped.costs, timing.modules, shaped.kernels, tree)
+    return (dataclasses.replace(timing, ops=ops, modules=modules), dataclasses.replace(shaped, costs=costs),
+            sites)
+
+
+def settle_calls(modules: Sequence[ModuleTiming], sites: Sequence[KernelSite]) -> Tuple[ModuleTiming, ...]:
+    """Module timings where each module inside compiled code has its compiled module's calls in
+    that phase. For a long step read in slices, whose calls are settled at the step's end, after
+    the slices' kernels were placed (each slice saw no call of the module it began before)."""
+    inner: Dict[Tuple[str, str], str] = {}  # (module inside compiled code, phase) -> its compiled module
+    for site in sites:
+        name = site.module
+        while name != site.compiled and name:
+            inner[(name, site.phase)] = site.compiled
+            name = name.rpartition(".")[0]
+    if not inner:
+        return tuple(modules)
+    calls: Dict[Tuple[str, str], int] = defaultdict(int)
+    for m in modules:
+        calls[(m.name, m.phase)] += m.calls
+    return tuple(dataclasses.replace(m, calls=calls[(inner[(m.name, m.phase)], m.phase)]) if (m.name, m.phase) in inner
+                 else m for m in modules)
+
+
 def kernel_sites_note(sites: Sequence[KernelSite], limit: int = 8) -> Optional[str]:
     """The report's note on kernels that fuse ops of several modules (``None`` when none do)."""
     shared = [s for s in sites if len(s.fused) > 1]
     if not shared:
         return None
-    listed = "; ".join(f"{s.op} ({s.phase}) under {s.module or '(root)'!s}: ops of "
-                       f"{', '.join(f or '(root)' for f in s.fused)}" for s in shared[:limit])
+    listed = "; ".join(f"{s.op} ({s.phase}) under {s.module or '(root)'!s}: ops of {_modules(s)}" for s in shared[:limit])
     more = f"; and {len(shared) - limit} more" if len(shared) > limit else ""
     return (f"{len(shared)} torch.compile fused kernel(s) compute ops of several modules and are shown under "
             f"their common parent: {listed}{more}")
+
+
+def _modules(site: KernelSite) -> str:
+    """``"b1 (64 FLOPs), b1.ln (2,560 FLOPs)"``, or the names alone when the split is unknown."""
+    if not site.flops:
+        return ", ".join(f or "(root)" for f in site.fused)
+    return ", ".join(f"{f or '(root)'} ({'FLOPs unknown' if n is None else f'{n:,} FLOPs'})"
+                     for f, n in zip(site.fused, site.flops))

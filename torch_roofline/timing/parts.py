@@ -20,11 +20,14 @@ import os
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from torch_roofline.records import OpCost
 from torch_roofline.timing.attribution import SliceCarry, TraceTiming, attribute, root_forward_floor
+from torch_roofline.timing._stack_traces import ModuleTree
 from torch_roofline.timing.compiled import CompiledCode, scan_compiled
+from torch_roofline.timing.inductor import module_tree_beside
+from torch_roofline.timing.kernel_sites import KernelSite, place_kernels, settle_calls
 from torch_roofline.timing.merge import BusyUnion, CallShare, PartCosts, ShapeSum, TimingSum, add_compiled, part_costs
 from torch_roofline.timing.segments import (PART_BYTES, StepMarker, TraceScan, join_scans, part_trace, scan_range,
                                              scan_trace, slice_cuts, slice_trace, split_point, step_blocks, step_bytes)
@@ -59,6 +62,7 @@ class PartResult:
         costs: its op costs per step (with recorded shapes and no model).
         shapes: the counts behind its shape notes.
         slices: the slices its one long step was read in (0: read at once).
+        sites: where its torch.compile kernels were put (:mod:`~torch_roofline.timing.kernel_sites`).
     """
 
     steps: int
@@ -72,6 +76,7 @@ class PartResult:
     costs: Optional[PartCosts] = None
     shapes: Optional[ShapeSum] = None
     slices: int = 0
+    sites: Tuple[KernelSite, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,7 @@ class _Job:
     op_names: Optional[Set[str]]
     cache: Any
     slice_bytes: int = PART_BYTES
+    tree: Optional[ModuleTree] = None  # the model's, saved beside the trace: kernel rows go under their modules
 
 
 _JOB: Optional[_Job] = None  # set before the workers fork; read by _read_in_worker
@@ -107,7 +113,8 @@ def read_parts(scan: TraceScan, plan: Sequence[Sequence[StepMarker]], *, op_name
     """
     global _JOB
     slice_bytes = SLICE_BYTES if slice_bytes is None else slice_bytes
-    job = _Job(scan, tuple(tuple(p) for p in plan), op_names, cache, slice_bytes)
+    job = _Job(scan, tuple(tuple(p) for p in plan), op_names, cache, slice_bytes,
+               module_tree_beside(scan.path) if op_names is None else None)
     n = min(PART_WORKERS if workers is None else workers, len(job.plan),
             _workers_that_fit(scan, job.plan, slice_bytes))
     if n < 2 or not _can_fork():
@@ -274,23 +281,26 @@ def _read(job: _Job, k: int, keep: Optional[list] = None) -> PartResult:
     if timing.steps != len(spans) or any(e.kind == "cuda_profiler_range" for e in part.events):
         return PartResult(0, unfit=True)
     ranged = any(m.name for m in timing.modules)
+    shaped = job.op_names is None and has_recorded_shapes(part)
+    counted = shape_costs(part, timing, cache=job.cache) if shaped and timing.ops else None
+    sites: Tuple[KernelSite, ...] = ()
+    if counted is not None:  # kernel rows under the modules whose ops they fused, before summing
+        timing, counted, sites = place_kernels(timing, counted, job.tree)
     summed = TimingSum()
     summed.add(timing, runs=not ranged)
     result = dict(steps=timing.steps, spans_s=sum(hi - lo for lo, hi in spans), timing=summed.result(),
                   runs=summed.runs, device=part.device())
     if job.op_names is not None:
         return PartResult(**result)
-    shaped = has_recorded_shapes(part)
     costs, shapes = None, None
     if shaped:
         shapes = ShapeSum()
-        if timing.ops:
-            counted = shape_costs(part, timing, cache=job.cache)
+        if counted is not None:
             costs = part_costs(CallShare().shared(counted.costs), [row.step for row in timing.ops], timing.steps)
             shapes.add(counted)
         else:
             costs = part_costs((), (), timing.steps)
-    return PartResult(**result, compiled=scan_compiled(part), shaped=shaped, costs=costs, shapes=shapes)
+    return PartResult(**result, compiled=scan_compiled(part), shaped=shaped, costs=costs, shapes=shapes, sites=sites)
 
 
 def _read_slices(job: _Job, k: int, cuts: Sequence[float], keep: Optional[list] = None) -> PartResult:
@@ -314,6 +324,7 @@ def _read_slices(job: _Job, k: int, cuts: Sequence[float], keep: Optional[list] 
     shapes: Optional[ShapeSum] = None
     compiled: Optional[CompiledCode] = None
     shaped = False
+    sites: Dict[KernelSite, None] = {}  # the kernels placed in the step's slices, in order
     device = None
     carried: Tuple = ()
     start: Optional[float] = None
@@ -330,6 +341,11 @@ def _read_slices(job: _Job, k: int, cuts: Sequence[float], keep: Optional[list] 
             keep.append((trace, timing))
         if any(e.kind == "cuda_profiler_range" for e in trace.events):
             return PartResult(0, unfit=True)
+        counted = None
+        if job.op_names is None and has_recorded_shapes(trace) and timing.ops:
+            counted = shape_costs(trace, timing, cache=job.cache)
+            timing, counted, placed = place_kernels(timing, counted, job.tree)
+            sites.update(dict.fromkeys(placed))
         summed.add(timing, runs=not outside, continues=runs_state)  # module calls from op runs: no ranges
         busy.add((a.start_s, a.start_s + a.dur_s) for a in timing.activities)
         device = device or trace.device()
@@ -338,8 +354,7 @@ def _read_slices(job: _Job, k: int, cuts: Sequence[float], keep: Optional[list] 
             if has_recorded_shapes(trace):
                 shaped = True
                 shapes = shapes or ShapeSum()
-                if timing.ops:
-                    counted = shape_costs(trace, timing, cache=job.cache)
+                if counted is not None:
                     costs.extend(share.shared(dataclasses.replace(c, index=c.index + offsets[c.phase])
                                               if offsets[c.phase] else c for c in counted.costs))
                     shapes.add(counted)
@@ -355,11 +370,11 @@ def _read_slices(job: _Job, k: int, cuts: Sequence[float], keep: Optional[list] 
     summed.add_calls(carry.calls())
     lo, hi = step.span_s(job.scan.origin_us)
     timing = summed.result()
-    timing = dataclasses.replace(timing, modules=root_forward_floor(timing.modules),
+    timing = dataclasses.replace(timing, modules=settle_calls(root_forward_floor(timing.modules), tuple(sites)),
                                  device_busy_s=busy.result() if timing.device_busy_s is not None else None)
     result = dict(steps=1, spans_s=hi - lo, timing=timing, runs=summed.runs,
                   device=device, slices=n)
     if job.op_names is not None:
         return PartResult(**result)
     step_costs = part_costs(costs, [0] * len(costs), 1) if shaped else None
-    return PartResult(**result, compiled=compiled, shaped=shaped, costs=step_costs, shapes=shapes)
+    return PartResult(**result, compiled=compiled, shaped=shaped, costs=step_costs, shapes=shapes, sites=tuple(sites))

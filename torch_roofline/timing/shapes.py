@@ -75,7 +75,6 @@ from torch_roofline._lazy_dynamo import prepare_meta_replays, replays_prepared
 from torch_roofline.records import OpCost, frozen_record
 from torch_roofline.timing.attribution import TraceTiming, _as_int, dotted_op_name
 from torch_roofline.timing.compiled import is_fused_kernel
-from torch_roofline.timing._stack_traces import CallChain
 from torch_roofline.timing.inductor import KernelCost, kernel_costs
 from torch_roofline.timing.identity import CallIdentity, Identities, TensorId
 from torch_roofline.timing.trace import Trace, TraceEvent
@@ -132,9 +131,9 @@ class ShapeCosts:
         activation_bytes: module name -> bytes of the storages its forward saved for backward
             (children included; each storage once per step, averaged over the steps), from the
             identities of a live session (:func:`_activation_bytes`); empty without them.
-        chains: row position -> the call chains of a torch.compile kernel's ops (which modules
-            it fused: :func:`torch_roofline.timing.kernel_sites.place_fused_kernels`); rows of
-            kernels torch kept no stack trace for are absent.
+        kernels: row position -> a torch.compile kernel call's
+            :class:`~torch_roofline.timing.inductor.KernelCost`, for the rows of kernels whose
+            ops' modules are known (:func:`torch_roofline.timing.kernel_sites.place_fused_kernels`).
     """
 
     costs: Tuple[OpCost, ...]
@@ -144,7 +143,7 @@ class ShapeCosts:
     signatures: int = 0
     activation_bytes: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     tally: "ShapeTally" = field(default_factory=lambda: ShapeTally())
-    chains: Mapping[int, Tuple[CallChain, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    kernels: Mapping[int, KernelCost] = field(default_factory=lambda: MappingProxyType({}))
 
     def summary(self) -> Tuple[str, ...]:
         """Report notes: the assumptions, then the uncounted rows grouped by op and reason."""
@@ -180,17 +179,21 @@ class ShapeTally:
         omitted: ``(op, argument)`` -> calls counted without that argument (not recorded).
         aborted: calls that stopped before computing (activation checkpointing's recompute end).
         unjoined: calls without tensor identities in a live session's records.
+        recomputed: torch.compile kernel -> its calls that compute ops another kernel of its
+            graph computes too (:attr:`~torch_roofline.timing.inductor.KernelCost.recomputed`).
     """
 
     list_dtype_assumed: Mapping[str, int] = field(default_factory=dict)
     omitted: Mapping[Tuple[str, str], int] = field(default_factory=dict)
     aborted: int = 0
     unjoined: int = 0
+    recomputed: Mapping[str, int] = field(default_factory=dict)
 
     def __add__(self, other: "ShapeTally") -> "ShapeTally":
         return ShapeTally(dict(Counter(self.list_dtype_assumed) + Counter(other.list_dtype_assumed)),
                           dict(Counter(self.omitted) + Counter(other.omitted)),
-                          self.aborted + other.aborted, self.unjoined + other.unjoined)
+                          self.aborted + other.aborted, self.unjoined + other.unjoined,
+                          dict(Counter(self.recomputed) + Counter(other.recomputed)))
 
     def notes(self) -> Tuple[str, ...]:
         """The report notes these counts make."""
@@ -205,6 +208,12 @@ class ShapeTally:
         if self.unjoined:
             notes.append(f"{self.unjoined} op call(s) had no tensor identities in the profiler's records: their "
                          "compulsory bytes are their own first-touch bytes")
+        if self.recomputed:
+            names = sorted(self.recomputed)
+            notes.append(f"{len(names)} torch.compile fused kernel(s) ({sum(self.recomputed.values())} call(s): "
+                         f"{', '.join(names[:3])}{', ...' if len(names) > 3 else ''}) compute ops that another kernel "
+                         "of the same graph computes too (Inductor recomputes cheap ops rather than storing them): "
+                         "their FLOPs count in each kernel that runs them, real work the eager step does once")
         return tuple(notes)
 
 
@@ -278,12 +287,16 @@ def shape_costs(trace: Trace, timing: TraceTiming, *, identities: Optional[Ident
     assumed: Dict[str, int] = defaultdict(int)
     unjoined = aborted = 0
     partial: Dict[Tuple[str, str], int] = defaultdict(int)
-    chains: Dict[int, Tuple[CallChain, ...]] = {}
+    kernels: Dict[int, KernelCost] = {}
+    recomputed: Dict[str, int] = defaultdict(int)
     for position, ((row, ev, identity), sig, row_tensors) in enumerate(zip(rows, signatures, tensors)):
         if ev is not None and ev.index in fused:  # a torch.compile kernel: costed from its compiled graph
             fields, why = _kernel_fields(row.op, fused[ev.index])
-            if isinstance(fused[ev.index], KernelCost) and fused[ev.index].chains:
-                chains[position] = fused[ev.index].chains
+            found = fused[ev.index]
+            if isinstance(found, KernelCost) and (found.chains or found.split):
+                kernels[position] = found
+            if isinstance(found, KernelCost) and found.recomputed and fields["counted"]:
+                recomputed[row.op] += 1
             fields.update(module=row.module, scope=tuple(row.scope), phase=row.phase, index=row.index,
                           recompute=row.recompute)
             costs.append(frozen_record(OpCost, fields))
@@ -322,11 +335,11 @@ def shape_costs(trace: Trace, timing: TraceTiming, *, identities: Optional[Ident
             reasons.append((row.op, why))
         if replayed.subs:
             dispatched.setdefault(row.op, tuple(dict.fromkeys(sub.op for sub in replayed.subs)))
-    tally = ShapeTally(dict(assumed), dict(partial), aborted, unjoined)
+    tally = ShapeTally(dict(assumed), dict(partial), aborted, unjoined, dict(recomputed))
     activations = _activation_bytes(rows, tensors, spans, parameters or (), timing.steps) if use_ids else {}
     return ShapeCosts(tuple(costs), tuple(reasons), MappingProxyType(dispatched), tally.notes(),
                       replayer.signatures - signatures_before, MappingProxyType(activations), tally,
-                      MappingProxyType(chains))
+                      MappingProxyType(kernels))
 
 
 def _activation_bytes(rows: Sequence[Tuple[Any, Optional[TraceEvent], Optional[CallIdentity]]],
