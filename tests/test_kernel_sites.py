@@ -68,6 +68,9 @@ def test_dynamo_s_module_stack_reads_as_a_path_below_the_compiled_module():
     assert _module_path({"a": ("L['self']._modules['blocks']._modules['3']", object)}) == "blocks.3"
     assert _module_path({}) == "" and _module_path(None) == ""  # the compiled module's own code
     assert _module_path({"a": ("L['model'].fc", object)}) is None  # a compiled function's argument, not self
+    # torch.compile(nn.Sequential(...)): Dynamo traced the module's call, naming it L['fn'], listed first
+    assert _module_path({"a": ("L['fn']", object), "b": ("L['fn'].1", object)}) == "1"
+    assert _module_path({"a": ("L['fn']", object)}) == ""
 
 
 def test_a_call_is_followed_only_where_the_model_s_tree_confirms_it():
@@ -87,6 +90,32 @@ def test_a_call_is_followed_only_where_the_model_s_tree_confirms_it():
     assert resolve_module("b1", CallChain(Frame("m.py", 20), (), "layers"), tree) == "b1.layers"
     assert common_parent(("b1.layers.0.fc", "b1.layers.0.drop")) == "b1.layers.0"
     assert common_parent(("b1.fc", "b10.fc")) == "" and common_parent(("", "b1")) == "" and common_parent(()) == ""
+
+
+def test_a_compile_recorded_by_the_profiler_writes_each_op_s_module_into_its_stack_trace():
+    # what the no-op post-grad pass does while the profiler records a compile: torch copies an op's
+    # stack trace into its kernel's and keeps it in its compile cache, so a graph loaded from the
+    # cache in another process still says each op's module
+    from torch_roofline.timing.inductor import _node_modules_of, remember_node_modules
+
+    graph = torch.fx.Graph()
+    x = graph.placeholder("x")
+    mul = graph.create_node("call_function", torch.ops.aten.mul.Tensor, (x, 2.0), name="mul")
+    mul.meta.update(nn_module_stack={"a": ("L['self'].layers.1", object), "b": ("L['self'].layers.1.act", object)},
+                    stack_trace='File "m.py", line 3, in forward\n    return self.act(x)')  # no final newline
+    add = graph.create_node("call_function", torch.ops.aten.add.Tensor, (mul, 1.0), name="add")
+    add.meta.update(fwd_nn_module_stack={})  # a backward op of the compiled module's own code
+    graph.output(add)
+    remember_node_modules(graph)
+    assert mul.meta["stack_trace"].endswith('\n  File "<torch_roofline module>", line 0, in module:layers.1.act\n    pass\n')
+    assert call_chain(mul.meta["stack_trace"]).module == "layers.1.act"
+    assert call_chain(add.meta["stack_trace"]).module == ""
+    remember_node_modules(graph)  # a second pass over the same graph adds no second frame
+    assert mul.meta["stack_trace"].count("<torch_roofline module>") == 1
+    text = ('class GraphModule(torch.nn.Module):\n    def forward(self, x: "f32[4][1]cpu"):\n'
+            '        mul: "f32[4][1]cpu" = torch.ops.aten.mul.Tensor(x, 2.0);  x = None\n'
+            '        add: "f32[4][1]cpu" = torch.ops.aten.add.Tensor(mul, 1.0);  mul = None\n        return (add,)\n')
+    assert _node_modules_of(text) == {"mul": "layers.1.act", "add": ""}
 
 
 def _fixture(name):

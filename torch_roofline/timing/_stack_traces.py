@@ -44,7 +44,7 @@ __all__ = ["CallChain", "Frame", "ModuleTree", "read_stack_traces", "call_chain"
 #: "<torch_roofline module>", line 0, in module:b1.fc``, the op's module as Dynamo traced it.
 MODULE_FRAME = "<torch_roofline module>"
 
-_FRAME = re.compile(r'^  File "(?P<file>[^"]*)", line (?P<line>\d+), in (?P<func>\S+)\n'
+_FRAME = re.compile(r'^ *File "(?P<file>[^"]*)", line (?P<line>\d+), in (?P<func>\S+)\n'
                     r'(?P<code>[^\n]*)\n(?P<marks>[ ~^]*[~^][ ~^]*\n)?', re.M)
 _SELF_CALL = re.compile(r"^self((?:\.[A-Za-z_]\w*|\[\d+\])+)\s*\(")
 

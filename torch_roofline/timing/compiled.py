@@ -84,7 +84,7 @@ def _provenance_salt() -> object:
                 pass
 
         def uuid(self) -> str:
-            return "torch_roofline.recording_compiled_kernels/3"
+            return "torch_roofline.recording_compiled_kernels/5"
 
     return _ProvenanceSalt()
 

@@ -160,23 +160,28 @@ class _Texts(NamedTuple):
 #: (:func:`remember_node_modules`): the graph's op names in order -> the ``{op: module}`` maps
 #: seen with that sequence (two graphs with the same op names but other modules: ambiguous).
 _NODE_MODULES: Dict[Tuple[str, ...], List[Dict[str, str]]] = {}
-_MODULE_PATH = re.compile(r"^L\['self'\]((?:\.\w+|\[\d+\]|\['[^']*'\])*)$")
+_MODULE_PATH = re.compile(r"^L\['(\w+)'\]((?:\.\w+|\[\d+\]|\['[^']*'\])*)$")
 
 
 def _module_path(stack: Any) -> Optional[str]:
     """The innermost module of an fx node's ``nn_module_stack`` (``{key: ("L['self'].b1.fc",
     Linear)}``), relative to the compiled module (``"b1.fc"``; ``""`` its own code); ``None``
-    when it is not a path from ``self``."""
+    when it is not a path from the compiled module. Dynamo names that module ``L['self']``
+    when it traced its ``forward``, or ``L['fn']`` (listed first, bare) when it traced the
+    module's call (``torch.compile(nn.Sequential(...))``)."""
     if not stack:
         return ""  # the compiled module's own code (no submodule on the stack)
     try:
-        path = list(stack.values())[-1][0]
+        paths = [str(entry[0]).replace("._modules[", "[") for entry in stack.values()]
     except (AttributeError, IndexError, TypeError):
         return None
-    match = _MODULE_PATH.match(str(path).replace("._modules[", "["))
+    match = _MODULE_PATH.match(paths[-1]) if paths else None
     if match is None:
         return None
-    parts = re.findall(r"\.(\w+)|\[(\d+)\]|\['([^']*)'\]", match.group(1))
+    root = match.group(1)
+    if root != "self" and paths[0] != f"L['{root}']":
+        return None  # a path from an argument of a compiled function, not from the compiled module
+    parts = re.findall(r"\.(\w+)|\[(\d+)\]|\['([^']*)'\]", match.group(2))
     return ".".join(a or b or c for a, b, c in parts)
 
 
@@ -200,6 +205,8 @@ def remember_node_modules(graph: Any) -> None:
         if path is not None:
             modules[node.name] = path
             trace = meta.get("stack_trace") or ""
+            if trace and not trace.endswith("\n"):
+                trace += "\n"
             if MODULE_FRAME not in trace:
                 meta["stack_trace"] = f'{trace}  File "{MODULE_FRAME}", line 0, in module:{path}\n    pass\n'
     seen = _NODE_MODULES.setdefault(tuple(names), [])
