@@ -3,9 +3,11 @@ model runs are rows of their own, timed, never dropped; the profiler does not ma
 compile again; a compiled model whose kernels were not recorded gets a note saying how to.
 
 A fused kernel's bytes come from its compiled graph's generated code (its arguments' sizes),
-its FLOPs from the ops torch says it fused (provenance, forward graphs only); the oracles are
-hand derivations from the Block's shapes. Kernels torch gives no provenance for (backward)
-are uncounted rows with the reason, and still show their bytes. The matrix work a compiled
+its FLOPs from the ops torch says it fused (provenance; for a backward graph only when it
+compiled while the profiler recorded); the oracles are hand derivations from the Block's
+shapes. Kernels torch gives no provenance for (a backward graph compiled before) are uncounted
+rows with the reason, and still show their bytes. Which module each kernel is under:
+``tests/test_kernel_sites.py``. The matrix work a compiled
 CPU model runs outside the fused kernels (Inductor's extern ``mm``/``addmm`` calls) is counted
 as recorded, and checked against the hand derivation and ``FlopCounterMode`` around the
 eager step.

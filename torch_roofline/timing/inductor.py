@@ -160,6 +160,7 @@ class _Texts(NamedTuple):
 #: (:func:`remember_node_modules`): the graph's op names in order -> the ``{op: module}`` maps
 #: seen with that sequence (two graphs with the same op names but other modules: ambiguous).
 _NODE_MODULES: Dict[Tuple[str, ...], List[Dict[str, str]]] = {}
+_NODE_MODULES_KEPT = 1024  # graphs remembered at most (a few KB each)
 _MODULE_PATH = re.compile(r"^L\['(\w+)'\]((?:\.\w+|\[\d+\]|\['[^']*'\])*)$")
 
 
@@ -212,6 +213,8 @@ def remember_node_modules(graph: Any) -> None:
     seen = _NODE_MODULES.setdefault(tuple(names), [])
     if modules not in seen:
         seen.append(modules)
+    while len(_NODE_MODULES) > _NODE_MODULES_KEPT:  # a long run that keeps recompiling: drop the oldest
+        del _NODE_MODULES[next(iter(_NODE_MODULES))]
 
 
 def _node_modules_of(post_grad_graph: str) -> Optional[Dict[str, str]]:
