@@ -36,7 +36,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from torch import nn
 
-__all__ = ["CallChain", "Frame", "ModuleTree", "read_stack_traces", "call_chain", "resolve_module", "common_parent",
+__all__ = ["CallChain", "Frame", "ModuleTree", "read_stack_traces", "call_chain", "resolve_module", "common_parent", "json_object",
            "plain_name", "MODULE_FRAME"]
 
 #: The file name of the frame torch_roofline adds to an op's stack trace while it records a
@@ -166,19 +166,23 @@ def call_chain(trace: str) -> Optional[CallChain]:
     return CallChain(start, tuple(entered), _attr_path(frames[-1][1]), True, module)
 
 
-def read_stack_traces(text: Optional[str]) -> Dict[str, Tuple[CallChain, ...]]:
-    """``"<kernel>:<debug handle>"`` -> the call chains of the ops it computes, from
-    ``inductor_provenance_stack_traces_str``; ``{}`` without it or when it is not that JSON."""
+def json_object(text: Optional[str]) -> Dict[str, Any]:
+    """The JSON object in one of a compiled graph's provenance texts; ``{}`` when there is no
+    text or it is not a JSON object."""
     if not text:
         return {}
     try:
         data = json.loads(text)
     except ValueError:
         return {}
-    if not isinstance(data, dict):
-        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_stack_traces(text: Optional[str]) -> Dict[str, Tuple[CallChain, ...]]:
+    """``"<kernel>:<debug handle>"`` -> the call chains of the ops it computes, from
+    ``inductor_provenance_stack_traces_str``; ``{}`` without it or when it is not that JSON."""
     out: Dict[str, Tuple[CallChain, ...]] = {}
-    for key, traces in data.items():
+    for key, traces in json_object(text).items():
         if isinstance(traces, list):
             chains = [call_chain(t) for t in traces if isinstance(t, str)]
             out[str(key)] = tuple(c for c in chains if c is not None)

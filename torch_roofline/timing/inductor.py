@@ -57,7 +57,7 @@ from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Seq
 import torch
 
 from torch_roofline.timing._inductor_wrapper import callee_name, kernel_traffic, read_wrapper
-from torch_roofline.timing._stack_traces import MODULE_FRAME, CallChain, ModuleTree, read_stack_traces
+from torch_roofline.timing._stack_traces import MODULE_FRAME, CallChain, ModuleTree, json_object, read_stack_traces
 
 __all__ = ["KernelCost", "CompiledGraph", "compiled_graphs", "read_compiled_graph", "graph_key", "kernel_name",
            "kernel_costs", "save_compiled_graphs", "load_compiled_graphs", "module_tree_beside", "remember_node_modules",
@@ -428,14 +428,8 @@ def _split(names: Optional[List[str]], per_node: Optional[Mapping[str, int]],
 def _provenance(text: Optional[str]) -> Dict[str, List[str]]:
     """``"<kernel>:<debug handle>"`` -> the post-grad nodes it fused (``cppCodeToPost``), ``{}``
     without it. The handle tells apart kernels of the same name in different graphs."""
-    if not text:
-        return {}
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return {}
     out: Dict[str, List[str]] = {}
-    for key, nodes in (data.get("cppCodeToPost") or {}).items():
+    for key, nodes in (json_object(text).get("cppCodeToPost") or {}).items():
         if isinstance(nodes, list):
             out[str(key)] = [str(n) for n in nodes]
     return out

@@ -1,10 +1,12 @@
 """Put each torch.compile kernel under the module whose ops it fused.
 
 Compiled code runs no module ranges (they would make it compile again), so a fused kernel's
-event lies in the range of the compiled module only. Its ops' stack traces
-(:mod:`torch_roofline.timing._stack_traces`) say which submodules they came from: the kernel
-row moves to the deepest module holding all of them (their common parent), and the modules
-inside compiled code that hold kernels get rows of their own, timed by their kernels.
+event lies in the range of the compiled module only. Where its ops came from is known from the
+module Dynamo traced each op in, recorded while the profiler watched the compile
+(:attr:`~torch_roofline.timing.inductor.KernelCost.split`, or the frame it writes into each op's
+stack trace), else from the ops' stack traces (:mod:`torch_roofline.timing._stack_traces`): the
+kernel row moves to the deepest module holding all of them (their common parent), and the
+modules inside compiled code that hold kernels get rows of their own, timed by their kernels.
 
 * A kernel whose ops all come from one module (the GELU of ``b1.act``) is that module's op.
 * A kernel fusing ops of several modules (``b1.ln``'s normalisation and ``b1``'s residual
