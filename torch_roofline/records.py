@@ -123,9 +123,6 @@ class OpCost:
         counted: False when the op does arithmetic but has no formula (FLOPs unknown).
         index: position of the call in the step (0-based), for joining with timings.
         recompute: a forward op re-run during backward (activation checkpointing).
-        calls: op calls this row stands for: 1, except in the rows of a trace read a few steps
-            at a time, where the calls of one (module, scope, phase, op) are summed into one
-            row (times, kernels and calls added up; the other fields are its first call's).
     """
 
     op: str
