@@ -234,8 +234,12 @@ def test_no_logger_writes_files_and_warns_once(tmp_path):
                      "roofline/step9/report.json", "roofline/step9/roofline.png"]
 
 
-def test_export_trace_keeps_the_window_trace_next_to_the_report(tmp_path):
+def test_export_trace_keeps_the_window_trace_next_to_the_report(tmp_path, monkeypatch):
     out = tmp_path / "out"
+    # temporary files in a directory of this test's own: another run on the machine (a second
+    # test session side by side) has its own temporary traces in the shared one
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     fit(tmp_path, [Roofline(roof=ROOF, plot=False, dirpath=str(out), export_trace=True)], False)
     trace = json.load(open(out / f"step{STEPS - 1}" / "trace.json"))
     # the exported Chrome trace holds the active steps' ProfilerStep ranges and the module ranges
