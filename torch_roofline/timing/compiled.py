@@ -46,8 +46,8 @@ def recording_compiled_kernels() -> Iterator[None]:
     (``trace.provenance_tracking_level`` 1, also for backward graphs: :func:`_backward_provenance`);
     the previous settings come back on exit. torch leaves the trace settings out of its compile
     caches' keys, so a graph cached by a compile without provenance would come back without it:
-    a no-op post-grad pass (:func:`_provenance_salt`, when the user set none) gives what compiles
-    here keys of its own. Code
+    a post-grad pass that changes no computation (:func:`_provenance_salt`, when the user set
+    none) gives what compiles here keys of its own and notes each op's module. Code
     compiled before keeps what it was compiled with. The profiler and the Lightning callback
     enter it when the model has compiled parts (compilation is lazy: a model compiles at its
     first call, often inside the profiled block or the fit). Code compiled meanwhile keeps a
@@ -65,7 +65,7 @@ def recording_compiled_kernels() -> Iterator[None]:
 
 
 def _provenance_salt() -> object:
-    """A post-grad pass that changes nothing and records each op's module
+    """A post-grad pass that changes no computation and records each op's module
     (:func:`~torch_roofline.timing.inductor.remember_node_modules`: where a kernel's ops came
     from, exactly, when Inductor's stack traces cannot say, e.g. a loop over an
     ``nn.ModuleList``); its id enters Inductor's cache keys, so graphs compiled while kernels are
