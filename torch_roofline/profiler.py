@@ -497,7 +497,7 @@ class RooflineProfiler:
                     kept.append(dataclasses.replace(i, type=types[i.name]))
                 elif not self._ranges.in_compiled(i.name):
                     kept.append(i)
-                elif plain_name(i.name) in timed and plain_name(i.name) not in types and not i.name.endswith("_orig_mod"):
+                elif plain_name(i.name) in timed and plain_name(i.name) not in types:  # not the wrapper's level
                     kept.append(dataclasses.replace(i, name=plain_name(i.name), type=f"{i.type} (in compiled code)"))
             infos = kept
         if any(op.module == OUTSIDE for op in self.timing.ops):

@@ -34,10 +34,10 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
-from torch import nn
+from torch_roofline.timing.ranges import original_module
 
 __all__ = ["CallChain", "Frame", "ModuleTree", "read_stack_traces", "call_chain", "resolve_module", "common_parent", "json_object",
-           "plain_name", "MODULE_FRAME"]
+           "plain_name", "join_name", "MODULE_FRAME"]
 
 #: The file name of the frame torch_roofline adds to an op's stack trace while it records a
 #: compile (:func:`~torch_roofline.timing.inductor.remember_node_modules`): ``File
@@ -105,9 +105,7 @@ class ModuleTree:
         files: Dict[str, Optional[str]] = {}
         by_class: Dict[type, Optional[str]] = {}
         for name, module in named:
-            while isinstance(getattr(module, "_orig_mod", None), nn.Module):
-                module = module._orig_mod  # torch.compile's wrapper: the module it runs
-            kind = type(module)
+            kind = type(original_module(module))  # torch.compile's wrapper: the module it runs
             if kind not in by_class:
                 code = getattr(getattr(kind, "forward", None), "__code__", None)
                 by_class[kind] = code.co_filename if code is not None else None
@@ -189,7 +187,8 @@ def read_stack_traces(text: Optional[str]) -> Dict[str, Tuple[CallChain, ...]]:
     return out
 
 
-def _join(*names: str) -> str:
+def join_name(*names: str) -> str:
+    """Module names joined below each other, ``""`` (the root) left out: ``("", "b1") -> "b1"``."""
     return ".".join(n for n in names if n)
 
 
@@ -198,19 +197,19 @@ def resolve_module(root: str, chain: CallChain, tree: ModuleTree) -> str:
     module (:attr:`CallChain.module`) when ``tree`` has it; else ``root`` (the compiled
     module's name, ``""`` for the root) when the chain does not start in its ``forward``, else
     followed down as far as ``tree`` confirms each step."""
-    if chain.module is not None and tree.has(_join(root, chain.module)):
-        return _join(root, chain.module)
+    if chain.module is not None and tree.has(join_name(root, chain.module)):
+        return join_name(root, chain.module)
     if not tree.runs(root, chain.start):
         return root
     name = root
     for path, frame in chain.entered:
-        candidate = _join(name, path)
+        candidate = join_name(name, path)
         if not tree.runs(candidate, frame):
             # a module whose own frame torch left out (a container): the op is inside it
             return candidate if tree.has(candidate) else name
         name = candidate
     if chain.complete and chain.last_call is not None:
-        candidate = _join(name, chain.last_call)
+        candidate = join_name(name, chain.last_call)
         if tree.has(candidate):
             name = candidate
     return name

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -99,9 +98,8 @@ def _backward_provenance() -> Iterator[None]:
     2.0}``), and its kernels could not be counted. While active, that marker is set outside the
     forward compile too (torch's own "no graph id" value, -1, only when it is unset) and put back
     on exit. Only the provenance text changes; the compiled code is the same."""
-    debug = sys.modules.get("torch._inductor.debug")
-    if debug is None:
-        import torch._inductor.debug as debug
+    import torch._inductor.debug as debug
+
     if not hasattr(debug, "_pre_grad_graph_id") or debug._pre_grad_graph_id is not None:
         yield
         return

@@ -70,8 +70,7 @@ _FORMAT = "torch_roofline.inductor/1"
 _CALL_PREFIX = "## Call CompiledFxGraph "
 _GRAPH_PREFIX = re.compile(r"^graph_\d+_")
 _ANNOTATION = re.compile(r"^([a-z0-9]+)\[([^\]]*)\]\[([^\]]*)\]")
-_HANDLE = re.compile(r"# \[Provenance debug handles\] (\w+):(\d+)")
-_ANY_HANDLE = re.compile(r"# \[Provenance debug handles\] ([\w.]+:\d+)")
+_HANDLE = re.compile(r"# \[Provenance debug handles\] ([\w.]+):(\d+)")
 
 #: ``"f32"`` -> torch.float32, from torch.fx's own table (what the graph text is written with).
 try:
@@ -146,14 +145,12 @@ def kernel_name(event_name: str) -> str:
 
 
 class _Texts(NamedTuple):
-    """What one compiled graph keeps, as text (module docstring), and each of its ops' module
-    when that was recorded while it compiled."""
+    """What one compiled graph keeps, as text (module docstring)."""
 
     wrapper: str
     graph: str
     provenance: Optional[str]
     stack_traces: Optional[str]
-    node_modules: Optional[Dict[str, str]] = None
 
 
 #: The modules of the ops of each graph compiled while kernels were recorded
@@ -217,14 +214,18 @@ def remember_node_modules(graph: Any) -> None:
         del _NODE_MODULES[next(iter(_NODE_MODULES))]
 
 
-def _node_modules_of(post_grad_graph: str) -> Optional[Dict[str, str]]:
-    """The ``{op: module}`` map recorded for the graph with this text, ``None`` when none or
-    several different ones were."""
+def _recorded_modules(nodes: Mapping[str, "_Node"]) -> Optional[Dict[str, str]]:
+    """The ``{op: module}`` map recorded for the graph with these nodes (:func:`_graph_nodes`),
+    ``None`` when none or several different ones were."""
     if not _NODE_MODULES:
         return None
-    names = tuple(name for name, node in _graph_nodes(post_grad_graph).items() if node.target is not None)
-    seen = _NODE_MODULES.get(names)
+    seen = _NODE_MODULES.get(tuple(name for name, node in nodes.items() if node.target is not None))
     return dict(seen[0]) if seen is not None and len(seen) == 1 else None
+
+
+def _node_modules_of(post_grad_graph: str) -> Optional[Dict[str, str]]:
+    """:func:`_recorded_modules` of a graph's text."""
+    return _recorded_modules(_graph_nodes(post_grad_graph)) if _NODE_MODULES else None
 
 
 def _live_texts(wanted: Optional[set] = None) -> Dict[str, _Texts]:
@@ -240,11 +241,10 @@ def _live_texts(wanted: Optional[set] = None) -> Dict[str, _Texts]:
         if type(obj) is cls:  # type(), not isinstance: a dead weak proxy raises on __class__
             key = getattr(obj, "_fx_graph_cache_key", None) or getattr(obj, "cache_key", None)
             if key and (wanted is None or key in wanted) and key not in found:
-                graph = getattr(obj, "inductor_post_grad_graph_str", "") or ""
-                found[key] = _Texts(getattr(obj, "source_code", "") or "", graph,
+                found[key] = _Texts(getattr(obj, "source_code", "") or "",
+                                    getattr(obj, "inductor_post_grad_graph_str", "") or "",
                                     getattr(obj, "inductor_provenance_mapping_str", None),
-                                    getattr(obj, "inductor_provenance_stack_traces_str", None),
-                                    _node_modules_of(graph))
+                                    getattr(obj, "inductor_provenance_stack_traces_str", None))
     return found
 
 
@@ -276,7 +276,8 @@ def save_compiled_graphs(path: str, model: Optional[torch.nn.Module] = None) -> 
     texts = _live_texts()
     doc: Dict[str, Any] = {"format": _FORMAT, "torch": _torch.__version__,
                            "graphs": {k: {"wrapper": t.wrapper, "graph": t.graph, "provenance": t.provenance,
-                                          "stack_traces": t.stack_traces, "node_modules": t.node_modules}
+                                          "stack_traces": t.stack_traces,
+                                          "node_modules": _node_modules_of(t.graph)}
                                       for k, t in texts.items()}}
     if model is not None:
         doc["modules"] = ModuleTree.of(named_modules(model)).files
@@ -348,7 +349,8 @@ def read_compiled_graph(key: str, source_code: str, post_grad_graph: str, proven
     # torch's map can hold other graphs' kernels too (a backward graph's lists every kernel
     # compiled outside a forward compile so far, whose node names reuse this graph's): keep the
     # kernels this wrapper calls.
-    mine = set(_ANY_HANDLE.findall(source_code))
+    handles = _HANDLE.findall(source_code)  # (kernel, debug handle) of each call, extern kernels too, in order
+    mine = {f"{name}:{handle}" for name, handle in handles}
     fused = {k: v for k, v in _provenance(provenance).items() if k in mine}
     # Ops an extern kernel ran (a convolution, an mm) are counted as the aten op the trace
     # records. Provenance can tie a C++ kernel to more ops than it computes (a kernel that
@@ -362,11 +364,14 @@ def read_compiled_graph(key: str, source_code: str, post_grad_graph: str, proven
         if key.startswith("cpp_") and not extern.intersection(names):
             for n in set(names):
                 listed[n] = listed.get(n, 0) + 1
-    called: Dict[str, List[str]] = {}  # kernel -> the debug handle of each of its calls, in order
-    for name, handle in _HANDLE.findall(source_code):
-        called.setdefault(name, []).append(handle)
+    called: Dict[str, List[str]] = {}  # C++ kernel -> the debug handle of each of its calls, in order
+    for name, handle in handles:
+        if "." not in name:  # not extern_kernels.<op>
+            called.setdefault(name, []).append(handle)
     traces = read_stack_traces(stack_traces)
     nodes = _graph_nodes(post_grad_graph) if fused else {}
+    if node_modules is None and nodes:
+        node_modules = _recorded_modules(nodes)  # compiled in this process while kernels were recorded
     kernels: Dict[str, KernelCost] = {}
     runs: Dict[str, Tuple[KernelCost, ...]] = {}
     for name, args in calls.items():

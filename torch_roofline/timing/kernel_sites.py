@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torch_roofline.records import ModuleTiming, OpCost, OpTiming
-from torch_roofline.timing._stack_traces import ModuleTree, common_parent, resolve_module
+from torch_roofline.timing._stack_traces import ModuleTree, common_parent, join_name, resolve_module
 
 __all__ = ["KernelSite", "place_fused_kernels", "place_kernels", "settle_calls", "kernel_sites_note"]
 
@@ -101,7 +101,7 @@ def place_fused_kernels(
         top = op.module
         if top.startswith("("):  # outside every module: no module tree to go down
             continue
-        split = {_join(top, m): f for m, f in kernel.split}
+        split = {join_name(top, m): f for m, f in kernel.split}
         if split and all(tree.has(name) for name in split):
             fused = tuple(sorted(split))
             flops = tuple(split[name] for name in fused)
@@ -136,10 +136,6 @@ def place_fused_kernels(
         out.append(ModuleTiming(name, phase, parent.calls if parent is not None else 1, time_s,
                                 self_s.get((name, phase), 0.0), scope))
     return tuple(ops), tuple(costs), tuple(out), tuple(sites.values())
-
-
-def _join(top: str, name: str) -> str:
-    return ".".join(n for n in (top, name) if n)
 
 
 def place_kernels(timing: Any, shaped: Any, tree: Optional[ModuleTree]) -> Tuple[Any, Any, Tuple[KernelSite, ...]]:
