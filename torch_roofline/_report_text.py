@@ -232,6 +232,7 @@ def _format_table(report: RooflineReport, *, depth, top, sort, phase, level, ext
         parts.append("! above its roof (suspect: wrong roof, sparse peak, cache-resident data or a measurement error)")
     if extras:
         parts.append(_time_lost_text(report))
+        parts.append(_fusion_traffic_text(report))
         parts.append(_uncounted_text(report))
         if report.notes:
             parts.append("Notes:\n" + "\n".join(f"  - {n}" for n in report.notes))
@@ -249,6 +250,37 @@ def _time_lost_text(report: RooflineReport) -> str:
         )
         lines.append(f"      hint: {item.hint}")
     return "\n".join(lines)
+
+
+def _fusion_traffic_text(report: RooflineReport, top: int = 10) -> str:
+    """The modules holding torch.compile kernels: their traffic run as eager ops, as compiled,
+    and compulsory (each storage once); what fusion saved and the headroom left. Empty without
+    compiled kernels."""
+    rows = [m for m in report.modules if m.phase == "all" and m.eager_bytes is not None]
+    unknown = any(m.phase == "all" and m.eager_bytes is None and m.type.endswith("(in compiled code)")
+                  for m in report.modules)
+    if not rows:
+        return ("torch.compile traffic: the eager bytes of the fused kernels are unknown (see each kernel's note)"
+                if unknown else "")
+    from tabulate import tabulate
+
+    rows.sort(key=lambda m: -(m.bytes_read + m.bytes_written))
+    shown = rows[:top]
+    unit, scale = _pick_unit([m.eager_bytes for m in shown], _BYTE_UNITS)
+    body = []
+    for m in shown:
+        compiled = m.bytes_read + m.bytes_written
+        body.append([shown_name(m.name) if m.name else "(root)", _num(m.eager_bytes, scale), _num(compiled, scale),
+                     _num(m.compulsory_bytes, scale),
+                     f"{m.eager_bytes / compiled:.2f}x" if compiled else "-",
+                     f"{compiled / m.compulsory_bytes:.2f}x" if m.compulsory_bytes else "-"])
+    headers = ["module", f"eager ({unit})", f"compiled ({unit})", f"compulsory ({unit})", "saved", "headroom left"]
+    table = tabulate(body, headers=headers, tablefmt="simple", disable_numparse=True,
+                     colalign=["left"] + ["right"] * 5)
+    more = f"\n  ... {len(rows) - top} more (report.modules, eager_bytes)" if len(rows) > top else ""
+    return ("torch.compile traffic per module, one step (eager: the same ops run one by one as eager ops; "
+            "compiled: the fused kernels' real traffic plus the other ops'; compulsory: each storage once; "
+            "saved = eager / compiled, headroom left = compiled / compulsory):\n" + table + more)
 
 
 def _uncounted_text(report: RooflineReport) -> str:

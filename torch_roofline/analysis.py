@@ -195,6 +195,8 @@ class _Acc:
     bytes_written: int = 0
     compulsory: int = 0
     op_bytes: int = 0
+    eager: Optional[int] = 0  # eager bytes (None: a fused kernel's unknown)
+    fused: int = 0  # fused kernel calls
     roofline: float = 0.0
     known: int = 0  # counted calls with a roofline time
     missing: int = 0  # counted calls without one (no roof)
@@ -209,6 +211,8 @@ class _Acc:
         self.bytes_written += other.bytes_written
         self.compulsory += other.compulsory
         self.op_bytes += other.op_bytes
+        self.eager = None if self.eager is None or other.eager is None else self.eager + other.eager
+        self.fused += other.fused
         self.roofline += other.roofline
         self.known += other.known
         self.missing += other.missing
@@ -442,6 +446,7 @@ def _op_row(key, g: _Group, facts: List[_CallFacts], info, steps, threshold, rat
     # one pass over the calls (the hot path of a report: one call per op call of the step)
     counted = bool(calls)
     flops = macs = comp = op_bytes = recompute = 0
+    eager: Optional[int] = None
     for c in calls:
         counted = counted and c.counted
         flops += c.flops
@@ -449,6 +454,8 @@ def _op_row(key, g: _Group, facts: List[_CallFacts], info, steps, threshold, rat
         comp += c.compulsory_bytes_read + c.compulsory_bytes_written
         op_bytes += c.bytes_read + c.bytes_written
         recompute += c.recompute
+    if calls and calls[0].fused:
+        eager = None if any(c.eager_bytes is None for c in calls) else sum(c.eager_bytes for c in calls)
     br = bw = 0
     rt: Optional[float] = 0.0
     roof_time: Dict[int, float] = {}  # id(roof) -> seconds (an int key hashes in C)
@@ -512,6 +519,7 @@ def _op_row(key, g: _Group, facts: List[_CallFacts], info, steps, threshold, rat
         "fusion_headroom": fusion_headroom(op_bytes, comp) if counted else None,
         "counted": counted,
         "recompute_calls": recompute,
+        "eager_bytes": eager,
     })
 
 
@@ -557,6 +565,11 @@ def _add_call(acc: _Acc, c: OpCost, f: _CallFacts, ref, cls, share_s) -> None:
     acc.bytes_written += f.bytes_written
     acc.compulsory += c.compulsory_bytes_read + c.compulsory_bytes_written
     acc.op_bytes += c.bytes_read + c.bytes_written
+    if c.fused:
+        acc.fused += 1
+        acc.eager = None if acc.eager is None or c.eager_bytes is None else acc.eager + c.eager_bytes
+    elif acc.eager is not None:
+        acc.eager += c.bytes_read + c.bytes_written
     if f.roofline is None:
         acc.missing += 1
         return
@@ -710,6 +723,7 @@ def _module_row(
         "self_time_lost_s": time_lost(self_time_s, self_rt),
         "fusion_headroom": fusion_headroom(inc.op_bytes, inc.compulsory),
         "activation_bytes": activation,
+        "eager_bytes": inc.eager if inc.fused else None,
     })
 
 
@@ -747,7 +761,21 @@ def _totals(ops, rows, info, costs, memory_model, step_time_s, steps, peak_memor
         peak_memory_bytes=peak_memory_bytes,
         bound_time_share=_bound_share(ops, predicted),
         op_time_s=op_time,
+        eager_bytes=_eager_total(counted_costs),
     )
+
+
+def _eager_total(costs: Sequence[OpCost]) -> Optional[int]:
+    """Eager bytes of the step's counted calls (a fused kernel's its ops' eager traffic, any
+    other op's its op bytes); ``None`` without fused kernels or when one's is unknown."""
+    if not any(c.fused for c in costs):
+        return None
+    total = 0
+    for c in costs:
+        if c.fused and c.eager_bytes is None:
+            return None
+        total += c.eager_bytes if c.fused else c.bytes_read + c.bytes_written
+    return total
 
 
 def _bound_share(ops: Sequence[OpRow], predicted: bool) -> BoundShare:

@@ -123,6 +123,12 @@ class OpCost:
         counted: False when the op does arithmetic but has no formula (FLOPs unknown).
         index: position of the call in the step (0-based), for joining with timings.
         recompute: a forward op re-run during backward (activation checkpointing).
+        fused: a ``torch.compile`` fused kernel's call (its bytes are the kernel's real
+            traffic; its compulsory bytes, the buffers it is first to read or write in its
+            graph's run: :mod:`torch_roofline.timing._fusion_traffic`).
+        eager_bytes: for a fused kernel, the bytes (read + written) the aten ops it fused
+            would move run one by one as eager ops; ``None`` when unknown. Not used for other
+            ops (their eager bytes are their op bytes).
     """
 
     op: str
@@ -140,6 +146,8 @@ class OpCost:
     counted: bool
     index: int = 0
     recompute: bool = False
+    fused: bool = False
+    eager_bytes: Optional[int] = None
 
     def cost(self, memory_model: str = "op") -> Cost:
         """This call as a :class:`Cost` under ``memory_model`` (``"op"`` or ``"compulsory"``)."""

@@ -157,6 +157,7 @@ class ModuleRow:
     self_time_lost_s: Optional[float]
     fusion_headroom: Optional[float]
     activation_bytes: Optional[int]
+    eager_bytes: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,7 @@ class OpRow:
     fusion_headroom: Optional[float]
     counted: bool
     recompute_calls: int = 0
+    eager_bytes: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -225,6 +227,7 @@ class Totals:
     peak_memory_bytes: Optional[int]
     bound_time_share: BoundShare = field(default_factory=BoundShare)
     op_time_s: Optional[float] = None
+    eager_bytes: Optional[int] = None
 
 
 @dataclass(frozen=True)

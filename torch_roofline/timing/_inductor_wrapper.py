@@ -15,7 +15,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["callee_name", "kernel_traffic", "read_wrapper"]
+__all__ = ["callee_name", "distinct_elements", "kernel_traffic", "read_wrapper", "tensor_of"]
 
 _PARAMS = re.compile(r'extern\s+"C"[^(]*\(([^)]*)\)', re.S)
 
@@ -23,8 +23,9 @@ _PARAMS = re.compile(r'extern\s+"C"[^(]*\(([^)]*)\)', re.S)
 _Tensor = Tuple[Tuple[int, ...], Tuple[int, ...], torch.dtype]
 
 
-def read_wrapper(source: str) -> Tuple[Dict[str, List[ast.expr]], Dict[str, _Tensor], Dict[str, List[str]]]:
-    """(kernel -> its first call's arguments, buffer/input name -> tensor, kernel -> C++ parameter names)."""
+def read_wrapper(source: str) -> Tuple[Dict[str, List[ast.expr]], Dict[str, _Tensor], Dict[str, List[str]], List[ast.stmt]]:
+    """(kernel -> its first call's arguments, buffer/input name -> tensor, kernel -> C++ parameter
+    names, the statements of ``call()``)."""
     tree = ast.parse(source)
     params: Dict[str, List[str]] = {}
     tensors: Dict[str, _Tensor] = {}
@@ -52,7 +53,7 @@ def read_wrapper(source: str) -> Tuple[Dict[str, List[ast.expr]], Dict[str, _Ten
                 continue
             if callee in params and callee not in calls:
                 calls[callee] = list(stmt.value.args)
-    return calls, tensors, params
+    return calls, tensors, params, call_body
 
 
 def callee_name(call: ast.Call) -> str:
@@ -87,7 +88,7 @@ def _tensor_assign(stmt: ast.stmt, tensors: Dict[str, _Tensor], only: Optional[s
     callee = callee_name(value)
     if only is not None and callee != only:
         return False
-    tensor = _tensor_of(value, tensors)
+    tensor = tensor_of(value, tensors)
     if tensor is None:
         return False
     tensors[target] = tensor
@@ -112,8 +113,8 @@ def _asserted(call: ast.Call, tensors: Dict[str, _Tensor]) -> None:
         return
 
 
-def _tensor_of(value: ast.expr, tensors: Mapping[str, _Tensor]) -> Optional[_Tensor]:
-    """The tensor an argument expression stands for, or ``None``."""
+def tensor_of(value: ast.expr, tensors: Mapping[str, _Tensor]) -> Optional[_Tensor]:
+    """The tensor (size, stride, dtype) an argument expression stands for, or ``None``."""
     if isinstance(value, ast.Name):
         return tensors.get(value.id)
     if not isinstance(value, ast.Call):
@@ -127,7 +128,7 @@ def _tensor_of(value: ast.expr, tensors: Mapping[str, _Tensor]) -> Optional[_Ten
             dtype = _dtype(dtype_node)
             return (tuple(size), tuple(stride), dtype) if dtype is not None else None
         if callee == "reinterpret_tensor":
-            base = _tensor_of(value.args[0], tensors)
+            base = tensor_of(value.args[0], tensors)
             if base is None:
                 return None
             size, stride = ast.literal_eval(value.args[1]), ast.literal_eval(value.args[2])
@@ -144,7 +145,8 @@ def _dtype(node: Optional[ast.expr]) -> Optional[torch.dtype]:
     return None
 
 
-def _distinct_elements(size: Sequence[int], stride: Sequence[int]) -> int:
+def distinct_elements(size: Sequence[int], stride: Sequence[int]) -> int:
+    """Elements a view of ``size`` and ``stride`` holds, a broadcast (stride 0) dimension once."""
     n = 1
     for s, st in zip(size, stride):
         if st != 0:
@@ -162,11 +164,11 @@ def kernel_traffic(args: Sequence[ast.expr], names: Optional[List[str]], tensors
         is_in, is_out = param.startswith(("in_ptr", "in_out_ptr")), param.startswith(("out_ptr", "in_out_ptr"))
         if not (is_in or is_out):
             continue  # a scalar (a size, a seed)
-        tensor = _tensor_of(arg, tensors)
+        tensor = tensor_of(arg, tensors)
         if tensor is None:
             return f"the size of its argument {ast.unparse(arg)!r} could not be read (symbolic or unexpected)"
         size, stride, dtype = tensor
-        nbytes = _distinct_elements(size, stride) * dtype.itemsize
+        nbytes = distinct_elements(size, stride) * dtype.itemsize
         read += nbytes if is_in else 0
         written += nbytes if is_out else 0
         name = str(dtype).replace("torch.", "")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -38,6 +39,10 @@ _REGION = re.compile(r"^Torch-Compiled Region: (\d+)/(\d+)")
 _COMPILE_ID = re.compile(r"compile_id=(\d+)/(\d+)")
 
 
+#: Random per process: the recording pass's id holds it (:func:`_provenance_salt`).
+_PROCESS_TOKEN = uuid.uuid4().hex
+
+
 @contextlib.contextmanager
 def recording_compiled_kernels() -> Iterator[None]:
     """While active, what Inductor compiles records a profiler event per fused CPU kernel
@@ -46,7 +51,10 @@ def recording_compiled_kernels() -> Iterator[None]:
     the previous settings come back on exit. torch leaves the trace settings out of its compile
     caches' keys, so a graph cached by a compile without provenance would come back without it:
     a post-grad pass that changes no computation (:func:`_provenance_salt`, when the user set
-    none) gives what compiles here keys of its own and notes each op's module. Code
+    none) gives what compiles here keys of its own and notes each op's module and the aten op
+    it came from. That pass's id is new in each process: a graph loaded from a cache runs no
+    pass, so what compiles here while recording is lowered again once per process (its C++
+    kernels still come from the compiled-code cache) and cached under a key of its own. Code
     compiled before keeps what it was compiled with. The profiler and the Lightning callback
     enter it when the model has compiled parts (compilation is lazy: a model compiles at its
     first call, often inside the profiled block or the fit). Code compiled meanwhile keeps a
@@ -64,13 +72,14 @@ def recording_compiled_kernels() -> Iterator[None]:
 
 
 def _provenance_salt() -> object:
-    """A post-grad pass that changes no computation and records each op's module
+    """A post-grad pass that changes no computation and records each op's module and origin
     (:func:`~torch_roofline.timing.inductor.remember_node_modules`: where a kernel's ops came
     from, exactly, when Inductor's stack traces cannot say, e.g. a loop over an
-    ``nn.ModuleList``); its id enters Inductor's cache keys, so graphs compiled while kernels are
-    recorded are cached apart from the same graphs compiled without provenance. Bump the id
-    when what is recorded changes. A graph loaded from that cache runs no pass: its kernels are
-    placed from the stack traces."""
+    ``nn.ModuleList``; which aten op each came from, for its eager bytes); its id enters
+    Inductor's cache keys, so graphs compiled while kernels are recorded are cached apart from
+    the same graphs compiled without provenance, and, the id holding :data:`_PROCESS_TOKEN`,
+    apart from those of other processes: a cache hit runs no pass, and what the pass records
+    lives in this process. Bump the version when what is recorded changes."""
     from torch._inductor.custom_graph_pass import CustomGraphPass
 
     from torch_roofline.timing.inductor import remember_node_modules
@@ -83,7 +92,7 @@ def _provenance_salt() -> object:
                 pass
 
         def uuid(self) -> str:
-            return "torch_roofline.recording_compiled_kernels/5"
+            return f"torch_roofline.recording_compiled_kernels/6/{_PROCESS_TOKEN}"
 
     return _ProvenanceSalt()
 

@@ -46,6 +46,7 @@ unexpected makes the kernel uncounted with the reason, never a wrong number.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import gc
 import json
 import os
@@ -56,7 +57,8 @@ from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Seq
 
 import torch
 
-from torch_roofline.timing._inductor_wrapper import callee_name, kernel_traffic, read_wrapper
+from torch_roofline.timing._fusion_traffic import compulsory_by_call, eager_bytes_by_call
+from torch_roofline.timing._inductor_wrapper import callee_name, distinct_elements, kernel_traffic, read_wrapper
 from torch_roofline.timing._stack_traces import MODULE_FRAME, CallChain, ModuleTree, json_object, read_stack_traces
 
 __all__ = ["KernelCost", "CompiledGraph", "compiled_graphs", "read_compiled_graph", "graph_key", "kernel_name",
@@ -101,6 +103,12 @@ class KernelCost:
             (:func:`remember_node_modules`), empty when that was not recorded.
         recomputed: ops (post-grad node names) with FLOPs that another kernel of the graph
             computes too: Inductor recomputes them instead of storing them; counted in each.
+        eager_bytes: bytes the aten ops it fused would move run one by one as eager ops
+            (:mod:`torch_roofline.timing._fusion_traffic`), ``None`` when unknown
+            (:attr:`eager_why` says why).
+        compulsory: (bytes read, bytes written) it is the first in its graph's run to read or
+            write (each buffer once), ``None`` when unknown.
+        eager_why: why :attr:`eager_bytes` is unknown, ``None`` when it is known.
     """
 
     name: str
@@ -113,6 +121,9 @@ class KernelCost:
     chains: Tuple[CallChain, ...] = ()
     split: Tuple[Tuple[str, Optional[int]], ...] = ()
     recomputed: Tuple[str, ...] = ()
+    eager_bytes: Optional[int] = None
+    compulsory: Optional[Tuple[int, int]] = None
+    eager_why: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -157,6 +168,9 @@ class _Texts(NamedTuple):
 #: (:func:`remember_node_modules`): the graph's op names in order -> the ``{op: module}`` maps
 #: seen with that sequence (two graphs with the same op names but other modules: ambiguous).
 _NODE_MODULES: Dict[Tuple[str, ...], List[Dict[str, str]]] = {}
+#: Likewise the aten op each op of those graphs came from (``"aten.gelu.default@18"``: the
+#: op Inductor decomposed and its autograd sequence number), for their eager traffic.
+_NODE_ORIGINS: Dict[Tuple[str, ...], List[Dict[str, str]]] = {}
 _NODE_MODULES_KEPT = 1024  # graphs remembered at most (a few KB each)
 _MODULE_PATH = re.compile(r"^L\['(\w+)'\]((?:\.\w+|\[\d+\]|\['[^']*'\])*)$")
 
@@ -193,12 +207,15 @@ def remember_node_modules(graph: Any) -> None:
     compiles; changes nothing else of the graph."""
     names: List[str] = []
     modules: Dict[str, str] = {}
+    origins: Dict[str, str] = {}
     for node in graph.nodes:
         if node.op != "call_function":
             continue
         if isinstance(node.target, torch._ops.OpOverload):  # the ops the graph's text writes as calls
             names.append(node.name)
         meta = node.meta
+        if meta.get("original_aten") is not None:
+            origins[node.name] = f"{meta['original_aten']}@{meta.get('seq_nr')}"
         path = _module_path(meta.get("nn_module_stack") or meta.get("fwd_nn_module_stack"))
         if path is not None:
             modules[node.name] = path
@@ -207,25 +224,29 @@ def remember_node_modules(graph: Any) -> None:
                 trace += "\n"
             if MODULE_FRAME not in trace:
                 meta["stack_trace"] = f'{trace}  File "{MODULE_FRAME}", line 0, in module:{path}\n    pass\n'
-    seen = _NODE_MODULES.setdefault(tuple(names), [])
-    if modules not in seen:
-        seen.append(modules)
-    while len(_NODE_MODULES) > _NODE_MODULES_KEPT:  # a long run that keeps recompiling: drop the oldest
-        del _NODE_MODULES[next(iter(_NODE_MODULES))]
+    for registry, found in ((_NODE_MODULES, modules), (_NODE_ORIGINS, origins)):
+        seen = registry.setdefault(tuple(names), [])
+        if found not in seen:
+            seen.append(found)
+        while len(registry) > _NODE_MODULES_KEPT:  # a long run that keeps recompiling: drop the oldest
+            del registry[next(iter(registry))]
 
 
-def _recorded_modules(nodes: Mapping[str, "_Node"]) -> Optional[Dict[str, str]]:
+def _recorded_modules(nodes: Mapping[str, "_Node"], registry: Optional[Mapping] = None) -> Optional[Dict[str, str]]:
     """The ``{op: module}`` map recorded for the graph with these nodes (:func:`_graph_nodes`),
-    ``None`` when none or several different ones were."""
-    if not _NODE_MODULES:
+    ``None`` when none or several different ones were; from ``registry`` (default
+    :data:`_NODE_MODULES`; :data:`_NODE_ORIGINS` for the ops' origins)."""
+    registry = _NODE_MODULES if registry is None else registry
+    if not registry:
         return None
-    seen = _NODE_MODULES.get(tuple(name for name, node in nodes.items() if node.target is not None))
+    seen = registry.get(tuple(name for name, node in nodes.items() if node.target is not None))
     return dict(seen[0]) if seen is not None and len(seen) == 1 else None
 
 
-def _node_modules_of(post_grad_graph: str) -> Optional[Dict[str, str]]:
+def _node_modules_of(post_grad_graph: str, registry: Optional[Mapping] = None) -> Optional[Dict[str, str]]:
     """:func:`_recorded_modules` of a graph's text."""
-    return _recorded_modules(_graph_nodes(post_grad_graph)) if _NODE_MODULES else None
+    registry = _NODE_MODULES if registry is None else registry
+    return _recorded_modules(_graph_nodes(post_grad_graph), registry) if registry else None
 
 
 def _live_texts(wanted: Optional[set] = None) -> Dict[str, _Texts]:
@@ -277,7 +298,8 @@ def save_compiled_graphs(path: str, model: Optional[torch.nn.Module] = None) -> 
     doc: Dict[str, Any] = {"format": _FORMAT, "torch": _torch.__version__,
                            "graphs": {k: {"wrapper": t.wrapper, "graph": t.graph, "provenance": t.provenance,
                                           "stack_traces": t.stack_traces,
-                                          "node_modules": _node_modules_of(t.graph)}
+                                          "node_modules": _node_modules_of(t.graph),
+                                          "node_origins": _node_modules_of(t.graph, _NODE_ORIGINS)}
                                       for k, t in texts.items()}}
     if model is not None:
         doc["modules"] = ModuleTree.of(named_modules(model)).files
@@ -296,10 +318,11 @@ def load_compiled_graphs(path: str) -> Dict[str, CompiledGraph]:
     out: Dict[str, CompiledGraph] = {}
     for key, texts in doc["graphs"].items():
         if isinstance(texts, dict):
-            modules = texts.get("node_modules")
+            modules, origins = texts.get("node_modules"), texts.get("node_origins")
             out[str(key)] = read_compiled_graph(str(key), str(texts.get("wrapper") or ""), str(texts.get("graph") or ""),
                                                 texts.get("provenance") or None, texts.get("stack_traces") or None,
-                                                modules if isinstance(modules, dict) else None)
+                                                modules if isinstance(modules, dict) else None,
+                                                origins if isinstance(origins, dict) else None)
     return out
 
 
@@ -336,14 +359,16 @@ def _load(path: str) -> Dict[str, Any]:
 
 def read_compiled_graph(key: str, source_code: str, post_grad_graph: str, provenance: Optional[str],
                         stack_traces: Optional[str] = None,
-                        node_modules: Optional[Mapping[str, str]] = None) -> CompiledGraph:
+                        node_modules: Optional[Mapping[str, str]] = None,
+                        node_origins: Optional[Mapping[str, str]] = None) -> CompiledGraph:
     """Cost every C++ kernel call of one compiled graph from its texts (module docstring).
 
     ``stack_traces`` (``inductor_provenance_stack_traces_str``) and ``node_modules`` (each op's
     module, recorded while it compiled: :func:`remember_node_modules`) say which modules' ops
-    each kernel call computes."""
+    each kernel call computes; ``node_origins`` (likewise recorded) the aten op each op came
+    from, for the eager bytes (:mod:`torch_roofline.timing._fusion_traffic`)."""
     try:
-        calls, tensors, params = read_wrapper(source_code)
+        calls, tensors, params, body = read_wrapper(source_code)
     except (SyntaxError, ValueError):
         return CompiledGraph(key, {})  # not a wrapper this reads: every kernel stays uncounted
     # torch's map can hold other graphs' kernels too (a backward graph's lists every kernel
@@ -372,12 +397,17 @@ def read_compiled_graph(key: str, source_code: str, post_grad_graph: str, proven
     nodes = _graph_nodes(post_grad_graph) if fused else {}
     if node_modules is None and nodes:
         node_modules = _recorded_modules(nodes)  # compiled in this process while kernels were recorded
+    if node_origins is None and nodes:
+        node_origins = _recorded_modules(nodes, _NODE_ORIGINS)
+    eager, eager_why = _eager_bytes(nodes, node_origins, fused, provenance)
+    first = compulsory_by_call(body, params, tensors)
     kernels: Dict[str, KernelCost] = {}
     runs: Dict[str, Tuple[KernelCost, ...]] = {}
     for name, args in calls.items():
         traffic = kernel_traffic(args, params.get(name), tensors)
         costs = []
-        for handle in called.get(name) or [None]:
+        touches = first.get(name, [])
+        for k, handle in enumerate(called.get(name) or [None]):
             names = fused.get(f"{name}:{handle}") if handle is not None else None
             if names is None and handle is None:
                 same = [v for k, v in fused.items() if k.rsplit(":", 1)[0] == name]
@@ -386,13 +416,45 @@ def read_compiled_graph(key: str, source_code: str, post_grad_graph: str, proven
             again = tuple(sorted(n for n in names or () if listed.get(n, 0) > 1 and n in per_node))
             split = _split(names, per_node if flops is not None else None, node_modules)
             chains = traces.get(f"{name}:{handle}", ()) if handle is not None else ()
+            eager_bytes = eager.get(f"{name}:{handle}") if handle is not None else None
+            why_eager = None if eager_bytes is not None else (
+                eager_why or "the sizes of the ops it fused are not all in the compiled graph's text")
+            compulsory = touches[k] if k < len(touches) else None
             if isinstance(traffic, str):
-                costs.append(KernelCost(name, flops, None, None, None, ops, traffic, chains, split, again))
+                costs.append(KernelCost(name, flops, None, None, None, ops, traffic, chains, split, again,
+                                        eager_bytes, None, why_eager))
             else:
                 read, written, dtype = traffic
-                costs.append(KernelCost(name, flops, read, written, dtype, ops, why, chains, split, again))
+                costs.append(KernelCost(name, flops, read, written, dtype, ops, why, chains, split, again,
+                                        eager_bytes, compulsory, why_eager))
         kernels[name], runs[name] = costs[0], tuple(costs)
     return CompiledGraph(key, kernels, runs)
+
+
+def _eager_bytes(nodes: Mapping[str, "_Node"], origins: Optional[Mapping[str, str]],
+                 fused: Mapping[str, List[str]], provenance: Optional[str]
+                 ) -> Tuple[Dict[str, Optional[int]], Optional[str]]:
+    """(``"<kernel>:<handle>"`` -> eager bytes, why they are unknown) for a graph's C++ kernel calls."""
+    if not provenance:
+        return {}, "compile with torch._inductor.config.trace.provenance_tracking_level = 1 to know the ops it fused"
+    if origins is None:
+        return {}, ("which aten op each fused op came from was not recorded (it is, for a compile the profiler or "
+                    "the Lightning callback watches)")
+    order = [n for n, node in nodes.items() if node.call is not None or node.refs]
+    refs = {n: nodes[n].refs for n in order}
+    returned = {n for n, node in nodes.items() if node.returned}
+    nbytes = {n: _value_bytes(node.annotation) for n, node in nodes.items()}
+    targets = {n: nodes[n].target for n in order}
+    return eager_bytes_by_call(order, refs, returned, nbytes, targets, origins, fused), None
+
+
+def _value_bytes(annotation: Optional[str]) -> Optional[int]:
+    """Bytes of a graph value from its annotation (``"f32[8, 256][256, 1]cpu"``), distinct
+    elements (a broadcast dimension once) x dtype size; ``None`` when unreadable."""
+    tensor = _meta(annotation)
+    if tensor is None:
+        return None
+    return distinct_elements(tuple(tensor.shape), tuple(tensor.stride())) * tensor.element_size()
 
 
 def _call_flops(names: Optional[List[str]], nodes: Mapping[str, "_Node"], provenance: Optional[str], extern: set
@@ -445,6 +507,8 @@ class _Node:
     target: Optional[str]  # "torch.ops.aten.mul.Tensor"; None for getitem and the like
     call: Optional[ast.Call]
     annotation: Optional[str]
+    refs: Tuple[str, ...] = ()  # the values its expression names
+    returned: bool = False  # the graph returns it
 
 
 def _graph_nodes(text: str) -> Dict[str, _Node]:
@@ -473,8 +537,14 @@ def _graph_nodes(text: str) -> Dict[str, _Node]:
             continue  # `x = None`: the graph freeing a value, not a node
         call = value if isinstance(value, ast.Call) else None
         target = callee_name(call) if call is not None else None
+        refs = tuple(dict.fromkeys(n.id for n in ast.walk(value) if isinstance(n, ast.Name) and n.id in nodes))
         nodes[name] = _Node(target if target and target.startswith("torch.ops.") else None, call,
-                            ann if isinstance(ann, str) else None)
+                            ann if isinstance(ann, str) else None, refs)
+    for stmt in forward.body:
+        if isinstance(stmt, ast.Return) and stmt.value is not None:
+            for n in ast.walk(stmt.value):
+                if isinstance(n, ast.Name) and n.id in nodes:
+                    nodes[n.id] = dataclasses.replace(nodes[n.id], returned=True)
     return nodes
 
 

@@ -550,19 +550,20 @@ class _Replayed:
 
 def _kernel_fields(op: str, found: Any) -> Tuple[Dict[str, Any], Optional[str]]:
     """OpCost fields of a fused kernel call (:mod:`torch_roofline.timing.inductor`) and why it
-    is not counted, if it is not. Compulsory bytes are the kernel's own traffic (no tensor
-    identities are recorded for it)."""
+    is not counted, if it is not. Compulsory bytes are the buffers it is the first in its
+    graph's run to read or write (:attr:`KernelCost.compulsory`), else its own traffic."""
     cost = found if isinstance(found, KernelCost) else None
     read = cost.bytes_read if cost is not None and cost.bytes_read is not None else 0
     written = cost.bytes_written if cost is not None and cost.bytes_written is not None else 0
+    first_read, first_written = cost.compulsory if cost is not None and cost.compulsory is not None else (read, written)
     counted = cost is not None and cost.reason is None and cost.flops is not None and cost.bytes_read is not None
     why = None if counted else (cost.reason if cost is not None else str(found))
     return {
         "op": op, "module": "", "scope": ("",), "phase": "forward",
         "flops": cost.flops if counted else 0, "macs": 0, "bytes_read": read, "bytes_written": written,
-        "compulsory_bytes_read": read, "compulsory_bytes_written": written,
+        "compulsory_bytes_read": first_read, "compulsory_bytes_written": first_written,
         "dtype": cost.dtype if cost is not None else None, "unit": "vector", "counted": counted,
-        "index": 0, "recompute": False,
+        "index": 0, "recompute": False, "fused": True, "eager_bytes": cost.eager_bytes if cost is not None else None,
     }, why
 
 
@@ -1162,4 +1163,5 @@ def _scaled(c: OpCost, steps: int) -> OpCost:
     return dataclasses.replace(
         c, flops=per(c.flops), macs=per(c.macs), bytes_read=per(c.bytes_read),
         bytes_written=per(c.bytes_written), compulsory_bytes_read=per(c.compulsory_bytes_read),
-        compulsory_bytes_written=per(c.compulsory_bytes_written))
+        compulsory_bytes_written=per(c.compulsory_bytes_written),
+        eager_bytes=per(c.eager_bytes) if c.eager_bytes is not None else None)
