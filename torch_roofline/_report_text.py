@@ -253,34 +253,39 @@ def _time_lost_text(report: RooflineReport) -> str:
 
 
 def _fusion_traffic_text(report: RooflineReport, top: int = 10) -> str:
-    """The modules holding torch.compile kernels: their traffic run as eager ops, as compiled,
-    and compulsory (each storage once); what fusion saved and the headroom left. Empty without
-    compiled kernels."""
-    rows = [m for m in report.modules if m.phase == "all" and m.eager_bytes is not None]
-    unknown = any(m.phase == "all" and m.eager_bytes is None and m.type.endswith("(in compiled code)")
-                  for m in report.modules)
-    if not rows:
-        return ("torch.compile traffic: the eager bytes of the fused kernels are unknown (see each kernel's note)"
-                if unknown else "")
+    """The step and the modules inside torch.compile'd code: their traffic run as eager ops, as
+    compiled, and compulsory (each storage once); what fusion saved and the headroom left.
+    Empty without fused kernels."""
     from tabulate import tabulate
 
-    rows.sort(key=lambda m: -(m.bytes_read + m.bytes_written))
-    shown = rows[:top]
-    unit, scale = _pick_unit([m.eager_bytes for m in shown], _BYTE_UNITS)
-    body = []
-    for m in shown:
+    from torch_roofline.timing.compiled import is_fused_kernel
+
+    if not any(is_fused_kernel(o.op) for o in report.ops):
+        return ""
+    rows = []
+    for m in report.modules:
+        inside = m.type.endswith("(in compiled code)")
+        if m.phase != "all" or not (inside or m.eager_bytes is not None or m.name == ""):
+            continue
         compiled = m.bytes_read + m.bytes_written
-        body.append([shown_name(m.name) if m.name else "(root)", _num(m.eager_bytes, scale), _num(compiled, scale),
-                     _num(m.compulsory_bytes, scale),
-                     f"{m.eager_bytes / compiled:.2f}x" if compiled else "-",
-                     f"{compiled / m.compulsory_bytes:.2f}x" if m.compulsory_bytes else "-"])
+        # a module inside compiled code without fused kernels ran extern kernels only: as eager
+        eager = m.eager_bytes if m.eager_bytes is not None or not inside else compiled
+        rows.append((m, eager, compiled))
+    rows.sort(key=lambda r: -r[2])
+    shown = rows[:top]
+    unit, scale = _pick_unit([r[2] for r in shown], _BYTE_UNITS)
+    body = [[shown_name(m.name) if m.name else "(root)", _num(eager, scale), _num(compiled, scale),
+             _num(m.compulsory_bytes, scale), f"{eager / compiled:.2f}x" if eager is not None and compiled else "-",
+             f"{compiled / m.compulsory_bytes:.2f}x" if m.compulsory_bytes else "-"] for m, eager, compiled in shown]
     headers = ["module", f"eager ({unit})", f"compiled ({unit})", f"compulsory ({unit})", "saved", "headroom left"]
     table = tabulate(body, headers=headers, tablefmt="simple", disable_numparse=True,
                      colalign=["left"] + ["right"] * 5)
     more = f"\n  ... {len(rows) - top} more (report.modules, eager_bytes)" if len(rows) > top else ""
+    unknown = ("; eager '-': a fused kernel's ops were not recorded (compile the model inside the profiled "
+               "block or the fit)") if any(eager is None for _, eager, _ in shown) else ""
     return ("torch.compile traffic per module, one step (eager: the same ops run one by one as eager ops; "
             "compiled: the fused kernels' real traffic plus the other ops'; compulsory: each storage once; "
-            "saved = eager / compiled, headroom left = compiled / compulsory):\n" + table + more)
+            f"saved = eager / compiled, headroom left = compiled / compulsory{unknown}):\n" + table + more)
 
 
 def _uncounted_text(report: RooflineReport) -> str:

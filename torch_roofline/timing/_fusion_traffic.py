@@ -125,13 +125,17 @@ def eager_bytes_by_call(order: Sequence[str], refs: Mapping[str, Sequence[str]],
         for r in refs.get(n, ()):
             users.setdefault(r, set()).add(n)
     position = {n: i for i, n in enumerate(order)}
-    owner: Dict[str, str] = {}  # op -> the C++ call listing it latest in the graph (a recomputed op: any)
+    owner: Dict[str, str] = {}  # op -> a C++ call listing it (a recomputed op: the first)
     extern: Set[str] = set()
     for key, names in calls.items():
         if not key.startswith("cpp_"):
             extern.update(names)
-            continue
-        for n in names:
+    # a call that also lists an extern kernel's op (a weight-layout change) owns only the ops
+    # no other call lists: its list names the ops of the kernels after it too
+    clean = [key for key, names in calls.items() if key.startswith("cpp_") and not extern.intersection(names)]
+    loose = [key for key, names in calls.items() if key.startswith("cpp_") and extern.intersection(names)]
+    for key in clean + loose:
+        for n in calls[key]:
             owner.setdefault(n, key)
     out: Dict[str, Optional[int]] = {key: 0 for key in calls if key.startswith("cpp_")}
     for group in group_ops(order, refs, origins):

@@ -62,7 +62,7 @@ from torch_roofline.timing._inductor_wrapper import callee_name, distinct_elemen
 from torch_roofline.timing._stack_traces import MODULE_FRAME, CallChain, ModuleTree, json_object, read_stack_traces
 
 __all__ = ["KernelCost", "CompiledGraph", "compiled_graphs", "read_compiled_graph", "graph_key", "kernel_name",
-           "kernel_costs", "save_compiled_graphs", "load_compiled_graphs", "module_tree_beside", "remember_node_modules",
+           "kernel_costs", "compiled_costs", "save_compiled_graphs", "load_compiled_graphs", "module_tree_beside", "remember_node_modules",
            "SIDECAR_SUFFIX"]
 
 #: Suffix of the file beside a trace holding its compiled graphs (:func:`save_compiled_graphs`).
@@ -109,6 +109,9 @@ class KernelCost:
         compulsory: (bytes read, bytes written) it is the first in its graph's run to read or
             write (each buffer once), ``None`` when unknown.
         eager_why: why :attr:`eager_bytes` is unknown, ``None`` when it is known.
+        relayout: it lists an extern kernel's op: it changes the layout of that kernel's input
+            (a convolution's weights, at every call of a model not frozen), besides its own
+            ops if it has any (:attr:`flops` counts only those).
     """
 
     name: str
@@ -124,6 +127,7 @@ class KernelCost:
     eager_bytes: Optional[int] = None
     compulsory: Optional[Tuple[int, int]] = None
     eager_why: Optional[str] = None
+    relayout: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,11 +140,16 @@ class CompiledGraph:
         calls: kernel name -> the cost of each of its calls in one run of the graph, in order:
             a kernel Inductor reuses (the same GELU in two blocks) runs once per block, each
             call with the ops of its own block.
+        externs: aten op (``"aten.addmm"``) -> the graph's extern kernel calls of it in order
+            (``extern_kernels.addmm``, a fallback ``torch.ops.aten...`` call), each a
+            :class:`KernelCost` with only the modules of its ops (``chains``, ``split``): the
+            trace records them as aten ops with shapes, costed as such, placed by these.
     """
 
     key: str
     kernels: Mapping[str, KernelCost]
     calls: Mapping[str, Tuple[KernelCost, ...]] = field(default_factory=dict)
+    externs: Mapping[str, Tuple[KernelCost, ...]] = field(default_factory=dict)
 
 
 def graph_key(annotation_name: str) -> Optional[str]:
@@ -208,6 +217,7 @@ def remember_node_modules(graph: Any) -> None:
     names: List[str] = []
     modules: Dict[str, str] = {}
     origins: Dict[str, str] = {}
+    ranks: Dict[Any, int] = {}
     for node in graph.nodes:
         if node.op != "call_function":
             continue
@@ -215,7 +225,7 @@ def remember_node_modules(graph: Any) -> None:
             names.append(node.name)
         meta = node.meta
         if meta.get("original_aten") is not None:
-            origins[node.name] = f"{meta['original_aten']}@{meta.get('seq_nr')}"
+            origins[node.name] = f"{meta['original_aten']}@{_seq_rank(ranks, meta.get('seq_nr'))}"
         path = _module_path(meta.get("nn_module_stack") or meta.get("fwd_nn_module_stack"))
         if path is not None:
             modules[node.name] = path
@@ -230,6 +240,16 @@ def remember_node_modules(graph: Any) -> None:
             seen.append(found)
         while len(registry) > _NODE_MODULES_KEPT:  # a long run that keeps recompiling: drop the oldest
             del registry[next(iter(registry))]
+
+
+def _seq_rank(ranks: Dict[Any, int], seq: Any) -> Any:
+    """An autograd sequence number as its rank in the graph (first seen: 0): the same graph
+    compiled again records the same origins, though autograd's counter has moved on."""
+    if seq is None:
+        return None
+    if seq not in ranks:
+        ranks[seq] = len(ranks)
+    return ranks[seq]
 
 
 def _recorded_modules(nodes: Mapping[str, "_Node"], registry: Optional[Mapping] = None) -> Optional[Dict[str, str]]:
@@ -378,17 +398,23 @@ def read_compiled_graph(key: str, source_code: str, post_grad_graph: str, proven
     mine = {f"{name}:{handle}" for name, handle in handles}
     fused = {k: v for k, v in _provenance(provenance).items() if k in mine}
     # Ops an extern kernel ran (a convolution, an mm) are counted as the aten op the trace
-    # records. Provenance can tie a C++ kernel to more ops than it computes (a kernel that
-    # changes a convolution weight's layout lists the convolution and ops after it): a
-    # kernel's FLOPs are counted only when no op it lists is an extern kernel's, else it stays
-    # uncounted (with its bytes) rather than counted twice. An op two such clean kernels list is
-    # one Inductor recomputes in both instead of storing it: it counts in each (real work).
+    # records. Provenance can tie a C++ kernel to more ops than it computes: a kernel that
+    # changes a convolution weight's layout lists the convolution and the batch norms of the
+    # kernels after it. Such a kernel (one listing an extern kernel's op) counts only the ops
+    # no other kernel lists, so none is counted twice (a layout change: bytes, 0 FLOPs). An op
+    # two clean kernels list is one Inductor recomputes in both instead of storing it: it
+    # counts in each (real work).
     extern = {n for key, names in fused.items() if not key.startswith("cpp_") for n in names}
     listed: Dict[str, int] = {}
     for key, names in fused.items():
         if key.startswith("cpp_") and not extern.intersection(names):
             for n in set(names):
                 listed[n] = listed.get(n, 0) + 1
+    others = dict(listed)  # an imprecise kernel's op that another kernel lists is the other's
+    for key, names in fused.items():
+        if key.startswith("cpp_") and extern.intersection(names):
+            for n in set(names):
+                others[n] = others.get(n, 0) + 1
     called: Dict[str, List[str]] = {}  # C++ kernel -> the debug handle of each of its calls, in order
     for name, handle in handles:
         if "." not in name:  # not extern_kernels.<op>
@@ -412,7 +438,7 @@ def read_compiled_graph(key: str, source_code: str, post_grad_graph: str, proven
             if names is None and handle is None:
                 same = [v for k, v in fused.items() if k.rsplit(":", 1)[0] == name]
                 names = same[0] if len(same) == 1 else None
-            flops, ops, why, per_node = _call_flops(names, nodes, provenance, extern)
+            flops, ops, why, per_node = _call_flops(names, nodes, provenance, extern, others)
             again = tuple(sorted(n for n in names or () if listed.get(n, 0) > 1 and n in per_node))
             split = _split(names, per_node if flops is not None else None, node_modules)
             chains = traces.get(f"{name}:{handle}", ()) if handle is not None else ()
@@ -420,15 +446,36 @@ def read_compiled_graph(key: str, source_code: str, post_grad_graph: str, proven
             why_eager = None if eager_bytes is not None else (
                 eager_why or "the sizes of the ops it fused are not all in the compiled graph's text")
             compulsory = touches[k] if k < len(touches) else None
+            relayout = bool(names) and bool(extern.intersection(names))
             if isinstance(traffic, str):
                 costs.append(KernelCost(name, flops, None, None, None, ops, traffic, chains, split, again,
-                                        eager_bytes, None, why_eager))
+                                        eager_bytes, None, why_eager, relayout))
             else:
                 read, written, dtype = traffic
                 costs.append(KernelCost(name, flops, read, written, dtype, ops, why, chains, split, again,
-                                        eager_bytes, compulsory, why_eager))
+                                        eager_bytes, compulsory, why_eager, relayout))
         kernels[name], runs[name] = costs[0], tuple(costs)
-    return CompiledGraph(key, kernels, runs)
+    externs: Dict[str, List[KernelCost]] = {}
+    for name, handle in handles:
+        op = _extern_op(name)
+        if op is not None:
+            names = fused.get(f"{name}:{handle}")
+            externs.setdefault(op, []).append(KernelCost(
+                name, None, None, None, None, chains=traces.get(f"{name}:{handle}", ()),
+                split=_split(names, None, node_modules)))
+    return CompiledGraph(key, kernels, runs, {op: tuple(calls) for op, calls in externs.items()})
+
+
+def _extern_op(name: str) -> Optional[str]:
+    """The aten op the trace records for an extern kernel call of the wrapper
+    (``"extern_kernels.addmm"`` -> ``"aten.addmm"``, ``"torch.ops.aten.convolution_backward.default"``
+    -> ``"aten.convolution_backward"``), ``None`` for a C++ kernel."""
+    if name.startswith("extern_kernels."):
+        return "aten." + name[len("extern_kernels."):]
+    parts = name[len("torch.ops."):].split(".") if name.startswith("torch.ops.") else name.split(".")
+    if len(parts) == 3:  # namespace.op.overload
+        return f"{parts[0]}.{parts[1]}"
+    return None
 
 
 def _eager_bytes(nodes: Mapping[str, "_Node"], origins: Optional[Mapping[str, str]],
@@ -457,9 +504,11 @@ def _value_bytes(annotation: Optional[str]) -> Optional[int]:
     return distinct_elements(tuple(tensor.shape), tuple(tensor.stride())) * tensor.element_size()
 
 
-def _call_flops(names: Optional[List[str]], nodes: Mapping[str, "_Node"], provenance: Optional[str], extern: set
-                ) -> Tuple[Optional[int], Tuple[str, ...], Optional[str], Dict[str, int]]:
-    """(FLOPs, ops, reason, FLOPs per node) of one kernel call that fused the post-grad nodes ``names``."""
+def _call_flops(names: Optional[List[str]], nodes: Mapping[str, "_Node"], provenance: Optional[str], extern: set,
+                listed: Mapping[str, int]) -> Tuple[Optional[int], Tuple[str, ...], Optional[str], Dict[str, int]]:
+    """(FLOPs, ops, reason, FLOPs per node) of one kernel call that fused the post-grad nodes
+    ``names``; a call listing an extern kernel's op counts only the ops no other kernel lists
+    (``listed``: op -> how many kernels list it)."""
     if not provenance:
         return None, (), ("compile with torch._inductor.config.trace.provenance_tracking_level = 1 "
                           "to know the ops it fused (its FLOPs)"), {}
@@ -467,12 +516,12 @@ def _call_flops(names: Optional[List[str]], nodes: Mapping[str, "_Node"], proven
         return None, (), ("torch recorded no provenance for it (torch 2.14 writes which ops a kernel fused for a "
                           "backward graph only when it compiles while torch_roofline records: profile the step in "
                           "which the model compiles, or compile it inside RooflineProfiler)"), {}
-    shared = sorted(n for n in names if n in extern)
-    if shared:
-        return None, (), (f"torch's provenance lists ops for it that another kernel runs too ({', '.join(shared[:3])}"
-                          f"{', ...' if len(shared) > 3 else ''}, run by an extern kernel): a layout change feeding "
-                          "it; its FLOPs are left uncounted rather than counted twice"), {}
-    return _fused_flops(names, nodes)
+    if not extern.intersection(names):
+        return _fused_flops(names, nodes)
+    own = [n for n in names if n not in extern and listed.get(n, 0) <= 1]
+    if not own:
+        return 0, (), None, {}  # a layout change feeding an extern kernel: bytes, no arithmetic
+    return _fused_flops(own, nodes)
 
 
 def _split(names: Optional[List[str]], per_node: Optional[Mapping[str, int]],
@@ -664,11 +713,22 @@ def _fused_flops(names: Optional[List[str]], nodes: Mapping[str, _Node]
 
 def kernel_costs(events: Sequence[Any], kernels: Sequence[Any], source: Optional[str] = None) -> Dict[int, Any]:
     """Each fused kernel event's :class:`KernelCost`, or the reason there is none (a string),
-    by event index.
+    by event index: :func:`compiled_costs` without the aten ops."""
+    return compiled_costs(events, kernels, (), source)[0]
+
+
+def compiled_costs(events: Sequence[Any], kernels: Sequence[Any], aten: Sequence[Any] = (),
+                   source: Optional[str] = None) -> Tuple[Dict[int, Any], Dict[int, KernelCost]]:
+    """Each fused kernel event's :class:`KernelCost`, or the reason there is none (a string),
+    and each aten op event that ran as one of its graph's extern kernel calls, its
+    :attr:`CompiledGraph.externs` record (the modules of its ops), both by event index.
 
     Args:
         events: the trace's events (for the ``## Call CompiledFxGraph <key> ##`` ranges).
         kernels: the fused kernels' events (:func:`torch_roofline.timing.compiled.is_fused_kernel`).
+        aten: aten op events (the op rows' outermost events); the n-th event of an op inside a
+            graph's run is the graph's n-th extern call of it when the counts agree, else it is
+            left out.
         source: the trace's file; its graphs are read from ``source + SIDECAR_SUFFIX`` when that
             file exists, else from this process.
     """
@@ -681,12 +741,14 @@ def kernel_costs(events: Sequence[Any], kernels: Sequence[Any], source: Optional
     key_of: Dict[int, Optional[str]] = {}
     nth: Dict[int, int] = {}  # which call of its kernel in its graph's run (a reused kernel runs twice)
     seen: Dict[Tuple[Any, Tuple[float, float, str], str], int] = {}
-    for ev in sorted(kernels, key=lambda e: e.start_s):
+    slot_of: Dict[int, Tuple[Any, Tuple[float, float, str], str]] = {}
+    is_kernel = {ev.index for ev in kernels}
+    for ev in sorted([*kernels, *aten], key=lambda e: e.start_s):
         inside = [c for c in calls.get(ev.tid, ()) if c[0] <= ev.start_s + 1e-9 and ev.start_s + ev.dur_s <= c[1] + 1e-9]
         run = min(inside, key=lambda c: c[1] - c[0]) if inside else None
         key_of[ev.index] = run[2] if run is not None else None
         if run is not None:
-            slot = (ev.tid, run, ev.name)
+            slot = slot_of[ev.index] = (ev.tid, run, ev.name)
             nth[ev.index] = seen.get(slot, 0)
             seen[slot] = nth[ev.index] + 1
     keys = {k for k in key_of.values() if k is not None}
@@ -716,4 +778,12 @@ def kernel_costs(events: Sequence[Any], kernels: Sequence[Any], source: Optional
             runs = graph.calls.get(name, ())
             found = runs[nth[ev.index]] if nth[ev.index] < len(runs) else graph.kernels.get(name)
             out[ev.index] = found if found is not None else "it is not among its compiled graph's kernels"
-    return out
+    placed: Dict[int, KernelCost] = {}
+    for ev in aten:
+        key = key_of.get(ev.index)
+        graph = graphs.get(key) if key is not None and ev.index not in is_kernel else None
+        op = ".".join(ev.name.replace("::", ".").split(".")[:2])  # "aten::addmm.out" -> "aten.addmm"
+        externs = graph.externs.get(op) if graph is not None else None
+        if externs and seen[slot_of[ev.index]] == len(externs):  # as many events of the op as extern calls
+            placed[ev.index] = externs[nth[ev.index]]
+    return out, placed

@@ -75,7 +75,7 @@ from torch_roofline._lazy_dynamo import prepare_meta_replays, replays_prepared
 from torch_roofline.records import OpCost, frozen_record
 from torch_roofline.timing.attribution import TraceTiming, _as_int, dotted_op_name
 from torch_roofline.timing.compiled import is_fused_kernel
-from torch_roofline.timing.inductor import KernelCost, kernel_costs
+from torch_roofline.timing.inductor import KernelCost, compiled_costs
 from torch_roofline.timing.identity import CallIdentity, Identities, TensorId
 from torch_roofline.timing.trace import Trace, TraceEvent
 
@@ -133,7 +133,8 @@ class ShapeCosts:
             identities of a live session (:func:`_activation_bytes`); empty without them.
         kernels: row position -> a torch.compile kernel call's
             :class:`~torch_roofline.timing.inductor.KernelCost`, for the rows of kernels whose
-            ops' modules are known (:func:`torch_roofline.timing.kernel_sites.place_fused_kernels`).
+            ops' modules are known (:func:`torch_roofline.timing.kernel_sites.place_fused_kernels`):
+            fused kernels, and the aten op rows of a compiled graph's extern kernel calls.
     """
 
     costs: Tuple[OpCost, ...]
@@ -181,6 +182,9 @@ class ShapeTally:
         unjoined: calls without tensor identities in a live session's records.
         recomputed: torch.compile kernel -> its calls that compute ops another kernel of its
             graph computes too (:attr:`~torch_roofline.timing.inductor.KernelCost.recomputed`).
+        relayout: torch.compile kernel -> (calls, bytes read and written) of the kernels that
+            change the layout of an extern kernel's input
+            (:attr:`~torch_roofline.timing.inductor.KernelCost.relayout`).
     """
 
     list_dtype_assumed: Mapping[str, int] = field(default_factory=dict)
@@ -188,12 +192,17 @@ class ShapeTally:
     aborted: int = 0
     unjoined: int = 0
     recomputed: Mapping[str, int] = field(default_factory=dict)
+    relayout: Mapping[str, Tuple[int, int]] = field(default_factory=dict)
 
     def __add__(self, other: "ShapeTally") -> "ShapeTally":
+        relayout = dict(self.relayout)
+        for name, (calls, nbytes) in other.relayout.items():
+            before = relayout.get(name, (0, 0))
+            relayout[name] = (before[0] + calls, before[1] + nbytes)
         return ShapeTally(dict(Counter(self.list_dtype_assumed) + Counter(other.list_dtype_assumed)),
                           dict(Counter(self.omitted) + Counter(other.omitted)),
                           self.aborted + other.aborted, self.unjoined + other.unjoined,
-                          dict(Counter(self.recomputed) + Counter(other.recomputed)))
+                          dict(Counter(self.recomputed) + Counter(other.recomputed)), relayout)
 
     def notes(self) -> Tuple[str, ...]:
         """The report notes these counts make."""
@@ -214,6 +223,16 @@ class ShapeTally:
                          f"{', '.join(names[:3])}{', ...' if len(names) > 3 else ''}) compute ops that another kernel "
                          "of the same graph computes too (Inductor recomputes cheap ops rather than storing them): "
                          "their FLOPs count in each kernel that runs them, real work the eager step does once")
+        if self.relayout:
+            names = sorted(self.relayout)
+            calls = sum(c for c, _ in self.relayout.values())
+            nbytes = sum(b for _, b in self.relayout.values())
+            notes.append(f"{len(names)} torch.compile fused kernel(s) ({calls} call(s), {nbytes / 1e6:.3g} MB read and "
+                         f"written in the recorded steps: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}) "
+                         "change the layout of an extern kernel's input (a convolution's weights into the blocked "
+                         "layout oneDNN wants), some besides ops of their own, at every call: traffic the eager step "
+                         "does not have. For inference, torch._inductor.config.freezing = True makes Inductor do it "
+                         "once, at compile time")
         return tuple(notes)
 
 
@@ -277,7 +296,11 @@ def shape_costs(trace: Trace, timing: TraceTiming, *, identities: Optional[Ident
         tensors.append(_row_tensors(static, identity, ev))
     spans = _storage_spans(tensors) if use_ids else {}
     kernel_events = [ev for ev in found if ev is not None and is_fused_kernel(ev.name)]
-    fused = kernel_costs(trace.events, kernel_events, trace.source) if kernel_events else {}
+    fused: Dict[int, Any] = {}
+    extern: Dict[int, KernelCost] = {}
+    if kernel_events:
+        aten_events = [ev for ev in found if ev is not None and not is_fused_kernel(ev.name)]
+        fused, extern = compiled_costs(trace.events, kernel_events, aten_events, trace.source)
     replayer = cache if cache is not None else _Replayer(formulas)
     signatures_before = replayer.signatures
     traffic = _StepTraffic()
@@ -289,7 +312,12 @@ def shape_costs(trace: Trace, timing: TraceTiming, *, identities: Optional[Ident
     partial: Dict[Tuple[str, str], int] = defaultdict(int)
     kernels: Dict[int, KernelCost] = {}
     recomputed: Dict[str, int] = defaultdict(int)
+    relayout: Dict[str, Tuple[int, int]] = {}
     for position, ((row, ev, identity), sig, row_tensors) in enumerate(zip(rows, signatures, tensors)):
+        if ev is not None and ev.index in extern:  # an extern kernel of a compiled graph: placed by its ops' modules
+            placed = extern[ev.index]
+            if placed.chains or placed.split:
+                kernels[position] = placed
         if ev is not None and ev.index in fused:  # a torch.compile kernel: costed from its compiled graph
             fields, why = _kernel_fields(row.op, fused[ev.index])
             found = fused[ev.index]
@@ -297,6 +325,9 @@ def shape_costs(trace: Trace, timing: TraceTiming, *, identities: Optional[Ident
                 kernels[position] = found
             if isinstance(found, KernelCost) and found.recomputed and fields["counted"]:
                 recomputed[row.op] += 1
+            if isinstance(found, KernelCost) and found.relayout:
+                calls, nbytes = relayout.get(row.op, (0, 0))
+                relayout[row.op] = (calls + 1, nbytes + fields["bytes_read"] + fields["bytes_written"])
             fields.update(module=row.module, scope=tuple(row.scope), phase=row.phase, index=row.index,
                           recompute=row.recompute)
             costs.append(frozen_record(OpCost, fields))
@@ -335,7 +366,7 @@ def shape_costs(trace: Trace, timing: TraceTiming, *, identities: Optional[Ident
             reasons.append((row.op, why))
         if replayed.subs:
             dispatched.setdefault(row.op, tuple(dict.fromkeys(sub.op for sub in replayed.subs)))
-    tally = ShapeTally(dict(assumed), dict(partial), aborted, unjoined, dict(recomputed))
+    tally = ShapeTally(dict(assumed), dict(partial), aborted, unjoined, dict(recomputed), relayout)
     activations = _activation_bytes(rows, tensors, spans, parameters or (), timing.steps) if use_ids else {}
     return ShapeCosts(tuple(costs), tuple(reasons), MappingProxyType(dispatched), tally.notes(),
                       replayer.signatures - signatures_before, MappingProxyType(activations), tally,
