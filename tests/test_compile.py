@@ -503,3 +503,26 @@ def test_a_model_compiled_inside_the_block_records_its_kernels_and_the_settings_
     gelu = next(o for o in report.ops if kernel_name(o.op) == "cpp_fused_gelu_0")
     assert gelu.counted and gelu.flops == 5 * B * H
     assert not inductor_config.cpp.enable_kernel_profile and inductor_config.trace.provenance_tracking_level == 0
+
+
+def test_a_graph_whose_range_names_no_key_is_found_by_its_kernels():
+    # freezing compiles outside Inductor's graph cache: the trace range says
+    # "## Call CompiledFxGraph None ##", and the process's unkeyed graphs are told apart by
+    # the kernels each run called
+    from types import SimpleNamespace
+
+    from torch_roofline.timing.inductor import CompiledGraph, _resolve_unkeyed
+
+    def ev(index, name):
+        return SimpleNamespace(index=index, name=name)
+
+    run_a, run_b, run_c = (0.0, 1.0, "None"), (2.0, 3.0, "None"), (4.0, 5.0, "None")
+    kernels = [ev(1, "graph_0_cpp_fused_relu_0"), ev(2, "graph_0_cpp_fused_mean_1"), ev(3, "graph_1_cpp_fused_add_0"),
+               ev(4, "graph_2_cpp_fused_relu_0")]
+    key_of = {1: "None", 2: "None", 3: "None", 4: "None"}
+    slot_of = {1: (1, run_a, "x"), 2: (1, run_a, "y"), 3: (1, run_b, "z"), 4: (1, run_c, "w")}
+    graphs = {"None#a": CompiledGraph("None#a", {}, {"cpp_fused_relu_0": (), "cpp_fused_mean_1": ()}),
+              "None#b": CompiledGraph("None#b", {}, {"cpp_fused_add_0": (), "cpp_fused_relu_0": ()})}
+    _resolve_unkeyed(key_of, slot_of, kernels, graphs)
+    # run a: only graph a holds relu and mean; run b: only b holds add; run c's relu: both do
+    assert key_of == {1: "None#a", 2: "None#a", 3: "None#b", 4: None}

@@ -70,6 +70,9 @@ SIDECAR_SUFFIX = ".inductor.json.gz"
 _FORMAT = "torch_roofline.inductor/1"
 
 _CALL_PREFIX = "## Call CompiledFxGraph "
+#: What a graph compiled outside Inductor's graph cache (``freezing``, a cache bypass) is
+#: called in its trace range; such graphs are told apart by their kernels' names.
+_UNKEYED = "None"
 _GRAPH_PREFIX = re.compile(r"^graph_\d+_")
 _ANNOTATION = re.compile(r"^([a-z0-9]+)\[([^\]]*)\]\[([^\]]*)\]")
 _HANDLE = re.compile(r"# \[Provenance debug handles\] ([\w.]+):(\d+)")
@@ -109,9 +112,9 @@ class KernelCost:
         compulsory: (bytes read, bytes written) it is the first in its graph's run to read or
             write (each buffer once), ``None`` when unknown.
         eager_why: why :attr:`eager_bytes` is unknown, ``None`` when it is known.
-        relayout: it lists an extern kernel's op: it changes the layout of that kernel's input
-            (a convolution's weights, at every call of a model not frozen), besides its own
-            ops if it has any (:attr:`flops` counts only those).
+        relayout: it lists an extern kernel's op, computes nothing of its own and writes what it
+            reads: it changes the layout of that kernel's input (a convolution's weights, at
+            every call of a model not frozen).
     """
 
     name: str
@@ -278,10 +281,13 @@ def _live_texts(wanted: Optional[set] = None) -> Dict[str, _Texts]:
     if cls is None or wanted is not None and not wanted:
         return {}
     found: Dict[str, _Texts] = {}
+    unkeyed = wanted is None or _UNKEYED in wanted
     for obj in gc.get_objects():
         if type(obj) is cls:  # type(), not isinstance: a dead weak proxy raises on __class__
-            key = getattr(obj, "_fx_graph_cache_key", None) or getattr(obj, "cache_key", None)
-            if key and (wanted is None or key in wanted) and key not in found:
+            key = getattr(obj, "_fx_graph_cache_key", None)
+            if key is None and unkeyed and getattr(obj, "cache_key", None):
+                key = f"{_UNKEYED}#{obj.cache_key}"  # its trace range names no key: found by its kernels
+            if key and (wanted is None or key in wanted or key.startswith(_UNKEYED + "#")) and key not in found:
                 found[key] = _Texts(getattr(obj, "source_code", "") or "",
                                     getattr(obj, "inductor_post_grad_graph_str", "") or "",
                                     getattr(obj, "inductor_provenance_mapping_str", None),
@@ -446,7 +452,8 @@ def read_compiled_graph(key: str, source_code: str, post_grad_graph: str, proven
             why_eager = None if eager_bytes is not None else (
                 eager_why or "the sizes of the ops it fused are not all in the compiled graph's text")
             compulsory = touches[k] if k < len(touches) else None
-            relayout = bool(names) and bool(extern.intersection(names))
+            relayout = (flops == 0 and bool(names) and bool(extern.intersection(names))
+                        and not isinstance(traffic, str) and traffic[0] == traffic[1] > 0)
             if isinstance(traffic, str):
                 costs.append(KernelCost(name, flops, None, None, None, ops, traffic, chains, split, again,
                                         eager_bytes, None, why_eager, relayout))
@@ -464,6 +471,25 @@ def read_compiled_graph(key: str, source_code: str, post_grad_graph: str, proven
                 name, None, None, None, None, chains=traces.get(f"{name}:{handle}", ()),
                 split=_split(names, None, node_modules)))
     return CompiledGraph(key, kernels, runs, {op: tuple(calls) for op, calls in externs.items()})
+
+
+def _resolve_unkeyed(key_of: Dict[int, Optional[str]], slot_of: Mapping[int, Tuple[Any, Tuple[float, float, str], str]],
+                     kernels: Sequence[Any], graphs: Mapping[str, CompiledGraph]) -> None:
+    """Give the events of each run of a graph whose trace range names no key (``## Call
+    CompiledFxGraph None ##``) the key of the one unkeyed graph holding every kernel the run
+    called; a run that fits none or several keeps ``None`` (its kernels say why)."""
+    unkeyed = {k: set(g.calls) for k, g in graphs.items() if k.startswith(_UNKEYED + "#")}
+    called: Dict[Tuple[float, float, str], set] = {}
+    for ev in kernels:
+        if key_of.get(ev.index) == _UNKEYED:
+            called.setdefault(slot_of[ev.index][1], set()).add(kernel_name(ev.name))
+    chosen: Dict[Tuple[float, float, str], Optional[str]] = {}
+    for run, names in called.items():
+        fits = [k for k, have in unkeyed.items() if names <= have]
+        chosen[run] = fits[0] if len(fits) == 1 else None
+    for index, key in list(key_of.items()):
+        if key == _UNKEYED:
+            key_of[index] = chosen.get(slot_of[index][1]) if index in slot_of else None
 
 
 def _extern_op(name: str) -> Optional[str]:
@@ -761,6 +787,8 @@ def compiled_costs(events: Sequence[Any], kernels: Sequence[Any], aten: Sequence
         except ValueError as exc:  # the report goes on; each kernel says why it is uncounted
             unreadable = str(exc)
     graphs.update(compiled_graphs(keys - set(graphs)))
+    if _UNKEYED in keys:
+        _resolve_unkeyed(key_of, slot_of, kernels, graphs)
     out: Dict[int, Any] = {}
     for ev in kernels:
         key = key_of[ev.index]

@@ -183,7 +183,7 @@ class ShapeTally:
         recomputed: torch.compile kernel -> its calls that compute ops another kernel of its
             graph computes too (:attr:`~torch_roofline.timing.inductor.KernelCost.recomputed`).
         relayout: torch.compile kernel -> (calls, bytes read and written) of the kernels that
-            change the layout of an extern kernel's input
+            only change the layout of an extern kernel's input
             (:attr:`~torch_roofline.timing.inductor.KernelCost.relayout`).
     """
 
@@ -229,10 +229,11 @@ class ShapeTally:
             nbytes = sum(b for _, b in self.relayout.values())
             notes.append(f"{len(names)} torch.compile fused kernel(s) ({calls} call(s), {nbytes / 1e6:.3g} MB read and "
                          f"written in the recorded steps: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}) "
-                         "change the layout of an extern kernel's input (a convolution's weights into the blocked "
-                         "layout oneDNN wants), some besides ops of their own, at every call: traffic the eager step "
-                         "does not have. For inference, torch._inductor.config.freezing = True makes Inductor do it "
-                         "once, at compile time")
+                         "only change the layout of an extern kernel's input (a convolution's weights into the "
+                         "blocked layout oneDNN wants), at every call: traffic the eager step does not have. For "
+                         "inference, torch._inductor.config.freezing = True makes Inductor do it once, at compile "
+                         "time (the oneDNN ops a frozen model then runs, mkldnn._convolution_pointwise, are not "
+                         "counted yet: they are listed as uncounted)")
         return tuple(notes)
 
 
