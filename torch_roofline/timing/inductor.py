@@ -477,7 +477,7 @@ def _resolve_unkeyed(key_of: Dict[int, Optional[str]], slot_of: Mapping[int, Tup
                      kernels: Sequence[Any], graphs: Mapping[str, CompiledGraph]) -> None:
     """Give the events of each run of a graph whose trace range names no key (``## Call
     CompiledFxGraph None ##``) the key of the one unkeyed graph holding every kernel the run
-    called; a run that fits none or several keeps ``None`` (its kernels say why)."""
+    called; a run that fits none or several gets ``"None?"`` (its kernels say why)."""
     unkeyed = {k: set(g.calls) for k, g in graphs.items() if k.startswith(_UNKEYED + "#")}
     called: Dict[Tuple[float, float, str], set] = {}
     for ev in kernels:
@@ -486,10 +486,10 @@ def _resolve_unkeyed(key_of: Dict[int, Optional[str]], slot_of: Mapping[int, Tup
     chosen: Dict[Tuple[float, float, str], Optional[str]] = {}
     for run, names in called.items():
         fits = [k for k, have in unkeyed.items() if names <= have]
-        chosen[run] = fits[0] if len(fits) == 1 else None
+        chosen[run] = fits[0] if len(fits) == 1 else _UNKEYED + "?"
     for index, key in list(key_of.items()):
         if key == _UNKEYED:
-            key_of[index] = chosen.get(slot_of[index][1]) if index in slot_of else None
+            key_of[index] = chosen.get(slot_of[index][1], _UNKEYED + "?") if index in slot_of else None
 
 
 def _extern_op(name: str) -> Optional[str]:
@@ -794,6 +794,9 @@ def compiled_costs(events: Sequence[Any], kernels: Sequence[Any], aten: Sequence
         key = key_of[ev.index]
         if key is None:
             out[ev.index] = "the trace does not say which compiled graph ran it (no CompiledFxGraph range around it)"
+        elif key == _UNKEYED + "?":
+            out[ev.index] = ("its graph was compiled outside Inductor's graph cache (freezing), so the trace names no key "
+                             "for it, and the kernels its run called fit no single compiled graph of this process")
         elif key not in graphs and unreadable is not None:
             out[ev.index] = unreadable
         elif key not in graphs:
