@@ -166,8 +166,8 @@ def test_a_compiled_training_step_has_eager_and_compulsory_bytes_for_every_kerne
         assert 0 <= o.compulsory_bytes <= o.bytes_read + o.bytes_written, o.op
     # the step's numbers add up from its rows; an eager op's eager bytes are its op bytes
     counted = [o for o in report.ops if o.counted]
-    assert report.totals.eager_bytes == sum(o.eager_bytes if o.eager_bytes is not None else o.bytes_read + o.bytes_written
-                                   for o in counted)
+    assert report.totals.eager_bytes == sum(
+        o.eager_bytes if o.eager_bytes is not None else o.bytes_read + o.bytes_written for o in counted)
     rebuilt = type(report).from_json(report.to_json())
     assert rebuilt.totals.eager_bytes == report.totals.eager_bytes
     assert [m.eager_bytes for m in rebuilt.modules] == [m.eager_bytes for m in report.modules]

@@ -206,7 +206,8 @@ def compulsory_by_call(body: Sequence[ast.stmt], params: Mapping[str, List[str]]
             touched.add(target)  # allocated here: nothing in it to read until a kernel writes it
             continue
         if callee in params:
-            out.setdefault(callee, []).append(_first_touch(value.args, params[callee], tensors, alias, touched, written))
+            first = _first_touch(value.args, params[callee], tensors, alias, touched, written)
+            out.setdefault(callee, []).append(first)
         elif callee.startswith("empty_strided") or callee.startswith("assert_") or callee == "reinterpret_tensor":
             continue
         else:  # an extern kernel or a fallback op: what it names is touched; what it returns, written

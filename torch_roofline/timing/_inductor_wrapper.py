@@ -23,7 +23,8 @@ _PARAMS = re.compile(r'extern\s+"C"[^(]*\(([^)]*)\)', re.S)
 _Tensor = Tuple[Tuple[int, ...], Tuple[int, ...], torch.dtype]
 
 
-def read_wrapper(source: str) -> Tuple[Dict[str, List[ast.expr]], Dict[str, _Tensor], Dict[str, List[str]], List[ast.stmt]]:
+def read_wrapper(source: str
+                 ) -> Tuple[Dict[str, List[ast.expr]], Dict[str, _Tensor], Dict[str, List[str]], List[ast.stmt]]:
     """(kernel -> its first call's arguments, buffer/input name -> tensor, kernel -> C++ parameter
     names, the statements of ``call()``)."""
     tree = ast.parse(source)

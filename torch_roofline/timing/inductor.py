@@ -38,6 +38,12 @@ Conventions (a kernel's row):
 * A kernel whose graph, provenance or shapes cannot be read (a saved trace without its
   process, symbolic sizes, an op without a formula) keeps its time and stays uncounted, with
   the reason.
+* **Eager bytes** (what the ops it fused move run one by one as eager ops) and **compulsory
+  bytes** (the buffers it is first to read or write in its graph's run) come from the same
+  texts: :mod:`torch_roofline.timing._fusion_traffic`.
+* The graph's **extern kernel calls** (``extern_kernels.addmm``, fallback aten calls) are
+  listed per aten op in call order (:attr:`CompiledGraph.externs`), with the modules of their
+  ops, so the aten events the trace records for them are placed under those modules.
 
 The parsing is of text that torch generates and may change between versions: everything
 unexpected makes the kernel uncounted with the reason, never a wrong number.
@@ -62,8 +68,8 @@ from torch_roofline.timing._inductor_wrapper import callee_name, distinct_elemen
 from torch_roofline.timing._stack_traces import MODULE_FRAME, CallChain, ModuleTree, json_object, read_stack_traces
 
 __all__ = ["KernelCost", "CompiledGraph", "compiled_graphs", "read_compiled_graph", "graph_key", "kernel_name",
-           "kernel_costs", "compiled_costs", "save_compiled_graphs", "load_compiled_graphs", "module_tree_beside", "remember_node_modules",
-           "SIDECAR_SUFFIX"]
+           "kernel_costs", "compiled_costs", "save_compiled_graphs", "load_compiled_graphs", "module_tree_beside",
+           "remember_node_modules", "SIDECAR_SUFFIX"]
 
 #: Suffix of the file beside a trace holding its compiled graphs (:func:`save_compiled_graphs`).
 SIDECAR_SUFFIX = ".inductor.json.gz"
@@ -795,8 +801,9 @@ def compiled_costs(events: Sequence[Any], kernels: Sequence[Any], aten: Sequence
         if key is None:
             out[ev.index] = "the trace does not say which compiled graph ran it (no CompiledFxGraph range around it)"
         elif key == _UNKEYED + "?":
-            out[ev.index] = ("its graph was compiled outside Inductor's graph cache (freezing), so the trace names no key "
-                             "for it, and the kernels its run called fit no single compiled graph of this process")
+            out[ev.index] = ("its graph was compiled outside Inductor's graph cache (freezing), so the trace names "
+                             "no key for it, and the kernels its run called fit no single compiled graph of this "
+                             "process")
         elif key not in graphs and unreadable is not None:
             out[ev.index] = unreadable
         elif key not in graphs:
