@@ -182,3 +182,12 @@ def test_an_eager_report_has_no_eager_bytes_column_values():
     assert report.totals.eager_bytes is None
     assert all(m.eager_bytes is None for m in report.modules) and all(o.eager_bytes is None for o in report.ops)
     assert "torch.compile traffic" not in report.table()
+
+
+def test_a_graph_with_symbolic_sizes_says_it_was_compiled_with_dynamic_shapes():
+    # the recorded Block's texts with its batch made a symbol, as torch.compile(dynamic=True) writes them
+    wrapper = _read("block_0", "wrapper").replace("(8, ", "(s0, ")
+    text = _read("block_0", "graph").replace("[8, ", "[s0, ")
+    graph = read_compiled_graph("block_0", wrapper, text, _read("block_0", "provenance"))
+    gelu = graph.kernels["cpp_fused_gelu_0"]
+    assert gelu.bytes_read is None and "dynamic shapes" in gelu.reason

@@ -29,9 +29,15 @@ from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 import torch
 
-from torch_roofline.timing._inductor_wrapper import callee_name, distinct_elements, tensor_of
+from torch_roofline.timing._inductor_wrapper import callee_name, distinct_elements, kernel_callee, tensor_of
 
-__all__ = ["eager_bytes_by_call", "compulsory_by_call", "group_ops"]
+__all__ = ["eager_bytes_by_call", "compulsory_by_call", "group_ops", "is_generated"]
+
+
+def is_generated(key: str) -> bool:
+    """True for a kernel Inductor generated (``"cpp_fused_gelu_0:2"``, ``"triton_poi_fused_gelu_0:2"``),
+    False for an extern kernel call (``"extern_kernels.addmm:1"``)."""
+    return key.startswith(("cpp_", "triton_"))
 
 
 # --------------------------------------------------------------------------- eager bytes
@@ -128,16 +134,16 @@ def eager_bytes_by_call(order: Sequence[str], refs: Mapping[str, Sequence[str]],
     owner: Dict[str, str] = {}  # op -> a C++ call listing it (a recomputed op: the first)
     extern: Set[str] = set()
     for key, names in calls.items():
-        if not key.startswith("cpp_"):
+        if not is_generated(key):
             extern.update(names)
     # a call that also lists an extern kernel's op (a weight-layout change) owns only the ops
     # no other call lists: its list names the ops of the kernels after it too
-    clean = [key for key, names in calls.items() if key.startswith("cpp_") and not extern.intersection(names)]
-    loose = [key for key, names in calls.items() if key.startswith("cpp_") and extern.intersection(names)]
+    clean = [key for key, names in calls.items() if is_generated(key) and not extern.intersection(names)]
+    loose = [key for key, names in calls.items() if is_generated(key) and extern.intersection(names)]
     for key in clean + loose:
         for n in calls[key]:
             owner.setdefault(n, key)
-    out: Dict[str, Optional[int]] = {key: 0 for key in calls if key.startswith("cpp_")}
+    out: Dict[str, Optional[int]] = {key: 0 for key in calls if is_generated(key)}
     for group in group_ops(order, refs, origins):
         if extern.intersection(group):
             continue  # an extern kernel's op: its own row, with its recorded shapes
@@ -171,13 +177,13 @@ def _root(expr: ast.expr, alias: Mapping[str, str]) -> Optional[str]:
 def compulsory_by_call(body: Sequence[ast.stmt], params: Mapping[str, List[str]],
                        tensors: Mapping[str, Tuple[Tuple[int, ...], Tuple[int, ...], torch.dtype]]
                        ) -> Dict[str, List[Optional[Tuple[int, int]]]]:
-    """Compulsory (bytes read, bytes written) of each C++ kernel call in one run of the graph
+    """Compulsory (bytes read, bytes written) of each generated kernel call in one run of the graph
     (module docstring), by kernel name, its calls in order; ``None`` for a call with an
     argument of unknown size.
 
     Args:
         body: the statements of the wrapper's ``call()``.
-        params: C++ kernel -> its parameter names (``in_ptr0``, ``out_ptr0``, ...).
+        params: generated kernel -> its parameter names (``in_ptr0``, ``out_ptr0``, ...).
         tensors: buffer -> (size, stride, dtype), as the wrapper allocates them.
     """
     alias: Dict[str, str] = {}
@@ -205,9 +211,10 @@ def compulsory_by_call(body: Sequence[ast.stmt], params: Mapping[str, List[str]]
         if target is not None and callee.startswith("empty_strided"):
             touched.add(target)  # allocated here: nothing in it to read until a kernel writes it
             continue
-        if callee in params:
-            first = _first_touch(value.args, params[callee], tensors, alias, touched, written)
-            out.setdefault(callee, []).append(first)
+        kernel = kernel_callee(value, params)
+        if kernel is not None:
+            first = _first_touch(value.args, params[kernel], tensors, alias, touched, written)
+            out.setdefault(kernel, []).append(first)
         elif callee.startswith("empty_strided") or callee.startswith("assert_") or callee == "reinterpret_tensor":
             continue
         else:  # an extern kernel or a fallback op: what it names is touched; what it returns, written

@@ -1,10 +1,13 @@
-"""The generated wrapper of an Inductor graph, read for each C++ kernel's traffic.
+"""The generated wrapper of an Inductor graph, read for each generated kernel's traffic.
 
 Used by :mod:`torch_roofline.timing.inductor` (conventions there): which buffers each kernel is
-called with, their sizes, strides and dtypes (``empty_strided_cpu(...)``, ``rand_strided(...)``
-in ``get_args()``, ``reinterpret_tensor(...)``, the ``assert_tensor_metadata(...)`` checks after
-extern kernels, ``a = b`` reuses), and which the kernel reads or writes (its C++ parameter
-names ``in_ptr``/``out_ptr``/``in_out_ptr``).
+called with, their sizes, strides and dtypes (``empty_strided_cpu(...)``,
+``empty_strided_cuda(...)``, ``rand_strided(...)`` in ``get_args()``, ``reinterpret_tensor(...)``,
+the ``assert_tensor_metadata(...)`` checks after extern kernels, ``a = b`` reuses), and which
+the kernel reads or writes: its parameter names ``in_ptr``/``out_ptr``/``in_out_ptr``, the same
+for a C++ kernel (``async_compile.cpp_pybinding(..., source)``, called as ``name(...)``) and a
+Triton kernel on a GPU (``async_compile.triton(name, source)`` holding ``def name(in_ptr0, ...)``,
+called as ``name.run(...)``). Only the Triton part of this module is device-specific.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["callee_name", "distinct_elements", "kernel_traffic", "read_wrapper", "tensor_of"]
+__all__ = ["callee_name", "distinct_elements", "kernel_callee", "kernel_traffic", "read_wrapper", "tensor_of"]
 
 _PARAMS = re.compile(r'extern\s+"C"[^(]*\(([^)]*)\)', re.S)
+_TRITON_DEF = re.compile(r"\bdef\s+\w+\s*\(([^)]*)\)", re.S)
 
 
 _Tensor = Tuple[Tuple[int, ...], Tuple[int, ...], torch.dtype]
@@ -35,15 +39,17 @@ def read_wrapper(source: str
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             value = node.value
-            if isinstance(value, ast.Call) and callee_name(value) == "async_compile.cpp_pybinding" and len(value.args) == 2:
+            maker = callee_name(value) if isinstance(value, ast.Call) else ""
+            if maker in ("async_compile.cpp_pybinding", "async_compile.triton") and len(value.args) >= 2:
                 code = value.args[1]
                 if isinstance(code, ast.Constant) and isinstance(code.value, str):
-                    params[node.targets[0].id] = _param_names(code.value)
+                    read = _param_names if maker == "async_compile.cpp_pybinding" else _triton_param_names
+                    params[node.targets[0].id] = read(code.value)
         if isinstance(node, ast.FunctionDef) and node.name == "get_args":
             for stmt in node.body:
                 _tensor_assign(stmt, tensors, "rand_strided")
         if isinstance(node, ast.FunctionDef) and node.name == "call":
-            call_body = node.body
+            call_body = _flat(node.body)
     for stmt in call_body:
         if _tensor_assign(stmt, tensors, None):
             continue
@@ -52,9 +58,31 @@ def read_wrapper(source: str
             if callee in ("assert_tensor_metadata", "assert_size_stride"):
                 _asserted(stmt.value, tensors)  # an extern kernel's output: its size, checked
                 continue
-            if callee in params and callee not in calls:
-                calls[callee] = list(stmt.value.args)
+            kernel = kernel_callee(stmt.value, params)
+            if kernel is not None and kernel not in calls:
+                calls[kernel] = list(stmt.value.args)
     return calls, tensors, params, call_body
+
+
+def _flat(body: List[ast.stmt]) -> List[ast.stmt]:
+    """The statements of ``body`` with those of its ``with`` blocks in their place (a GPU
+    wrapper runs its kernels inside ``with torch.cuda._DeviceGuard(0):``)."""
+    out: List[ast.stmt] = []
+    for stmt in body:
+        if isinstance(stmt, ast.With):
+            out.extend(_flat(stmt.body))
+        else:
+            out.append(stmt)
+    return out
+
+
+def kernel_callee(call: ast.Call, params: Mapping[str, List[str]]) -> Optional[str]:
+    """The generated kernel a call of the wrapper runs (``cpp_fused_gelu_0(...)``,
+    ``triton_poi_fused_gelu_0.run(...)``), else ``None``."""
+    callee = callee_name(call)
+    if callee.endswith(".run"):
+        callee = callee[: -len(".run")]
+    return callee if callee in params else None
 
 
 def callee_name(call: ast.Call) -> str:
@@ -71,6 +99,15 @@ def _param_names(cpp: str) -> List[str]:
     if match is None:
         return []
     return [p.strip().split()[-1].lstrip("*&") for p in match.group(1).split(",") if p.strip()]
+
+
+def _triton_param_names(source: str) -> List[str]:
+    """A Triton kernel's parameter names, in order (``in_ptr0``, ``out_ptr0``, ``xnumel``), from
+    its ``def`` (annotations such as ``XBLOCK : tl.constexpr`` dropped)."""
+    match = _TRITON_DEF.search(source)
+    if match is None:
+        return []
+    return [p.split(":")[0].split("=")[0].strip() for p in match.group(1).split(",") if p.strip()]
 
 
 def _tensor_assign(stmt: ast.stmt, tensors: Dict[str, _Tensor], only: Optional[str]) -> bool:

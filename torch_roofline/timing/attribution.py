@@ -593,6 +593,10 @@ def _attribute_activities(
         if node.row is None:
             reason = (f"launched by {cpu_op}, which is not inside a counted op" if cpu_op
                       else f"launched by {launch.name} outside every cpu_op")
+            if launch.name.startswith("cudaGraphLaunch"):
+                reason = (f"replayed by a CUDA graph ({launch.name}; torch.compile mode='reduce-overhead' or "
+                          "torch.cuda.graphs), which runs its kernels without an op of their own: their time is "
+                          f"this list's, not a row's ({reason})")
             result.append(DeviceActivity(
                 **base, op_index=None, op=None, cpu_op=cpu_op, module=scope[-1], scope=scope,
                 phase=phase, reason=reason,

@@ -33,8 +33,10 @@ from torch_roofline.timing.trace import DEVICE_KINDS, Trace, TraceEvent
 __all__ = ["CompiledCode", "CompiledRegion", "compiled_calls", "scan_compiled", "compiled_kernels_note", "compiled_regions",
            "compiled_regions_note", "is_fused_kernel", "recording_compiled_kernels"]
 
-#: Inductor's C++ kernels as torch.profiler records them on the CPU (``graph_0_cpp_fused_gelu_0``).
-_FUSED_KERNEL = re.compile(r"^(?:graph_\d+_)?cpp_fused_\w+$")
+#: Inductor's kernels as torch.profiler records them: a C++ kernel's range on the CPU
+#: (``graph_0_cpp_fused_gelu_0``), a Triton kernel's launch range on the host
+#: (``triton_poi_fused_gelu_0``, holding its device kernel of the same name).
+_FUSED_KERNEL = re.compile(r"^(?:(?:graph_\d+_)?cpp|triton_[a-z]+)_fused_\w+$")
 _REGION = re.compile(r"^Torch-Compiled Region: (\d+)/(\d+)")
 _COMPILE_ID = re.compile(r"compile_id=(\d+)/(\d+)")
 
@@ -121,10 +123,12 @@ def _backward_provenance() -> Iterator[None]:
 
 
 def is_fused_kernel(name: str) -> bool:
-    """True for a ``torch.compile`` (Inductor) fused CPU kernel's event name
-    (``"graph_0_cpp_fused_add_native_layer_norm_1"``): an op row of its own, timed, whose
-    FLOPs and bytes come from its compiled graph, not from recorded shapes (it records none)."""
-    return name[:1] in "gc" and _FUSED_KERNEL.match(name) is not None
+    """True for a ``torch.compile`` (Inductor) fused kernel's host event name: a C++ kernel's
+    (``"graph_0_cpp_fused_add_native_layer_norm_1"``) or a Triton kernel's launch
+    (``"triton_per_fused_native_layer_norm_1"``, timed by the device kernel it launches): an op
+    row of its own, whose FLOPs and bytes come from its compiled graph, not from recorded
+    shapes."""
+    return name[:1] in "gct" and _FUSED_KERNEL.match(name) is not None
 
 
 @dataclass(frozen=True)
@@ -189,7 +193,7 @@ def scan_compiled(trace: Trace) -> CompiledCode:
                     calls[frame].append(ev)
                     if version not in versions[frame]:
                         versions[frame].append(version)
-            elif first in "gc" and is_fused_kernel(name):
+            elif first in "gct" and is_fused_kernel(name):
                 kernels += 1
         elif kind == "user_annotation":
             match = _COMPILE_ID.search(ev.name) if "compile_id=" in ev.name else None

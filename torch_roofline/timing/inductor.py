@@ -63,7 +63,7 @@ from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Seq
 
 import torch
 
-from torch_roofline.timing._fusion_traffic import compulsory_by_call, eager_bytes_by_call
+from torch_roofline.timing._fusion_traffic import compulsory_by_call, eager_bytes_by_call, is_generated
 from torch_roofline.timing._inductor_wrapper import callee_name, distinct_elements, kernel_traffic, read_wrapper
 from torch_roofline.timing._stack_traces import MODULE_FRAME, CallChain, ModuleTree, json_object, read_stack_traces
 
@@ -82,6 +82,11 @@ _UNKEYED = "None"
 _GRAPH_PREFIX = re.compile(r"^graph_\d+_")
 _ANNOTATION = re.compile(r"^([a-z0-9]+)\[([^\]]*)\]\[([^\]]*)\]")
 _HANDLE = re.compile(r"# \[Provenance debug handles\] ([\w.]+):(\d+)")
+#: A size written as a symbol in the graph's text (``"f32[s0, 64][64, 1]cpu"``): dynamic shapes.
+_SYMBOLIC = re.compile(r'"[a-z0-9]+\[[^\]"]*\b[a-z]+\d+\b[^\]"]*\]')
+_DYNAMIC_REASON = ("its graph was compiled with dynamic shapes (sizes like s0 in the graph: "
+                   "torch.compile(dynamic=True), or a recompile after a shape changed): the trace does not say each "
+                   "call's sizes, so its work is not counted; its time is")
 
 #: ``"f32"`` -> torch.float32, from torch.fx's own table (what the graph text is written with).
 try:
@@ -416,15 +421,15 @@ def read_compiled_graph(key: str, source_code: str, post_grad_graph: str, proven
     # no other kernel lists, so none is counted twice (a layout change: bytes, 0 FLOPs). An op
     # two clean kernels list is one Inductor recomputes in both instead of storing it: it
     # counts in each (real work).
-    extern = {n for key, names in fused.items() if not key.startswith("cpp_") for n in names}
+    extern = {n for key, names in fused.items() if not is_generated(key) for n in names}
     listed: Dict[str, int] = {}
     for key, names in fused.items():
-        if key.startswith("cpp_") and not extern.intersection(names):
+        if is_generated(key) and not extern.intersection(names):
             for n in set(names):
                 listed[n] = listed.get(n, 0) + 1
     others = dict(listed)  # an imprecise kernel's op that another kernel lists is the other's
     for key, names in fused.items():
-        if key.startswith("cpp_") and extern.intersection(names):
+        if is_generated(key) and extern.intersection(names):
             for n in set(names):
                 others[n] = others.get(n, 0) + 1
     called: Dict[str, List[str]] = {}  # C++ kernel -> the debug handle of each of its calls, in order
@@ -439,10 +444,13 @@ def read_compiled_graph(key: str, source_code: str, post_grad_graph: str, proven
         node_origins = _recorded_modules(nodes, _NODE_ORIGINS)
     eager, eager_why = _eager_bytes(nodes, node_origins, fused, provenance)
     first = compulsory_by_call(body, params, tensors)
+    dynamic = _SYMBOLIC.search(post_grad_graph) is not None
     kernels: Dict[str, KernelCost] = {}
     runs: Dict[str, Tuple[KernelCost, ...]] = {}
     for name, args in calls.items():
         traffic = kernel_traffic(args, params.get(name), tensors)
+        if isinstance(traffic, str) and dynamic:
+            traffic = _DYNAMIC_REASON
         costs = []
         touches = first.get(name, [])
         for k, handle in enumerate(called.get(name) or [None]):
