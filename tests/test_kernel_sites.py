@@ -105,6 +105,8 @@ def test_a_compile_recorded_by_the_profiler_writes_each_op_s_module_into_its_sta
                     stack_trace='File "m.py", line 3, in forward\n    return self.act(x)')  # no final newline
     add = graph.create_node("call_function", torch.ops.aten.add.Tensor, (mul, 1.0), name="add")
     add.meta.update(fwd_nn_module_stack={})  # a backward op of the compiled module's own code
+    for node in (mul, add):
+        node.meta["val"] = torch.empty(4, device="meta")  # the graph's ops and their sizes key what is kept
     graph.output(add)
     remember_node_modules(graph)
     assert mul.meta["stack_trace"].endswith('\n  File "<torch_roofline module>", line 0, in module:layers.1.act\n    pass\n')
@@ -116,6 +118,8 @@ def test_a_compile_recorded_by_the_profiler_writes_each_op_s_module_into_its_sta
             '        mul: "f32[4][1]cpu" = torch.ops.aten.mul.Tensor(x, 2.0);  x = None\n'
             '        add: "f32[4][1]cpu" = torch.ops.aten.add.Tensor(mul, 1.0);  mul = None\n        return (add,)\n')
     assert _node_modules_of(text) == {"mul": "layers.1.act", "add": ""}
+    # a graph with the same op names but other sizes is another graph: nothing recorded for it
+    assert _node_modules_of(text.replace("f32[4]", "f32[8]")) is None
 
 
 def _fixture(name):

@@ -188,12 +188,13 @@ class _Texts(NamedTuple):
 
 
 #: The modules of the ops of each graph compiled while kernels were recorded
-#: (:func:`remember_node_modules`): the graph's op names in order -> the ``{op: module}`` maps
-#: seen with that sequence (two graphs with the same op names but other modules: ambiguous).
-_NODE_MODULES: Dict[Tuple[str, ...], List[Dict[str, str]]] = {}
+#: (:func:`remember_node_modules`): the graph's ops in order, each its name and output sizes ->
+#: the ``{op: module}`` maps seen with that sequence (two graphs with the same ops but other
+#: modules: ambiguous, neither used).
+_NODE_MODULES: Dict[Tuple[Tuple[str, Optional[str]], ...], List[Dict[str, str]]] = {}
 #: Likewise the aten op each op of those graphs came from (``"aten.gelu.default@18"``: the
 #: op Inductor decomposed and its autograd sequence number), for their eager traffic.
-_NODE_ORIGINS: Dict[Tuple[str, ...], List[Dict[str, str]]] = {}
+_NODE_ORIGINS: Dict[Tuple[Tuple[str, Optional[str]], ...], List[Dict[str, str]]] = {}
 _NODE_MODULES_KEPT = 1024  # graphs remembered at most (a few KB each)
 _MODULE_PATH = re.compile(r"^L\['(\w+)'\]((?:\.\w+|\[\d+\]|\['[^']*'\])*)$")
 
@@ -228,7 +229,7 @@ def remember_node_modules(graph: Any) -> None:
     module:b1.fc``), which torch copies into each kernel's stack traces and keeps in its compile
     cache. Called by the pass that ``recording_compiled_kernels`` gives Inductor while it
     compiles; changes nothing else of the graph."""
-    names: List[str] = []
+    names: List[Tuple[str, Optional[str]]] = []
     modules: Dict[str, str] = {}
     origins: Dict[str, str] = {}
     ranks: Dict[Any, int] = {}
@@ -236,7 +237,8 @@ def remember_node_modules(graph: Any) -> None:
         if node.op != "call_function":
             continue
         if isinstance(node.target, torch._ops.OpOverload):  # the ops the graph's text writes as calls
-            names.append(node.name)
+            val = node.meta.get("val")
+            names.append((node.name, ", ".join(str(d) for d in val.shape) if isinstance(val, torch.Tensor) else None))
         meta = node.meta
         if meta.get("original_aten") is not None:
             origins[node.name] = f"{meta['original_aten']}@{_seq_rank(ranks, meta.get('seq_nr'))}"
@@ -273,8 +275,17 @@ def _recorded_modules(nodes: Mapping[str, "_Node"], registry: Optional[Mapping] 
     registry = _NODE_MODULES if registry is None else registry
     if not registry:
         return None
-    seen = registry.get(tuple(name for name, node in nodes.items() if node.target is not None))
+    key = tuple((name, _sizes(node.annotation)) for name, node in nodes.items() if node.target is not None)
+    seen = registry.get(key)
     return dict(seen[0]) if seen is not None and len(seen) == 1 else None
+
+
+def _sizes(annotation: Optional[str]) -> Optional[str]:
+    """The sizes in a value's annotation as the graph's text writes them (``"8, 256"`` of
+    ``"f32[8, 256][256, 1]cpu"``), ``None`` without one: with the op names, the key under which
+    :func:`remember_node_modules` keeps a graph's maps."""
+    match = _ANNOTATION.match(annotation or "")
+    return match.group(2) if match is not None else None
 
 
 def _node_modules_of(post_grad_graph: str, registry: Optional[Mapping] = None) -> Optional[Dict[str, str]]:
