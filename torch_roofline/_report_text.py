@@ -259,12 +259,13 @@ def _fusion_traffic_text(report: RooflineReport, top: int = 10) -> str:
     from tabulate import tabulate
 
     from torch_roofline.timing.compiled import is_fused_kernel
+    from torch_roofline.timing.kernel_sites import IN_COMPILED_CODE
 
     if not any(is_fused_kernel(o.op) for o in report.ops):
         return ""
     rows = []
     for m in report.modules:
-        inside = m.type.endswith("(in compiled code)")
+        inside = m.type.endswith(IN_COMPILED_CODE)
         if m.phase != "all" or not (inside or m.eager_bytes is not None or m.name == ""):
             continue
         compiled = m.bytes_read + m.bytes_written

@@ -56,7 +56,7 @@ from torch_roofline.timing.compiled import (compiled_kernels_note, compiled_regi
 from torch_roofline.timing.faults import NOTE_THRESHOLD_FAULTS, page_fault_note
 from torch_roofline.timing.identity import Identities
 from torch_roofline.timing._stack_traces import ModuleTree, plain_name
-from torch_roofline.timing.kernel_sites import kernel_sites_note, place_kernels
+from torch_roofline.timing.kernel_sites import IN_COMPILED_CODE, kernel_sites_note, place_kernels
 from torch_roofline.timing.ranges import (LABELS_KEY, PHASE_PREFIX, RANGE_PREFIX, Models, ModuleRanges,
                                           labels_metadata, original_module)
 from torch_roofline.timing.session import ProfileSession
@@ -498,7 +498,7 @@ class RooflineProfiler:
                 elif not self._ranges.in_compiled(i.name):
                     kept.append(i)
                 elif plain_name(i.name) in timed and plain_name(i.name) not in types:  # not the wrapper's level
-                    kept.append(dataclasses.replace(i, name=plain_name(i.name), type=f"{i.type} (in compiled code)"))
+                    kept.append(dataclasses.replace(i, name=plain_name(i.name), type=f"{i.type} {IN_COMPILED_CODE}"))
             infos = kept
         if any(op.module == OUTSIDE for op in self.timing.ops):
             infos.insert(1, ModuleInfo(OUTSIDE, "", 0, 0))

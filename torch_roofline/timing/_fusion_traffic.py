@@ -25,10 +25,12 @@ Used by :mod:`torch_roofline.timing.inductor` for each C++ kernel call, beside i
 from __future__ import annotations
 
 import ast
+import functools
 from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 import torch
 
+from torch_roofline.count.traffic import is_view_op
 from torch_roofline.timing._inductor_wrapper import callee_name, distinct_elements, kernel_callee, tensor_of
 
 __all__ = ["eager_bytes_by_call", "compulsory_by_call", "group_ops", "is_generated"]
@@ -72,22 +74,19 @@ def group_ops(order: Sequence[str], refs: Mapping[str, Sequence[str]], origins: 
     return list(groups.values())
 
 
+@functools.lru_cache(maxsize=None)
 def _is_view(target: Optional[str]) -> bool:
-    """True for an op that returns a view of its input (no data moves): its schema's first
-    return aliases an argument without writing it."""
+    """True for an op that moves no data (``"torch.ops.aten.permute.default"``), as the op
+    memory model counts it (:func:`~torch_roofline.count.traffic.is_view_op`); ``None``, a
+    getitem of a tuple output, moves none either."""
     if target is None:
-        return True  # getitem of a tuple output: no data moves
+        return True
     obj: object = torch
     for part in target.split(".")[1:]:
         obj = getattr(obj, part, None)
         if obj is None:
             return False
-    schema = getattr(obj, "_schema", None)
-    returns = getattr(schema, "returns", None)
-    if not returns:
-        return False
-    alias = returns[0].alias_info
-    return alias is not None and not alias.is_write
+    return is_view_op(obj)
 
 
 def _group_bytes(group: Sequence[str], refs: Mapping[str, Sequence[str]], users: Mapping[str, Set[str]],

@@ -79,6 +79,8 @@ _CALL_PREFIX = "## Call CompiledFxGraph "
 #: What a graph compiled outside Inductor's graph cache (``freezing``, a cache bypass) is
 #: called in its trace range; such graphs are told apart by their kernels' names.
 _UNKEYED = "None"
+#: A run of an unkeyed graph whose kernels fit no single unkeyed graph (or several).
+_UNRESOLVED = "None?"
 _GRAPH_PREFIX = re.compile(r"^graph_\d+_")
 _ANNOTATION = re.compile(r"^([a-z0-9]+)\[([^\]]*)\]\[([^\]]*)\]")
 _HANDLE = re.compile(r"# \[Provenance debug handles\] ([\w.]+):(\d+)")
@@ -502,7 +504,7 @@ def _resolve_unkeyed(key_of: Dict[int, Optional[str]], slot_of: Mapping[int, Tup
                      kernels: Sequence[Any], graphs: Mapping[str, CompiledGraph]) -> None:
     """Give the events of each run of a graph whose trace range names no key (``## Call
     CompiledFxGraph None ##``) the key of the one unkeyed graph holding every kernel the run
-    called; a run that fits none or several gets ``"None?"`` (its kernels say why)."""
+    called; a run that fits none or several gets :data:`_UNRESOLVED` (its kernels say why)."""
     unkeyed = {k: set(g.calls) for k, g in graphs.items() if k.startswith(_UNKEYED + "#")}
     called: Dict[Tuple[float, float, str], set] = {}
     for ev in kernels:
@@ -511,10 +513,10 @@ def _resolve_unkeyed(key_of: Dict[int, Optional[str]], slot_of: Mapping[int, Tup
     chosen: Dict[Tuple[float, float, str], Optional[str]] = {}
     for run, names in called.items():
         fits = [k for k, have in unkeyed.items() if names <= have]
-        chosen[run] = fits[0] if len(fits) == 1 else _UNKEYED + "?"
+        chosen[run] = fits[0] if len(fits) == 1 else _UNRESOLVED
     for index, key in list(key_of.items()):
         if key == _UNKEYED:
-            key_of[index] = chosen.get(slot_of[index][1], _UNKEYED + "?") if index in slot_of else None
+            key_of[index] = chosen.get(slot_of[index][1], _UNRESOLVED) if index in slot_of else None
 
 
 def _extern_op(name: str) -> Optional[str]:
@@ -549,10 +551,11 @@ def _eager_bytes(nodes: Mapping[str, "_Node"], origins: Optional[Mapping[str, st
 def _value_bytes(annotation: Optional[str]) -> Optional[int]:
     """Bytes of a graph value from its annotation (``"f32[8, 256][256, 1]cpu"``), distinct
     elements (a broadcast dimension once) x dtype size; ``None`` when unreadable."""
-    tensor = _meta(annotation)
-    if tensor is None:
+    layout = _layout(annotation)
+    if layout is None:
         return None
-    return distinct_elements(tuple(tensor.shape), tuple(tensor.stride())) * tensor.element_size()
+    size, stride, dtype = layout
+    return distinct_elements(size, stride) * dtype.itemsize
 
 
 def _call_flops(names: Optional[List[str]], nodes: Mapping[str, "_Node"], provenance: Optional[str], extern: set,
@@ -648,7 +651,9 @@ def _graph_nodes(text: str) -> Dict[str, _Node]:
     return nodes
 
 
-def _meta(annotation: Optional[str]) -> Optional[torch.Tensor]:
+def _layout(annotation: Optional[str]) -> Optional[Tuple[List[int], List[int], torch.dtype]]:
+    """(size, stride, dtype) of a value's annotation (``"f32[8, 256][256, 1]cpu"``), ``None``
+    when it has none or its sizes are symbols."""
     match = _ANNOTATION.match(annotation or "")
     if match is None:
         return None
@@ -660,6 +665,14 @@ def _meta(annotation: Optional[str]) -> Optional[torch.Tensor]:
         return None
     if dtype is None or len(size) != len(stride):
         return None
+    return size, stride, dtype
+
+
+def _meta(annotation: Optional[str]) -> Optional[torch.Tensor]:
+    layout = _layout(annotation)
+    if layout is None:
+        return None
+    size, stride, dtype = layout
     return torch.empty_strided(size, stride, dtype=dtype, device="meta")
 
 
@@ -819,7 +832,7 @@ def compiled_costs(events: Sequence[Any], kernels: Sequence[Any], aten: Sequence
         key = key_of[ev.index]
         if key is None:
             out[ev.index] = "the trace does not say which compiled graph ran it (no CompiledFxGraph range around it)"
-        elif key == _UNKEYED + "?":
+        elif key == _UNRESOLVED:
             out[ev.index] = ("its graph was compiled outside Inductor's graph cache (freezing), so the trace names "
                              "no key for it, and the kernels its run called fit no single compiled graph of this "
                              "process")

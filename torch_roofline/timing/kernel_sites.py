@@ -30,7 +30,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from torch_roofline.records import ModuleTiming, OpCost, OpTiming
 from torch_roofline.timing._stack_traces import ModuleTree, common_parent, join_name, resolve_module
 
-__all__ = ["KernelSite", "place_fused_kernels", "place_kernels", "settle_calls", "kernel_sites_note"]
+__all__ = ["KernelSite", "place_fused_kernels", "place_kernels", "settle_calls", "kernel_sites_note", "IN_COMPILED_CODE"]
+
+#: What a module row's type says of a module inside compiled code (``"GELU (in compiled code)"``).
+IN_COMPILED_CODE = "(in compiled code)"
 
 
 @dataclass(frozen=True)
