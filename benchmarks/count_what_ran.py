@@ -56,9 +56,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     rounds, pairs = (1, 500) if args.quick else (args.rounds, args.pairs)
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
-    from torch_roofline import RooflineProfiler, from_trace
     from torch_roofline.devices import Device
-    from torch_roofline.timing.quiet import quiet_native_stderr
 
     flat = Device(name="scale-flat", peak_flops={"fp32": 1e12}, bandwidth=1e11)
     layers: List[nn.Module] = []
@@ -77,8 +75,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"{len(list(model.modules())):,} modules, one training step, batch 8, 1 thread, best of {rounds}")
     step()
     plain = min(_timed(step)[0] for _ in range(3))
+    with tempfile.TemporaryDirectory(prefix="roofline-scale-") as folder:
+        return _measure(model, opt, x, flat, rounds, plain, os.path.join(folder, "step.json"))
+
+
+def _measure(model, opt, x, flat, rounds: int, plain: float, trace_path: str) -> int:
+    """Time the profiler, the report and from_trace on ``model``; the traces go to ``trace_path``'s folder."""
+    from torch_roofline import RooflineProfiler, from_trace
+    from torch_roofline.timing.quiet import quiet_native_stderr
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        model(x).sum().backward()
+        opt.step()
+
     best = {}
-    trace_path = os.path.join(tempfile.mkdtemp(prefix="roofline-scale-"), "step.json")
     for r in range(rounds):
         prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True,
                                       profile_memory=True)
