@@ -530,3 +530,37 @@ def test_a_graph_whose_range_names_no_key_is_found_by_its_kernels():
     _resolve_unkeyed(key_of, slot_of, kernels, graphs)
     # run a: only graph a holds relu and mean; run b: only b holds add; run c's relu: both do
     assert key_of == {1: "None#a", 2: "None#a", 3: "None#b", 4: "None?"}
+
+
+@needs_compiler
+def test_submodules_of_a_model_compiled_in_place_called_from_eager_code_keep_their_rows():
+    # model.compile() compiles model(x) only: model.fc1(x) called from eager code runs eagerly and
+    # gets its range (through _compiled_call_impl, which Dynamo neither traces nor guards on), while
+    # the compiled call compiles nothing again and its submodules get no range inside it.
+    model, run, x = _compiled(kernel_profile=True, in_place=True)
+    frames = _frames()
+    prof = RooflineProfiler(model, roof=FLAT)
+    with prof:
+        run(x).sum().backward()
+        model.fc1(x).sum().backward()
+    report = prof.report()
+    assert _frames() == frames  # nothing compiled again
+    fc1 = report.module("fc1", "forward")
+    assert fc1.type == "Linear" and fc1.calls >= 1
+    # the eager call's addmm: 2*B*D*H FLOPs under fc1, beside the compiled call's extern addmm
+    eager_addmm = [o for o in report.ops if o.name == "fc1" and o.phase == "forward" and o.op == "aten.addmm"]
+    assert sum(o.flops for o in eager_addmm) == 2 * (2 * B * D * H)
+    assert all(m.__dict__.get("_compiled_call_impl") is None for m in model.modules() if m is not model)
+    assert model._compiled_call_impl is not None  # the model's own compiled call is given back
+
+
+def test_the_eager_submodule_ranges_of_a_compiled_model_are_removed_after_an_exception():
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    compiled_call = lambda *a, **k: model._call_impl(*a, **k)  # noqa: E731  stands in for module.compile()
+    object.__setattr__(model, "_compiled_call_impl", compiled_call)
+    with pytest.raises(RuntimeError, match="boom"):
+        with RooflineProfiler(model, roof=FLAT):
+            assert model[0].__dict__.get("_compiled_call_impl") is not None
+            raise RuntimeError("boom")
+    assert "_compiled_call_impl" not in model[0].__dict__ and "_compiled_call_impl" not in model[1].__dict__
+    assert model._compiled_call_impl is compiled_call

@@ -91,7 +91,10 @@ def test_a_loss_outside_the_model():
     assert {op for phase, op in root if phase == "backward"} <= {"aten.detach", "aten.add_", "aten.add"}
 
 
-def test_b_lightning_readme_autoencoder(tmp_path):
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "module.compile()"])
+def test_b_lightning_readme_autoencoder(compiled, tmp_path):
+    # With `lit.compile()` only `lit(x)` would run compiled; the README's training_step never
+    # calls it, so its submodules run eagerly and keep their rows (issue 15, build point 4).
     L = pytest.importorskip("lightning.pytorch")
     from torch_roofline.lightning import Roofline
 
@@ -120,6 +123,8 @@ def test_b_lightning_readme_autoencoder(tmp_path):
     data = torch.utils.data.TensorDataset(torch.rand(64, 1, 28, 28), torch.zeros(64))
     loader = torch.utils.data.DataLoader(data, batch_size=8)
     lit = LitAutoEncoder()
+    if compiled:
+        lit.compile()
     callback = Roofline(roof=FLAT, wait=1, warmup=1, active=1, plot=False, dirpath=str(tmp_path / "out"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -145,6 +150,7 @@ def test_b_lightning_readme_autoencoder(tmp_path):
     names = {m.name for m in report.modules if m.flops}
     assert {"encoder", "encoder.0", "decoder", "decoder.2", OUTSIDE} <= names  # submodules called directly
     assert report.module("encoder", "forward").calls == 1 and report.module("decoder", "backward").flops > 0
+    assert report.module("encoder.0", "forward").type == "Linear"  # ran eagerly: not "(in compiled code)"
 
 
 def test_c_model_called_twice():

@@ -86,7 +86,8 @@ Limits, honestly:
 
 * ``torch.compile``: module ranges are not recorded inside compiled code (they would make it
   compile again: see :mod:`torch_roofline.timing.ranges`), so its ops and fused kernels land on
-  the module that calls it; on the CPU each fused kernel is a timed row costed from its
+  the module that calls it (submodules called from eager code, as the README example's
+  ``training_step`` calls ``self.encoder(x)`` after ``self.compile()``, keep their ranges); on the CPU each fused kernel is a timed row costed from its
   compiled graph (see :mod:`torch_roofline.profiler`). A warning says so at setup; the fit
   goes on.
 * FSDP (FSDP2 ``fully_shard`` and FSDP1, tested with ``RooflineProfiler`` and saved traces on

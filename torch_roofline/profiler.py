@@ -17,9 +17,9 @@ runs twice and nothing is replayed with the user's tensors. The rows are joined 
 device's roofs and analysed by :func:`torch_roofline.analysis.analyse`.
 
 ``torch.compile``: pass what ``torch.compile`` returned (or a module after ``module.compile()``).
-The compiled call gets one module range and its submodules none, and no hook is added to
-it, so the profiler does not make it compile again (wrapping code Dynamo traced changes what
-its guards check). On the CPU each fused Inductor kernel is an op row of its own, timed, on
+The compiled call gets one module range and its submodules none inside it, and no hook is
+added to it, so the profiler does not make it compile again (wrapping code Dynamo traced
+changes what its guards check); its submodules called from eager code keep their ranges. On the CPU each fused Inductor kernel is an op row of its own, timed, on
 the module whose range called it. Its bytes (its arguments' sizes) and FLOPs (the ops it
 fused) come from its compiled graph's generated code (:mod:`torch_roofline.timing.inductor`:
 conventions, and why a backward kernel's FLOPs are unknown, which leaves it an uncounted row
@@ -58,7 +58,7 @@ from torch_roofline.timing.identity import Identities
 from torch_roofline.timing._stack_traces import ModuleTree, plain_name
 from torch_roofline.timing.kernel_sites import IN_COMPILED_CODE, kernel_sites_note, place_kernels
 from torch_roofline.timing.ranges import (LABELS_KEY, PHASE_PREFIX, RANGE_PREFIX, Models, ModuleRanges,
-                                          labels_metadata, original_module)
+                                          labels_metadata, original_module, parse_range_name)
 from torch_roofline.timing.session import ProfileSession
 from torch_roofline.timing.shapes import ShapeCosts, per_step, shape_costs
 
@@ -434,11 +434,12 @@ class RooflineProfiler:
         if self.overhead_threshold_s is not None:
             kwargs["overhead_threshold_s"] = self.overhead_threshold_s
         ops, roofs = place(costs, dev)
+        ranged_names = self._ranged_modules()
         report = analyse(
             ops,
             op_timings,
             module_timings,
-            self._module_infos({m.name for m in module_timings}),
+            self._module_infos({m.name for m in module_timings}, ranged_names),
             roofs,
             device=device_info(dev),
             steps=timing.steps,
@@ -471,8 +472,7 @@ class RooflineProfiler:
             notes.append(f"the profiled steps include torch.compile compiling ({timing.compile_time_s:.2f} s): the ops "
                          "its tracing ran are left out of the rows, but its time is in the step's; profile warm steps "
                          "(schedule(wait=1, ...)) for the compiled model's own roofline")
-        ranged = any(e.name.startswith(RANGE_PREFIX) and not e.name.startswith(PHASE_PREFIX)
-                     for e in self._session.trace.events)
+        ranged = bool(ranged_names)
         if self.model is not None and not ranged and compiled.region_calls:
             notes.append(f"the model ({self._ranges.root_type}) runs under torch.compile and got no module range: "
                          "ranges are not recorded inside compiled code (they would make it compile again), so its "
@@ -483,9 +483,20 @@ class RooflineProfiler:
                          f"ran outside its modules ({OUTSIDE!r}); call it inside `with prof:`")
         return report.with_notes(*notes)
 
-    def _module_infos(self, timed: Set[str]) -> List[ModuleInfo]:
-        """The report's modules: the model's, where modules inside compiled code (no ranges)
-        are kept only when fused kernels were placed in them (``timed``: module timings' names)."""
+    def _ranged_modules(self) -> Set[str]:
+        """Names of the modules whose ranges the trace holds (called outside compiled code)."""
+        found: Set[str] = set()
+        for e in self._session.trace.events:
+            if e.name.startswith(RANGE_PREFIX) and not e.name.startswith(PHASE_PREFIX):
+                found.add(e.name)
+        labels = self._ranges.labels
+        return {parsed[1] for parsed in (parse_range_name(name, labels) for name in found) if parsed is not None}
+
+    def _module_infos(self, timed: Set[str], ranged: Set[str] = frozenset()) -> List[ModuleInfo]:
+        """The report's modules: the model's, where modules inside compiled code are kept when
+        they were also called from eager code (``ranged``: names with ranges in the trace), with
+        their own type, or when fused kernels were placed in them (``timed``: module timings'
+        names), typed ``(in compiled code)``."""
         infos = module_infos(self.model, root_type=self._ranges.root_type)
         if self.model is not None and self._ranges.root_type == "step":
             infos[0] = dataclasses.replace(infos[0], type="step")
@@ -495,7 +506,7 @@ class RooflineProfiler:
             for i in infos:
                 if i.name in types:
                     kept.append(dataclasses.replace(i, type=types[i.name]))
-                elif not self._ranges.in_compiled(i.name):
+                elif not self._ranges.in_compiled(i.name) or i.name in ranged:
                     kept.append(i)
                 elif plain_name(i.name) in timed and plain_name(i.name) not in types:  # not the wrapper's level
                     kept.append(dataclasses.replace(i, name=plain_name(i.name), type=f"{i.type} {IN_COMPILED_CODE}"))

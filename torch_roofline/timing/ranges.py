@@ -36,9 +36,12 @@ Limits:
       the enclosing module.
     * ``torch.compile``: a compiled module (what ``torch.compile(module)`` returns, or a module
       after ``module.compile()``) gets one range around each compiled call, and its submodules
-      none: wrapping code that Dynamo traced would change what its guards check and make it
-      compile again inside the profiled steps. The fused kernels it runs are fused across its
-      submodules anyway. A LightningModule that Lightning compiled (``trainer.fit(torch.compile(m))``)
+      none inside the compiled code: wrapping code that Dynamo traced would change what its
+      guards check and make it compile again inside the profiled steps. The fused kernels it
+      runs are fused across its submodules anyway. Its submodules called from eager code (a
+      LightningModule's ``training_step`` calling ``self.encoder(x)`` after ``self.compile()``,
+      which compiles only ``self(x)``) get their ranges, through ``_compiled_call_impl``, which
+      Dynamo does not guard on. A LightningModule that Lightning compiled (``trainer.fit(torch.compile(m))``)
       gets no range at all: its compiled steps call ``forward`` from inside the traced code. A
       top-level ``torch.compile`` result is attributed under its
       original module's names (``fc1``, not ``_orig_mod.fc1``). A module compiled
@@ -350,6 +353,8 @@ class ModuleRanges:
                     if fqn == "" and self.root_type == "step":
                         continue
                     if any(_within(fqn, name) for name, _ in compiled):
+                        if not any(fqn == name for name, _ in compiled):
+                            self._wrap_inside_compiled(module, RANGE_PREFIX + self.label_of(fqn))
                         continue  # compiled: one range around the compiled call, below
                     self._wrap(module, RANGE_PREFIX + self.label_of(fqn))
                 for fqn, module in compiled:
@@ -384,6 +389,21 @@ class ModuleRanges:
         previous = module.__dict__.get(attr)
         wrapper = _ranged(getattr(module, attr), name)
         object.__setattr__(module, attr, wrapper)  # not nn.Module.__setattr__: a plain attribute
+        self._wrapped.append((module, had, previous, wrapper, attr))
+
+    def _wrap_inside_compiled(self, module: nn.Module, name: str) -> None:
+        """A range around the calls of ``module`` made from eager code (a LightningModule's
+        ``training_step`` calling ``self.encoder(x)`` after ``self.compile()``), none inside
+        compiled code: the wrapper goes in ``module._compiled_call_impl``, which ``nn.Module``
+        calls instead of ``_call_impl`` when set and which Dynamo neither traces nor guards on
+        (no recompile: tests/test_compile.py), while ``forward`` stays untouched for Dynamo's
+        guards. A module compiled in place itself keeps its compiled call unranged."""
+        attr = "_compiled_call_impl"
+        if isinstance(module, torch.jit.ScriptModule) or getattr(module, attr, 0) is not None:
+            return  # no such attribute (an old torch), or compiled itself
+        had, previous = attr in module.__dict__, module.__dict__.get(attr)
+        wrapper = _ranged(module._call_impl, name)
+        object.__setattr__(module, attr, wrapper)
         self._wrapped.append((module, had, previous, wrapper, attr))
 
     def _remove(self) -> None:
