@@ -14,7 +14,8 @@ Conventions (each formula below repeats the one it follows):
   zero: CPU flash attention, ``_native_multi_head_attention`` and
   ``_transformer_encoder_layer_fwd`` (the fused eval-mode paths of ``nn.MultiheadAttention``
   and ``nn.TransformerEncoderLayer``), ``mkldnn_linear`` (``torch.utils.mkldnn``), the
-  fused RNN kernels (``_recurrent_formulas.py``) and ``torchvision::deform_conv2d``.
+  fused RNN kernels (``_recurrent_formulas.py``), ``torchvision::deform_conv2d``, and the
+  oneDNN / MKL ops of a frozen ``torch.compile`` model (``_onednn_formulas.py``).
 * **Elementwise ops**: FLOPs per output element = the number of arithmetic operations in
   the op's definition (``add`` 1, ``addcmul`` 2, ``lerp`` 3, ...). A transcendental or an
   activation function (exp, tanh, sigmoid, gelu, ...) counts 1 per element: hardware
@@ -715,3 +716,4 @@ if hasattr(aten, "mkldnn_linear"):
 # Formulas kept in modules of their own (they register themselves on import).
 from torch_roofline.count import _attention_formulas, _index_formulas  # noqa: E402,F401
 from torch_roofline.count import _recurrent_formulas, _vision_formulas  # noqa: E402,F401
+from torch_roofline.count import _onednn_formulas  # noqa: E402,F401

@@ -445,12 +445,13 @@ def read_compiled_graph(key: str, source_code: str, post_grad_graph: str, proven
         if is_generated(key) and extern.intersection(names):
             for n in set(names):
                 others[n] = others.get(n, 0) + 1
+    nodes = _graph_nodes(post_grad_graph) if fused else {}
+    orphans = _orphan_owners(fused, [f"{n}:{h}" for n, h in handles], nodes, extern, listed, others)
     called: Dict[str, List[str]] = {}  # C++ kernel -> the debug handle of each of its calls, in order
     for name, handle in handles:
         if "." not in name:  # not extern_kernels.<op>
             called.setdefault(name, []).append(handle)
     traces = read_stack_traces(stack_traces)
-    nodes = _graph_nodes(post_grad_graph) if fused else {}
     if node_modules is None and nodes:
         node_modules = _recorded_modules(nodes)  # compiled in this process while kernels were recorded
     if node_origins is None and nodes:
@@ -471,7 +472,8 @@ def read_compiled_graph(key: str, source_code: str, post_grad_graph: str, proven
             if names is None and handle is None:
                 same = [v for k, v in fused.items() if k.rsplit(":", 1)[0] == name]
                 names = same[0] if len(same) == 1 else None
-            flops, ops, why, per_node = _call_flops(names, nodes, provenance, extern, others)
+            flops, ops, why, per_node = _call_flops(names, nodes, provenance, extern, others,
+                                                    orphans.get(f"{name}:{handle}", ()))
             again = tuple(sorted(n for n in names or () if listed.get(n, 0) > 1 and n in per_node))
             split = _split(names, per_node if flops is not None else None, node_modules)
             chains = traces.get(f"{name}:{handle}", ()) if handle is not None else ()
@@ -558,11 +560,41 @@ def _value_bytes(annotation: Optional[str]) -> Optional[int]:
     return distinct_elements(size, stride) * dtype.itemsize
 
 
+def _orphan_owners(fused: Mapping[str, List[str]], order: Sequence[str], nodes: Mapping[str, "_Node"],
+                   extern: set, listed: Mapping[str, int], others: Mapping[str, int]) -> Dict[str, Tuple[str, ...]]:
+    """``"<kernel>:<handle>"`` -> the ops it counts beyond those no other kernel lists: ops that
+    only imprecise kernels (listing an extern kernel's op) and extern calls list, none of them
+    an extern call's own op (a frozen graph's max pool, listed by the kernel computing it, by
+    the MKL linear after it and by that linear's bias-add kernel). Each goes to the first such
+    kernel in call order, which is the first that can compute it: counted once, never dropped."""
+    own_ops = set()  # the nodes extern calls compute themselves: their op is the call's op
+    for key, names in fused.items():
+        if not is_generated(key):
+            op = _extern_op(key.rsplit(":", 1)[0])
+            mine = [n for n in names if nodes.get(n) is not None and nodes[n].target is not None
+                    and ".".join(nodes[n].target[len("torch.ops."):].split(".")[:2]) == op]
+            own_ops.update(mine or names)
+    owners: Dict[str, Tuple[str, ...]] = {}
+    taken = set()
+    for key in order:
+        names = fused.get(key)
+        if not names or not is_generated(key) or not extern.intersection(names):
+            continue
+        mine = tuple(n for n in dict.fromkeys(names) if n not in own_ops and n not in taken and not listed.get(n)
+                     and (n in extern or others.get(n, 0) > 1))
+        if mine:
+            owners[key] = mine
+            taken.update(mine)
+    return owners
+
+
 def _call_flops(names: Optional[List[str]], nodes: Mapping[str, "_Node"], provenance: Optional[str], extern: set,
-                listed: Mapping[str, int]) -> Tuple[Optional[int], Tuple[str, ...], Optional[str], Dict[str, int]]:
+                listed: Mapping[str, int], orphans: Sequence[str] = ()
+                ) -> Tuple[Optional[int], Tuple[str, ...], Optional[str], Dict[str, int]]:
     """(FLOPs, ops, reason, FLOPs per node) of one kernel call that fused the post-grad nodes
     ``names``; a call listing an extern kernel's op counts only the ops no other kernel lists
-    (``listed``: op -> how many kernels list it)."""
+    (``listed``: op -> how many kernels list it), and the ``orphans`` it is the first to list
+    (:func:`_orphan_owners`)."""
     if not provenance:
         return None, (), ("compile with torch._inductor.config.trace.provenance_tracking_level = 1 "
                           "to know the ops it fused (its FLOPs)"), {}
@@ -572,7 +604,7 @@ def _call_flops(names: Optional[List[str]], nodes: Mapping[str, "_Node"], proven
                           "which the model compiles, or compile it inside RooflineProfiler)"), {}
     if not extern.intersection(names):
         return _fused_flops(names, nodes)
-    own = [n for n in names if n not in extern and listed.get(n, 0) <= 1]
+    own = [n for n in names if n not in extern and listed.get(n, 0) <= 1] + list(orphans)
     if not own:
         return 0, (), None, {}  # a layout change feeding an extern kernel: bytes, no arithmetic
     return _fused_flops(own, nodes)

@@ -209,6 +209,12 @@ class ShapeTally:
         notes = [f"{op}: {n} call(s) with tensor lists, whose dtypes the trace does not record; "
                  "the op's first tensor dtype (else float32) was assumed" for op, n in self.list_dtype_assumed.items()]
         for (op, name), n in self.omitted.items():
+            value = _STAND_INS.get(op, {}).get(name)
+            if isinstance(value, str):
+                notes.append(f"{op}: {n} call(s) counted with {name}={value!r}: torch.profiler records no strings, so "
+                             "which post-op the fused call ran is not in the trace; its convolution's FLOPs are "
+                             "exact, a fused activation's (1 FLOP per output element) is not counted")
+                continue
             notes.append(f"{op}: {n} call(s) counted without their {name!r} argument, which torch.profiler does not "
                          "record (a list of optional tensors): the bytes of those tensors are not included")
         if self.aborted:
@@ -229,11 +235,11 @@ class ShapeTally:
             nbytes = sum(b for _, b in self.relayout.values())
             notes.append(f"{len(names)} torch.compile fused kernel(s) ({calls} call(s), {nbytes / 1e6:.3g} MB read and "
                          f"written in the recorded steps: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}) "
-                         "only change the layout of an extern kernel's input (a convolution's weights into the "
-                         "blocked layout oneDNN wants), at every call: traffic the eager step does not have. For "
-                         "inference, torch._inductor.config.freezing = True makes Inductor do it once, at compile "
-                         "time (the oneDNN ops a frozen model then runs, mkldnn._convolution_pointwise, are not "
-                         "counted yet: they are listed as uncounted)")
+                         "only change the layout of an extern kernel's input (a convolution's input or weights "
+                         "into the layout oneDNN wants), at every call: traffic the eager step does not show (an "
+                         "eager oneDNN convolution reorders inside the op). For inference, "
+                         "torch._inductor.config.freezing = True makes Inductor reorder the weights once, at "
+                         "compile time")
         return tuple(notes)
 
 
@@ -666,7 +672,9 @@ class _Replayer:
         try:
             if ev is None:
                 raise _Unbuildable("no trace event found for the row")
-            candidates, assumed = _calls(ev, aliases, list_dtypes, fresh=fresh)
+            # stand-ins only: a gather replayed on meta without its indices would cost another op
+            omitted: Optional[List[str]] = [] if dotted_op_name(ev.name) in _STAND_INS else None
+            candidates, assumed = _calls(ev, aliases, list_dtypes, omitted, fresh=fresh)
         except _Unbuildable as exc:
             return _Replayed((), str(exc))
         last = "no overload of the op matches the recorded arguments"
@@ -681,7 +689,8 @@ class _Replayer:
                 continue
             why = "; ".join(counter.reasons[c.op] for c in counter.ops
                             if not c.counted and c.op in counter.reasons) or None
-            return _Replayed(tuple(counter.ops), None, assumed, _slotted(log, slots), why=why)
+            return _Replayed(tuple(counter.ops), None, assumed, _slotted(log, slots), tuple(dict.fromkeys(omitted or ())),
+                             why=why)
         return _Replayed((), last)
 
 
@@ -716,7 +725,7 @@ def _from_allocations(ev: TraceEvent, aliases: Optional[Tuple[_Alias, ...]], ide
     # Leaving out an unrecorded list of index tensors only loses their own bytes for a gather
     # (its output, allocated, says what it read); an indexed write without its indices would be
     # costed as a different write, so it stays uncounted.
-    omitted: Optional[List[str]] = [] if dotted_op_name(ev.name) in _GATHERS_WITHOUT_INDICES else None
+    omitted = _omissions(dotted_op_name(ev.name))
     try:
         candidates, _ = _calls(ev, aliases, _list_dtypes(identity), omitted, identity.fresh or None)
     except _Unbuildable:
@@ -758,6 +767,20 @@ def _beyond_allocated(replayed: _Replayed, identity: CallIdentity) -> int:
 
 
 _GATHERS_WITHOUT_INDICES = frozenset({"aten.index", "aten._unsafe_index"})
+
+#: Required arguments torch.profiler does not record (strings, lists of optional scalars),
+#: with the value a replay takes, per op: the oneDNN convolutions of a frozen torch.compile
+#: model (``count/_onednn_formulas.py``): no unary post-op, a residual add.
+_STAND_INS: Mapping[str, Mapping[str, Any]] = {
+    "mkldnn._convolution_pointwise": {"attr": "none", "scalars": [], "binary_attr": "add", "unary_scalars": []},
+    "mkldnn._convolution_pointwise_": {"binary_attr": "add", "unary_scalars": []},
+}
+
+
+def _omissions(name: str) -> Optional[List[str]]:
+    """A list to collect the arguments a replay of op ``name`` goes without (or takes a stand-in
+    for), for the ops allowed to; ``None`` for the others (a missing argument refuses them)."""
+    return [] if name in _GATHERS_WITHOUT_INDICES or name in _STAND_INS else None
 
 
 def _positional(overload: Any, kwargs: Mapping[str, Any]) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
@@ -998,6 +1021,7 @@ def _calls(ev: TraceEvent, aliases: Optional[Tuple[_Alias, ...]] = None,
         try:
             builder = _Builder(aliases, list_dtype, list_dtypes)
             builder.omitted = omitted
+            builder.stand_ins = _STAND_INS.get(dotted_op_name(ev.name), {}) if omitted is not None else {}
             builder.fresh = fresh
             fits.append((overload, _kwargs(schema, recorded, builder), builder.slots))
         except _Unbuildable as exc:
@@ -1032,6 +1056,7 @@ class _Builder:
         self.made: Dict[int, torch.Tensor] = {}
         self.slots: Dict[Any, _Slot] = {}
         self.omitted: Optional[List[str]] = None
+        self.stand_ins: Mapping[str, Any] = {}
         self.fresh: Optional[Sequence[bool]] = None
 
     def tensor(self, dims: Any, strides: Any, dtype: torch.dtype) -> torch.Tensor:
@@ -1066,6 +1091,12 @@ def _kwargs(schema: Sequence[Any], recorded: Sequence[Tuple[Any, Any, Any, Any]]
             if arg.has_default_value():
                 continue
             if not optional:
+                if arg.name in builder.stand_ins and builder.omitted is not None:
+                    value = builder.stand_ins[arg.name]
+                    kwargs[arg.name] = list(value) if isinstance(value, list) else value
+                    if isinstance(value, str):
+                        builder.omitted.append(arg.name)
+                    continue
                 if builder.omitted is not None and real == "List[Optional[Tensor]]":
                     builder.omitted.append(arg.name)
                     kwargs[arg.name] = []
