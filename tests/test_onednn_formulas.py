@@ -113,6 +113,10 @@ def test_a_frozen_compiled_model_s_onednn_ops_are_counted():
     assert convs == 2 * 8 * 32 * 32
     assert any("torch.profiler records no strings" in n for n in report.notes), report.notes
     assert not any(o.op.startswith(("mkldnn.", "mkl.")) and not o.counted for o in report.ops)
+    # MKL's linear reads its input and its weight once (the weight's own bytes, not the padded
+    # buffer MKL packed it into) and writes its output (fp32): [2, 392] x [10, 392] -> [2, 10]
+    mkl = next(o for o in onednn if o.op == "mkl._mkl_linear")
+    assert (mkl.bytes_read, mkl.bytes_written) == (4 * (2 * 392 + 10 * 392), 4 * 2 * 10)
     # The max pool's kernel: its provenance also lists the MKL linear after it (which lists the
     # pool too), and so does that linear's bias-add kernel. The pool counts once, in the first
     # kernel listing it (the one computing it): one compare per window element per output.
