@@ -10,7 +10,11 @@ plus the fused post-op's 1 FLOP per output element (2 for an add with alpha != 1
 from __future__ import annotations
 
 import importlib
+import json
+import os
 import shutil
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -80,7 +84,7 @@ class _Net(nn.Module):
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                     reason="torch.compile's CPU backend needs a C++ compiler")
-def test_a_frozen_compiled_model_s_onednn_ops_are_counted():
+def test_a_frozen_compiled_model_s_onednn_ops_are_counted(tmp_path):
     import torch._dynamo
     import torch._inductor.config as inductor_config
 
@@ -97,7 +101,9 @@ def test_a_frozen_compiled_model_s_onednn_ops_are_counted():
                                                                    "trace.provenance_tracking_level": 1}), torch.no_grad():
         warnings.simplefilter("ignore")
         run(x)  # compiles outside the profiler
-        prof = RooflineProfiler(run, roof=Device(name="flat", peak_flops={"fp32": 1e12}, bandwidth=1e11))
+        trace = str(tmp_path / "frozen.json")
+        prof = RooflineProfiler(run, roof=Device(name="flat", peak_flops={"fp32": 1e12}, bandwidth=1e11),
+                                export_trace=trace)
         with prof:
             run(x)
     report = prof.report()
@@ -122,3 +128,22 @@ def test_a_frozen_compiled_model_s_onednn_ops_are_counted():
     # kernel listing it (the one computing it): one compare per window element per output.
     kernels = [o for o in report.ops if is_fused_kernel(o.op)]
     assert [o.flops for o in kernels if o.flops].count(2 * 8 * 7 * 7 * 4) == 1
+
+    # The exported trace has the compiled graphs beside it: read in a process that compiled
+    # nothing, the same FLOPs (the oneDNN ops from the recorded shapes; the kernels, Inductor's
+    # max pool prim included, from the saved graph), every row counted.
+    from torch_roofline.timing.inductor import SIDECAR_SUFFIX
+
+    assert os.path.exists(trace + SIDECAR_SUFFIX)
+    script = ("import json, sys\n"
+              "from torch_roofline import from_trace\n"
+              "from torch_roofline.devices import Device\n"
+              "r = from_trace(sys.argv[1], roof=Device(name='flat', peak_flops={'fp32': 1e12}, bandwidth=1e11))\n"
+              "print(json.dumps([[o.op, o.flops, o.counted] for o in r.ops]))\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", script, trace], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = json.loads(out.stdout.strip().splitlines()[-1])
+    assert all(counted for _, _, counted in rows), rows
+    assert sorted(flops for op, flops, _ in rows) == sorted(o.flops for o in report.ops)

@@ -202,7 +202,9 @@ class RooflineProfiler:
         profile_memory: record allocator events: the report's peak memory, exact compulsory
             bytes (tensor identities), and ops the meta device cannot rebuild (data-dependent
             outputs) counted from their allocations. Off: compulsory bytes per op, a note.
-        export_trace: also keep the profiler's trace here (``.json`` or ``.json.gz``).
+        export_trace: also keep the profiler's trace here (``.json`` or ``.json.gz``). For a
+            model with ``torch.compile``'d parts, its compiled graphs are saved beside it
+            (``<trace>.inductor.json.gz``), which ``from_trace`` reads to cost the fused kernels.
         record_shapes: record each op's shapes (default; the count is made from them). Off:
             a timing-only report, every op listed as uncounted.
         formulas: per-call FLOP formulas, as for :func:`torch_roofline.count`.
@@ -317,6 +319,8 @@ class RooflineProfiler:
     def _cleanup(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
             self._session.__exit__(exc_type, exc, tb)
+            if exc_type is None:
+                self._save_compiled_beside()
         finally:
             self._ranges.__exit__(exc_type, exc, tb)
             self._remove_hooks()
@@ -327,6 +331,18 @@ class RooflineProfiler:
                 inductor, self._inductor = self._inductor, None
                 inductor.__exit__(None, None, None)
             _ACTIVE.on = False
+
+    def _save_compiled_beside(self) -> None:
+        """Beside each exported trace of a model with compiled parts, its compiled graphs
+        (``<trace>.inductor.json.gz``: :func:`~torch_roofline.timing.inductor.save_compiled_graphs`),
+        so ``from_trace`` in another process costs and places the fused kernels as the live
+        report does."""
+        if not self._session.exported or not self._ranges.compiled:
+            return
+        from torch_roofline.timing.inductor import SIDECAR_SUFFIX, save_compiled_graphs
+
+        for path in self._session.exported:
+            save_compiled_graphs(path + SIDECAR_SUFFIX, self._ranges.tree)
 
     def _remove_hooks(self) -> None:
         for h in self._handles:

@@ -256,8 +256,9 @@ class StepTraffic:
             inputs = [(t, sk) for t, sk in inputs if _identity_of(t, sk) != dest]
         if role == "factory":
             inputs = []
-        if role == "packed-linear" and len(args) > 2 and isinstance(args[1], torch.Tensor):
-            packed = _identity(args[1])  # the weight counts once, as ORI_W's bytes (module docstring)
+        blob = (args[1] if len(args) > 1 else (kwargs or {}).get("MKL_W")) if role == "packed-linear" else None
+        if isinstance(blob, torch.Tensor):
+            packed = _identity(blob)  # the weight counts once, as ORI_W's bytes (module docstring)
             inputs = [(t, sk) for t, sk in inputs if _identity_of(t, sk) != packed]
         # an indexed write's destination: (bytes read, bytes written) of the elements it writes
         partial = _indexed_write(func, args, kwargs) if role == "indexed-write" else None

@@ -709,10 +709,19 @@ def _meta(annotation: Optional[str]) -> Optional[torch.Tensor]:
 
 
 def _torch_attr(dotted: str) -> Any:
-    """``"torch.ops.aten.mul.Tensor"`` / ``"torch.float32"`` -> the object, or ``None``."""
+    """``"torch.ops.aten.mul.Tensor"`` / ``"torch.float32"`` -> the object, or ``None``.
+    Inductor's own prims (``torch.ops.prims._low_memory_max_pool_with_offsets``) are registered
+    when Inductor is imported: a graph read from a saved file in a process that compiled
+    nothing imports them first."""
     obj: Any = torch
     for part in dotted.split(".")[1:]:
-        obj = getattr(obj, part, None)
+        found = getattr(obj, part, None)
+        if found is None and obj is getattr(torch.ops, "prims", None):
+            import importlib
+
+            importlib.import_module("torch._inductor.inductor_prims")
+            found = getattr(obj, part, None)
+        obj = found
         if obj is None:
             return None
     return obj

@@ -131,6 +131,8 @@ class ProfileSession:
         self._pending: List[_PendingTrace] = []
         self.results: List[Any] = []
         self.steps_taken = 0
+        #: the paths the windows' traces were kept at (``export_path``), in order
+        self.exported: List[str] = []
 
     # ----------------------------------------------------------------- context manager
     def __enter__(self) -> "ProfileSession":
@@ -307,7 +309,9 @@ class ProfileSession:
             with quiet_native_stderr():
                 prof.export_chrome_trace(tmp)
             if self._export_path is not None:
-                _keep(tmp, self._export_path.replace("{n}", str(len(self._pending))))
+                kept = self._export_path.replace("{n}", str(len(self._pending)))
+                _keep(tmp, kept)
+                self.exported.append(kept)
             counters = self._hardware_counters and _mentions(tmp, b"cuda_profiler_range")
         except BaseException:
             os.unlink(tmp)

@@ -686,6 +686,11 @@ class _Replayer:
                     overload(**kwargs)
             except Exception as exc:  # noqa: BLE001 - any failure means this overload cannot replay it
                 last = _failure(exc)
+                outs = _shaped_outputs(overload, kwargs)
+                shaped = _with_outputs(overload, kwargs, slots, outs, omitted, self.formulas, per_call=False) \
+                    if outs is not None else None
+                if shaped is not None:
+                    return shaped
                 continue
             why = "; ".join(counter.reasons[c.op] for c in counter.ops
                             if not c.counted and c.op in counter.reasons) or None
@@ -717,11 +722,6 @@ def _from_allocations(ev: TraceEvent, aliases: Optional[Tuple[_Alias, ...]], ide
     FLOPs: the op's formula on the inputs alone (no output), or 0 for an op without
     arithmetic; a formula that needs the output leaves the row uncounted.
     """
-    from torch_roofline.count import formulas as _f
-    from torch_roofline.count.mode import compute_dtype, op_name
-    from torch_roofline.count.traffic import StepTraffic, is_view_op
-    from torch_roofline.count._tree import tensors as _tensors
-
     # Leaving out an unrecorded list of index tensors only loses their own bytes for a gather
     # (its output, allocated, says what it read); an indexed write without its indices would be
     # costed as a different write, so it stays uncounted.
@@ -732,6 +732,40 @@ def _from_allocations(ev: TraceEvent, aliases: Optional[Tuple[_Alias, ...]], ide
         return None
     overload, kwargs, slots = candidates[0]
     outs = [torch.empty(nbytes, dtype=torch.uint8, device="meta") for _, nbytes in identity.kept]
+    return _with_outputs(overload, kwargs, slots, outs, omitted, formulas, per_call=True)
+
+
+#: Ops without a meta kernel whose output is shaped like one of their arguments (by name), or
+#: is that argument (an in-place op): the oneDNN convolutions with a fused residual of a frozen
+#: torch.compile model.
+_OUTPUT_LIKE: Mapping[str, Tuple[str, bool]] = {
+    "mkldnn::_convolution_pointwise.binary": ("other", False),
+    "mkldnn::_convolution_pointwise_.binary": ("other", True),
+}
+
+
+def _shaped_outputs(overload: Any, kwargs: Mapping[str, Any]) -> Optional[List[torch.Tensor]]:
+    """The outputs of a call of ``overload`` that the meta device cannot run, from
+    :data:`_OUTPUT_LIKE`; ``None`` for other ops."""
+    schema = overload._schema
+    rule = _OUTPUT_LIKE.get(f"{schema.name}.{schema.overload_name or 'default'}")
+    if rule is None or not isinstance(kwargs.get(rule[0]), torch.Tensor):
+        return None
+    like = kwargs[rule[0]]
+    return [like if rule[1] else torch.empty_like(like)]
+
+
+def _with_outputs(overload: Any, kwargs: Mapping[str, Any], slots: Mapping[Any, _Slot], outs: List[torch.Tensor],
+                  omitted: Optional[List[str]], formulas: Optional[Mapping[Any, Callable[..., Any]]],
+                  per_call: bool) -> Optional[_Replayed]:
+    """The cost of a rebuilt call whose outputs are known without running it: bytes by the op
+    memory model, FLOPs by the op's formula on the inputs alone (0 for an op without
+    arithmetic); ``None`` when the formula needs the output or there is none."""
+    from torch_roofline.count import formulas as _f
+    from torch_roofline.count.mode import compute_dtype, op_name
+    from torch_roofline.count.traffic import StepTraffic, is_view_op
+    from torch_roofline.count._tree import tensors as _tensors
+
     traffic = StepTraffic()
     traffic.log = log = []
     measured = traffic.measure(overload, (), kwargs, outs)
@@ -754,7 +788,8 @@ def _from_allocations(ev: TraceEvent, aliases: Optional[Tuple[_Alias, ...]], ide
                   compulsory_bytes_read=measured.compulsory_bytes_read,
                   compulsory_bytes_written=measured.compulsory_bytes_written,
                   dtype=compute_dtype(ins, [], unit), unit=unit, counted=True)
-    return _Replayed((cost,), None, False, _slotted(log, slots), tuple(dict.fromkeys(omitted or ())), per_call=True)
+    return _Replayed((cost,), None, False, _slotted(log, slots), tuple(dict.fromkeys(omitted or ())),
+                     per_call=per_call)
 
 
 def _beyond_allocated(replayed: _Replayed, identity: CallIdentity) -> int:
