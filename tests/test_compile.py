@@ -564,3 +564,48 @@ def test_the_eager_submodule_ranges_of_a_compiled_model_are_removed_after_an_exc
             raise RuntimeError("boom")
     assert "_compiled_call_impl" not in model[0].__dict__ and "_compiled_call_impl" not in model[1].__dict__
     assert model._compiled_call_impl is compiled_call
+
+
+@needs_compiler
+def test_max_autotune_cpp_gemm_templates_are_rows_counted_once_with_their_traffic():
+    # mode="max-autotune" with frozen weights: Inductor runs the Linears as C++ GEMM templates whose
+    # events are named after the template (graph_0_gemm_m8n256k64_kernel), not after the kernel,
+    # whose parameters are X, W (read) and Y (written), and whose provenance lists the ops of the
+    # kernels before them too. Each must be a row, costed once, by hand from the Block's shapes.
+    import torch._dynamo
+    import torch._inductor.config as inductor_config
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model, x = Block().eval(), torch.randn(B, D)
+    run = torch.compile(model, mode="max-autotune")
+    settings = {"freezing": True, "max_autotune_gemm_backends": "CPP", "cpp.enable_kernel_profile": True,
+                "trace.provenance_tracking_level": 1}
+    with inductor_config.patch(settings), torch.no_grad():
+        try:
+            run(x)
+        except Exception as exc:  # noqa: BLE001 - no C++ GEMM template for this CPU: nothing to test
+            if "NoValidChoices" in repr(exc):
+                pytest.skip("Inductor has no C++ GEMM template for this CPU")
+            raise
+        prof = RooflineProfiler(run, roof=FLAT)
+        with prof:
+            run(x)
+    report = prof.report()
+    events = [e.name for e in prof.trace.events if e.kind == "cpu_op" and is_fused_kernel(e.name)]
+    rows = {kernel_name(o.op): o for o in report.ops if is_fused_kernel(o.op)}
+    assert sorted(o.op for o in report.ops if is_fused_kernel(o.op)) == sorted(events)  # each in one row
+    fc1, fc2 = rows["gemm_m8n256k64_kernel"], rows["gemm_m8n64k256_kernel"]
+    # fc1's GEMM with the GELU as its epilogue (Inductor's GELU: 5 elementwise ops per element);
+    # reads x [B, D], the packed weight (D x H values) and the bias [H]; writes [B, H]
+    assert fc1.flops == 2 * B * D * H + 5 * B * H
+    assert (fc1.bytes_read, fc1.bytes_written) == (4 * (B * D + D * H + H), 4 * B * H)
+    # fc2's GEMM: its provenance lists fc1's ops too; counted once, in fc1's kernel
+    assert fc2.flops == 2 * B * H * D and fc2.name == "fc2"
+    assert (fc2.bytes_read, fc2.bytes_written) == (4 * (B * H + H * D), 4 * B * D)
+    with FlopCounterMode(display=False) as eager:
+        model(x)
+    assert fc1.flops + fc2.flops - 5 * B * H == eager.get_total_flops()
+    # the last kernel (bias, residual add, LayerNorm) counts none of the GEMMs' work
+    (rest,) = [o for k, o in rows.items() if not k.startswith("gemm_")]
+    assert 0 < rest.flops < 20 * B * D

@@ -31,7 +31,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
 import torch
 
 from torch_roofline.count.traffic import is_view_op
-from torch_roofline.timing._inductor_wrapper import callee_name, distinct_elements, kernel_callee, tensor_of
+from torch_roofline.timing._inductor_wrapper import callee_name, distinct_elements, kernel_callee, param_role, tensor_of
 
 __all__ = ["eager_bytes_by_call", "compulsory_by_call", "group_ops", "is_generated"]
 
@@ -236,7 +236,7 @@ def _first_touch(args: Sequence[ast.expr], names: Sequence[str], tensors: Mappin
                  touched: Set[str], written: Set[str]) -> Optional[Tuple[int, int]]:
     read = wrote = 0
     for arg, param in zip(args, names):
-        is_in, is_out = param.startswith(("in_ptr", "in_out_ptr")), param.startswith(("out_ptr", "in_out_ptr"))
+        is_in, is_out = param_role(param)
         if not (is_in or is_out):
             continue
         base = _root(arg, alias)

@@ -18,7 +18,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["callee_name", "distinct_elements", "kernel_callee", "kernel_traffic", "read_wrapper", "tensor_of"]
+__all__ = ["callee_name", "distinct_elements", "kernel_callee", "kernel_traffic", "param_role", "read_wrapper",
+           "record_names", "tensor_of"]
 
 _PARAMS = re.compile(r'extern\s+"C"[^(]*\(([^)]*)\)', re.S)
 _TRITON_DEF = re.compile(r"\bdef\s+\w+\s*\(([^)]*)\)", re.S)
@@ -62,6 +63,24 @@ def read_wrapper(source: str
             if kernel is not None and kernel not in calls:
                 calls[kernel] = list(stmt.value.args)
     return calls, tensors, params, call_body
+
+
+_CPP_DEF = re.compile(r"^(\w+) = async_compile\.cpp_pybinding\(", re.M)
+_RECORD = re.compile(r'RAIIAtenRecordFunctionHandle\s+\w+\(\s*"graph_\d+_(\w+)"')
+
+
+def record_names(source: str) -> Dict[str, str]:
+    """C++ kernel -> the name its profiler event carries (without the ``graph_<n>_`` prefix),
+    for the kernels whose event is not named after them: Inductor's C++ GEMM templates
+    (``max-autotune``) record ``graph_0_gemm_m8n256k64_kernel`` for ``cpp_fused_addmm_gelu_0``."""
+    starts = [(m.start(), m.group(1)) for m in _CPP_DEF.finditer(source)]
+    out: Dict[str, str] = {}
+    for k, (start, name) in enumerate(starts):
+        end = starts[k + 1][0] if k + 1 < len(starts) else len(source)
+        found = _RECORD.search(source, start, end)
+        if found is not None and found.group(1) != name:
+            out[name] = found.group(1)
+    return out
 
 
 def _flat(body: List[ast.stmt]) -> List[ast.stmt]:
@@ -192,6 +211,20 @@ def distinct_elements(size: Sequence[int], stride: Sequence[int]) -> int:
     return n if all(s > 0 for s in size) else 0
 
 
+#: Parameter names of Inductor's C++ GEMM templates (``max-autotune``): ``X`` (input) and
+#: ``W`` (packed weight) read, ``Y`` (output) written, beside the usual ``in_ptr<k>``.
+_TEMPLATE_IN, _TEMPLATE_OUT = frozenset({"X", "W"}), frozenset({"Y"})
+
+
+def param_role(name: str) -> Tuple[bool, bool]:
+    """(read, written) of a generated kernel's parameter: ``in_ptr<k>`` read, ``out_ptr<k>``
+    written, ``in_out_ptr<k>`` both, a C++ GEMM template's ``X``/``W`` read and ``Y`` written;
+    a scalar (``ks0``, ``xnumel``) neither."""
+    is_in = name.startswith(("in_ptr", "in_out_ptr")) or name in _TEMPLATE_IN
+    is_out = name.startswith(("out_ptr", "in_out_ptr")) or name in _TEMPLATE_OUT
+    return is_in, is_out
+
+
 def kernel_traffic(args: Sequence[ast.expr], names: Optional[List[str]], tensors: Mapping[str, _Tensor]):
     """(bytes read, bytes written, dominant dtype name) of one kernel call, or the reason."""
     if not names:
@@ -199,7 +232,7 @@ def kernel_traffic(args: Sequence[ast.expr], names: Optional[List[str]], tensors
     read = written = 0
     by_dtype: Dict[str, int] = {}
     for arg, param in zip(args, names):
-        is_in, is_out = param.startswith(("in_ptr", "in_out_ptr")), param.startswith(("out_ptr", "in_out_ptr"))
+        is_in, is_out = param_role(param)
         if not (is_in or is_out):
             continue  # a scalar (a size, a seed)
         tensor = tensor_of(arg, tensors)

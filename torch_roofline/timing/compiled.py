@@ -36,7 +36,7 @@ __all__ = ["CompiledCode", "CompiledRegion", "compiled_calls", "scan_compiled", 
 #: Inductor's kernels as torch.profiler records them: a C++ kernel's range on the CPU
 #: (``graph_0_cpp_fused_gelu_0``), a Triton kernel's launch range on the host
 #: (``triton_poi_fused_gelu_0``, holding its device kernel of the same name).
-_FUSED_KERNEL = re.compile(r"^(?:(?:graph_\d+_)?cpp|triton_[a-z]+)_fused_\w+$")
+_FUSED_KERNEL = re.compile(r"^(?:(?:(?:graph_\d+_)?cpp|triton_[a-z]+)_fused_\w+|graph_\d+_\w+_kernel)$")
 _REGION = re.compile(r"^Torch-Compiled Region: (\d+)/(\d+)")
 _COMPILE_ID = re.compile(r"compile_id=(\d+)/(\d+)")
 
@@ -124,7 +124,8 @@ def _backward_provenance() -> Iterator[None]:
 
 def is_fused_kernel(name: str) -> bool:
     """True for a ``torch.compile`` (Inductor) fused kernel's host event name: a C++ kernel's
-    (``"graph_0_cpp_fused_add_native_layer_norm_1"``) or a Triton kernel's launch
+    (``"graph_0_cpp_fused_add_native_layer_norm_1"``; a C++ GEMM template's under
+    ``max-autotune``: ``"graph_0_gemm_m8n256k64_kernel"``) or a Triton kernel's launch
     (``"triton_per_fused_native_layer_norm_1"``, timed by the device kernel it launches): an op
     row of its own, whose FLOPs and bytes come from its compiled graph, not from recorded
     shapes."""

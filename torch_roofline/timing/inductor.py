@@ -64,7 +64,8 @@ from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Seq
 import torch
 
 from torch_roofline.timing._fusion_traffic import compulsory_by_call, eager_bytes_by_call, is_generated
-from torch_roofline.timing._inductor_wrapper import callee_name, distinct_elements, kernel_traffic, read_wrapper
+from torch_roofline.timing._inductor_wrapper import (callee_name, distinct_elements, kernel_traffic, read_wrapper,
+                                                     record_names)
 from torch_roofline.timing._stack_traces import MODULE_FRAME, CallChain, ModuleTree, json_object, read_stack_traces
 
 __all__ = ["KernelCost", "CompiledGraph", "compiled_graphs", "read_compiled_graph", "graph_key", "kernel_name",
@@ -427,6 +428,11 @@ def read_compiled_graph(key: str, source_code: str, post_grad_graph: str, proven
     handles = _HANDLE.findall(source_code)  # (kernel, debug handle) of each call, extern kernels too, in order
     mine = {f"{name}:{handle}" for name, handle in handles}
     fused = {k: v for k, v in _provenance(provenance).items() if k in mine}
+    records = record_names(source_code)
+    if records:
+        fused, emptied = _first_listed(fused, [f"{n}:{h}" for n, h in handles])
+    else:
+        emptied = set()
     # Ops an extern kernel ran (a convolution, an mm) are counted as the aten op the trace
     # records. Provenance can tie a C++ kernel to more ops than it computes: a kernel that
     # changes a convolution weight's layout lists the convolution and the batch norms of the
@@ -452,6 +458,8 @@ def read_compiled_graph(key: str, source_code: str, post_grad_graph: str, proven
         if "." not in name:  # not extern_kernels.<op>
             called.setdefault(name, []).append(handle)
     traces = read_stack_traces(stack_traces)
+    if records:  # the stack traces are cumulative like the provenance: each in its first kernel
+        traces = _first_chains(traces, [f"{n}:{h}" for n, h in handles])
     if node_modules is None and nodes:
         node_modules = _recorded_modules(nodes)  # compiled in this process while kernels were recorded
     if node_origins is None and nodes:
@@ -472,8 +480,11 @@ def read_compiled_graph(key: str, source_code: str, post_grad_graph: str, proven
             if names is None and handle is None:
                 same = [v for k, v in fused.items() if k.rsplit(":", 1)[0] == name]
                 names = same[0] if len(same) == 1 else None
-            flops, ops, why, per_node = _call_flops(names, nodes, provenance, extern, others,
-                                                    orphans.get(f"{name}:{handle}", ()))
+            if f"{name}:{handle}" in emptied:  # each op it lists is an earlier kernel's
+                flops, ops, why, per_node = 0, (), None, {}
+            else:
+                flops, ops, why, per_node = _call_flops(names, nodes, provenance, extern, others,
+                                                        orphans.get(f"{name}:{handle}", ()))
             again = tuple(sorted(n for n in names or () if listed.get(n, 0) > 1 and n in per_node))
             split = _split(names, per_node if flops is not None else None, node_modules)
             chains = traces.get(f"{name}:{handle}", ()) if handle is not None else ()
@@ -491,6 +502,7 @@ def read_compiled_graph(key: str, source_code: str, post_grad_graph: str, proven
                 costs.append(KernelCost(name, flops, read, written, dtype, ops, why, chains, split, again,
                                         eager_bytes, compulsory, why_eager, relayout))
         kernels[name], runs[name] = costs[0], tuple(costs)
+    _add_record_names(kernels, runs, records, called, handles)
     externs: Dict[str, List[KernelCost]] = {}
     for name, handle in handles:
         op = _extern_op(name)
@@ -500,6 +512,66 @@ def read_compiled_graph(key: str, source_code: str, post_grad_graph: str, proven
                 name, None, None, None, None, chains=traces.get(f"{name}:{handle}", ()),
                 split=_split(names, None, node_modules)))
     return CompiledGraph(key, kernels, runs, {op: tuple(calls) for op, calls in externs.items()})
+
+
+def _first_listed(fused: Mapping[str, List[str]], order: Sequence[str]) -> Tuple[Dict[str, List[str]], set]:
+    """A graph with C++ GEMM templates (``max-autotune``): torch's provenance lists, for each
+    kernel, the ops of the kernels before it too (the template's epilogue fusion), so each op
+    counts in the first kernel call listing it, the one computing it. Returns the lists kept
+    and the calls left with none (they compute nothing the graph had not computed)."""
+    seen: set = set()
+    out: Dict[str, List[str]] = {}
+    emptied = set()
+    for key in order:
+        names = fused.get(key)
+        if names is None:
+            continue
+        if not is_generated(key):
+            out[key] = names
+            continue
+        mine = [n for n in dict.fromkeys(names) if n not in seen]
+        seen.update(mine)
+        out[key] = mine
+        if names and not mine:
+            emptied.add(key)
+    return out, emptied
+
+
+def _first_chains(traces: Mapping[str, Tuple[CallChain, ...]], order: Sequence[str]) -> Dict[str, Tuple[CallChain, ...]]:
+    """Each call chain kept in the first kernel call listing it (see :func:`_first_listed`)."""
+    seen: set = set()
+    out: Dict[str, Tuple[CallChain, ...]] = {}
+    for key in order:
+        chains = traces.get(key)
+        if chains is None:
+            continue
+        if not is_generated(key):
+            out[key] = chains
+            continue
+        out[key] = tuple(c for c in chains if c not in seen)
+        seen.update(chains)
+    return out
+
+
+def _add_record_names(kernels: Dict[str, KernelCost], runs: Dict[str, Tuple[KernelCost, ...]],
+                      records: Mapping[str, str], called: Mapping[str, List[str]],
+                      handles: Sequence[Tuple[str, str]]) -> None:
+    """Make the kernels whose profiler event carries another name (a C++ GEMM template's
+    ``gemm_m8n256k64_kernel``) findable under it too: its calls in the wrapper's order (two
+    kernels of one shape record one name)."""
+    done: Dict[str, int] = {}
+    by_record: Dict[str, List[KernelCost]] = {}
+    for name, handle in handles:
+        record = records.get(name)
+        if record is None or name not in runs:
+            continue
+        k = done.get(name, 0)
+        done[name] = k + 1
+        calls = runs[name]
+        by_record.setdefault(record, []).append(calls[k] if k < len(calls) else calls[-1])
+    for record, costs in by_record.items():
+        if record not in kernels:
+            kernels[record], runs[record] = costs[0], tuple(costs)
 
 
 def _resolve_unkeyed(key_of: Dict[int, Optional[str]], slot_of: Mapping[int, Tuple[Any, Tuple[float, float, str], str]],
