@@ -330,30 +330,16 @@ def test_profiling_a_compiled_model_runs_its_fused_kernels_as_rows_without_compi
 def _check_in_a_fresh_process(path):
     """The saved trace read by another process: with the graphs saved beside it, the same
     kernel costs; without them, uncounted rows that say how to save them."""
-    import json
-    import subprocess
-    import sys
-
     from torch_roofline.timing.inductor import SIDECAR_SUFFIX, save_compiled_graphs
 
     bare = path.replace(".json", "_bare.json")
     shutil.copy(path, bare)
     assert save_compiled_graphs(path + SIDECAR_SUFFIX) >= 2  # forward and backward graphs
-    script = (
-        "import json, sys\n"
-        "from torch_roofline import from_trace\n"
-        "from torch_roofline.devices import Device\n"
-        "r = from_trace(sys.argv[1], roof=Device(name='flat', peak_flops={'fp32': 1e11}, bandwidth=1e10))\n"
-        "print(json.dumps([[o.op, o.flops, o.bytes_read, o.bytes_written] for o in r.ops if 'cpp_fused' in o.op]"
-        " + [list(r.notes)]))\n")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    from _fresh import from_trace_elsewhere
 
     def read(p):
-        out = subprocess.run([sys.executable, "-c", script, p], capture_output=True, text=True, env=env, timeout=300)
-        assert out.returncode == 0, out.stderr[-2000:]
-        rows = json.loads(out.stdout.strip().splitlines()[-1])
-        return {r[0]: r[1:] for r in rows[:-1]}, rows[-1]
+        rows, notes = from_trace_elsewhere(p)
+        return {r["op"]: [r["flops"], r["bytes_read"], r["bytes_written"]] for r in rows if "cpp_fused" in r["op"]}, notes
 
     rows, _ = read(path)
     gelu = next(k for k in rows if kernel_name(k) == "cpp_fused_gelu_0")

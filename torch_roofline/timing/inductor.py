@@ -429,10 +429,11 @@ def read_compiled_graph(key: str, source_code: str, post_grad_graph: str, proven
     mine = {f"{name}:{handle}" for name, handle in handles}
     fused = {k: v for k, v in _provenance(provenance).items() if k in mine}
     records = record_names(source_code)
+    emptied = set()
     if records:
-        fused, emptied = _first_listed(fused, [f"{n}:{h}" for n, h in handles])
-    else:
-        emptied = set()
+        firsts = _first_listed(fused, [f"{n}:{h}" for n, h in handles])
+        emptied = {k for k, v in firsts.items() if fused[k] and not v}  # computes nothing new
+        fused = {k: list(v) for k, v in firsts.items()}
     # Ops an extern kernel ran (a convolution, an mm) are counted as the aten op the trace
     # records. Provenance can tie a C++ kernel to more ops than it computes: a kernel that
     # changes a convolution weight's layout lists the convolution and the batch norms of the
@@ -459,7 +460,7 @@ def read_compiled_graph(key: str, source_code: str, post_grad_graph: str, proven
             called.setdefault(name, []).append(handle)
     traces = read_stack_traces(stack_traces)
     if records:  # the stack traces are cumulative like the provenance: each in its first kernel
-        traces = _first_chains(traces, [f"{n}:{h}" for n, h in handles])
+        traces = _first_listed(traces, [f"{n}:{h}" for n, h in handles])
     if node_modules is None and nodes:
         node_modules = _recorded_modules(nodes)  # compiled in this process while kernels were recorded
     if node_origins is None and nodes:
@@ -514,42 +515,20 @@ def read_compiled_graph(key: str, source_code: str, post_grad_graph: str, proven
     return CompiledGraph(key, kernels, runs, {op: tuple(calls) for op, calls in externs.items()})
 
 
-def _first_listed(fused: Mapping[str, List[str]], order: Sequence[str]) -> Tuple[Dict[str, List[str]], set]:
-    """A graph with C++ GEMM templates (``max-autotune``): torch's provenance lists, for each
-    kernel, the ops of the kernels before it too (the template's epilogue fusion), so each op
-    counts in the first kernel call listing it, the one computing it. Returns the lists kept
-    and the calls left with none (they compute nothing the graph had not computed)."""
+def _first_listed(lists: Mapping[str, Sequence[Any]], order: Sequence[str]) -> Dict[str, Tuple[Any, ...]]:
+    """A graph with C++ GEMM templates (``max-autotune``): torch's provenance (ops, stack
+    traces) lists, for each kernel, those of the kernels before it too (the templates'
+    epilogue fusion), so each item is kept in the first kernel call listing it, the one
+    computing it (``order``: the calls in the wrapper's order); extern calls keep theirs."""
     seen: set = set()
-    out: Dict[str, List[str]] = {}
-    emptied = set()
+    out: Dict[str, Tuple[Any, ...]] = {}
     for key in order:
-        names = fused.get(key)
-        if names is None:
+        items = lists.get(key)
+        if items is None:
             continue
-        if not is_generated(key):
-            out[key] = names
-            continue
-        mine = [n for n in dict.fromkeys(names) if n not in seen]
-        seen.update(mine)
-        out[key] = mine
-        if names and not mine:
-            emptied.add(key)
-    return out, emptied
-
-
-def _first_chains(traces: Mapping[str, Tuple[CallChain, ...]], order: Sequence[str]) -> Dict[str, Tuple[CallChain, ...]]:
-    """Each call chain kept in the first kernel call listing it (see :func:`_first_listed`)."""
-    seen: set = set()
-    out: Dict[str, Tuple[CallChain, ...]] = {}
-    for key in order:
-        chains = traces.get(key)
-        if chains is None:
-            continue
-        if not is_generated(key):
-            out[key] = chains
-            continue
-        out[key] = tuple(c for c in chains if c not in seen)
-        seen.update(chains)
+        out[key] = tuple(items) if not is_generated(key) else tuple(i for i in dict.fromkeys(items) if i not in seen)
+        if is_generated(key):
+            seen.update(items)
     return out
 
 
