@@ -37,7 +37,7 @@ from typing import Any, Optional, Sequence
 
 from torch_roofline.count.formulas import FlopCount, register_formula
 
-__all__ = ["conv_output_spatial", "post_op_flops"]
+__all__ = ["CONV_POST_OPS", "conv_output_spatial", "post_op_flops", "written_post_op"]
 
 #: Unary post-ops of oneDNN's fused convolutions (Inductor's ``mkldnn_fusion``): 1 FLOP per
 #: output element each, as the eager activation counts it.
@@ -71,6 +71,36 @@ def post_op_flops(unary: Optional[str], binary: Optional[str] = None, alpha: Any
             return None
         per += 1
     return per
+
+
+#: The oneDNN convolutions with fused post-ops, by overload: the positions of (input, weight,
+#: padding) in their arguments; stride and dilation follow padding.
+CONV_POST_OPS = {
+    "mkldnn._convolution_pointwise.default": (0, 1, 3),
+    "mkldnn._convolution_pointwise.binary": (0, 2, 4),
+    "mkldnn._convolution_pointwise_.binary": (1, 2, 4),
+}
+
+
+def written_post_op(overload: str, args: Sequence[Any]) -> Optional[int]:
+    """The FLOPs of the post-ops a compiled graph's code passes to a oneDNN convolution, over
+    its whole output (``args``: the call's arguments as written, a tensor as its sizes, strings
+    included: ``'relu'``); ``None`` when the overload is not one of them, a post-op has no
+    count, or a size is unknown."""
+    per: Optional[int] = None
+    if overload == "mkldnn._convolution_pointwise.default" and len(args) > 7 and isinstance(args[7], str):
+        per = post_op_flops(args[7])
+    elif overload in ("mkldnn._convolution_pointwise.binary", "mkldnn._convolution_pointwise_.binary") \
+            and len(args) > 10 and isinstance(args[8], str):
+        per = post_op_flops(args[10] if isinstance(args[10], str) else None, args[8], args[9])
+    if per is None:
+        return None
+    x_at, w_at, pad_at = CONV_POST_OPS[overload]
+    x, w = args[x_at], args[w_at]
+    if not (isinstance(x, tuple) and isinstance(w, tuple) and len(x) == len(w) >= 3):
+        return None
+    spatial = conv_output_spatial(x, w, args[pad_at], args[pad_at + 1], args[pad_at + 2])
+    return per * x[0] * w[0] * math.prod(spatial)
 
 
 def _conv(x: Any, w: Any, padding: Any, stride: Any, dilation: Any, unary: Optional[str],

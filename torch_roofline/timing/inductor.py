@@ -58,6 +58,7 @@ import json
 import os
 import re
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
@@ -129,6 +130,9 @@ class KernelCost:
         relayout: it lists an extern kernel's op, computes nothing of its own and writes what it
             reads: it changes the layout of that kernel's input (a convolution's weights, at
             every call of a model not frozen).
+        post_op_flops: an extern oneDNN convolution's call (a frozen model): the FLOPs of the
+            post-ops its code passes (``'relu'``, a residual ``'add'``) beyond those a replay of
+            its recorded shapes counts (the profiler records no strings), ``None`` otherwise.
     """
 
     name: str
@@ -145,6 +149,7 @@ class KernelCost:
     compulsory: Optional[Tuple[int, int]] = None
     eager_why: Optional[str] = None
     relayout: bool = False
+    post_op_flops: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -505,14 +510,72 @@ def read_compiled_graph(key: str, source_code: str, post_grad_graph: str, proven
         kernels[name], runs[name] = costs[0], tuple(costs)
     _add_record_names(kernels, runs, records, called, handles)
     externs: Dict[str, List[KernelCost]] = {}
+    post_ops = _extern_post_ops(body, tensors)
+    wanted = Counter(_extern_op(name) for name, _ in handles)
     for name, handle in handles:
         op = _extern_op(name)
         if op is not None:
             names = fused.get(f"{name}:{handle}")
+            written = post_ops.get(op, [])
+            k = len(externs.get(op, ()))
+            extra = written[k] if len(written) == wanted[op] else None  # the code's calls, in order
             externs.setdefault(op, []).append(KernelCost(
                 name, None, None, None, None, chains=traces.get(f"{name}:{handle}", ()),
-                split=_split(names, None, node_modules)))
+                split=_split(names, None, node_modules), post_op_flops=extra))
     return CompiledGraph(key, kernels, runs, {op: tuple(calls) for op, calls in externs.items()})
+
+
+def _event_op(name: str) -> str:
+    """An aten event's op without its overload: ``"aten::addmm.out"`` -> ``"aten.addmm"``."""
+    return ".".join(name.replace("::", ".").split(".")[:2])
+
+
+def _extern_post_ops(body: Sequence[ast.stmt], tensors: Mapping[str, Any]) -> Dict[str, List[Optional[int]]]:
+    """Extern op (``"mkldnn._convolution_pointwise"``) -> per call of it in ``call()``, in
+    order, the FLOPs of the post-ops its code passes beyond those a replay of the recorded
+    shapes counts (its stand-ins: no unary post-op, a residual add); ``None``
+    for a call whose post-ops or output size cannot be read."""
+    from torch_roofline.count._onednn_formulas import CONV_POST_OPS, written_post_op
+
+    out: Dict[str, List[Optional[int]]] = {}
+    for stmt in body:
+        value = stmt.value if isinstance(stmt, (ast.Assign, ast.Expr)) else None
+        if not isinstance(value, ast.Call):
+            continue
+        callee = callee_name(value)
+        if not callee.startswith("torch.ops.") or callee.count(".") != 4:
+            continue
+        overload = callee[len("torch.ops."):]
+        op = ".".join(overload.split(".")[:2])
+        if overload not in CONV_POST_OPS:
+            out.setdefault(op, []).append(None)
+            continue
+        args = [tuple(tensors[a.id][0]) if isinstance(a, ast.Name) and a.id in tensors else _literal(a)
+                for a in value.args]
+        written = written_post_op(overload, args)
+        stand_in = written_post_op(overload, _stood_in(overload, args)) if written is not None else None
+        out.setdefault(op, []).append(written - stand_in if written is not None and stand_in is not None else None)
+    return out
+
+
+def _stood_in(overload: str, args: Sequence[Any]) -> List[Any]:
+    """``args`` with the post-ops a replay of the recorded shapes takes (``timing/shapes.py``:
+    no unary post-op, a residual add)."""
+    out = list(args)
+    if overload.endswith(".default"):
+        out[7] = "none"
+    else:
+        out[8], out[9], out[10] = "add", None, None
+    return out
+
+
+def _literal(node: ast.expr) -> Any:
+    """A call argument's value when the code writes it as a literal (``'relu'``, ``[1, 1]``,
+    ``None``), else ``None``."""
+    try:
+        return ast.literal_eval(node)
+    except (ValueError, SyntaxError, TypeError):
+        return None
 
 
 def _first_listed(lists: Mapping[str, Sequence[Any]], order: Sequence[str]) -> Dict[str, Tuple[Any, ...]]:
@@ -903,8 +966,9 @@ def compiled_costs(events: Sequence[Any], kernels: Sequence[Any], aten: Sequence
         inside = [c for c in calls.get(ev.tid, ()) if c[0] <= ev.start_s + 1e-9 and ev.start_s + ev.dur_s <= c[1] + 1e-9]
         run = min(inside, key=lambda c: c[1] - c[0]) if inside else None
         key_of[ev.index] = run[2] if run is not None else None
-        if run is not None:
-            slot = slot_of[ev.index] = (ev.tid, run, ev.name)
+        if run is not None:  # an aten op's calls count by op, its overloads together (the extern calls do)
+            name = ev.name if ev.index in is_kernel else _event_op(ev.name)
+            slot = slot_of[ev.index] = (ev.tid, run, name)
             nth[ev.index] = seen.get(slot, 0)
             seen[slot] = nth[ev.index] + 1
     keys = {k for k in key_of.values() if k is not None}
@@ -944,8 +1008,7 @@ def compiled_costs(events: Sequence[Any], kernels: Sequence[Any], aten: Sequence
     for ev in aten:
         key = key_of.get(ev.index)
         graph = graphs.get(key) if key is not None and ev.index not in is_kernel else None
-        op = ".".join(ev.name.replace("::", ".").split(".")[:2])  # "aten::addmm.out" -> "aten.addmm"
-        externs = graph.externs.get(op) if graph is not None else None
+        externs = graph.externs.get(_event_op(ev.name)) if graph is not None else None
         if externs and seen[slot_of[ev.index]] == len(externs):  # as many events of the op as extern calls
             placed[ev.index] = externs[nth[ev.index]]
     return out, placed

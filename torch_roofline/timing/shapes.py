@@ -212,8 +212,9 @@ class ShapeTally:
             value = _STAND_INS.get(op, {}).get(name)
             if isinstance(value, str):
                 notes.append(f"{op}: {n} call(s) counted with {name}={value!r}: torch.profiler records no strings, so "
-                             "which post-op the fused call ran is not in the trace; its convolution's FLOPs are "
-                             "exact, a fused activation's (1 FLOP per output element) is not counted")
+                             "which post-op the fused call ran is not in the trace, nor in a compiled graph of this "
+                             "process or beside the trace; its convolution's FLOPs are exact, a fused activation's "
+                             "(1 FLOP per output element) is not counted")
                 continue
             notes.append(f"{op}: {n} call(s) counted without their {name!r} argument, which torch.profiler does not "
                          "record (a list of optional tensors): the bytes of those tensors are not included")
@@ -321,10 +322,12 @@ def shape_costs(trace: Trace, timing: TraceTiming, *, identities: Optional[Ident
     recomputed: Dict[str, int] = defaultdict(int)
     relayout: Dict[str, Tuple[int, int]] = {}
     for position, ((row, ev, identity), sig, row_tensors) in enumerate(zip(rows, signatures, tensors)):
+        post_op = None  # FLOPs of post-ops the compiled graph's code names beyond the replay's stand-ins
         if ev is not None and ev.index in extern:  # an extern kernel of a compiled graph: placed by its ops' modules
             placed = extern[ev.index]
             if placed.chains or placed.split:
                 kernels[position] = placed
+            post_op = placed.post_op_flops
         if ev is not None and ev.index in fused:  # a torch.compile kernel: costed from its compiled graph
             fields, why = _kernel_fields(row.op, fused[ev.index])
             found = fused[ev.index]
@@ -347,9 +350,12 @@ def shape_costs(trace: Trace, timing: TraceTiming, *, identities: Optional[Ident
         replayed = replayer.replay(ev, identity, aliases, sig)
         if replayed.list_dtype_assumed:
             assumed[row.op] += 1
-        for name in replayed.omitted:
-            partial[(row.op, name)] += 1
         fields = dict(replayer.cost(replayed, row.op, ev).__dict__)
+        if post_op is not None and replayed.reason is None and any(n in _POST_OP_ARGS for n in replayed.omitted):
+            fields["flops"] += post_op  # the stand-ins corrected from the code: nothing left out
+        else:
+            for name in replayed.omitted:
+                partial[(row.op, name)] += 1
         if identity is not None and replayed.reason is None and not identity.allocations and replayed.writes_new:
             # It returns fresh outputs, yet the profiler saw it allocate nothing: it stopped
             # before computing (activation checkpointing stops its recompute by raising in the
@@ -810,6 +816,10 @@ _STAND_INS: Mapping[str, Mapping[str, Any]] = {
     "mkldnn._convolution_pointwise": {"attr": "none", "scalars": [], "binary_attr": "add", "unary_scalars": []},
     "mkldnn._convolution_pointwise_": {"binary_attr": "add", "unary_scalars": []},
 }
+
+
+#: The stand-ins naming a post-op (corrected from a compiled graph's code when it is known).
+_POST_OP_ARGS = frozenset({"attr", "binary_attr"})
 
 
 def _omissions(name: str) -> Optional[List[str]]:
