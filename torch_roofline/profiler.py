@@ -19,8 +19,9 @@ device's roofs and analysed by :func:`torch_roofline.analysis.analyse`.
 ``torch.compile``: pass what ``torch.compile`` returned (or a module after ``module.compile()``).
 The compiled call gets one module range and its submodules none inside it, and no hook is
 added to it, so the profiler does not make it compile again (wrapping code Dynamo traced
-changes what its guards check); its submodules called from eager code keep their ranges. On the CPU each fused Inductor kernel is an op row of its own, timed, on
-the module whose range called it. Its bytes (its arguments' sizes) and FLOPs (the ops it
+changes what its guards check); its submodules called from eager code keep their ranges. On
+the CPU each fused Inductor kernel is an op row of its own, timed, on the module whose range
+called it. Its bytes (its arguments' sizes) and FLOPs (the ops it
 fused) come from its compiled graph's generated code (:mod:`torch_roofline.timing.inductor`:
 conventions, and why a backward kernel's FLOPs are unknown, which leaves it an uncounted row
 with its bytes); the matrix work Inductor hands to extern ``mm`` / ``addmm`` calls is counted

@@ -508,7 +508,7 @@ def read_compiled_graph(key: str, source_code: str, post_grad_graph: str, proven
                 costs.append(KernelCost(name, flops, read, written, dtype, ops, why, chains, split, again,
                                         eager_bytes, compulsory, why_eager, relayout))
         kernels[name], runs[name] = costs[0], tuple(costs)
-    _add_record_names(kernels, runs, records, called, handles)
+    _add_record_names(kernels, runs, records, handles)
     externs: Dict[str, List[KernelCost]] = {}
     post_ops = _extern_post_ops(body, tensors)
     wanted = Counter(_extern_op(name) for name, _ in handles)
@@ -596,8 +596,7 @@ def _first_listed(lists: Mapping[str, Sequence[Any]], order: Sequence[str]) -> D
 
 
 def _add_record_names(kernels: Dict[str, KernelCost], runs: Dict[str, Tuple[KernelCost, ...]],
-                      records: Mapping[str, str], called: Mapping[str, List[str]],
-                      handles: Sequence[Tuple[str, str]]) -> None:
+                      records: Mapping[str, str], handles: Sequence[Tuple[str, str]]) -> None:
     """Make the kernels whose profiler event carries another name (a C++ GEMM template's
     ``gemm_m8n256k64_kernel``) findable under it too: its calls in the wrapper's order (two
     kernels of one shape record one name)."""
