@@ -37,7 +37,7 @@ from typing import Any, Optional, Sequence
 
 from torch_roofline.count.formulas import FlopCount, register_formula
 
-__all__ = ["CONV_POST_OPS", "conv_output_spatial", "post_op_flops", "written_post_op"]
+__all__ = ["CONV_OPS", "STAND_INS", "conv_call_flops", "conv_output_spatial", "post_op_flops", "with_stand_ins"]
 
 #: Unary post-ops of oneDNN's fused convolutions (Inductor's ``mkldnn_fusion``): 1 FLOP per
 #: output element each, as the eager activation counts it.
@@ -73,34 +73,55 @@ def post_op_flops(unary: Optional[str], binary: Optional[str] = None, alpha: Any
     return per
 
 
-#: The oneDNN convolutions with fused post-ops, by overload: the positions of (input, weight,
-#: padding) in their arguments; stride and dilation follow padding.
-CONV_POST_OPS = {
-    "mkldnn._convolution_pointwise.default": (0, 1, 3),
-    "mkldnn._convolution_pointwise.binary": (0, 2, 4),
-    "mkldnn._convolution_pointwise_.binary": (1, 2, 4),
-}
+#: The oneDNN convolutions with fused post-ops (their overloads name their arguments alike).
+CONV_OPS = ("mkldnn._convolution_pointwise", "mkldnn._convolution_pointwise_")
+
+#: The values a replay of such a call takes for the arguments torch.profiler does not record
+#: (strings, lists of optional scalars), by argument name: no unary post-op, a residual add.
+STAND_INS = {"attr": "none", "scalars": [], "binary_attr": "add", "unary_scalars": []}
 
 
-def written_post_op(overload: str, args: Sequence[Any]) -> Optional[int]:
-    """The FLOPs of the post-ops a compiled graph's code passes to a oneDNN convolution, over
-    its whole output (``args``: the call's arguments as written, a tensor as its sizes, strings
-    included: ``'relu'``); ``None`` when the overload is not one of them, a post-op has no
-    count, or a size is unknown."""
-    per: Optional[int] = None
-    if overload == "mkldnn._convolution_pointwise.default" and len(args) > 7 and isinstance(args[7], str):
-        per = post_op_flops(args[7])
-    elif overload in ("mkldnn._convolution_pointwise.binary", "mkldnn._convolution_pointwise_.binary") \
-            and len(args) > 10 and isinstance(args[8], str):
-        per = post_op_flops(args[10] if isinstance(args[10], str) else None, args[8], args[9])
-    if per is None:
+def _schema_names(overload: str) -> Optional[list]:
+    """The argument names of ``"mkldnn._convolution_pointwise.binary"`` (``torch.ops``), or
+    ``None`` where this torch has no such op."""
+    import torch
+
+    ns, op, name = overload.split(".")
+    try:
+        return [a.name for a in getattr(getattr(getattr(torch.ops, ns), op), name)._schema.arguments]
+    except (AttributeError, RuntimeError):
         return None
-    x_at, w_at, pad_at = CONV_POST_OPS[overload]
-    x, w = args[x_at], args[w_at]
-    if not (isinstance(x, tuple) and isinstance(w, tuple) and len(x) == len(w) >= 3):
+
+
+def conv_call_flops(overload: str, args: Sequence[Any]) -> Optional[FlopCount]:
+    """FLOPs of one call of a oneDNN convolution with fused post-ops (``overload``:
+    ``"mkldnn._convolution_pointwise.default"``, ``.binary`` or the in-place
+    ``"mkldnn._convolution_pointwise_.binary"``; ``args``: its arguments by position, a tensor
+    as its sizes): 2 x MACs + the post-ops per output element; ``None`` for an unknown post-op
+    or size."""
+    names = _schema_names(overload)
+    if names is None or len(args) > len(names):
         return None
-    spatial = conv_output_spatial(x, w, args[pad_at], args[pad_at + 1], args[pad_at + 2])
-    return per * x[0] * w[0] * math.prod(spatial)
+    named = dict(zip(names, args))
+    x, w = named.get("X"), named.get("W")
+    if not (isinstance(x, (tuple, list)) and isinstance(w, (tuple, list)) and len(x) == len(w) >= 3):
+        return None
+    unary = named["attr"] if "attr" in named else named.get("unary_attr")
+    return _conv(x, w, named["padding"], named["stride"], named["dilation"],
+                 unary if isinstance(unary, str) else None, named.get("binary_attr"), named.get("alpha"))
+
+
+def with_stand_ins(overload: str, args: Sequence[Any]) -> list:
+    """``args`` as a replay of the recorded shapes takes them (:data:`STAND_INS`; the optional
+    strings, which the profiler does not record either, ``None``)."""
+    names = _schema_names(overload) or []
+    out = list(args)
+    for k, name in enumerate(names[:len(out)]):
+        if name in STAND_INS:
+            out[k] = STAND_INS[name]
+        elif name in ("unary_attr", "algorithm", "unary_algorithm"):
+            out[k] = None
+    return out
 
 
 def _conv(x: Any, w: Any, padding: Any, stride: Any, dilation: Any, unary: Optional[str],
@@ -115,25 +136,17 @@ def _conv(x: Any, w: Any, padding: Any, stride: Any, dilation: Any, unary: Optio
 
 
 @register_formula("mkldnn::_convolution_pointwise", unit="matrix")
-def _convolution_pointwise_flops(x: Any, *args: Any, out: Any = None, **kw: Any) -> Optional[FlopCount]:
-    """oneDNN's convolution with a fused post-op (default and ``.binary`` overloads):
-    2 x MACs + the post-op's FLOPs per output element (module docstring)."""
-    if len(args) >= 8 and isinstance(args[7], str):  # binary: (other, W, B, pad, stride, dil, groups, attr, ...)
-        other, w, _, padding, stride, dilation, _, binary, *rest = args
-        alpha = rest[0] if rest else None
-        unary = rest[1] if len(rest) > 1 else None
-        return _conv(x, w, padding, stride, dilation, unary, binary, alpha)
-    w, _, padding, stride, dilation, _, attr, *_ = args
-    return _conv(x, w, padding, stride, dilation, attr)
+def _convolution_pointwise_flops(*args: Any, out: Any = None, **kw: Any) -> Optional[FlopCount]:
+    """oneDNN's convolution with a fused post-op: the default overload (10 arguments) and
+    ``.binary`` (13): 2 x MACs + the post-op's FLOPs per output element (module docstring)."""
+    overload = "binary" if len(args) > 10 else "default"
+    return conv_call_flops(f"mkldnn._convolution_pointwise.{overload}", args)
 
 
 @register_formula("mkldnn::_convolution_pointwise_", unit="matrix")
-def _convolution_pointwise_inplace_flops(other: Any, x: Any, w: Any, bias: Any, padding: Any, stride: Any,
-                                         dilation: Any, groups: Any, binary: str, alpha: Any = None,
-                                         unary: Optional[str] = None, *args: Any, out: Any = None,
-                                         **kw: Any) -> Optional[FlopCount]:
+def _convolution_pointwise_inplace_flops(*args: Any, out: Any = None, **kw: Any) -> Optional[FlopCount]:
     """The in-place binary form: the result lands in ``other`` (a residual added in place)."""
-    return _conv(x, w, padding, stride, dilation, unary, binary, alpha)
+    return conv_call_flops("mkldnn._convolution_pointwise_.binary", args)
 
 
 @register_formula("mkl::_mkl_linear", unit="matrix")

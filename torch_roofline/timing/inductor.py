@@ -533,9 +533,9 @@ def _event_op(name: str) -> str:
 def _extern_post_ops(body: Sequence[ast.stmt], tensors: Mapping[str, Any]) -> Dict[str, List[Optional[int]]]:
     """Extern op (``"mkldnn._convolution_pointwise"``) -> per call of it in ``call()``, in
     order, the FLOPs of the post-ops its code passes beyond those a replay of the recorded
-    shapes counts (its stand-ins: no unary post-op, a residual add); ``None``
-    for a call whose post-ops or output size cannot be read."""
-    from torch_roofline.count._onednn_formulas import CONV_POST_OPS, written_post_op
+    shapes counts (its stand-ins: :data:`~torch_roofline.count._onednn_formulas.STAND_INS`);
+    ``None`` for a call whose post-ops or sizes cannot be read."""
+    from torch_roofline.count._onednn_formulas import CONV_OPS, conv_call_flops, with_stand_ins
 
     out: Dict[str, List[Optional[int]]] = {}
     for stmt in body:
@@ -547,25 +547,13 @@ def _extern_post_ops(body: Sequence[ast.stmt], tensors: Mapping[str, Any]) -> Di
             continue
         overload = callee[len("torch.ops."):]
         op = ".".join(overload.split(".")[:2])
-        if overload not in CONV_POST_OPS:
-            out.setdefault(op, []).append(None)
-            continue
-        args = [tuple(tensors[a.id][0]) if isinstance(a, ast.Name) and a.id in tensors else _literal(a)
-                for a in value.args]
-        written = written_post_op(overload, args)
-        stand_in = written_post_op(overload, _stood_in(overload, args)) if written is not None else None
-        out.setdefault(op, []).append(written - stand_in if written is not None and stand_in is not None else None)
-    return out
-
-
-def _stood_in(overload: str, args: Sequence[Any]) -> List[Any]:
-    """``args`` with the post-ops a replay of the recorded shapes takes (``timing/shapes.py``:
-    no unary post-op, a residual add)."""
-    out = list(args)
-    if overload.endswith(".default"):
-        out[7] = "none"
-    else:
-        out[8], out[9], out[10] = "add", None, None
+        extra = None
+        if op in CONV_OPS:
+            args = [tuple(tensors[a.id][0]) if isinstance(a, ast.Name) and a.id in tensors else _literal(a)
+                    for a in value.args]
+            written, stood = conv_call_flops(overload, args), conv_call_flops(overload, with_stand_ins(overload, args))
+            extra = written.flops - stood.flops if written is not None and stood is not None else None
+        out.setdefault(op, []).append(extra)
     return out
 
 
@@ -579,10 +567,12 @@ def _literal(node: ast.expr) -> Any:
 
 
 def _first_listed(lists: Mapping[str, Sequence[Any]], order: Sequence[str]) -> Dict[str, Tuple[Any, ...]]:
-    """A graph with C++ GEMM templates (``max-autotune``): torch's provenance (ops, stack
-    traces) lists, for each kernel, those of the kernels before it too (the templates'
-    epilogue fusion), so each item is kept in the first kernel call listing it, the one
-    computing it (``order``: the calls in the wrapper's order); extern calls keep theirs."""
+    """Each item (an op, a stack trace) kept in the first generated kernel call listing it, the
+    first that can compute it (``order``: the calls in the wrapper's order); extern calls keep
+    theirs. Used where torch's provenance lists an op in several kernels that do not all
+    compute it: a graph with C++ GEMM templates (``max-autotune``), whose every kernel lists
+    the ops of the kernels before it too, and the ops only imprecise kernels list
+    (:func:`_orphan_owners`)."""
     seen: set = set()
     out: Dict[str, Tuple[Any, ...]] = {}
     for key in order:
@@ -687,18 +677,10 @@ def _orphan_owners(fused: Mapping[str, List[str]], order: Sequence[str], nodes: 
             mine = [n for n in names if nodes.get(n) is not None and nodes[n].target is not None
                     and ".".join(nodes[n].target[len("torch.ops."):].split(".")[:2]) == op]
             own_ops.update(mine or names)
-    owners: Dict[str, Tuple[str, ...]] = {}
-    taken = set()
-    for key in order:
-        names = fused.get(key)
-        if not names or not is_generated(key) or not extern.intersection(names):
-            continue
-        mine = tuple(n for n in dict.fromkeys(names) if n not in own_ops and n not in taken and not listed.get(n)
-                     and (n in extern or others.get(n, 0) > 1))
-        if mine:
-            owners[key] = mine
-            taken.update(mine)
-    return owners
+    candidates = {key: [n for n in names if n not in own_ops and not listed.get(n)
+                        and (n in extern or others.get(n, 0) > 1)]
+                  for key, names in fused.items() if is_generated(key) and extern.intersection(names)}
+    return {key: mine for key, mine in _first_listed(candidates, order).items() if mine}
 
 
 def _call_flops(names: Optional[List[str]], nodes: Mapping[str, "_Node"], provenance: Optional[str], extern: set,

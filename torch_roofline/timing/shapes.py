@@ -72,6 +72,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from torch_roofline._lazy_dynamo import prepare_meta_replays, replays_prepared
+from torch_roofline.count._onednn_formulas import CONV_OPS, STAND_INS
 from torch_roofline.records import OpCost, frozen_record
 from torch_roofline.timing.attribution import TraceTiming, _as_int, dotted_op_name
 from torch_roofline.timing.compiled import is_fused_kernel
@@ -812,10 +813,7 @@ _GATHERS_WITHOUT_INDICES = frozenset({"aten.index", "aten._unsafe_index"})
 #: Required arguments torch.profiler does not record (strings, lists of optional scalars),
 #: with the value a replay takes, per op: the oneDNN convolutions of a frozen torch.compile
 #: model (``count/_onednn_formulas.py``): no unary post-op, a residual add.
-_STAND_INS: Mapping[str, Mapping[str, Any]] = {
-    "mkldnn._convolution_pointwise": {"attr": "none", "scalars": [], "binary_attr": "add", "unary_scalars": []},
-    "mkldnn._convolution_pointwise_": {"binary_attr": "add", "unary_scalars": []},
-}
+_STAND_INS: Mapping[str, Mapping[str, Any]] = {op: STAND_INS for op in CONV_OPS}
 
 
 #: The stand-ins naming a post-op (corrected from a compiled graph's code when it is known).
