@@ -83,6 +83,21 @@ def test_session_prints_no_kineto_noise(capfd, setup):
     assert "profiler_start" in control
 
 
+def test_stepped_session_prints_no_kineto_noise(capfd, setup):
+    # step() silences fd 2 only around the schedule's transitions (start, stop, export), not
+    # on the steady steps in between: every transition of two cycles must still be quiet.
+    model, opt, x = setup
+    capfd.readouterr()
+    sched = torch.profiler.schedule(wait=1, warmup=1, active=2, repeat=2)
+    with ProfileSession(schedule=sched, profile_memory=False) as session:  # no session-wide filter
+        for _ in range(9):
+            model(x)
+            session.step()
+    assert session.trace.of_kind("cpu_op")
+    err = capfd.readouterr().err
+    assert not any(is_kineto_noise(line) for line in err.splitlines()), err
+
+
 def test_fresh_process_shows_no_device_count_error():
     # gpuGetDeviceCount is printed once per process, at the first export: use a new one.
     # The block frees tensors allocated before the session: c10's allocator note about them
@@ -212,7 +227,7 @@ def test_page_faults_per_recorded_step(monkeypatch):
     counter = iter([0, 100, 300, 600, 1000, 1500, 2100])  # start, 5 step() marks, exit
     monkeypatch.setattr(faults, "minor_faults", lambda: next(counter))
     sched = torch.profiler.schedule(wait=1, warmup=1, active=2, repeat=1)
-    with ProfileSession(schedule=sched) as session:
+    with ProfileSession(schedule=sched, profile_memory=False) as session:  # no session-wide filter
         for _ in range(5):
             torch.ones(4).sum()
             session.step()

@@ -51,6 +51,16 @@ from torch_roofline.timing.faults import StepFaults
 from torch_roofline.timing.quiet import filtered_stderr, quiet_native_stderr
 from torch_roofline.timing.trace import Trace, load_trace
 
+#: (current action, next action) pairs for which ``torch.profiler.profile.step`` runs no
+#: transition (its action map lists nothing for them).
+_STEADY = frozenset({
+    (ProfilerAction.NONE, ProfilerAction.NONE),
+    (ProfilerAction.WARMUP, ProfilerAction.WARMUP),
+    (ProfilerAction.RECORD, ProfilerAction.RECORD),
+    (ProfilerAction.RECORD, ProfilerAction.RECORD_AND_SAVE),
+})
+_kineto_stopped = getattr(torch.autograd, "_is_kineto_stopped", lambda: False)
+
 __all__ = ["DEFAULT_COUNTER_METRICS", "ProfileSession"]
 
 DEFAULT_COUNTER_METRICS: Sequence[str] = tuple(
@@ -201,10 +211,27 @@ class ProfileSession:
             raise RuntimeError("ProfileSession.step() called outside its `with` block.")
         self._faults.mark()
         self.steps_taken += 1
-        with quiet_native_stderr():
-            self._prof.step()
+        prof = self._prof
+        if self._steady(prof):
+            # Nothing starts or stops: no native output to silence and no new recording to
+            # write the metadata into. The redirection costs ~0.2 ms with caches cold after a
+            # step, and it would fall inside the next step's ProfilerStep span.
+            prof.step()
             self._release_primer()
-            self._add_metadata(self._prof)
+            return
+        with quiet_native_stderr():
+            prof.step()
+            self._release_primer()
+            self._add_metadata(prof)
+
+    def _steady(self, prof: torch.profiler.profile) -> bool:
+        """Whether the coming ``prof.step()`` keeps the profiler as it is (torch's schedule
+        moves from an action to one that needs no transition: no start, stop or export)."""
+        if _kineto_stopped():  # torch then moves to DEVICE_STOPPED, a transition
+            return False
+        if self._schedule is None:
+            return prof.current_action == ProfilerAction.RECORD
+        return (prof.current_action, self._schedule(prof.step_num + 1)) in _STEADY
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         prof, self._prof = self._prof, None
