@@ -89,7 +89,7 @@ def bench_size(n_modules: int, rounds: int, device, tmp: str) -> List[str]:
     """Rows of the table for one model size."""
     from torch_roofline.analysis import analyse
     from torch_roofline.count import count
-    from torch_roofline.profiler import device_info, device_roofs
+    from torch_roofline.devices.placement import device_info, device_roofs
 
     model = _model(n_modules)
     x = torch.randn(4, 32)

@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
 
     from torch_roofline._models import load_model, running
     from torch_roofline.count import run_step
-    from torch_roofline.profiler import RooflineProfiler, resolve_device, schedule
+    from torch_roofline.devices.placement import resolve_device
+    from torch_roofline.profiler import RooflineProfiler, schedule
 
     check_out(args.out)  # then MODEL and its arguments, then --roof: all before the first step runs
     spec = load_model(args.model, args.input_shape, dtype=args.dtype, device=args.device, train=args.train)

@@ -87,7 +87,7 @@ def trace_device(trace: Trace, roof: Any = None) -> Any:
     """The :class:`~torch_roofline.devices.Device` for a trace: ``roof`` when given, else the
     catalog row of the GPU named in the trace header (SM count and memory disambiguate), else
     this machine's CPU (for CPU traces)."""
-    from torch_roofline.profiler import resolve_device
+    from torch_roofline.devices.placement import resolve_device
 
     if roof is not None:
         return resolve_device(roof, None)
@@ -471,14 +471,14 @@ def _report(costs: Sequence[OpCost], timing: TraceTiming, modules: Sequence[Any]
     ``spans_s``: the steps' summed spans on a CPU trace cut to its steps (the step time),
     else ``None`` (the timing's step time or device busy time)."""
     if roof is not None:
-        from torch_roofline.profiler import resolve_device
+        from torch_roofline.devices.placement import resolve_device
 
         dev = resolve_device(roof, None)
     else:
         dev = _device_of(props)
         if props is None:
             notes.append(f"CPU trace: roofs of this machine's CPU ({dev.name}) are used")
-    from torch_roofline.profiler import device_info, place
+    from torch_roofline.devices.placement import device_info, place
 
     costs, roofs = place(costs, dev)
     step_time = timing.device_busy_s if timing.on_device and timing.device_busy_s else timing.step_time_s

@@ -18,7 +18,7 @@ from torch_roofline.analysis import analyse
 from torch_roofline.count import Inputs
 from torch_roofline.count.replay import count_without_compute
 from torch_roofline.count.result import CountResult
-from torch_roofline.profiler import device_info, place, resolve_device
+from torch_roofline.devices.placement import device_info, place, resolve_device
 from torch_roofline.report import RooflineReport
 
 __all__ = ["predict", "retype", "WHAT_IF_DTYPES"]

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple, Union
 
 import torch
 from torch import nn
@@ -49,8 +49,9 @@ from torch_roofline._gc import paused_gc
 from torch_roofline.analysis import analyse
 from torch_roofline.count import check_devices, model_device
 from torch_roofline.count.mode import module_infos
-from torch_roofline.records import OUTSIDE, ModuleInfo, OpCost, Roof, check_memory_model
-from torch_roofline.report import DeviceInfo, RooflineReport
+from torch_roofline.devices.placement import conv_tf32, device_info, device_roofs, place, resolve_device
+from torch_roofline.records import OUTSIDE, ModuleInfo, check_memory_model
+from torch_roofline.report import RooflineReport
 from torch_roofline.timing.attribution import TraceTiming, attribute
 from torch_roofline.timing.compiled import (compiled_kernels_note, compiled_regions_note,
                                            recording_compiled_kernels, scan_compiled)
@@ -76,110 +77,6 @@ def schedule(*, wait: int = 0, warmup: int = 1, active: int = 1, repeat: int = 1
     recorded and their times averaged; ``repeat`` cycles (0 = until the block ends).
     """
     return torch.profiler.schedule(wait=wait, warmup=warmup, active=active, repeat=repeat, skip_first=skip_first)
-
-
-_CONVOLUTIONS = frozenset({"aten.convolution", "aten.convolution_backward", "aten._convolution",
-                           "aten.cudnn_convolution", "aten.convolution_overrideable"})
-
-
-def conv_tf32(ops: Sequence[OpCost], device: Any) -> Tuple[OpCost, ...]:
-    """fp32 convolutions relabelled ``tf32`` where cuDNN runs them on TF32 tensor cores.
-
-    torch lets cuDNN use TF32 for fp32 convolutions by default
-    (``torch.backends.cudnn.allow_tf32``), independently of the matmul setting that
-    :meth:`Device.roof` follows; on a device with a TF32 matrix roof those convolutions are
-    measured against it, not against the fp32 CUDA-core peak.
-    """
-    # Only a device with real TF32 matrix units (a "tf32:matrix" peak of its own, not a
-    # fallback to another unit) runs cuDNN's TF32 convolutions.
-    if not torch.backends.cudnn.allow_tf32 or "tf32:matrix" not in getattr(device, "peaks", {}):
-        return tuple(ops)
-    return tuple(
-        dataclasses.replace(o, dtype="tf32") if o.op in _CONVOLUTIONS and o.dtype == "float32" else o
-        for o in ops
-    )
-
-
-def device_roofs(device: Any, ops: Sequence[OpCost]) -> Dict[Tuple[Optional[str], str], Roof]:
-    """The roof of every (dtype, unit) pair the counted ops use, on ``device``.
-
-    A floating-point dtype the device has no roof for (fp8 on a V100) gets no entry: those
-    ops are reported without a roof, never against another dtype's compute peak. Integer
-    and bool ops other than int8 matrix work do no floating-point arithmetic (0 FLOPs), so
-    only their bytes matter: they are placed against the device's memory roof, carried by
-    its fp32 vector roof.
-    """
-    from torch_roofline.devices import UnsupportedDtypeError
-
-    roofs: Dict[Tuple[Optional[str], str], Roof] = {}
-    for op in ops:
-        key = (op.dtype, op.unit)
-        if key in roofs or op.dtype is None:
-            continue
-        try:
-            roofs[key] = device.roof(op.dtype, op.unit)
-        except (UnsupportedDtypeError, ValueError, KeyError):
-            if _is_integer_dtype(op.dtype) and not (op.unit == "matrix" and op.dtype in ("int8", "uint8")):
-                try:
-                    roofs[key] = device.roof("float32", "vector")
-                except (UnsupportedDtypeError, ValueError, KeyError):
-                    pass
-    return roofs
-
-
-def place(ops: Sequence[OpCost], device: Any) -> Tuple[Tuple[OpCost, ...], Dict[Tuple[Optional[str], str], Roof]]:
-    """The ops as the device runs them (:func:`conv_tf32`) and the roofs they are placed on."""
-    ops = conv_tf32(ops, device)
-    return ops, device_roofs(device, ops)
-
-
-def _is_integer_dtype(name: str) -> bool:
-    return name.startswith(("int", "uint")) or name == "bool"
-
-
-def device_info(device: Any) -> DeviceInfo:
-    """The report's device section for a :class:`~torch_roofline.devices.Device`."""
-    return DeviceInfo(
-        id=device.id,
-        name=device.name,
-        source=device.source,
-        memory_bandwidth=device.memory_bandwidth,
-        roofs=tuple(device.roofs()),
-        kind=getattr(device, "kind", None),
-    )
-
-
-def resolve_device(roof: Any, torch_device: Optional[torch.device]) -> Any:
-    """The :class:`~torch_roofline.devices.Device` whose roofs a report uses.
-
-    ``roof``: ``"auto"`` (catalog row for a known GPU; on a CPU, roofs measured on the machine,
-    cached, or labelled estimates where measuring is refused: :func:`torch_roofline.devices.auto`), ``"datasheet"`` (the catalog row; an error if the device has none),
-    ``"measured"`` (micro-benchmarked on the spot, cached), a catalog id or name, a path to
-    a TOML/YAML roofs file, or a ``Device``.
-    """
-    from torch_roofline import devices
-
-    if isinstance(roof, devices.Device):
-        return roof
-    if not isinstance(roof, str):
-        raise TypeError(f"roof={roof!r}: expected 'auto', 'datasheet', 'measured', a device name or a Device")
-    kind = (torch_device or torch.device("cpu")).type
-    if roof == "auto":
-        return devices.auto(torch_device)
-    if roof == "measured":
-        return devices.measure(device=kind)
-    if roof == "datasheet":
-        dev = devices.detect(torch_device)
-        if dev.source != "datasheet":
-            raise ValueError(
-                f"roof='datasheet': {dev.name!r} has no datasheet row in the catalog (its roofs are "
-                f"{dev.source}); use roof='auto' or 'measured', or name a catalog device"
-            )
-        return dev
-    if roof.endswith((".toml", ".yaml", ".yml")):
-        loaded = devices.load_file(roof)
-        return loaded[0] if isinstance(loaded, (list, tuple)) else loaded
-    return devices.get(roof)
 
 
 class RooflineProfiler:

@@ -30,6 +30,7 @@ __all__ = [
     "OpTiming",
     "ModuleTiming",
     "Roof",
+    "DeviceInfo",
     "frozen_record",
 ]
 
@@ -274,3 +275,28 @@ class Roof:
     def attainable(self, intensity: float) -> float:
         """Attainable FLOP/s at ``intensity`` FLOP/B: min(peak, intensity x bandwidth)."""
         return min(self.peak_flops_per_s, intensity * self.bandwidth_bytes_per_s)
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """The device a report was made for: what the report's ``"device"`` section holds.
+
+    Attributes:
+        id: catalog id (``"nvidia-a100-sxm4-80gb"``, ``"cpu-detected"``).
+        name: human-readable name.
+        source: where the roofs come from: ``"datasheet"``, ``"estimated"``, ``"measured"``,
+            ``"user"`` (or ``"mixed"``).
+        memory_bandwidth: main memory bandwidth in B/s; ``None`` when unknown.
+        roofs: every roof of the device (the JSON marks the ones the report used).
+        kind: ``"cpu"``, ``"gpu"``, ``"tpu"``, ... (``Device.kind``); ``None`` when unknown.
+    """
+
+    id: str
+    name: str
+    source: str
+    memory_bandwidth: Optional[float]
+    roofs: Tuple[Roof, ...] = ()
+    kind: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "roofs", tuple(self.roofs))

@@ -32,7 +32,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple, Uni
 
 from torch_roofline._io import atomic_write
 from torch_roofline._report_text import _format_table, _summary, human_time, shown_name
-from torch_roofline.records import Roof
+from torch_roofline.records import DeviceInfo, Roof
 
 __all__ = [
     "SCHEMA",
@@ -95,31 +95,6 @@ def parent_names(names: Iterable[str]) -> Set[str]:
                 break
             parents.add(name)
     return parents
-
-@dataclass(frozen=True)
-class DeviceInfo:
-    """The device a report was made for: what the report's ``"device"`` section holds.
-
-    Attributes:
-        id: catalog id (``"nvidia-a100-sxm4-80gb"``, ``"cpu-detected"``).
-        name: human-readable name.
-        source: where the roofs come from: ``"datasheet"``, ``"estimated"``, ``"measured"``,
-            ``"user"`` (or ``"mixed"``).
-        memory_bandwidth: main memory bandwidth in B/s; ``None`` when unknown.
-        roofs: every roof of the device (the JSON marks the ones the report used).
-        kind: ``"cpu"``, ``"gpu"``, ``"tpu"``, ... (``Device.kind``); ``None`` when unknown.
-    """
-
-    id: str
-    name: str
-    source: str
-    memory_bandwidth: Optional[float]
-    roofs: Tuple[Roof, ...] = ()
-    kind: Optional[str] = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "roofs", tuple(self.roofs))
-
 
 @dataclass(frozen=True)
 class ModuleRow:

@@ -4,6 +4,9 @@ The rest of the package reads roofs only through :class:`Device`: ``id``, ``name
 ``source``, ``memory_bandwidth`` (B/s), ``peak_flops(dtype, unit)`` (FLOP/s),
 ``ridge(dtype, unit)`` (FLOP/B) and ``roof(dtype, unit)`` (the one place that picks the roof
 an op is measured against: TF32, GeForce accumulate rates, matrix -> vector fallback).
+:mod:`~torch_roofline.devices.placement` applies it to counted work for every report:
+:func:`resolve_device` (what ``roof=`` names), :func:`place` (each op on its roof, cuDNN's TF32
+convolutions included) and :func:`device_info` (the report's device section).
 
 Where roofs come from (``Device.source``):
 
@@ -58,6 +61,7 @@ from torch_roofline.devices._device import (
 )
 from torch_roofline.devices._lookup import UnknownDeviceError, find_entry
 from torch_roofline.devices.bench import BenchResult, BenchStats, measure, run_bench
+from torch_roofline.devices.placement import conv_tf32, device_info, device_roofs, place, resolve_device
 
 __all__ = [
     "DTYPES",
@@ -80,6 +84,11 @@ __all__ = [
     "cpu_peak_flops",
     "dtype_key",
     "tf32_allowed",
+    "resolve_device",
+    "place",
+    "device_roofs",
+    "device_info",
+    "conv_tf32",
 ]
 
 
