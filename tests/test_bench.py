@@ -113,7 +113,7 @@ def test_bench_shows_progress_on_stderr(capsys):
 
 
 def test_cli_bench_json(capsys):
-    from torch_roofline.devices._cli import run_bench_cmd
+    from torch_roofline.cli.devices import run_bench_cmd
 
     args = argparse.Namespace(device="cpu", dtype=["fp32"], json=True, refresh=False, quick=True)
     assert run_bench_cmd(args) == 0

@@ -260,7 +260,7 @@ def test_a_failed_measurement_falls_back_to_the_estimate(monkeypatch):
 
 # -- provenance in the CLI and the report ----------------------------------------------------
 def test_cli_devices_this_shows_how(monkeypatch, capsys, small_bench):
-    from torch_roofline.devices._cli import run_devices
+    from torch_roofline.cli.devices import run_devices
 
     assert run_devices(argparse.Namespace(json=False, this=True, no_bench=False, refresh=False)) == 0
     out = capsys.readouterr().out

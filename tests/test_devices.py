@@ -177,7 +177,7 @@ def test_every_number_has_a_cited_provenance():
 
 
 def test_cli_devices_table_and_json(capsys):
-    from torch_roofline.devices._cli import resolve, run_devices
+    from torch_roofline.cli.devices import resolve, run_devices
     import argparse
     import json
 

@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Any
 
-from torch_roofline._cli_args import add_model_arguments, check_out, non_negative_int, positive_int
+from torch_roofline.cli.args import add_model_arguments, check_out, non_negative_int, positive_int
 from torch_roofline.records import MEMORY_MODELS
 
 __all__ = ["add_parser"]
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     trace = load_trace(first)  # before counting the model: FileNotFoundError, or a TraceError naming the event
     model = inputs = counted = None
     if args.model:
-        from torch_roofline._models import load_model, running
+        from torch_roofline.cli.models import load_model, running
         from torch_roofline.count.replay import count_without_compute
 
         spec = load_model(args.model, args.input_shape, device="meta", train=args.train)

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import List, Optional
 
-from torch_roofline._cli_args import add_model_arguments, check_out, non_negative_int
+from torch_roofline.cli.args import add_model_arguments, check_out, non_negative_int
 from torch_roofline.records import MEMORY_MODELS
 from torch_roofline.report import parent_names
 
@@ -44,7 +44,7 @@ def _ms(x: Optional[float]) -> str:
 def run_predict(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from torch_roofline._models import load_model, running
+    from torch_roofline.cli.models import load_model, running
     from torch_roofline.predict import WHAT_IF_DTYPES, predict
 
     check_out(args.out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from torch_roofline._cli_args import add_model_arguments, non_negative_int
+from torch_roofline.cli.args import add_model_arguments, non_negative_int
 from torch_roofline.records import MEMORY_MODELS
 
 __all__ = ["add_parser"]
@@ -29,7 +29,7 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from torch_roofline._models import load_model, running
+    from torch_roofline.cli.models import load_model, running
     from torch_roofline.count import count
 
     spec = load_model(args.model, args.input_shape, dtype=args.dtype, device=args.device, train=args.train)

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from torch_roofline._cli_args import add_model_arguments, check_out, non_negative_int, positive_int
+from torch_roofline.cli.args import add_model_arguments, check_out, non_negative_int, positive_int
 from torch_roofline.records import MEMORY_MODELS
 
 __all__ = ["add_parser"]
@@ -37,7 +37,7 @@ def _say(msg: str) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from torch_roofline._models import load_model, running
+    from torch_roofline.cli.models import load_model, running
     from torch_roofline.count import run_step
     from torch_roofline.devices.placement import resolve_device
     from torch_roofline.profiler import RooflineProfiler, schedule

@@ -1,8 +1,11 @@
 """The ``torch-roofline`` command.
 
-Each subcommand lives next to the stage it drives and exposes two functions:
-``add_parser(subparsers)`` (registers its arguments) and ``run(args) -> int``.
-This module only assembles them, so stages stay independent.
+Each subcommand is a module of this package (``count``, ``profile``, ``predict`` with ``diff``,
+``trace``, ``devices`` with ``bench``); each exposes ``add_parser(subparsers)`` (registers
+its arguments, each with a ``func`` to run). The argument helpers they share are in
+:mod:`~torch_roofline.cli.args`, the MODEL argument's loader in :mod:`~torch_roofline.cli.models`.
+This module only assembles them. The stages (count, timing, devices, analysis, report) never
+import the command line.
 
 User errors (a bad argument, a model that cannot be built or run on the given shapes, an
 unreadable trace, an unknown device, an output that cannot be written) print one line,
@@ -23,13 +26,13 @@ __all__ = ["main", "build_parser", "USER_ERRORS"]
 
 # (subcommand, module defining add_parser/run); order is the order in --help.
 _SUBCOMMANDS = (
-    ("count", "torch_roofline.count._cli"),
-    ("profile", "torch_roofline._cli_profile"),
-    ("predict", "torch_roofline._cli_predict"),
-    ("diff", "torch_roofline._cli_predict"),
-    ("trace", "torch_roofline.timing._cli"),
-    ("devices", "torch_roofline.devices._cli"),
-    ("bench", "torch_roofline.devices._cli"),
+    ("count", "torch_roofline.cli.count"),
+    ("profile", "torch_roofline.cli.profile"),
+    ("predict", "torch_roofline.cli.predict"),
+    ("diff", "torch_roofline.cli.predict"),
+    ("trace", "torch_roofline.cli.trace"),
+    ("devices", "torch_roofline.cli.devices"),
+    ("bench", "torch_roofline.cli.devices"),
 )
 
 #: What a user's input can cause: our own checks raise ValueError (TraceError included),
