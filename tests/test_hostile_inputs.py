@@ -1043,7 +1043,7 @@ def test_sweep_module_names_are_kept_and_shown_as_written(keys):
     import torch
 
     from torch_roofline import count, predict
-    from torch_roofline._report_text import shown_name
+    from torch_roofline._module_names import shown_name
     from torch_roofline.report import RooflineReport
 
     names = ["", "blocks"] + [f"blocks.{k}" for k in keys]

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Sequence, Tuple
 
+from torch_roofline._module_names import shown_name
 from torch_roofline.records import PHASES
 
 if TYPE_CHECKING:
     from torch_roofline.report import RooflineReport
 
-__all__ = ["human_time", "shown_name", "_format_table", "_summary"]
+__all__ = ["human_time", "_format_table", "_summary"]
 
 _LEVELS = ("module", "op")
 _SORTS = ("time", "self_time", "time_lost", "roofline_time", "flops", "bytes", "efficiency", "tree")
@@ -52,22 +53,6 @@ def _num(v: Optional[float], scale: float = 1.0) -> str:
     if a >= 10:
         return f"{x:.1f}"
     return f"{x:.2f}"
-
-
-def shown_name(name: str) -> str:
-    """A module name (or ModuleDict key) as a table shows it: as written when it is printable
-    and has no leading or trailing space; otherwise its Python ``repr`` (quoted, control
-    characters, line breaks and tabs escaped), so each module stays one row and ``" a"`` is
-    not shown as ``"a"``. JSON, CSV and DataFrames keep names exactly as written.
-
-    Example::
-
-        >>> shown_name("layer1.0"), shown_name("new\\nline"), shown_name(" pad")
-        ('layer1.0', "'new\\\\nline'", "' pad'")
-    """
-    if name.isprintable() and name == name.strip():
-        return name
-    return repr(name)
 
 
 def human_time(seconds: Optional[float]) -> str:

@@ -55,8 +55,9 @@ import math
 import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from torch_roofline._module_names import count_runs, module_ancestry, module_depth, op_runs
 from torch_roofline._time_lost import _dominant, _time_lost_items
 from torch_roofline.records import PHASES, ModuleInfo, ModuleTiming, OpCost, OpTiming, Roof, check_memory_model, frozen_record
 from torch_roofline.report import (
@@ -379,18 +380,6 @@ def _validate(costs, op_timings, module_timings, roofs, steps, memory_model, thr
             )
 
 
-def _scope(scope: Tuple[str, ...], module: str) -> Tuple[str, ...]:
-    """The call's module stack with the root first and its own module last, each once."""
-    if not scope:
-        parts = module.split(".") if module else []
-        scope = ("",) + tuple(".".join(parts[: i + 1]) for i in range(len(parts)))
-    if scope[0] != "":
-        scope = ("",) + tuple(scope)
-    if scope[-1] != module:
-        scope = tuple(scope) + (module,)
-    return tuple(dict.fromkeys(scope))
-
-
 def _group(costs, op_timings, steps) -> Dict[Tuple[str, str, str], _Group]:
     groups: Dict[Tuple[str, str, str], _Group] = {}
     for c in costs:
@@ -433,10 +422,6 @@ def _call_facts(c: OpCost, roofs: Mapping[RoofKey, Roof], memory_model: str) -> 
     else:
         rt = None
     return _CallFacts(rt, roof, br, bw)
-
-
-def _depth(name: str) -> int:
-    return 0 if name == "" else name.count(".") + 1
 
 
 def _op_row(key, g: _Group, facts: List[_CallFacts], info, steps, threshold, ratio, predicted) -> OpRow:
@@ -488,7 +473,7 @@ def _op_row(key, g: _Group, facts: List[_CallFacts], info, steps, threshold, rat
         "op": op,
         "type": mod.type if mod else "",
         "phase": phase,
-        "depth": _depth(name),
+        "depth": module_depth(name),
         "calls": n_calls,
         "flops": flops,
         "macs": macs,
@@ -552,7 +537,7 @@ def _aggregate(groups, facts, op_by_key, ref_list: List[RoofRef]):
             _add_call(acc, c, f, ref, row.bound, share_s)
     # each distinct call stack's sum goes to every module on it: O(calls + stacks x depth)
     for (scope, module, phase), acc in chains.items():
-        for m in _scope(scope, module):
+        for m in module_ancestry(scope, module):
             inclusive[(m, phase)].merge(acc)
         self_[(module, phase)].merge(acc)
     return inclusive, self_
@@ -601,35 +586,10 @@ def _module_times(module_timings, op_timings, steps, predicted) -> Dict[Tuple[st
             acc.self_time_s += t.self_time_s / steps
         return times
     for t in op_timings:
-        for m in _scope(tuple(t.scope), t.module):
+        for m in module_ancestry(tuple(t.scope), t.module):
             times[(m, t.phase)].time_s += t.time_s / steps
         times[(t.module, t.phase)].self_time_s += t.time_s / steps
     return times
-
-
-def _count_runs(items: Iterable[Tuple[str, int, Tuple[str, ...], int]],
-                prev: Optional[Dict[Tuple[str, int], frozenset]] = None) -> Counter:
-    """Calls per (module, phase) as runs of consecutive ops whose scope holds the module; items
-    are ``(phase, index, scope, step)``: a new step starts new runs. ``prev``: the modules of
-    the last op of each (phase, step) before these items (a run they continue is not counted
-    again), updated in place."""
-    counts: Counter = Counter()
-    prev = {} if prev is None else prev
-    for phase, _, scope, step in sorted(items, key=lambda x: (x[0], x[1])):
-        cur = frozenset(scope)
-        for m in cur - prev.get((phase, step), frozenset()):
-            counts[(m, phase)] += 1
-        prev[(phase, step)] = cur
-    return counts
-
-
-def op_runs(op_timings: Iterable[OpTiming], prev: Optional[Dict[Tuple[str, int], frozenset]] = None) -> Counter:
-    """``(module, phase) -> calls``, summed over the steps the rows cover: runs of consecutive
-    op calls inside each module, each step's counted apart (the module calls of a trace
-    without module ranges). ``prev``: where the rows continue earlier ones (the slices of one
-    long step, read in order), the last rows' modules per (phase, step), updated in place:
-    a run across the slices is one call."""
-    return _count_runs(((t.phase, t.index, _scope(tuple(t.scope), t.module), t.step) for t in op_timings), prev)
 
 
 def _module_calls(costs, op_timings, module_timings, module_calls, steps) -> Mapping[Tuple[str, str], int]:
@@ -641,7 +601,7 @@ def _module_calls(costs, op_timings, module_timings, module_calls, steps) -> Map
             sums[(t.name, t.phase)] += t.calls
         return {k: round(v / steps) for k, v in sums.items()}
     if costs:
-        return _count_runs((c.phase, c.index, _scope(c.scope, c.module), 0) for c in costs)
+        return count_runs((c.phase, c.index, module_ancestry(c.scope, c.module), 0) for c in costs)
     runs = op_runs(op_timings)
     return {k: round(v / steps) for k, v in runs.items()}
 
@@ -698,7 +658,7 @@ def _module_row(
         "name": name,
         "type": mod.type if mod else "",
         "phase": phase,
-        "depth": _depth(name),
+        "depth": module_depth(name),
         "calls": calls,
         "flops": inc.flops,
         "macs": inc.macs,

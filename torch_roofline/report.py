@@ -31,7 +31,8 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple, Union
 
 from torch_roofline._io import atomic_write
-from torch_roofline._report_text import _format_table, _summary, human_time, shown_name
+from torch_roofline._module_names import shown_name
+from torch_roofline._report_text import _format_table, _summary, human_time
 from torch_roofline.records import DeviceInfo, Roof
 
 __all__ = [
@@ -293,7 +294,7 @@ class RooflineReport:
     def display_name(self, name: str) -> str:
         """``name`` as shown to people: the root ``""`` becomes the model's class name; a name a
         table cannot show as is (control characters, line breaks, tabs, leading or trailing
-        spaces) becomes its quoted Python ``repr`` (see ``_report_text.shown_name``)."""
+        spaces) becomes its quoted Python ``repr`` (see ``_module_names.shown_name``)."""
         return shown_name(name) if name else shown_name(self.model)
 
     def with_notes(self, *notes: str) -> "RooflineReport":

@@ -34,7 +34,7 @@ from typing import Any, Iterator, Optional, Sequence, Tuple
 
 import torch
 
-from torch_roofline.count.formulas import FlopCount, register_formula
+from torch_roofline.count._registry import FlopCount, register_formula
 
 __all__ = ["attended_pairs", "attention_flops", "attention_backward_flops"]
 

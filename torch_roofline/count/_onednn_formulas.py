@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from typing import Any, Optional, Sequence
 
-from torch_roofline.count.formulas import FlopCount, register_formula
+from torch_roofline.count._registry import FlopCount, register_formula
 
 __all__ = ["CONV_OPS", "STAND_INS", "conv_call_flops", "conv_output_spatial", "post_op_flops", "with_stand_ins"]
 

@@ -28,7 +28,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from torch_roofline.count.formulas import FlopCount, register_formula
+from torch_roofline.count._registry import FlopCount, register_formula
 
 aten = torch.ops.aten
 

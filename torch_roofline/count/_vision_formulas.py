@@ -44,7 +44,7 @@ from typing import Any, List, Optional, Sequence
 
 import torch
 
-from torch_roofline.count.formulas import FlopCount, register_formula
+from torch_roofline.count._registry import FlopCount, register_formula
 
 aten = torch.ops.aten
 

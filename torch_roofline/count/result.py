@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from torch_roofline._io import atomic_write
-from torch_roofline._report_text import shown_name
+from torch_roofline._module_names import module_depth, shown_name
 from torch_roofline.records import PHASES, Cost, ModuleInfo, OpCost
 
 __all__ = ["CountResult"]
@@ -155,7 +155,7 @@ class CountResult:
         rows = []
         root_type = self.modules[0].type if self.modules else "model"
         for m in self.modules:
-            d = 0 if m.name == "" else m.name.count(".") + 1
+            d = module_depth(m.name)
             if depth is not None and d > depth:
                 continue
             c = inc[m.name]

@@ -44,11 +44,8 @@ Example::
 
 from __future__ import annotations
 
-import os
-from typing import List, Optional, Union
-
 from torch_roofline.devices._auto import NO_BENCH_ENV, auto, estimate_cpu
-from torch_roofline.devices._catalog import CatalogError, catalog_entries, read_entries
+from torch_roofline.devices._catalog import CatalogError, load_file
 from torch_roofline.devices._cpu import cpu_peak_flops
 from torch_roofline.devices._detect import detect
 from torch_roofline.devices._device import (
@@ -59,7 +56,7 @@ from torch_roofline.devices._device import (
     dtype_key,
     tf32_allowed,
 )
-from torch_roofline.devices._lookup import UnknownDeviceError, find_entry
+from torch_roofline.devices._lookup import UnknownDeviceError, catalog, get
 from torch_roofline.devices.bench import BenchResult, BenchStats, measure, run_bench
 from torch_roofline.devices.placement import conv_tf32, device_info, device_roofs, place, resolve_device
 
@@ -90,49 +87,3 @@ __all__ = [
     "device_info",
     "conv_tf32",
 ]
-
-
-def get(
-    name: str,
-    *,
-    multi_processor_count: Optional[int] = None,
-    total_memory: Optional[int] = None,
-) -> Device:
-    """The catalog Device for an id, a marketing name or a ``torch.cuda.get_device_name()``.
-
-    Args:
-        name: ``"h100-sxm"``, ``"L40S"``, ``"NVIDIA A100-SXM4-40GB"``,
-            ``"AMD Instinct MI250X / MI250"``...
-        multi_processor_count: SMs/CUs of the actual device: picks among rows that share a
-            name (104 CUs -> MI250, 110 -> MI250X).
-        total_memory: bytes of device memory, for the same purpose.
-
-    Raises:
-        UnknownDeviceError: no row matches; the message lists the closest catalog names.
-    """
-    return find_entry(name, units=multi_processor_count, memory_bytes=total_memory).device
-
-
-def catalog() -> List[Device]:
-    """Every catalog Device, most specific names first (the order lookup tries them)."""
-    return [e.device for e in catalog_entries()]
-
-
-def load_file(path: Union[str, os.PathLike]) -> List[Device]:
-    """Devices (``source="user"``) from a roofs file in the catalog's format.
-
-    TOML (``[[device]]`` tables) or YAML (``device:`` list; needs PyYAML). Units as in
-    ``catalog.toml``: ``matrix``/``vector`` peaks in TFLOP/s, ``memory_bandwidth_gbs`` in
-    GB/s. Example file::
-
-        [[device]]
-        name = "my-gpu"
-        memory_bandwidth_gbs = 1000
-        vector = { fp32 = 20 }
-        matrix = { bf16 = 200 }
-
-    Raises:
-        FileNotFoundError: no such file.
-        CatalogError: the file does not follow the format (the message says where).
-    """
-    return [e.device for e in read_entries(os.fspath(path), source="user")]

@@ -14,7 +14,7 @@ import math
 import os
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from torch_roofline.devices._device import DTYPES, Device
 
@@ -23,7 +23,7 @@ try:
 except ImportError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-__all__ = ["Entry", "CatalogError", "catalog_entries", "catalog_sources", "read_entries"]
+__all__ = ["Entry", "CatalogError", "catalog_entries", "catalog_sources", "read_entries", "load_file"]
 
 _TERA = 1e12
 _GIGA = 1e9
@@ -264,3 +264,23 @@ def catalog_sources() -> Dict[str, str]:
     """The packaged catalog's ``[sources]`` table: key -> citation."""
     text = resources.files("torch_roofline.devices").joinpath("catalog.toml").read_text("utf-8")
     return dict(tomllib.loads(text).get("sources", {}))
+
+
+def load_file(path: Union[str, os.PathLike]) -> List[Device]:
+    """Devices (``source="user"``) from a roofs file in the catalog's format.
+
+    TOML (``[[device]]`` tables) or YAML (``device:`` list; needs PyYAML). Units as in
+    ``catalog.toml``: ``matrix``/``vector`` peaks in TFLOP/s, ``memory_bandwidth_gbs`` in
+    GB/s. Example file::
+
+        [[device]]
+        name = "my-gpu"
+        memory_bandwidth_gbs = 1000
+        vector = { fp32 = 20 }
+        matrix = { bf16 = 200 }
+
+    Raises:
+        FileNotFoundError: no such file.
+        CatalogError: the file does not follow the format (the message says where).
+    """
+    return [e.device for e in read_entries(os.fspath(path), source="user")]

@@ -17,8 +17,9 @@ import re
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 from torch_roofline.devices._catalog import Entry, catalog_entries
+from torch_roofline.devices._device import Device
 
-__all__ = ["UnknownDeviceError", "find_entry", "normalize"]
+__all__ = ["UnknownDeviceError", "find_entry", "normalize", "get", "catalog"]
 
 _VENDOR_WORDS = ("nvidia", "geforce", "tesla", "amd", "instinct", "intel", "core", "google", "cloud")
 
@@ -103,3 +104,28 @@ def _unknown_message(name: str, entries: Sequence[Entry]) -> str:
         f"Device(name=..., peak_flops={{'fp32': ...}}, bandwidth=...) or load_file('roofs.toml')"
     )
 
+
+def get(
+    name: str,
+    *,
+    multi_processor_count: Optional[int] = None,
+    total_memory: Optional[int] = None,
+) -> Device:
+    """The catalog Device for an id, a marketing name or a ``torch.cuda.get_device_name()``.
+
+    Args:
+        name: ``"h100-sxm"``, ``"L40S"``, ``"NVIDIA A100-SXM4-40GB"``,
+            ``"AMD Instinct MI250X / MI250"``...
+        multi_processor_count: SMs/CUs of the actual device: picks among rows that share a
+            name (104 CUs -> MI250, 110 -> MI250X).
+        total_memory: bytes of device memory, for the same purpose.
+
+    Raises:
+        UnknownDeviceError: no row matches; the message lists the closest catalog names.
+    """
+    return find_entry(name, units=multi_processor_count, memory_bytes=total_memory).device
+
+
+def catalog() -> List[Device]:
+    """Every catalog Device, most specific names first (the order lookup tries them)."""
+    return [e.device for e in catalog_entries()]

@@ -21,6 +21,12 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 
+from torch_roofline.devices._auto import auto
+from torch_roofline.devices._catalog import load_file
+from torch_roofline.devices._detect import detect
+from torch_roofline.devices._device import Device, UnsupportedDtypeError
+from torch_roofline.devices._lookup import get
+from torch_roofline.devices.bench import measure
 from torch_roofline.records import DeviceInfo, OpCost, Roof
 
 __all__ = ["conv_tf32", "device_roofs", "place", "device_info", "resolve_device"]
@@ -56,8 +62,6 @@ def device_roofs(device: Any, ops: Sequence[OpCost]) -> Dict[Tuple[Optional[str]
     only their bytes matter: they are placed against the device's memory roof, carried by
     its fp32 vector roof.
     """
-    from torch_roofline.devices import UnsupportedDtypeError  # the package imports this module
-
     roofs: Dict[Tuple[Optional[str], str], Roof] = {}
     for op in ops:
         key = (op.dtype, op.unit)
@@ -104,19 +108,17 @@ def resolve_device(roof: Any, torch_device: Optional[torch.device]) -> Any:
     ``"measured"`` (micro-benchmarked on the spot, cached), a catalog id or name, a path to
     a TOML/YAML roofs file, or a ``Device``.
     """
-    from torch_roofline import devices
-
-    if isinstance(roof, devices.Device):
+    if isinstance(roof, Device):
         return roof
     if not isinstance(roof, str):
         raise TypeError(f"roof={roof!r}: expected 'auto', 'datasheet', 'measured', a device name or a Device")
     kind = (torch_device or torch.device("cpu")).type
     if roof == "auto":
-        return devices.auto(torch_device)
+        return auto(torch_device)
     if roof == "measured":
-        return devices.measure(device=kind)
+        return measure(device=kind)
     if roof == "datasheet":
-        dev = devices.detect(torch_device)
+        dev = detect(torch_device)
         if dev.source != "datasheet":
             raise ValueError(
                 f"roof='datasheet': {dev.name!r} has no datasheet row in the catalog (its roofs are "
@@ -124,6 +126,6 @@ def resolve_device(roof: Any, torch_device: Optional[torch.device]) -> Any:
             )
         return dev
     if roof.endswith((".toml", ".yaml", ".yml")):
-        loaded = devices.load_file(roof)
+        loaded = load_file(roof)
         return loaded[0] if isinstance(loaded, (list, tuple)) else loaded
-    return devices.get(roof)
+    return get(roof)

@@ -31,7 +31,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from torch_roofline.analysis import op_runs
+from torch_roofline._module_names import op_runs
 from torch_roofline.records import ModuleTiming, OpCost
 from torch_roofline.timing.attribution import DeviceActivity, TraceTiming, merged_spans
 from torch_roofline.timing.compiled import CompiledCode, CompiledRegion
@@ -64,7 +64,7 @@ class TimingSum:
     def add(self, timing: TraceTiming, runs: bool = False,
             continues: Optional[Dict[Tuple[str, int], frozenset]] = None) -> None:
         """Add one part's timing (or one slice's of a long step). ``runs``: also count the
-        module calls the op rows make (:func:`~torch_roofline.analysis.op_runs`), for a trace
+        module calls the op rows make (:func:`~torch_roofline._module_names.op_runs`), for a trace
         without module ranges; ``continues``: its ``prev`` for slices read in order (a run of
         ops across two slices is one call)."""
         ops = self._ops
