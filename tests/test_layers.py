@@ -6,8 +6,9 @@ line) -> sinks (lightning, tensorboard). Every ``import`` of the package's own m
 those inside functions too (an import deferred to call time is still a dependency).
 
 The edges and circles still listed in ``KNOWN_UPWARD`` / ``KNOWN_CYCLES`` are the ones issue 17
-has yet to take apart (the report rows move to records.py, the report modules into one package);
-the test fails on any other, and on a listed one that is gone (so the list only shrinks).
+has yet to take apart (the report record and its renderers; ``from_trace`` of a folder); the
+test fails on any other, and on a listed one that is gone (so the lists only shrink). Imports
+under ``if TYPE_CHECKING:`` are left out: only a type checker reads them.
 """
 
 from __future__ import annotations
@@ -34,13 +35,12 @@ LAYERS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
 )
 
 KNOWN_UPWARD = {
-    ("torch_roofline.analysis", "torch_roofline.report"),  # analyse() builds RooflineReport and its rows
-    ("torch_roofline._time_lost", "torch_roofline.report"),
+    # analyse() returns a RooflineReport, whose methods render it (table, JSON, plot): the
+    # report record and its renderers are still one class in report.py.
+    ("torch_roofline.analysis", "torch_roofline.report"),
     ("torch_roofline.report", "torch_roofline.tensorboard.summary"),  # RooflineReport.to_tensorboard
 }
 KNOWN_CYCLES = {
-    frozenset({"torch_roofline.report", "torch_roofline._report_text", "torch_roofline.plot",
-               "torch_roofline.scalars", "torch_roofline.tensorboard.summary"}),
     frozenset({"torch_roofline.offline", "torch_roofline.traceset"}),  # from_trace(folder) <-> from_traces
 }
 
@@ -60,9 +60,23 @@ def _modules() -> Dict[str, str]:
     return out
 
 
+def _type_checking_only(tree: ast.AST) -> Set[int]:
+    """ids of the import nodes under ``if TYPE_CHECKING:`` (annotations only: never run)."""
+    out: Set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING":
+            out.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    return out
+
+
 def _imports(path: str, modules: Set[str]) -> Iterator[str]:
-    """The package's modules that the file imports (``from pkg import sub`` names the submodule)."""
-    for node in ast.walk(ast.parse(open(path, encoding="utf-8").read(), path)):
+    """The package's modules that the file imports (``from pkg import sub`` names the submodule),
+    at import time or inside functions; not those only a type checker reads."""
+    tree = ast.parse(open(path, encoding="utf-8").read(), path)
+    skip = _type_checking_only(tree)
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("torch_roofline"):
             subs = [f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in modules]
             yield from subs

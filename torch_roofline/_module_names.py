@@ -16,11 +16,11 @@ Example::
 from __future__ import annotations
 
 from collections import Counter
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, Optional, Set, Tuple
 
 from torch_roofline.records import OpTiming
 
-__all__ = ["shown_name", "module_depth", "module_ancestry", "count_runs", "op_runs"]
+__all__ = ["shown_name", "module_depth", "module_ancestry", "parent_names", "count_runs", "op_runs"]
 
 
 def shown_name(name: str) -> str:
@@ -57,6 +57,19 @@ def module_ancestry(scope: Tuple[str, ...], module: str) -> Tuple[str, ...]:
     if scope[-1] != module:
         scope = tuple(scope) + (module,)
     return tuple(dict.fromkeys(scope))
+
+
+def parent_names(names: Iterable[str]) -> Set[str]:
+    """Every proper ancestor of the dotted module ``names`` (``"a.b"`` -> ``""``, ``"a"``):
+    a name not in the set is a leaf among ``names``."""
+    parents: Set[str] = set()
+    for name in names:
+        while name:  # up to the first ancestor already known: linear in the names, at any depth
+            name = name.rpartition(".")[0]
+            if name in parents:
+                break
+            parents.add(name)
+    return parents
 
 
 def count_runs(items: Iterable[Tuple[str, int, Tuple[str, ...], int]],

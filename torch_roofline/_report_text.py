@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Sequence, Tuple
 
 from torch_roofline._module_names import shown_name
-from torch_roofline.records import PHASES
+from torch_roofline.records import PHASES, OpRow
 
 if TYPE_CHECKING:
     from torch_roofline.report import RooflineReport
@@ -132,7 +132,6 @@ def _filter_sort(report: RooflineReport, rows: Sequence[Any], depth, top, sort, 
     if top is not None and top < 1:
         raise ValueError(f"RooflineReport.table: top must be >= 1 or None, got {top}")
     out = [r for r in rows if depth is None or r.depth <= depth]
-    from torch_roofline.report import OpRow  # here: report imports this module while loading
 
     if phase is not None and not (phase == "all" and rows and isinstance(rows[0], OpRow)):
         out = [r for r in out if r.phase == phase]

@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from torch_roofline.records import Roof
-from torch_roofline.report import BOUNDS, OpRow, RoofRef, TimeLostItem
+from torch_roofline.records import BOUNDS, OpRow, Roof, RoofRef, TimeLostItem
 
 __all__ = ["_dominant", "_time_lost_items"]
 

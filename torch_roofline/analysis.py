@@ -59,18 +59,9 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torch_roofline._module_names import count_runs, module_ancestry, module_depth, op_runs
 from torch_roofline._time_lost import _dominant, _time_lost_items
-from torch_roofline.records import PHASES, ModuleInfo, ModuleTiming, OpCost, OpTiming, Roof, check_memory_model, frozen_record
-from torch_roofline.report import (
-    BOUNDS,
-    BoundShare,
-    DeviceInfo,
-    ModuleRow,
-    OpRow,
-    RoofRef,
-    RooflineReport,
-    Totals,
-    UncountedOp,
-)
+from torch_roofline.records import (BOUNDS, PHASES, BoundShare, DeviceInfo, ModuleInfo, ModuleRow, ModuleTiming, OpCost,
+                                    OpRow, OpTiming, Roof, RoofRef, Totals, UncountedOp, check_memory_model, frozen_record)
+from torch_roofline.report import RooflineReport
 
 __all__ = [
     "DEFAULT_OVERHEAD_THRESHOLD_S",

@@ -23,8 +23,8 @@ import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from torch_roofline._io import atomic_open
-from torch_roofline.records import Roof
-from torch_roofline.report import BOUNDS, parent_names
+from torch_roofline._module_names import parent_names
+from torch_roofline.records import BOUNDS, Roof
 
 __all__ = ["BOUND_COLORS", "plot_roofline", "plot_devices"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, Mapping, Optional
 
-from torch_roofline.report import BOUNDS  # re-exported: the bound classes, defined once
+from torch_roofline.records import BOUNDS  # re-exported: the bound classes, defined once
 
 __all__ = ["finite", "percent", "totals_scalars", "BOUNDS"]
 

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 from torch_roofline.cli.args import add_model_arguments, check_out, non_negative_int
 from torch_roofline.records import MEMORY_MODELS
-from torch_roofline.report import parent_names
+from torch_roofline._module_names import parent_names
 
 __all__ = ["add_parser"]
 

@@ -1,18 +1,5 @@
-"""Frozen records that cross stage boundaries: count -> time -> analyse -> report.
-
-Units everywhere: FLOPs, bytes, seconds, FLOP/s, B/s (plain SI numbers, decimal:
-1 TB/s = 1e12 B/s). Scaling happens only when a number is formatted for people.
-
-Conventions shared by every stage:
-
-* ``flops`` counts 2 per multiply-accumulate for matrix work (what hardware peaks
-  count); ``macs`` is reported alongside for users of fvcore, ptflops and thop.
-* Module names are the fully qualified names of ``model.named_modules()``; the
-  root module is ``""``.
-* ``phase`` is one of ``"forward"``, ``"backward"``, ``"optimizer"``.
-* ``unit`` says which roof an op is measured against: ``"matrix"`` (tensor cores,
-  MFMA, AMX) for matmul-like ops, ``"vector"`` for everything else.
-"""
+"""The records the stages produce and consume: costs, timings, modules, roofs (see
+:mod:`torch_roofline.records`)."""
 
 from __future__ import annotations
 
