@@ -33,24 +33,11 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 from torch_roofline._io import atomic_write
 from torch_roofline._module_names import parent_names, shown_name
 from torch_roofline._report_text import _format_table, _summary, human_time
+from torch_roofline.records import rows as _rows
 from torch_roofline.records import (BOUNDS, BoundShare, DeviceInfo, ModuleRow, OpRow, Roof, RoofRef, TimeLostItem,
-                                    Totals, UncountedOp)
+                                    Totals, UncountedOp)  # noqa: F401 (BOUNDS re-exported)
 
-__all__ = [
-    "SCHEMA",
-    "BOUNDS",
-    "RoofRef",
-    "DeviceInfo",
-    "ModuleRow",
-    "OpRow",
-    "BoundShare",
-    "Totals",
-    "UncountedOp",
-    "TimeLostItem",
-    "RooflineReport",
-    "human_time",
-    "parent_names",
-]
+__all__ = ["SCHEMA", "RooflineReport", "human_time", "parent_names", "DeviceInfo", *_rows.__all__]  # rows re-exported
 
 SCHEMA = "torch_roofline.report/1"
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Callable, Optional
 
-__all__ = ["add_model_arguments", "non_negative_int", "positive_int", "check_out"]
+__all__ = ["add_model_arguments", "add_step_arguments", "non_negative_int", "positive_int", "check_out"]
 
 _MODEL_HELP = "torchvision:NAME, package.module:factory, or a .py file defining model and inputs"
 
@@ -29,6 +29,14 @@ def add_model_arguments(p: argparse.ArgumentParser, *, example_shape: str, optio
         p.add_argument("model", metavar="MODEL", help=_MODEL_HELP)
     p.add_argument("--input-shape", action="append", default=[], metavar="SHAPE",
                    help=f"input tensor shape, e.g. {example_shape} (repeat for several inputs)")
+
+
+def add_step_arguments(p: argparse.ArgumentParser, *, train: str, devices: str) -> None:
+    """Add what every subcommand that runs MODEL's step takes: ``--train`` (help ``train``),
+    ``--dtype`` and ``--device`` (help ``devices``)."""
+    p.add_argument("--train", action="store_true", help=train)
+    p.add_argument("--dtype", default=None, help="fp32 (default), bf16 or fp16")
+    p.add_argument("--device", default="cpu", help=devices)
 
 
 def _int_at_least(lowest: int, example: int) -> Callable[[str], int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from torch_roofline.cli.args import add_model_arguments, non_negative_int
+from torch_roofline.cli.args import add_model_arguments, add_step_arguments, non_negative_int
 from torch_roofline.records import MEMORY_MODELS
 
 __all__ = ["add_parser"]
@@ -15,11 +15,10 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser("count", help="count FLOPs, MACs, parameters and bytes per module",
                        description="Count one step of MODEL: FLOPs (2 per MAC), MACs, parameters and bytes per module.")
     add_model_arguments(p, example_shape="1,3,224,224")
-    p.add_argument("--train", action="store_true", help="count forward + backward + one AdamW step")
+    add_step_arguments(p, train="count forward + backward + one AdamW step",
+                       devices="cpu (default) or meta (no weights allocated)")
     p.add_argument("--memory-model", choices=MEMORY_MODELS, default="op",
                    help="op: every op reads inputs and writes outputs (default); compulsory: each storage once")
-    p.add_argument("--dtype", default=None, help="fp32 (default), bf16 or fp16")
-    p.add_argument("--device", default="cpu", help="cpu (default) or meta (no weights allocated)")
     p.add_argument("--backend", choices=("dispatch", "fvcore"), default="dispatch")
     p.add_argument("--depth", type=non_negative_int, default=None, help="table depth (default: all modules)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")

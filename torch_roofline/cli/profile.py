@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from torch_roofline.cli.args import add_model_arguments, check_out, non_negative_int, positive_int
+from torch_roofline.cli.args import add_model_arguments, add_step_arguments, check_out, non_negative_int, positive_int
 from torch_roofline.records import MEMORY_MODELS
 
 __all__ = ["add_parser"]
@@ -17,9 +17,7 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser("profile", help="measure MODEL and place each module on the roofline",
                        description="Run MODEL under the roofline profiler and print the per-module roofline table.")
     add_model_arguments(p, example_shape="8,3,224,224")
-    p.add_argument("--train", action="store_true", help="profile forward + backward + one SGD step")
-    p.add_argument("--dtype", default=None, help="fp32 (default), bf16 or fp16")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    add_step_arguments(p, train="profile forward + backward + one SGD step", devices="cpu (default) or cuda")
     p.add_argument("--roof", default="auto",
                    help="auto (default), datasheet, measured, a catalog device name, or a roofs .toml/.yaml file")
     p.add_argument("--memory-model", choices=MEMORY_MODELS, default="op")

@@ -97,28 +97,23 @@ def _bhsd(q: Sequence[int], k: Sequence[int], v: Sequence[int]) -> Optional[Tupl
 # --------------------------------------------------------------------------------------
 # SDPA-level kernels: [b, h, s, d], causal aligned top-left.
 # --------------------------------------------------------------------------------------
-def _sdpa(causal_at: int) -> Any:
-    def formula(q: Any, k: Any, v: Any, *args: Any, out: Any = None, **kw: Any) -> Optional[int]:
-        """[b,h,s_q,d] @ [b,h,d,s_k] -> [b,h,s_q,s_k] @ [b,h,s_k,d_v] -> [b,h,s_q,d_v], attended pairs only."""
+def _sdpa(causal_at: int, backward: bool = False) -> Any:
+    """The formula of a fused SDPA kernel (``backward``: its backward, whose first argument is
+    ``grad_out``); ``causal_at``: the position of its ``is_causal`` argument.
+
+    Forward: [b,h,s_q,d] @ [b,h,d,s_k] -> [b,h,s_q,s_k] @ [b,h,s_k,d_v] -> [b,h,s_q,d_v];
+    backward: 5 matmuls of [b,h,s_q,s_k] scores with [b,h,s,d] operands; attended pairs only."""
+    first = 1 if backward else 0  # q's position
+    count = attention_backward_flops if backward else attention_flops
+
+    def formula(*args: Any, out: Any = None, **kw: Any) -> Optional[int]:
+        q, k, v = args[first:first + 3]
         dims = _bhsd(q, k, v)
         if dims is None:
             return None
         b, h, s_q, s_k, d, d_v = dims
-        causal = bool(args[causal_at - 3]) if len(args) > causal_at - 3 else bool(kw.get("is_causal", False))
-        return attention_flops(b, h, attended_pairs(s_q, s_k, causal=causal), d, d_v)
-
-    return formula
-
-
-def _sdpa_backward(causal_at: int) -> Any:
-    def formula(grad_out: Any, q: Any, k: Any, v: Any, *args: Any, out: Any = None, **kw: Any) -> Optional[int]:
-        """5 matmuls of [b,h,s_q,s_k] scores with [b,h,s,d] operands, attended pairs only."""
-        dims = _bhsd(q, k, v)
-        if dims is None:
-            return None
-        b, h, s_q, s_k, d, d_v = dims
-        causal = bool(args[causal_at - 4]) if len(args) > causal_at - 4 else bool(kw.get("is_causal", False))
-        return attention_backward_flops(b, h, attended_pairs(s_q, s_k, causal=causal), d, d_v)
+        causal = bool(args[causal_at]) if len(args) > causal_at else bool(kw.get("is_causal", False))
+        return count(b, h, attended_pairs(s_q, s_k, causal=causal), d, d_v)
 
     return formula
 
@@ -143,7 +138,7 @@ for _name, _at in _SDPA_FORWARDS:
         register_formula(getattr(aten, _name), unit="matrix")(_sdpa(_at))
 for _name, _at in _SDPA_BACKWARDS:
     if hasattr(aten, _name):
-        register_formula(getattr(aten, _name), unit="matrix")(_sdpa_backward(_at))
+        register_formula(getattr(aten, _name), unit="matrix")(_sdpa(_at, backward=True))
 
 
 # --------------------------------------------------------------------------------------
@@ -222,15 +217,21 @@ def _efficient_shapes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_q: A
         yield 1, h, int(len_q), int(len_k), d, v.shape[-1]
 
 
+def _efficient_flops(count: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_q: Any, cu_k: Any,
+                     max_q: Any, max_k: Any, mask_type: int, window: Any) -> int:
+    """``count`` (forward or backward FLOPs) summed over the sequences of a memory-efficient call."""
+    return sum(count(b, h, _efficient_pairs(s_q, s_k, mask_type, window), d, d_v)
+               for b, h, s_q, s_k, d, d_v in _efficient_shapes(q, k, v, cu_q, cu_k, max_q, max_k))
+
+
 @register_formula(aten._efficient_attention_forward, unit="matrix", raw=True)
 def _efficient_forward_flops(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: Any,
                              cu_seqlens_q: Any, cu_seqlens_k: Any, max_seqlen_q: Any, max_seqlen_k: Any,
                              dropout_p: float, custom_mask_type: int, *args: Any, out: Any = None,
                              window_size: Any = None, **kw: Any) -> int:
     """Memory-efficient attention forward ([b, s, h, d]) over the attended pairs."""
-    return sum(attention_flops(b, h, _efficient_pairs(s_q, s_k, custom_mask_type, window_size), d, d_v)
-               for b, h, s_q, s_k, d, d_v in _efficient_shapes(query, key, value, cu_seqlens_q, cu_seqlens_k,
-                                                                max_seqlen_q, max_seqlen_k))
+    return _efficient_flops(attention_flops, query, key, value, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                            max_seqlen_k, custom_mask_type, window_size)
 
 
 @register_formula(aten._efficient_attention_backward, unit="matrix", raw=True)
@@ -240,9 +241,8 @@ def _efficient_backward_flops(grad_out: torch.Tensor, query: torch.Tensor, key: 
                               philox_offset: Any, custom_mask_type: int, *args: Any, out: Any = None,
                               window_size: Any = None, **kw: Any) -> int:
     """Memory-efficient attention backward: 5 matmuls over the attended pairs."""
-    return sum(attention_backward_flops(b, h, _efficient_pairs(s_q, s_k, custom_mask_type, window_size), d, d_v)
-               for b, h, s_q, s_k, d, d_v in _efficient_shapes(query, key, value, cu_seqlens_q, cu_seqlens_k,
-                                                                max_seqlen_q, max_seqlen_k))
+    return _efficient_flops(attention_backward_flops, query, key, value, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                            max_seqlen_k, custom_mask_type, window_size)
 
 
 # --------------------------------------------------------------------------------------

@@ -285,15 +285,10 @@ class StepTraffic:
                 if sk not in produced:
                     comp_read += b
         bytes_written = comp_written = 0
-        written = self._written
         for t, sk in outputs:
             b = tensor_bytes(t)
             bytes_written += b
-            if sk not in written:
-                written.add(sk)
-                if sk not in alive:
-                    self._keep(t, sk)
-                comp_written += b
+            comp_written += self._first_write(t, sk, b)
             if sk not in produced or log is not None:
                 whole = b >= _storage_nbytes(t)
                 if whole:
@@ -307,16 +302,22 @@ class StepTraffic:
             if sk not in read and sk not in produced:
                 comp_read += dest_read  # a partial read does not mark the storage read
             bytes_written += dest_written
-            if sk not in written:
-                written.add(sk)
-                if sk not in alive:
-                    self._keep(dest, sk)
-                comp_written += dest_written
+            comp_written += self._first_write(dest, sk, dest_written)
             if log is not None:
                 if dest_read:
                     log.append(("p", sk, dest_read))  # a partial read: charged, not marked read
                 log.append(("w", sk, dest_written, False))
         return Traffic(bytes_read, bytes_written, comp_read, comp_written)
+
+    def _first_write(self, t: torch.Tensor, sk: Any, nbytes: int) -> int:
+        """Compulsory bytes of writing ``nbytes`` to storage ``sk`` (of tensor ``t``): all of
+        them the first time the step writes it, none after."""
+        if sk in self._written:
+            return 0
+        self._written.add(sk)
+        if sk not in self._alive:
+            self._keep(t, sk)
+        return nbytes
 
     @staticmethod
     def _gather_reads(args: Sequence[Any], outputs: List[torch.Tensor]) -> List[Tuple[torch.Tensor, Any, int]]:

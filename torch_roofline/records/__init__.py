@@ -18,50 +18,8 @@ Conventions shared by every stage:
   MFMA, AMX) for matmul-like ops, ``"vector"`` for everything else.
 """
 
-from torch_roofline.records.costs import (  # noqa: F401
-    PHASES,
-    OUTSIDE,
-    MEMORY_MODELS,
-    check_memory_model,
-    Cost,
-    OpCost,
-    ModuleInfo,
-    OpTiming,
-    ModuleTiming,
-    Roof,
-    DeviceInfo,
-    frozen_record,
-)
-from torch_roofline.records.rows import (  # noqa: F401
-    BOUNDS,
-    RoofRef,
-    ModuleRow,
-    OpRow,
-    BoundShare,
-    Totals,
-    UncountedOp,
-    TimeLostItem,
-)
+from torch_roofline.records import costs as _costs, rows as _rows
+from torch_roofline.records.costs import *  # noqa: F401,F403 (the names of costs.__all__)
+from torch_roofline.records.rows import *  # noqa: F401,F403 (the names of rows.__all__)
 
-__all__ = [
-    "PHASES",
-    "OUTSIDE",
-    "MEMORY_MODELS",
-    "check_memory_model",
-    "Cost",
-    "OpCost",
-    "ModuleInfo",
-    "OpTiming",
-    "ModuleTiming",
-    "Roof",
-    "DeviceInfo",
-    "frozen_record",
-    "BOUNDS",
-    "RoofRef",
-    "ModuleRow",
-    "OpRow",
-    "BoundShare",
-    "Totals",
-    "UncountedOp",
-    "TimeLostItem",
-]
+__all__ = list(_costs.__all__) + list(_rows.__all__)
