@@ -24,7 +24,8 @@ from torch_roofline.devices import Device
 from torch_roofline.records import ModuleTiming, OpCost, OpTiming
 from torch_roofline.timing._stack_traces import (CallChain, Frame, ModuleTree, call_chain, common_parent,
                                                  read_stack_traces, resolve_module)
-from torch_roofline.timing.inductor import KernelCost, _module_path, kernel_name, read_compiled_graph
+from torch_roofline.timing._inductor_sources import _module_path
+from torch_roofline.timing.inductor import KernelCost, kernel_name, read_compiled_graph
 from torch_roofline.timing.kernel_sites import KernelSite, kernel_sites_note, place_fused_kernels
 
 INDUCTOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "inductor")
@@ -96,7 +97,7 @@ def test_a_compile_recorded_by_the_profiler_writes_each_op_s_module_into_its_sta
     # what the no-op post-grad pass does while the profiler records a compile: torch copies an op's
     # stack trace into its kernel's and keeps it in its compile cache, so a graph loaded from the
     # cache in another process still says each op's module
-    from torch_roofline.timing.inductor import _node_modules_of, remember_node_modules
+    from torch_roofline.timing._inductor_sources import _node_modules_of, remember_node_modules
 
     graph = torch.fx.Graph()
     x = graph.placeholder("x")
