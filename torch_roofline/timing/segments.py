@@ -57,9 +57,10 @@ from torch_roofline.timing.ranges import PHASE_PREFIX, RANGE_PREFIX
 import msgspec
 
 from torch_roofline.timing.steps import _TOL_S, profiler_steps, span_test, span_tests, within
-from torch_roofline.timing.trace import (DEVICE_KINDS, LAUNCH_KINDS, EventPieces, MemoryEvent, Trace, TraceEvent, _Builder,
-                                         _TIME_LIMIT_US, _duration_event, _int_or_none, _loads, _memory_event, _ts_us,
-                                         _Unstreamable, kind_of_category)
+from torch_roofline.timing._trace_parse import (_TIME_LIMIT_US, _Builder, _duration_event, _int_or_none, _loads,
+                                                _memory_event, _ts_us, kind_of_category)
+from torch_roofline.timing.trace import (DEVICE_KINDS, LAUNCH_KINDS, EventPieces, MemoryEvent, Trace, TraceEvent,
+                                         _Unstreamable)
 
 __all__ = ["PART_BYTES", "BLOCK_BYTES", "TraceBlock", "TraceScan", "StepMarker", "RangeScan", "scan_trace", "scan_range",
            "join_scans", "split_point", "plan_parts", "part_trace", "step_blocks", "step_bytes", "slice_cuts", "TraceSlice",
