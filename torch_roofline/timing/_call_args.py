@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from torch_roofline.count._onednn_formulas import CONV_OPS, STAND_INS
-from torch_roofline.timing.attribution import dotted_op_name
+from torch_roofline.timing.timeline import dotted_op_name
 from torch_roofline.timing.trace import TraceEvent
 
 

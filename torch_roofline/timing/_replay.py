@@ -15,7 +15,7 @@ import torch
 
 from torch_roofline._lazy_dynamo import prepare_meta_replays, replays_prepared
 from torch_roofline.records import OpCost
-from torch_roofline.timing.attribution import dotted_op_name
+from torch_roofline.timing.timeline import dotted_op_name
 from torch_roofline.timing.compiled import is_fused_kernel
 from torch_roofline.timing.identity import CallIdentity
 from torch_roofline.timing.trace import TraceEvent

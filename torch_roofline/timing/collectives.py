@@ -59,8 +59,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from torch_roofline.timing.attribution import _BACKWARD_PREFIX, merged_spans
-from torch_roofline.timing.attribution import _OPTIMIZER_PREFIXES as _ATTRIBUTION_OPTIMIZER_PREFIXES
+from torch_roofline.timing.timeline import _BACKWARD_PREFIX, merged_spans
+from torch_roofline.timing.timeline import _OPTIMIZER_PREFIXES as _ATTRIBUTION_OPTIMIZER_PREFIXES
 from torch_roofline.timing.ranges import PHASE_PREFIX
 from torch_roofline.timing.steps import _outermost
 from torch_roofline.timing.trace import Trace, TraceEvent

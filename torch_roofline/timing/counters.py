@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Iterable, List, Mapping, Optional, Tuple
 
-from torch_roofline.timing.attribution import _HostTimeline, _check_op_names, dotted_op_name
+from torch_roofline.timing.attribution import _check_op_names
+from torch_roofline.timing.timeline import HostTimeline, dotted_op_name
 from torch_roofline.timing.trace import Trace, TraceEvent
 
 __all__ = ["KernelCounters", "kernel_counters", "sass_flops"]
@@ -148,7 +149,7 @@ def kernel_counters(trace: Trace, *, op_names: Optional[Iterable[str]] = None
     ranges = sorted(trace.of_kind("cuda_profiler_range"), key=lambda e: (e.start_s, e.index))
     if not ranges:
         return ()
-    timeline = _HostTimeline(trace, _check_op_names(op_names))
+    timeline = HostTimeline(trace, _check_op_names(op_names))
     try:
         launches = sorted((e for e in trace.events if _is_launch(e)),
                           key=lambda e: (e.start_s, e.index))

@@ -66,7 +66,8 @@ from types import MappingProxyType
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torch_roofline.records import OpCost, frozen_record
-from torch_roofline.timing.attribution import TraceTiming, _as_int, dotted_op_name
+from torch_roofline.timing.attribution import TraceTiming
+from torch_roofline.timing.timeline import _as_int, dotted_op_name
 from torch_roofline.timing.compiled import is_fused_kernel
 from torch_roofline.timing.inductor import KernelCost, compiled_costs
 from torch_roofline.timing.identity import Identities, TensorId
