@@ -267,7 +267,7 @@ def test_a_scan_split_in_two_halves_is_the_whole_scan(tmp_path, monkeypatch):
     path = str(tmp_path / "t.json")
     _record(path)
     size = os.path.getsize(path)
-    cut = segments.split_point(path, size // 2)
+    cut = parts.split_point(path, size // 2)
     with open(path, "rb") as f:
         raw = f.read()
     assert cut is not None and raw[:cut].rstrip().endswith(b"},") and raw[cut:].lstrip().startswith(b"{")
@@ -278,7 +278,7 @@ def test_a_scan_split_in_two_halves_is_the_whole_scan(tmp_path, monkeypatch):
     assert sum(b.count for b in two.blocks) == one.events
     with gzip.open(tmp_path / "t.json.gz", "wb") as f:
         f.write(raw)
-    assert segments.split_point(str(tmp_path / "t.json.gz"), 100) is None  # no way into a gzip stream's middle
+    assert parts.split_point(str(tmp_path / "t.json.gz"), 100) is None  # no way into a gzip stream's middle
 
 
 def test_plan_parts_gives_each_worker_a_share_and_keeps_every_step_in_order():

@@ -1,4 +1,4 @@
-"""One long step read in slices (timing/segments.slice_trace, attribution's SliceCarry, parts).
+"""One long step read in slices (timing/slices.slice_trace, attribution's SliceCarry, parts).
 
 A part is at least one step; a step too big to hold at once (a 4 GB trace of 5 steps) is
 read slice by slice, each slice attributed after the ones before it. The oracle, as for
@@ -25,6 +25,7 @@ from torch.utils.checkpoint import checkpoint
 from test_parts import FLAT, PARTS_NOTE, _assert_same, _gpu_steps, _net
 from torch_roofline import RooflineProfiler, offline
 from torch_roofline.timing import parts, segments, trace as trace_module
+from torch_roofline.timing import slices as slices_module
 from torch_roofline.timing.attribution import SliceCarry, attribute
 from torch_roofline.timing.trace import load_trace
 
@@ -109,7 +110,7 @@ def test_no_op_call_is_split_and_each_event_time_is_counted_once(tmp_path, monke
             assert lo - 1e-9 <= e.start_s and e.end_s <= hi + 1e-9, "a slice's events end at its end"
             held[e.index] = held.get(e.index, 0.0) + e.dur_s
             if e.index not in piece.trace.continued and e.kind == "cpu_op" and whole[e.index].dur_s != e.dur_s:
-                assert segments._passable(e), f"an op call was cut: {e.name}"
+                assert slices_module._passable(e), f"an op call was cut: {e.name}"
     step = next(e for e in whole.values() if e.name.startswith("ProfilerStep#"))
     inside = [e for e in whole.values() if step.start_s - 1e-9 <= e.start_s <= step.end_s + 1e-9]
     assert {e.index for e in inside} == set(held), "every host event of the step is in a slice"
@@ -186,10 +187,10 @@ def test_slice_end_moves_off_an_op_call():
     rng = ev(0, "roofline::layer", 0.0, 10.0)
     mm = ev(1, "aten::mm", 1.0, 3.0)
     add = ev(2, "aten::add", 5.0, 1.0)
-    assert segments._settle_end([rng, mm], 4.5) == (4.5, [rng, mm], None)  # only the range is open: cut it
-    assert segments._settle_end([rng, mm, add], 5.5) == (5.0, [rng, mm], None)  # inside aten::add: before it
-    assert segments._settle_end([rng, mm], 2.0) == (1.0, [rng], None)  # inside aten::mm: back to its start
-    end, kept, further = segments._settle_end([mm], 2.0)  # aten::mm began the slice: read on past it
+    assert slices_module._settle_end([rng, mm], 4.5) == (4.5, [rng, mm], None)  # only the range is open: cut it
+    assert slices_module._settle_end([rng, mm, add], 5.5) == (5.0, [rng, mm], None)  # inside aten::add: before it
+    assert slices_module._settle_end([rng, mm], 2.0) == (1.0, [rng], None)  # inside aten::mm: back to its start
+    end, kept, further = slices_module._settle_end([mm], 2.0)  # aten::mm began the slice: read on past it
     assert (end, kept) == (2.0, [mm]) and further == pytest.approx(4.0, abs=1e-8) and further > 4.0
 
 

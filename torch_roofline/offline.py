@@ -357,7 +357,7 @@ PARTS_BYTES = 16 << 20
 #: ... and are always read in parts from this size on, however few their parts (a whole read
 #: holds about ten bytes of memory per byte of file). A trace of one ``ProfilerStep#N`` step of
 #: more than twice :data:`~torch_roofline.timing.parts.SLICE_BYTES` is read in slices of that
-#: step, one after the other (:func:`~torch_roofline.timing.segments.slice_trace`).
+#: step, one after the other (:func:`~torch_roofline.timing.slices.slice_trace`).
 PARTS_MEMORY_BYTES = 256 << 20
 
 

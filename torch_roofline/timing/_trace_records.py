@@ -236,7 +236,7 @@ class Trace:
             ``traceName``, ``baseTimeNanoseconds``, ...).
         source: the path read, or ``"<dict>"``.
         continued: file indices of the events carried into this trace from before its start
-            (a slice of one long step: :func:`~torch_roofline.timing.segments.slice_trace`),
+            (a slice of one long step: :func:`~torch_roofline.timing.slices.slice_trace`),
             their starts moved to the slice's start: their time in it counts, their calls
             were counted in the slice where they began. Empty for a whole trace or a part.
     """

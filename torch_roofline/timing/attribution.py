@@ -142,7 +142,7 @@ def attribute(trace: Trace, *, op_names: Optional[Iterable[str]] = None,
         outside: whether ops outside every module range form the ``OUTSIDE`` row (else they
             belong to the root); default: when the trace has module ranges.
         carry: the trace is one slice of a long step
-            (:func:`~torch_roofline.timing.segments.slice_trace`), attributed after the slices
+            (:func:`~torch_roofline.timing.slices.slice_trace`), attributed after the slices
             before it, which left their forward ops and counted backward calls here (and this
             one leaves its own). Its steps are its ``ProfilerStep`` markers that begin in it
             (with or without an op in the slice); events it carries from the slice before

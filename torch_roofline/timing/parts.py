@@ -29,8 +29,9 @@ from torch_roofline.timing.compiled import CompiledCode, scan_compiled
 from torch_roofline.timing.inductor import module_tree_beside
 from torch_roofline.timing.kernel_sites import KernelSite, place_kernels, settle_calls
 from torch_roofline.timing.merge import BusyUnion, CallShare, PartCosts, ShapeSum, TimingSum, add_compiled, part_costs
-from torch_roofline.timing.segments import (PART_BYTES, StepMarker, TraceScan, join_scans, part_trace, scan_range,
-                                             scan_trace, slice_cuts, slice_trace, split_point, step_blocks, step_bytes)
+from torch_roofline.timing.segments import (_SCAN_DECODER, PART_BYTES, StepMarker, TraceScan, join_scans, part_trace, scan_range,
+                                             scan_trace)
+from torch_roofline.timing.slices import slice_cuts, slice_trace, step_blocks, step_bytes
 from torch_roofline.timing.shapes import has_recorded_shapes, shape_costs
 from torch_roofline.timing.steps import _TOL_S
 from torch_roofline.timing.trace import DeviceProperties
@@ -109,7 +110,7 @@ def read_parts(scan: TraceScan, plan: Sequence[Sequence[StepMarker]], *, op_name
             :data:`RECORD_BYTES_PER_FILE_BYTE` bytes per byte of file each), down to one.
         slice_bytes: a part of one step holding more than about twice this many bytes of
             file is read in slices of about this size, one after the other
-            (:func:`~torch_roofline.timing.segments.slice_trace`); default :data:`SLICE_BYTES`.
+            (:func:`~torch_roofline.timing.slices.slice_trace`); default :data:`SLICE_BYTES`.
     """
     global _JOB
     slice_bytes = SLICE_BYTES if slice_bytes is None else slice_bytes
@@ -194,7 +195,7 @@ def scan_while(path: str, meanwhile: Callable[[], None]) -> Optional[TraceScan]:
     while this one runs ``meanwhile`` (what the parts' replays need:
     :func:`~torch_roofline._lazy_dynamo.prepare_meta_replays`): a plain file of
     :data:`SPLIT_SCAN_BYTES` or more in two halves, one process each
-    (:func:`~torch_roofline.timing.segments.split_point`), else in one. Both
+    (:func:`split_point`), else in one. Both
     here, one after the other, where a process cannot be forked or a child died. An error of
     the scan is raised here."""
     if not _can_fork():
@@ -305,7 +306,7 @@ def _read(job: _Job, k: int, keep: Optional[list] = None) -> PartResult:
 
 def _read_slices(job: _Job, k: int, cuts: Sequence[float], keep: Optional[list] = None) -> PartResult:
     """Part ``k``, one long step, read slice by slice in time order (cut near ``cuts``:
-    :func:`~torch_roofline.timing.segments.slice_trace`), each attributed after the ones
+    :func:`~torch_roofline.timing.slices.slice_trace`), each attributed after the ones
     before it (:class:`~torch_roofline.timing.attribution.SliceCarry`) and counted; their
     timings and costs added up are the step's. Memory holds one slice's records, the step's
     forward op calls (an entry each) and module ranges, and one cost record per distinct call
@@ -378,3 +379,36 @@ def _read_slices(job: _Job, k: int, cuts: Sequence[float], keep: Optional[list] 
         return PartResult(**result)
     step_costs = part_costs(costs, [0] * len(costs), 1) if shaped else None
     return PartResult(**result, compiled=compiled, shaped=shaped, costs=step_costs, shapes=shapes, sites=tuple(sites))
+
+
+def split_point(path: str, at: int) -> Optional[int]:
+    """A byte offset near ``at`` where an event of the plain file ``path`` begins, just after
+    the comma ending the one before (where :func:`scan_range` can split the file between two
+    processes); ``None`` when none is found in the 4 MB after ``at`` or the file is gzip. A
+    candidate ``},`` counts when the events after it decode (one inside a string does not)."""
+    with open(path, "rb") as f:
+        if f.read(2) == b"\x1f\x8b":
+            return None
+        f.seek(at)
+        window = f.read(4 << 20)
+    pos = 0
+    for _ in range(32):
+        c = window.find(b"},", pos)
+        if c < 0:
+            return None
+        ends = []
+        d = c + 2
+        while len(ends) < 3:
+            d = window.find(b"},", d)
+            if d < 0:
+                break
+            ends.append(d)
+            d += 2
+        for e in reversed(ends):
+            try:
+                if _SCAN_DECODER.decode(b"[" + window[c + 2:e + 1] + b"]"):
+                    return at + c + 2
+            except ValueError:
+                continue
+        pos = c + 2
+    return None

@@ -123,7 +123,7 @@ def _profiler_steps(trace: Trace) -> Tuple[TraceEvent, ...]:
 
 def step_markers(trace: Trace) -> List[TraceEvent]:
     """Every ``ProfilerStep#N`` event of ``trace``, in file order, whether it holds an op call
-    or not: the step of a slice (:func:`~torch_roofline.timing.segments.slice_trace`), whose
+    or not: the step of a slice (:func:`~torch_roofline.timing.slices.slice_trace`), whose
     ops may all lie in other slices."""
     return [e for e in trace.events if _is_profiler_step(e)]
 

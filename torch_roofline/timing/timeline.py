@@ -39,7 +39,7 @@ _SeqEntry = Tuple[float, Tuple[str, ...], Tuple[int, ...]]
 @dataclass
 class SliceCarry:
     """What the slices of one long step, attributed one after the other in time order
-    (``attribute(slice, carry=...)``; :func:`~torch_roofline.timing.segments.slice_trace`),
+    (``attribute(slice, carry=...)``; :func:`~torch_roofline.timing.slices.slice_trace`),
     hand on to the slices after them. One per step; it grows with the step's forward op
     calls and module ranges, not with its events.
 
