@@ -29,8 +29,8 @@ from torch_roofline.timing.compiled import CompiledCode, scan_compiled
 from torch_roofline.timing.inductor import module_tree_beside
 from torch_roofline.timing.kernel_sites import KernelSite, place_kernels, settle_calls
 from torch_roofline.timing.merge import BusyUnion, CallShare, PartCosts, ShapeSum, TimingSum, add_compiled, part_costs
-from torch_roofline.timing.segments import (_SCAN_DECODER, PART_BYTES, StepMarker, TraceScan, join_scans, part_trace, scan_range,
-                                             scan_trace)
+from torch_roofline.timing.segments import (_SCAN_DECODER, PART_BYTES, StepMarker, TraceScan, join_scans, part_trace,
+                                             scan_range, scan_trace)
 from torch_roofline.timing.slices import slice_cuts, slice_trace, step_blocks, step_bytes
 from torch_roofline.timing.shapes import has_recorded_shapes, shape_costs
 from torch_roofline.timing.steps import _TOL_S
