@@ -30,7 +30,8 @@ LAYERS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("report", ("torch_roofline.report", "torch_roofline._report_text", "torch_roofline.plot",
                 "torch_roofline.scalars")),
     ("entry points", ("torch_roofline", "torch_roofline.profiler", "torch_roofline.offline", "torch_roofline.predict",
-                      "torch_roofline.traceset", "torch_roofline.cli", "torch_roofline.__main__")),
+                      "torch_roofline.traceset", "torch_roofline.ranks", "torch_roofline.cli",
+                      "torch_roofline.__main__")),
     ("sinks", ("torch_roofline.lightning", "torch_roofline.tensorboard")),
 )
 

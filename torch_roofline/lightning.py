@@ -218,7 +218,7 @@ def rank_summary(reports: Sequence[Optional[Mapping[str, Any]]],
         >>> rank_summary([r(1.0), r(3.0)])["straggler_spread"]
         1.0
     """
-    from torch_roofline.traceset import RankRecord, summarize_ranks
+    from torch_roofline.ranks import RankRecord, summarize_ranks
 
     comms = list(communication or []) + [None] * len(reports)
     colls = list(collectives or []) + [()] * len(reports)
