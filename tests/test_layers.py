@@ -22,7 +22,8 @@ PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 #: Module name prefixes per layer, earliest first (the longest matching prefix decides).
 LAYERS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
-    ("records", ("torch_roofline.records", "torch_roofline._module_names", "torch_roofline._depth",
+    ("records", ("torch_roofline.records", "torch_roofline._module_names", "torch_roofline._numbers",
+                 "torch_roofline._depth",
                  "torch_roofline._gc", "torch_roofline._io", "torch_roofline._progress", "torch_roofline._version",
                  "torch_roofline._lazy_dynamo")),
     ("stages", ("torch_roofline.count", "torch_roofline.timing", "torch_roofline.devices")),

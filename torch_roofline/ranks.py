@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torch_roofline.report import RooflineReport
-from torch_roofline.scalars import finite as _finite
+from torch_roofline._numbers import finite as _finite
 from torch_roofline.timing.collectives import CommSummary
 
 __all__ = ["ModuleSpread", "RankSummary", "RankRecord", "spread", "summarize_ranks"]

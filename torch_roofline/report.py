@@ -31,6 +31,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from torch_roofline._io import atomic_write
+from torch_roofline._numbers import json_safe
 from torch_roofline._module_names import parent_names, shown_name
 from torch_roofline._report_text import _format_table, _summary, human_time
 from torch_roofline.records import rows as _rows
@@ -128,7 +129,7 @@ class RooflineReport:
             "steps": self.steps,
             "created": self.created,
             "torch_version": self.torch_version,
-            "device": _finite(device),
+            "device": json_safe(device),
             "totals": _record_dict(self.totals),
             "modules": [_record_dict(r) for r in self.modules],
             "ops": [_record_dict(r) for r in self.ops],
@@ -370,7 +371,7 @@ _FIELD_NAMES: Dict[type, Tuple[str, ...]] = {}
 
 def _record_dict(obj: Any) -> Dict[str, Any]:
     """A frozen record as a plain dict (nested records as dicts), without deep copies, every
-    NaN or infinite float already ``None`` (as :func:`_finite` would make it): one pass."""
+    NaN or infinite float already ``None`` (as :func:`~torch_roofline._numbers.json_safe` would make it): one pass."""
     names = _FIELD_NAMES.get(type(obj))
     if names is None:
         names = _FIELD_NAMES[type(obj)] = tuple(f.name for f in fields(obj))
@@ -382,20 +383,9 @@ def _record_dict(obj: Any) -> Dict[str, Any]:
         elif hasattr(v, "__dataclass_fields__"):
             v = _record_dict(v)
         elif isinstance(v, (dict, list, tuple)):
-            v = _finite(v)
+            v = json_safe(v)
         out[name] = v
     return out
-
-
-def _finite(obj: Any) -> Any:
-    """``obj`` with every NaN or infinite float replaced by ``None`` (JSON ``null``)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def _known(cls: type, d: Mapping[str, Any]) -> Dict[str, Any]:

@@ -6,19 +6,12 @@ tensorboard. Unknown values are left out, never NaN.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, Mapping, Optional
 
+from torch_roofline._numbers import finite  # re-exported
 from torch_roofline.records import BOUNDS  # re-exported: the bound classes, defined once
 
 __all__ = ["finite", "percent", "totals_scalars", "BOUNDS"]
-
-
-def finite(value: Any) -> Optional[float]:
-    """``value`` as a float when it is a finite real number, else ``None``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
 
 
 def percent(share: Any) -> Optional[float]:

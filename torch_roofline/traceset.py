@@ -54,6 +54,7 @@ from torch_roofline._progress import StageLine
 from torch_roofline.report import RooflineReport
 from torch_roofline.timing.collectives import CommSummary, collectives, interconnect_roof, summarize
 from torch_roofline.ranks import ModuleSpread, RankRecord, RankSummary, spread, summarize_ranks
+from torch_roofline._numbers import ms_text
 
 __all__ = ["ModuleSpread", "RankSummary", "RankRecord", "TraceSetReport", "from_traces", "trace_files",
            "summarize_ranks", "spread"]
@@ -346,9 +347,6 @@ def from_traces(
 # ----------------------------------------------------------------------------- text
 
 
-def _ms(value: Optional[float]) -> str:
-    return "-" if value is None else f"{value * 1e3:.3f}"
-
 
 def _table(job: TraceSetReport, top: int) -> str:
     from tabulate import tabulate
@@ -357,8 +355,8 @@ def _table(job: TraceSetReport, top: int) -> str:
     rows = []
     for i, rank in enumerate(s.ranks):
         comm = s.communication[i]
-        rows.append([rank, _ms(s.step_time_s[i]), _ms(s.busy_s[i]), _ms(s.wait_s[i]),
-                     _ms(comm.time_s if comm else None),
+        rows.append([rank, ms_text(s.step_time_s[i]), ms_text(s.busy_s[i]), ms_text(s.wait_s[i]),
+                     ms_text(comm.time_s if comm else None),
                      "-" if comm is None or comm.bus_bytes is None else f"{comm.bus_bytes / 1e6:.3f}",
                      "straggler" if rank == s.straggler_rank else ""])
     lines = [f"{len(s.ranks)} rank(s) of {s.world_size}" + (f"; missing: {list(s.missing_ranks)}" if s.missing_ranks
@@ -371,7 +369,8 @@ def _table(job: TraceSetReport, top: int) -> str:
                     key=lambda m: -(m.max_s or 0.0) * (m.spread or 0.0))[:top]
     if varied:
         lines.append("\nmodules whose time differs most across ranks (ms per step):")
-        lines.append(tabulate([[m.name, m.phase, _ms(m.mean_s), _ms(m.min_s), _ms(m.max_s), f"{m.spread:.1%}",
+        lines.append(tabulate([[m.name, m.phase, ms_text(m.mean_s), ms_text(m.min_s), ms_text(m.max_s),
+                                f"{m.spread:.1%}",
                                 m.slowest_rank] for m in varied],
                               headers=["module", "phase", "mean", "min", "max", "spread", "slowest"],
                               tablefmt="simple"))

@@ -10,6 +10,7 @@ from typing import List, Optional
 from torch_roofline.cli.args import add_model_arguments, check_out, non_negative_int
 from torch_roofline.records import MEMORY_MODELS
 from torch_roofline._module_names import parent_names
+from torch_roofline._numbers import ms_text
 
 __all__ = ["add_parser"]
 
@@ -36,9 +37,6 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     d.add_argument("--depth", type=non_negative_int, default=None, help="table depth (default: all modules)")
     d.set_defaults(func=run_diff)
 
-
-def _ms(x: Optional[float]) -> str:
-    return "-" if x is None else f"{x * 1e3:.3f}"
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -68,7 +66,7 @@ def run_predict(args: argparse.Namespace) -> int:
                "-" if m.intensity is None else f"{m.intensity:.1f}"]
         for dev_id in ids:
             r = reports[dev_id].module(m.name, "all")
-            row += [_ms(r.roofline_time_s), r.bound or "-"]
+            row += [ms_text(r.roofline_time_s), r.bound or "-"]
         rows.append(row)
     headers = ["module", "type", "GFLOP", "MB", "FLOP/B"]
     for dev_id in ids:
@@ -83,7 +81,7 @@ def run_predict(args: argparse.Namespace) -> int:
                   m.name not in parents]
         top = sorted(leaves, key=lambda m: -(m.roofline_time_s or 0))[:3]
         mem = share.memory if share is not None and share.memory is not None else 0.0
-        print(f"  {dev_id}: {_ms(t.roofline_time_s)} ms; {mem * 100:.0f}% of it memory-bound; "
+        print(f"  {dev_id}: {ms_text(t.roofline_time_s)} ms; {mem * 100:.0f}% of it memory-bound; "
               f"bottlenecks: {', '.join(f'{m.name} ({m.bound})' for m in top) or '-'}")
     if args.out:
         os.makedirs(args.out, exist_ok=True)
@@ -119,7 +117,7 @@ def run_diff(args: argparse.Namespace) -> int:
         ea = "-" if not ra or ra.efficiency is None else f"{ra.efficiency * 100:.1f}"
         eb = "-" if not rb or rb.efficiency is None else f"{rb.efficiency * 100:.1f}"
         ba, bb = (ra.bound if ra else None) or "-", (rb.bound if rb else None) or "-"
-        out.append([key[0] or a.model, ref.type, _ms(ta), _ms(tb), ratio, ea, eb,
+        out.append([key[0] or a.model, ref.type, ms_text(ta), ms_text(tb), ratio, ea, eb,
                     ba if ba == bb else f"{ba} -> {bb}"])
     print(f"A: {args.a} ({a.device.id}{', predicted' if a.predicted else ''})")
     print(f"B: {args.b} ({b.device.id}{', predicted' if b.predicted else ''})")

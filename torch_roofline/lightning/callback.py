@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import torch
 
 from torch_roofline.records import check_memory_model
-from torch_roofline.scalars import finite as _finite
+from torch_roofline._numbers import finite as _finite
 from torch_roofline.timing.compiled import recording_compiled_kernels
 from torch_roofline.timing.ranges import compiled_modules
 from torch_roofline.lightning.ranks import (_gather_to_rank_zero, _rank_scalars, comm_scalars, rank_summary,

@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 
-from torch_roofline.scalars import finite as _finite, percent as _percent, totals_scalars
+from torch_roofline._numbers import finite as _finite
+from torch_roofline.scalars import percent as _percent, totals_scalars
 
 
 # ----------------------------------------------------------------------------- pure helpers

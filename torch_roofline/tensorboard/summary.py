@@ -32,7 +32,6 @@ set behind the per-module scalars is chosen at each :func:`write_report` call; a
 from __future__ import annotations
 
 import json
-import math
 import operator
 import os
 import re
@@ -40,7 +39,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 
-from torch_roofline.scalars import BOUNDS as _BOUNDS, finite as _finite, percent as _percent, totals_scalars
+from torch_roofline._numbers import finite as _finite, json_safe
+from torch_roofline.scalars import BOUNDS as _BOUNDS, percent as _percent, totals_scalars
 from torch_roofline.tensorboard.metadata import MAX_STEP, create_summary_metadata
 from torch_roofline.tensorboard._backends import _EventBackend, _WriterBackend, _backend, _image_summary
 
@@ -54,30 +54,9 @@ _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
 # ----------------------------------------------------------------------------- JSON
 
 
-def _clean_json(value: Any, path: str = "report") -> Any:
-    """A copy of ``value`` that ``json.dumps(allow_nan=False)`` accepts: NaN/inf -> None."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _clean_json(v, f"{path}.{k}") for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean_json(v, f"{path}[{i}]") for i, v in enumerate(value)]
-    item = getattr(value, "item", None)  # numpy / torch scalars
-    if callable(item):
-        return _clean_json(item(), path)
-    raise TypeError(
-        f"write_report: {path} holds a {type(value).__name__}, which JSON cannot encode; "
-        "expected numbers, strings, lists and dicts as report.to_dict() returns them."
-    )
-
-
 def report_json(report_dict: Mapping[str, Any]) -> str:
     """The report as the compact JSON text the plugin serves (keys sorted, NaN/inf as null)."""
-    return json.dumps(_clean_json(report_dict), sort_keys=True, allow_nan=False, separators=(",", ":"))
+    return json.dumps(json_safe(report_dict, "write_report"), sort_keys=True, allow_nan=False, separators=(",", ":"))
 
 
 def report_summary_pb(report_dict: Mapping[str, Any], *, tag: str = "roofline") -> summary_pb2.Summary:
