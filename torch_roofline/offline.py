@@ -30,7 +30,7 @@ from torch import nn
 from torch_roofline._gc import paused_gc
 from torch_roofline._lazy_dynamo import prepare_meta_replays
 from torch_roofline._progress import BIG_TRACE_BYTES, StageLine
-from torch_roofline.analysis import analyse
+from torch_roofline.analysis import analyse_on
 from torch_roofline.count.replay import count_without_compute
 from torch_roofline.count.result import CountResult
 from torch_roofline.records import OpCost
@@ -478,17 +478,14 @@ def _report(costs: Sequence[OpCost], timing: TraceTiming, modules: Sequence[Any]
         dev = _device_of(props)
         if props is None:
             notes.append(f"CPU trace: roofs of this machine's CPU ({dev.name}) are used")
-    from torch_roofline.devices.placement import device_info, place
-
-    costs, roofs = place(costs, dev)
     step_time = timing.device_busy_s if timing.on_device and timing.device_busy_s else timing.step_time_s
     if spans_s is not None:
         step_time = spans_s
     # Without our ranges the module rows would only hold the host's wall span: let the analysis
     # derive module times from the op times instead.
     module_timings = timing.modules if _has_module_ranges(timing) else ()
-    report = analyse(
-        costs, timing.ops, module_timings, modules, roofs, device=device_info(dev),
+    report = analyse_on(
+        dev, costs, timing.ops, module_timings, modules,
         steps=steps, memory_model=memory_model, step_time_s=step_time,
         peak_memory_bytes=timing.peak_memory_bytes, predicted=False, module_calls=module_calls,
         model=type(model).__name__ if model is not None else "trace",

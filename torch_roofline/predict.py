@@ -14,11 +14,11 @@ from typing import Any, Callable, Dict, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from torch_roofline.analysis import analyse
+from torch_roofline.analysis import analyse_on
 from torch_roofline.count import Inputs
 from torch_roofline.count.replay import count_without_compute
 from torch_roofline.count.result import CountResult
-from torch_roofline.devices.placement import device_info, place, resolve_device
+from torch_roofline.devices.placement import resolve_device
 from torch_roofline.report import RooflineReport
 
 __all__ = ["predict", "retype", "WHAT_IF_DTYPES"]
@@ -103,9 +103,8 @@ def predict(
         costs = retype(costs, dtype)
     reports: Dict[str, RooflineReport] = {}
     for dev in devices:
-        ops, roofs = place(costs.ops, dev)
-        reports[dev.id] = analyse(
-            ops, (), (), costs.modules, roofs, device=device_info(dev),
+        reports[dev.id] = analyse_on(
+            dev, costs.ops, (), (), costs.modules,
             predicted=True, memory_model=memory_model, model=type(model).__name__,
         ).with_notes(*costs.uncounted_notes())
     return reports

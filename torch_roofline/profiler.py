@@ -46,7 +46,7 @@ from torch import nn
 
 from torch_roofline._depth import hooked_call_headroom, named_modules
 from torch_roofline._gc import paused_gc
-from torch_roofline.analysis import analyse
+from torch_roofline.analysis import analyse_on
 from torch_roofline.count import check_devices, model_device
 from torch_roofline.count.mode import module_infos
 from torch_roofline.devices.placement import conv_tf32, device_info, device_roofs, place, resolve_device
@@ -347,15 +347,13 @@ class RooflineProfiler:
         kwargs = {}
         if self.overhead_threshold_s is not None:
             kwargs["overhead_threshold_s"] = self.overhead_threshold_s
-        ops, roofs = place(costs, dev)
         ranged_names = self._ranged_modules()
-        report = analyse(
-            ops,
+        report = analyse_on(
+            dev,
+            costs,
             op_timings,
             module_timings,
             self._module_infos({m.name for m in module_timings}, ranged_names),
-            roofs,
-            device=device_info(dev),
             steps=timing.steps,
             memory_model=self.memory_model,
             step_time_s=timing.step_time_s,

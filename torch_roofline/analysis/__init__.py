@@ -54,12 +54,13 @@ import datetime as _dt
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torch_roofline._module_names import module_ancestry, module_depth, op_runs
 from torch_roofline._time_lost import _dominant, _time_lost_items
 from torch_roofline.records import DeviceInfo, ModuleInfo, ModuleTiming, OpCost, OpRow, OpTiming, Roof, RoofRef, check_memory_model, frozen_record
 from torch_roofline.report import RooflineReport
+from torch_roofline.devices.placement import device_info, place
 from torch_roofline.analysis._modules import _Acc, _module_calls, _module_rows, _module_times
 from torch_roofline.analysis._summary import (_complete_device, _device_from_roofs, _imported_torch_version, _notes,
                                               _totals, _uncounted)
@@ -77,6 +78,7 @@ __all__ = [
     "time_lost",
     "fusion_headroom",
     "analyse",
+    "analyse_on",
     "op_runs",
 ]
 
@@ -210,6 +212,23 @@ def analyse(
         created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         torch_version=torch_version if torch_version is not None else _imported_torch_version(),
     )
+
+
+def analyse_on(device: Any, costs: Sequence[OpCost], op_timings: Sequence[OpTiming] = (),
+               module_timings: Sequence[ModuleTiming] = (), modules: Sequence[ModuleInfo] = (),
+               **options: Any) -> RooflineReport:
+    """The step every report runs, whatever its source (a live window, a saved trace, a
+    prediction on meta tensors): place ``costs`` on ``device``'s roofs
+    (:func:`~torch_roofline.devices.placement.place`: the ops as the device runs them, the roof
+    of each) and :func:`analyse` them, with the device's section in the report.
+
+    Args:
+        device: a :class:`~torch_roofline.devices.Device` (``resolve_device`` makes one).
+        costs, op_timings, module_timings, modules: as for :func:`analyse`.
+        **options: :func:`analyse`'s keyword arguments (``steps``, ``memory_model``, ...).
+    """
+    ops, roofs = place(costs, device)
+    return analyse(ops, op_timings, module_timings, modules, roofs, device=device_info(device), **options)
 
 
 def _validate(costs, op_timings, module_timings, roofs, steps, memory_model, threshold, ratio) -> None:
