@@ -60,7 +60,6 @@ from torch_roofline._module_names import module_ancestry, module_depth, op_runs
 from torch_roofline._time_lost import _dominant, _time_lost_items
 from torch_roofline.records import DeviceInfo, ModuleInfo, ModuleTiming, OpCost, OpRow, OpTiming, Roof, RoofRef, check_memory_model, frozen_record
 from torch_roofline.report import RooflineReport
-from torch_roofline.devices.placement import device_info, place
 from torch_roofline.analysis._modules import _Acc, _module_calls, _module_rows, _module_times
 from torch_roofline.analysis._summary import (_complete_device, _device_from_roofs, _imported_torch_version, _notes,
                                               _totals, _uncounted)
@@ -227,6 +226,8 @@ def analyse_on(device: Any, costs: Sequence[OpCost], op_timings: Sequence[OpTimi
         costs, op_timings, module_timings, modules: as for :func:`analyse`.
         **options: :func:`analyse`'s keyword arguments (``steps``, ``memory_model``, ...).
     """
+    from torch_roofline.devices.placement import device_info, place  # imports torch: not at import time
+
     ops, roofs = place(costs, device)
     return analyse(ops, op_timings, module_timings, modules, roofs, device=device_info(device), **options)
 
