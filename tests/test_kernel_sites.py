@@ -346,7 +346,7 @@ def test_a_saved_trace_with_the_model_s_tree_beside_it_places_kernels_as_the_liv
     import torch._dynamo
     from torch.profiler import schedule
 
-    from torch_roofline import offline
+    from torch_roofline import offline, trace_file
     from torch_roofline.timing import parts, segments
     from torch_roofline.timing import trace as trace_module
     from torch_roofline.timing.inductor import SIDECAR_SUFFIX, save_compiled_graphs
@@ -386,8 +386,8 @@ def test_a_saved_trace_with_the_model_s_tree_beside_it_places_kernels_as_the_liv
     monkeypatch.setattr(trace_module, "_CHUNK", 16384)
     monkeypatch.setattr(parts, "SLICE_BYTES", 4096)
     monkeypatch.setattr(parts, "PART_WORKERS", 1)
-    monkeypatch.setattr(offline, "PARTS_MEMORY_BYTES", 0)
-    monkeypatch.setattr(offline, "PARTS_BYTES", 0)
+    monkeypatch.setattr(trace_file, "PARTS_MEMORY_BYTES", 0)
+    monkeypatch.setattr(trace_file, "PARTS_BYTES", 0)
     sliced = offline.from_trace(path, roof=FLAT)
     assert any("slices" in n for n in sliced.notes), sliced.notes
     assert sites(sliced) == sites(live) and inner(sliced) == inner(live)

@@ -30,7 +30,7 @@ LAYERS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("analysis", ("torch_roofline.analysis", "torch_roofline._time_lost")),
     ("report", ("torch_roofline.report", "torch_roofline._report_text", "torch_roofline.plot",
                 "torch_roofline.scalars")),
-    ("entry points", ("torch_roofline", "torch_roofline.profiler", "torch_roofline.offline", "torch_roofline.predict",
+    ("entry points", ("torch_roofline", "torch_roofline.profiler", "torch_roofline.offline", "torch_roofline.trace_file", "torch_roofline.predict",
                       "torch_roofline.traceset", "torch_roofline.ranks", "torch_roofline.cli",
                       "torch_roofline.__main__")),
     ("sinks", ("torch_roofline.lightning", "torch_roofline.tensorboard")),
@@ -42,9 +42,7 @@ KNOWN_UPWARD = {
     ("torch_roofline.analysis", "torch_roofline.report"),
     ("torch_roofline.report", "torch_roofline.tensorboard.summary"),  # RooflineReport.to_tensorboard
 }
-KNOWN_CYCLES = {
-    frozenset({"torch_roofline.offline", "torch_roofline.traceset"}),  # from_trace(folder) <-> from_traces
-}
+KNOWN_CYCLES: Set[frozenset] = set()
 
 
 def _module_name(path: str) -> str:

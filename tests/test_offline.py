@@ -238,7 +238,7 @@ def test_a_big_trace_shows_its_stages_on_a_terminal_only(tmp_path, monkeypatch, 
 
     term = Terminal()
     monkeypatch.setattr(sys, "stderr", term)
-    monkeypatch.setattr("torch_roofline.offline.BIG_TRACE_BYTES", 1)
+    monkeypatch.setattr("torch_roofline.trace_file.BIG_TRACE_BYTES", 1)
     read(path, roof="i9-10980xe")
     text = term.getvalue()
     for stage in ("reading the trace", "finding the steps", "attributing ops to modules",

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.profiler import schedule
 
-from torch_roofline import RooflineProfiler, offline
+from torch_roofline import RooflineProfiler, offline, trace_file
 from torch_roofline.devices import Device
 from torch_roofline.timing import parts, segments
 from torch_roofline.timing.merge import StepCosts, part_costs
@@ -70,9 +70,9 @@ def small_parts(monkeypatch):
 
 
 def _both(monkeypatch, path, **kwargs):
-    monkeypatch.setattr(offline, "PARTS_BYTES", 1 << 62)
+    monkeypatch.setattr(trace_file, "PARTS_BYTES", 1 << 62)
     whole = offline.from_trace(path, **kwargs)
-    monkeypatch.setattr(offline, "PARTS_BYTES", 0)
+    monkeypatch.setattr(trace_file, "PARTS_BYTES", 0)
     in_parts = offline.from_trace(path, **kwargs)
     assert not multiprocessing.active_children(), "the part readers are gone once the report is made"
     return whole, in_parts
@@ -203,7 +203,7 @@ def test_a_bad_event_in_a_part_read_by_a_worker_names_it(tmp_path, monkeypatch, 
     ops[-1]["dur"] = "soon"  # in the last step: read by a worker
     with open(path, "w") as f:
         json.dump(doc, f)
-    monkeypatch.setattr(offline, "PARTS_BYTES", 0)
+    monkeypatch.setattr(trace_file, "PARTS_BYTES", 0)
     with pytest.raises(TraceError, match="dur"):
         offline.from_trace(path, roof=FLAT)
     assert not multiprocessing.active_children()

@@ -23,7 +23,7 @@ from torch.profiler import schedule
 from torch.utils.checkpoint import checkpoint
 
 from test_parts import FLAT, PARTS_NOTE, _assert_same, _gpu_steps, _net
-from torch_roofline import RooflineProfiler, offline
+from torch_roofline import RooflineProfiler, offline, trace_file
 from torch_roofline.timing import parts, segments, trace as trace_module
 from torch_roofline.timing import slices as slices_module
 from torch_roofline.timing.attribution import SliceCarry, attribute
@@ -41,7 +41,7 @@ def slices(monkeypatch):
     monkeypatch.setattr(trace_module, "_CHUNK", 16384)
     monkeypatch.setattr(parts, "SLICE_BYTES", 4096)
     monkeypatch.setattr(parts, "PART_WORKERS", 1)  # the slices are counted in this process
-    monkeypatch.setattr(offline, "PARTS_MEMORY_BYTES", 0)  # a trace of one step is read in parts too
+    monkeypatch.setattr(trace_file, "PARTS_MEMORY_BYTES", 0)  # a trace of one step is read in parts too
     seen = []
     real = parts.slice_trace
 
@@ -55,9 +55,9 @@ def slices(monkeypatch):
 
 
 def _both(monkeypatch, path, **kwargs):
-    monkeypatch.setattr(offline, "PARTS_BYTES", 1 << 62)
+    monkeypatch.setattr(trace_file, "PARTS_BYTES", 1 << 62)
     whole = offline.from_trace(path, **kwargs)
-    monkeypatch.setattr(offline, "PARTS_BYTES", 0)
+    monkeypatch.setattr(trace_file, "PARTS_BYTES", 0)
     return whole, offline.from_trace(path, **kwargs)
 
 
@@ -96,7 +96,7 @@ def test_a_training_step_read_in_slices_is_the_whole_read(tmp_path, monkeypatch,
 def test_no_op_call_is_split_and_each_event_time_is_counted_once(tmp_path, monkeypatch, slices):
     path = str(tmp_path / "one.json")
     _train_one_step(path, micro=2)
-    monkeypatch.setattr(offline, "PARTS_BYTES", 0)
+    monkeypatch.setattr(trace_file, "PARTS_BYTES", 0)
     offline.from_trace(path, roof=FLAT)
     whole = {e.index: e for e in load_trace(path).events if e.kind not in ("kernel", "gpu_memcpy", "gpu_memset")}
     assert len(slices) >= 5

@@ -163,7 +163,7 @@ class _RankResult:
 def _read_rank(path: str, roof: Any, memory_model: str, group_size: Optional[int],
                interconnect_bandwidth: Optional[float], files: int) -> _RankResult:
     """One rank's report, communication and collective completion times (runs in a worker)."""
-    from torch_roofline.offline import from_trace, trace_device
+    from torch_roofline.trace_file import read_trace, trace_device
     from torch_roofline.timing.quiet import quiet_native_stderr
     from torch_roofline.timing.steps import split_steps, within
     from torch_roofline.timing.trace import load_trace
@@ -172,7 +172,8 @@ def _read_rank(path: str, roof: Any, memory_model: str, group_size: Optional[int
         trace = load_trace(path)
         info = trace.metadata.get("distributedInfo")
         rank, size = _rank_of(path, info)
-        report = from_trace(trace, roof=roof, memory_model=memory_model)
+        report = read_trace(trace, None, None, roof=roof, backward=False, loss_fn=None, memory_model=memory_model,
+                            steps=None, counted=None)
         split = split_steps(trace)
         cut = within(trace, split.spans) if split.spans else trace
         # default group: distributedInfo's, else one rank per file (a lone file without it: ask)
