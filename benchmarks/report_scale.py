@@ -87,7 +87,7 @@ def _best_of(fns: Dict[str, Callable[[], object]], rounds: int) -> Dict[str, Lis
 
 def bench_size(n_modules: int, rounds: int, device, tmp: str) -> List[str]:
     """Rows of the table for one model size."""
-    from torch_roofline.analysis import analyse
+    from torch_roofline.report.build import analyse
     from torch_roofline.count import count
     from torch_roofline.devices.placement import device_info, device_roofs
 

@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from torch_roofline import devices  # noqa: E402
-from torch_roofline.analysis import analyse  # noqa: E402
+from torch_roofline.report.build import analyse  # noqa: E402
 from torch_roofline.count import count  # noqa: E402
 from torch_roofline.devices.placement import device_info, place  # noqa: E402
 from torch_roofline.profiler import RooflineProfiler  # noqa: E402

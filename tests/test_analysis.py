@@ -12,7 +12,6 @@ import sys
 import pytest
 
 from torch_roofline.analysis import (
-    analyse,
     attainable,
     bound,
     efficiency,
@@ -20,6 +19,7 @@ from torch_roofline.analysis import (
     roofline_time,
     time_lost,
 )
+from torch_roofline.report.build import analyse
 from torch_roofline.records import ModuleInfo, ModuleTiming, OpCost, OpTiming, Roof
 
 MATRIX = Roof("fp32", "matrix", 1e12, 1e11, "measured")

@@ -274,7 +274,7 @@ def test_cli_devices_this_shows_how(monkeypatch, capsys, small_bench):
 
 
 def test_report_device_section_carries_how():
-    from torch_roofline.analysis import analyse
+    from torch_roofline.report.build import analyse
     from torch_roofline.records import OpCost, OpTiming, Roof
     from torch_roofline.report import DeviceInfo, RooflineReport
 

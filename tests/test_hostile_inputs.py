@@ -151,7 +151,7 @@ def test_a_real_gzip_trace_still_reads(tmp_path):
 
 def _small_report():
     """A two-module measured report (hand-made rows: the numbers do not matter here)."""
-    from torch_roofline.analysis import analyse
+    from torch_roofline.report.build import analyse
     from torch_roofline.records import ModuleInfo, OpCost, OpTiming, Roof
 
     roofs = {("float32", "matrix"): Roof("fp32", "matrix", 1e12, 1e11, "measured")}
@@ -492,7 +492,7 @@ def test_tab_answers_422_not_500_to_a_deeply_nested_payload(tb_client, run):
 def test_writer_refuses_steps_the_tab_cannot_serve(tmp_path, step):
     pytest.importorskip("tensorboard")
     from torch_roofline.tensorboard import TensorBoardSink, write_report
-    from torch_roofline.tensorboard.summary import write_image
+    from torch_roofline.report.tensorboard import write_image
 
     report = _small_report()
     expected = r"step=.*expected an integer from 0 to 9223372036854775807 .*e.g. step=trainer.global_step"
@@ -512,7 +512,7 @@ def test_writer_and_tab_agree_on_the_step_range(tmp_path):
     import numpy as np
 
     from torch_roofline.tensorboard import write_report
-    from torch_roofline.tensorboard.metadata import MAX_STEP
+    from torch_roofline.report.tensorboard_metadata import MAX_STEP
     from torch_roofline.tensorboard.plugin import _parse_step
 
     write_report(str(tmp_path), _small_report(), step=np.int64(MAX_STEP), plot=False)  # numpy ints are steps
@@ -612,7 +612,7 @@ def _deep_names(depth: int):
 
 def test_reports_of_deep_models_build_print_and_serialise():
     """1,500 levels, past the default recursion limit: no step recurses per level."""
-    from torch_roofline.analysis import analyse
+    from torch_roofline.report.build import analyse
     from torch_roofline.records import ModuleInfo, OpCost, OpTiming, Roof
     from torch_roofline.report import RooflineReport
 

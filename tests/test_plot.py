@@ -2,8 +2,8 @@
 
 import pytest
 
-from torch_roofline.analysis import analyse
-from torch_roofline.plot import BOUND_COLORS, plot_devices, plot_roofline
+from torch_roofline.report.build import analyse
+from torch_roofline.report.plot import BOUND_COLORS, plot_devices, plot_roofline
 from torch_roofline.records import ModuleInfo, ModuleTiming, OpCost, OpTiming, Roof
 from torch_roofline.report import DeviceInfo
 

@@ -11,7 +11,7 @@ import types
 
 import pytest
 
-from torch_roofline.analysis import analyse
+from torch_roofline.report.build import analyse
 from torch_roofline.records import ModuleInfo, ModuleTiming, OpCost, OpTiming, Roof
 from torch_roofline.report import SCHEMA, DeviceInfo, RooflineReport
 
@@ -267,8 +267,8 @@ def test_module_lookup(measured):
 
 def test_to_tensorboard_delegates(measured, monkeypatch):
     calls = []
-    fake = types.ModuleType("torch_roofline.tensorboard.summary")
+    fake = types.ModuleType("torch_roofline.report.tensorboard")
     fake.write_report = lambda w, r, **kw: calls.append((w, r, kw)) or "written"
-    monkeypatch.setitem(sys.modules, "torch_roofline.tensorboard.summary", fake)
+    monkeypatch.setitem(sys.modules, "torch_roofline.report.tensorboard", fake)
     assert measured.to_tensorboard("runs/x", step=3, top_n=5) == "written"
     assert calls == [("runs/x", measured, {"step": 3, "tag": "roofline", "top_n": 5})]

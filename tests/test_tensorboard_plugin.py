@@ -26,7 +26,7 @@ from werkzeug.test import Client  # noqa: E402
 
 from test_tensorboard_summary import StandInReport, make_report_dict  # noqa: E402
 from torch_roofline.tensorboard import write_report  # noqa: E402
-from torch_roofline.tensorboard.metadata import create_summary_metadata  # noqa: E402
+from torch_roofline.report.tensorboard_metadata import create_summary_metadata  # noqa: E402
 from torch_roofline.tensorboard.plugin import RooflinePlugin  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

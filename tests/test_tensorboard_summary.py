@@ -1,4 +1,4 @@
-"""Writer side of the TensorBoard integration: torch_roofline.tensorboard.summary.
+"""Writer side of the TensorBoard integration: torch_roofline.report.tensorboard.
 
 The report here is a hand-built, schema-valid dict (docs/report-schema.md) held by a
 stand-in class with RooflineReport's methods (to_dict, table, plot). Its numbers are
@@ -22,7 +22,7 @@ from tensorboard.compat.proto import summary_pb2, types_pb2  # noqa: E402
 from tensorboard.util import tensor_util  # noqa: E402
 
 from torch_roofline.tensorboard import PLUGIN_NAME, TensorBoardSink, report_json, write_report  # noqa: E402
-from torch_roofline.tensorboard.summary import _fence  # noqa: E402
+from torch_roofline.report.tensorboard import _fence  # noqa: E402
 
 XSS_NAME = "<img src=x onerror=alert(1)>"
 # The XSS name made tag-safe by hand: < img ␣ src = x ␣ onerror = alert ( 1 ) >

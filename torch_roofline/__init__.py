@@ -10,6 +10,7 @@ Public entry points:
 * :func:`from_trace` — a roofline from a saved torch.profiler/Kineto trace (GPU traces too).
 * :func:`from_traces` — a job's traces, one per rank: every rank's report and the summary
   across ranks, the straggler named (:class:`~torch_roofline.traceset.TraceSetReport`).
+* :func:`analyse` — the report of costs and timings you gathered yourself (records), on given roofs.
 * :mod:`torch_roofline.devices` — the device catalog, detection and measured roofs.
 """
 
@@ -17,6 +18,7 @@ from torch_roofline._version import __version__
 from torch_roofline.count import CountResult, count, register_formula
 from torch_roofline.records import Cost, ModuleInfo, ModuleTiming, OpCost, OpTiming, Roof
 from torch_roofline.report import RooflineReport
+from torch_roofline.report.build import analyse
 from torch_roofline.profiler import RooflineProfiler, schedule
 from torch_roofline.predict import predict
 from torch_roofline.offline import from_trace
@@ -31,6 +33,7 @@ __all__ = [
     "RooflineProfiler",
     "schedule",
     "RooflineReport",
+    "analyse",
     "predict",
     "from_trace",
     "from_traces",

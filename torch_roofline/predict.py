@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from torch_roofline.analysis import analyse_on
+from torch_roofline.report.build import analyse_on
 from torch_roofline.count import Inputs
 from torch_roofline.count.replay import count_without_compute
 from torch_roofline.count.result import CountResult

@@ -46,7 +46,7 @@ from torch import nn
 
 from torch_roofline._depth import hooked_call_headroom, named_modules
 from torch_roofline._gc import paused_gc
-from torch_roofline.analysis import analyse_on
+from torch_roofline.report.build import analyse_on
 from torch_roofline.count import check_devices, model_device
 from torch_roofline.count.mode import module_infos
 from torch_roofline.devices.placement import conv_tf32, device_info, device_roofs, place, resolve_device

@@ -31,7 +31,7 @@ from torch import nn
 from torch_roofline._gc import paused_gc
 from torch_roofline._lazy_dynamo import prepare_meta_replays
 from torch_roofline._progress import BIG_TRACE_BYTES, StageLine
-from torch_roofline.analysis import analyse_on
+from torch_roofline.report.build import analyse_on
 from torch_roofline.count.replay import count_without_compute
 from torch_roofline.count.result import CountResult
 from torch_roofline.records import OpCost

@@ -1,4 +1,5 @@
-"""Roofline math and the join of counts, timings and roofs into a :class:`RooflineReport`.
+"""Roofline math and the join of counts, timings and roofs into an :class:`~torch_roofline.records.Analysis`
+(the content of a :class:`~torch_roofline.report.RooflineReport`, which the report layer wraps).
 
 Pure functions, no torch import: the inputs are the frozen records of ``records.py``.
 "Where the time goes" (the report's time-lost items) is built in ``_time_lost.py``.
@@ -20,7 +21,7 @@ Conventions (units SI: FLOPs, bytes, seconds, FLOP/s, B/s):
 * **Time lost** = ``time_s - roofline_time_s``; **fusion headroom** = op bytes / compulsory
   bytes (how much traffic a perfectly fused module would save).
 
-Bound rule (thresholds are parameters of :func:`bound` and :func:`analyse`):
+Bound rule (thresholds are parameters of :func:`bound` and :func:`analyse_step`):
 
 1. ``overhead`` when the row was measured, its roofline time per call is below
    ``overhead_threshold_s`` (default 10 µs) **and** its measured time exceeds
@@ -42,10 +43,10 @@ leaves. Time outside every op (Python between ops, module and hook overhead, the
 between steps) is not an op without a formula, so it is not in coverage's denominator: it
 is ``time_s - op_time_s``, reported as such.
 
-Example::
+Example (:func:`torch_roofline.report.analyse` is the same with a report's forms)::
 
-    report = analyse(costs, op_timings, module_timings, modules, roofs, steps=5)
-    print(report.table(top=10))
+    found = analyse_step(costs, op_timings, module_timings, modules, roofs, steps=5)
+    print(found.totals.efficiency)
 """
 
 from __future__ import annotations
@@ -54,12 +55,11 @@ import datetime as _dt
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torch_roofline._module_names import module_ancestry, module_depth, op_runs
 from torch_roofline._time_lost import _dominant, _time_lost_items
-from torch_roofline.records import DeviceInfo, ModuleInfo, ModuleTiming, OpCost, OpRow, OpTiming, Roof, RoofRef, check_memory_model, frozen_record
-from torch_roofline.report import RooflineReport
+from torch_roofline.records import Analysis, DeviceInfo, ModuleInfo, ModuleTiming, OpCost, OpRow, OpTiming, Roof, RoofRef, check_memory_model, frozen_record
 from torch_roofline.analysis._modules import _Acc, _module_calls, _module_rows, _module_times
 from torch_roofline.analysis._summary import (_complete_device, _device_from_roofs, _imported_torch_version, _notes,
                                               _totals, _uncounted)
@@ -76,8 +76,8 @@ __all__ = [
     "bound",
     "time_lost",
     "fusion_headroom",
-    "analyse",
-    "analyse_on",
+    "analyse_step",
+    "Analysis",
     "op_runs",
 ]
 
@@ -109,7 +109,7 @@ class _CallFacts:
 # --------------------------------------------------------------------------------------------
 
 
-def analyse(
+def analyse_step(
     costs: Sequence[OpCost],
     op_timings: Sequence[OpTiming] = (),
     module_timings: Sequence[ModuleTiming] = (),
@@ -129,7 +129,7 @@ def analyse(
     overhead_threshold_s: float = DEFAULT_OVERHEAD_THRESHOLD_S,
     overhead_ratio: float = DEFAULT_OVERHEAD_RATIO,
     time_lost_top: int = 10,
-) -> RooflineReport:
+) -> Analysis:
     """Join one step's counts with the measured times and place everything on the roofline.
 
     Args:
@@ -161,7 +161,8 @@ def analyse(
         time_lost_top: how many "where the time goes" items to keep.
 
     Returns:
-        The :class:`RooflineReport`.
+        The :class:`~torch_roofline.records.Analysis` (:func:`torch_roofline.report.analyse`
+        returns it as a :class:`~torch_roofline.report.RooflineReport`).
 
     Raises:
         ValueError: no op counted or timed, a bad ``steps`` / ``memory_model``, or a roof with
@@ -196,7 +197,7 @@ def analyse(
     items = _time_lost_items(rows, ops, roof_of, time_lost_top, device_kind=device.kind if device is not None else None)
     notes += _notes(costs, ops, roofs, predicted, measured)
 
-    return RooflineReport(
+    return Analysis(
         model=model or (info[""].type if "" in info else "model"),
         predicted=predicted,
         memory_model=memory_model,
@@ -211,25 +212,6 @@ def analyse(
         created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         torch_version=torch_version if torch_version is not None else _imported_torch_version(),
     )
-
-
-def analyse_on(device: Any, costs: Sequence[OpCost], op_timings: Sequence[OpTiming] = (),
-               module_timings: Sequence[ModuleTiming] = (), modules: Sequence[ModuleInfo] = (),
-               **options: Any) -> RooflineReport:
-    """The step every report runs, whatever its source (a live window, a saved trace, a
-    prediction on meta tensors): place ``costs`` on ``device``'s roofs
-    (:func:`~torch_roofline.devices.placement.place`: the ops as the device runs them, the roof
-    of each) and :func:`analyse` them, with the device's section in the report.
-
-    Args:
-        device: a :class:`~torch_roofline.devices.Device` (``resolve_device`` makes one).
-        costs, op_timings, module_timings, modules: as for :func:`analyse`.
-        **options: :func:`analyse`'s keyword arguments (``steps``, ``memory_model``, ...).
-    """
-    from torch_roofline.devices.placement import device_info, place  # imports torch: not at import time
-
-    ops, roofs = place(costs, device)
-    return analyse(ops, op_timings, module_timings, modules, roofs, device=device_info(device), **options)
 
 
 def _validate(costs, op_timings, module_timings, roofs, steps, memory_model, threshold, ratio) -> None:

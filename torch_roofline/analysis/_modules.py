@@ -1,5 +1,5 @@
 """Module rows of the analysis: each module's measured times per phase, its calls, and its
-inclusive and self sums placed on the roofline (:func:`~torch_roofline.analysis.analyse`).
+inclusive and self sums placed on the roofline (:func:`~torch_roofline.analysis.analyse_step`).
 """
 
 from __future__ import annotations

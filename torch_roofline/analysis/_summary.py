@@ -1,5 +1,5 @@
 """The step's totals, the uncounted ops, the report's notes and its device section
-(:func:`~torch_roofline.analysis.analyse`).
+(:func:`~torch_roofline.analysis.analyse_step`).
 """
 
 from __future__ import annotations

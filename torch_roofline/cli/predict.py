@@ -87,7 +87,7 @@ def run_predict(args: argparse.Namespace) -> int:
         os.makedirs(args.out, exist_ok=True)
         for dev_id, rep in reports.items():
             rep.to_json(os.path.join(args.out, f"report-{dev_id}.json"))
-        from torch_roofline.plot import plot_devices
+        from torch_roofline.report.plot import plot_devices
 
         plot_devices(list(reports.values()), os.path.join(args.out, "roofline.png"))
         print(f"\nwrote {len(reports)} report(s) and roofline.png to {args.out}", file=sys.stderr)

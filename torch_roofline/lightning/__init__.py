@@ -32,7 +32,7 @@ the first validation run at or after training window ``k``'s start step.
 
 **Logging** (rank zero only; every rank measures). For each logger in ``trainer.loggers``:
 a ``TensorBoardLogger`` gets the full TensorBoard output of
-:func:`~torch_roofline.tensorboard.summary.write_report` at the trainer's global step
+:func:`~torch_roofline.report.tensorboard.write_report` at the trainer's global step
 (scalars under ``roofline/``, text, chart image, the Roofline tab's data); any other
 logger gets the scalars through ``log_metrics``. Files always go to
 ``<log_dir>/roofline/step<N>/``: ``report.json``, ``roofline.png``, and under distributed

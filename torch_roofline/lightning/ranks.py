@@ -8,14 +8,14 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 
 from torch_roofline._numbers import finite as _finite
-from torch_roofline.scalars import percent as _percent, totals_scalars
+from torch_roofline.report.scalars import percent as _percent, totals_scalars
 
 
 # ----------------------------------------------------------------------------- pure helpers
 
 
 def report_scalars(report_dict: Mapping[str, Any], tag: str = "roofline") -> Dict[str, float]:
-    """The scalars a non-TensorBoard logger gets (:func:`torch_roofline.scalars.totals_scalars`).
+    """The scalars a non-TensorBoard logger gets (:func:`torch_roofline.report.scalars.totals_scalars`).
 
     Example::
 

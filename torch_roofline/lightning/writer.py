@@ -77,7 +77,7 @@ def _write_tensorboard(log_dir: str, report: Any, report_dict: Mapping[str, Any]
     """
     from torch.utils.tensorboard import SummaryWriter
 
-    from torch_roofline.tensorboard.summary import write_image, write_report
+    from torch_roofline.report.tensorboard import write_image, write_report
 
     writer = SummaryWriter(log_dir=log_dir, filename_suffix=".roofline")
     try:

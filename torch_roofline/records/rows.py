@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
-from torch_roofline.records.costs import Roof
+from torch_roofline.records.costs import DeviceInfo, Roof
 
-__all__ = ["BOUNDS", "RoofRef", "ModuleRow", "OpRow", "BoundShare", "Totals", "UncountedOp", "TimeLostItem"]
+__all__ = ["BOUNDS", "RoofRef", "ModuleRow", "OpRow", "BoundShare", "Totals", "UncountedOp", "TimeLostItem", "Analysis"]
 
 #: The bound classes, in the order tables and plots list them.
 BOUNDS: Tuple[str, ...] = ("compute", "memory", "overhead")
@@ -190,3 +190,32 @@ class TimeLostItem:
     bound: Optional[str]
     reason: str
     hint: str
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What the analysis stage finds for one (averaged) step: the content of a report.
+
+    :func:`torch_roofline.analysis.analyse_step` returns it; the report layer wraps it as a
+    :class:`~torch_roofline.report.RooflineReport` (same fields, plus the table, JSON, CSV,
+    plot and TensorBoard forms), which is what users get. Field meanings, units and
+    conventions: ``RooflineReport`` and ``docs/report-schema.md``.
+    """
+
+    model: str
+    predicted: bool
+    memory_model: str
+    steps: int
+    device: DeviceInfo
+    totals: Totals
+    modules: Tuple[ModuleRow, ...]
+    ops: Tuple[OpRow, ...]
+    uncounted: Tuple[UncountedOp, ...] = ()
+    time_lost: Tuple[TimeLostItem, ...] = ()
+    notes: Tuple[str, ...] = ()
+    created: Optional[str] = None
+    torch_version: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        for name in ("modules", "ops", "uncounted", "time_lost", "notes"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))

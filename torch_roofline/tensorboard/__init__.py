@@ -7,7 +7,7 @@ here, so writing summaries does not import TensorBoard's web server.
 Needs the ``tensorboard`` package (``pip install torch_roofline[tensorboard]``).
 """
 
-from torch_roofline.tensorboard.metadata import PLUGIN_NAME
-from torch_roofline.tensorboard.summary import TensorBoardSink, report_json, report_summary_pb, write_report
+from torch_roofline.report.tensorboard_metadata import PLUGIN_NAME
+from torch_roofline.report.tensorboard import TensorBoardSink, report_json, report_summary_pb, write_report
 
 __all__ = ["PLUGIN_NAME", "TensorBoardSink", "report_json", "report_summary_pb", "write_report"]

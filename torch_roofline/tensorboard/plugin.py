@@ -31,7 +31,7 @@ from tensorboard.data import provider
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
-from torch_roofline.tensorboard.metadata import MAX_STEP, PLUGIN_NAME
+from torch_roofline.report.tensorboard_metadata import MAX_STEP, PLUGIN_NAME
 
 __all__ = ["RooflinePlugin"]
 

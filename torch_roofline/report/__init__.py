@@ -1,8 +1,11 @@
 """The roofline report: frozen rows, a table for people, JSON/CSV/DataFrame for programs.
 
-:class:`RooflineReport` is what :func:`torch_roofline.analysis.analyse` returns and what
-``RooflineProfiler.report()`` hands the user. It holds data only; the math lives in
-``analysis.py``, the text for people in ``_report_text.py`` and the chart in ``plot.py``. Its JSON form is the public contract
+:class:`RooflineReport` is what :func:`torch_roofline.report.analyse` returns and what
+``RooflineProfiler.report()`` hands the user: the :class:`~torch_roofline.records.Analysis` of a
+step (its fields) with its forms. It holds data only; the math lives in the ``analysis``
+package, the text for people in :mod:`~torch_roofline.report.text`, the chart in
+:mod:`~torch_roofline.report.plot` and the TensorBoard summaries in
+:mod:`~torch_roofline.report.tensorboard`. Its JSON form is the public contract
 ``torch_roofline.report/1`` documented in ``docs/report-schema.md``; the field names of the
 row records below are exactly that document's keys.
 
@@ -33,16 +36,18 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 from torch_roofline._io import atomic_write
 from torch_roofline._numbers import json_safe
 from torch_roofline._module_names import parent_names, shown_name
-from torch_roofline._report_text import _format_table, _summary, human_time
+from torch_roofline.report.text import _format_table, _summary, human_time
 from torch_roofline.records import rows as _rows
-from torch_roofline.records import (BOUNDS, BoundShare, DeviceInfo, ModuleRow, OpRow, Roof, RoofRef, TimeLostItem,
+from torch_roofline.records import (BOUNDS, Analysis, BoundShare, DeviceInfo, ModuleRow, OpRow, Roof, RoofRef, TimeLostItem,
                                     Totals, UncountedOp)  # noqa: F401 (BOUNDS re-exported)
 
 __all__ = ["SCHEMA", "RooflineReport", "human_time", "parent_names", "DeviceInfo", *_rows.__all__]  # rows re-exported
 
 SCHEMA = "torch_roofline.report/1"
+
+
 @dataclass(frozen=True)
-class RooflineReport:
+class RooflineReport(Analysis):
     """Per-module and per-op roofline analysis of one (averaged) step.
 
     Views: :attr:`modules` and :attr:`ops` (row records), :attr:`totals`, :attr:`uncounted`
@@ -55,23 +60,10 @@ class RooflineReport:
     ``None``). The root module ``""`` is shown as :attr:`model` (its class name).
     """
 
-    model: str
-    predicted: bool
-    memory_model: str
-    steps: int
-    device: DeviceInfo
-    totals: Totals
-    modules: Tuple[ModuleRow, ...]
-    ops: Tuple[OpRow, ...]
-    uncounted: Tuple[UncountedOp, ...] = ()
-    time_lost: Tuple[TimeLostItem, ...] = ()
-    notes: Tuple[str, ...] = ()
-    created: Optional[str] = None
-    torch_version: Optional[str] = None
-
-    def __post_init__(self) -> None:
-        for name in ("modules", "ops", "uncounted", "time_lost", "notes"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+    @classmethod
+    def from_analysis(cls, analysis: Analysis) -> "RooflineReport":
+        """The report of what :func:`~torch_roofline.analysis.analyse_step` found (same fields)."""
+        return cls(**{f.name: getattr(analysis, f.name) for f in fields(Analysis)})
 
     # ---------------------------------------------------------------- lookups
 
@@ -309,17 +301,17 @@ class RooflineReport:
     # ---------------------------------------------------------------- sinks
 
     def plot(self, path: Union[str, os.PathLike, None] = None, level: str = "module", **kwargs):
-        """The roofline chart (matplotlib Figure); see :func:`torch_roofline.plot.plot_roofline`."""
-        from torch_roofline.plot import plot_roofline
+        """The roofline chart (matplotlib Figure); see :func:`torch_roofline.report.plot.plot_roofline`."""
+        from torch_roofline.report.plot import plot_roofline
 
         return plot_roofline(self, path=path, level=level, **kwargs)
 
     def to_tensorboard(self, writer_or_logdir, step: int = 0, tag: str = "roofline", top_n: int = 10):
         """Write this report for TensorBoard's Roofline tab (and scalars) at ``step``.
 
-        Delegates to :func:`torch_roofline.tensorboard.summary.write_report`.
+        Delegates to :func:`torch_roofline.report.tensorboard.write_report`.
         """
-        from torch_roofline.tensorboard.summary import write_report
+        from torch_roofline.report.tensorboard import write_report
 
         return write_report(writer_or_logdir, self, step=step, tag=tag, top_n=top_n)
 
