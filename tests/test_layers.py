@@ -26,7 +26,7 @@ LAYERS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("records", ("torch_roofline.records", "torch_roofline._module_names", "torch_roofline._numbers",
                  "torch_roofline._depth",
                  "torch_roofline._gc", "torch_roofline._io", "torch_roofline._progress", "torch_roofline._version",
-                 "torch_roofline._lazy_dynamo")),
+                 "torch_roofline._lazy_dynamo", "torch_roofline._installed")),
     ("stages", ("torch_roofline.count", "torch_roofline.timing", "torch_roofline.devices")),
     ("analysis", ("torch_roofline.analysis", "torch_roofline._time_lost")),
     ("report", ("torch_roofline.report", "torch_roofline.plot", "torch_roofline.scalars")),

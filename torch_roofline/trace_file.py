@@ -2,19 +2,7 @@
 reading behind :func:`torch_roofline.offline.from_trace`, which also takes a folder of traces
 (:mod:`torch_roofline.traceset`, which reads each rank's file here).
 
-The trace gives the times (the same reader and attribution the live profiler uses:
-:mod:`torch_roofline.timing`); the work comes from one of:
-
-1. ``model`` and ``inputs``: the counter's analytic FLOPs and bytes, joined to the trace's
-   ops by (module, phase, op);
-2. the trace's recorded shapes (``record_shapes=True``): each op row's call rebuilt with
-   meta tensors and counted (:mod:`torch_roofline.timing.shapes`);
-3. CUPTI hardware counters in the trace (``cuda_profiler_range`` events): measured FLOPs per
-   kernel, summed per op (bytes from DRAM counters where recorded, else unknown);
-4. none of these: a timing-only report, every op listed as uncounted.
-
-The roofs come from the trace header's GPU name (``deviceProperties``) looked up in the
-catalog, or from ``roof=``; a CPU trace uses this machine's CPU roofs, with a note.
+Where the work and the roofs come from: :mod:`torch_roofline.offline`.
 """
 
 from __future__ import annotations

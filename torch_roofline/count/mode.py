@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch_roofline._gc import import_off_stack
+from torch_roofline._installed import Installed
 from torch_roofline.count._tree import tensors as _tensors
 
 from torch_roofline.count import decompose as _decompose
@@ -142,7 +143,7 @@ class _ReplayMode(_Mode):
     __torch_dispatch__ = _dispatch
 
 
-class OpCounter:
+class OpCounter(Installed):
     """Counts every aten op run inside it and attributes it to module and phase.
 
     Private engine behind :func:`torch_roofline.count`; use that instead. One instance
@@ -205,7 +206,7 @@ class OpCounter:
         )
 
     # ---- context management -------------------------------------------------------
-    def __enter__(self) -> "OpCounter":
+    def _begin(self) -> None:
         if getattr(_ACTIVE, "on", False):
             raise RuntimeError(
                 "torch_roofline.count() is already running in this thread; nested counting "
@@ -213,24 +214,18 @@ class OpCounter:
             )
         if not self.replay:
             import_off_stack("torch._dynamo")  # imported by the first op under the mode: see _gc
+
+    def _install(self) -> None:
         _ACTIVE.on = True
-        try:
-            self._install_module_hooks()
-            self._handles.append(_optim.register_optimizer_step_pre_hook(self._opt_pre))
-            self._handles.append(_optim.register_optimizer_step_post_hook(self._opt_post))
-            self._exit.enter_context(torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack))
-            if self.meta_attention:
-                self._exit.enter_context(_MetaAttention())
-            self._exit.enter_context((_ReplayMode if self.replay else _Mode)(self))
-        except BaseException:
-            self._cleanup()
-            raise
-        return self
+        self._install_module_hooks()
+        self._handles.append(_optim.register_optimizer_step_pre_hook(self._opt_pre))
+        self._handles.append(_optim.register_optimizer_step_post_hook(self._opt_post))
+        self._exit.enter_context(torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack))
+        if self.meta_attention:
+            self._exit.enter_context(_MetaAttention())
+        self._exit.enter_context((_ReplayMode if self.replay else _Mode)(self))
 
-    def __exit__(self, *exc: Any) -> None:
-        self._cleanup()
-
-    def _cleanup(self) -> None:
+    def _remove(self) -> None:
         try:
             self._exit.close()
         finally:

@@ -1,6 +1,7 @@
 """CPU microarchitectures: what the estimator needs and the OS does not say.
 
-Three tables, each row with its source, and the pure functions that read them:
+Three tables, each row with its source (read from the packaged ``uarch.toml``: data, one entry
+per core), and the pure functions that read them:
 
 * :data:`UARCHES`: FP32 FLOP per cycle per core for each vector ISA level the core runs
   (FMA units x vector width x 2), e.g. AMD Zen 4 runs AVX-512 on 256-bit units (32, not 64);
@@ -30,7 +31,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Dict, FrozenSet, Mapping, Optional, Tuple
+from importlib import resources
+from typing import Any, Dict, FrozenSet, Mapping, Optional, Tuple
+
+try:
+    import tomllib
+except ImportError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
 
 __all__ = [
     "Uarch",
@@ -46,9 +53,6 @@ __all__ = [
     "platform_bandwidth",
 ]
 
-_INTEL_OPT = "Intel 64 and IA-32 Architectures Optimization Reference Manual"
-_AMD_SOG = "AMD Software Optimization Guide for the family (17h / 19h / 1Ah)"
-_ARM_SOG = "Arm Neoverse Software Optimization Guide of the core"
 _LLVM = "llvm/lib/TargetParser/Host.cpp"
 
 
@@ -72,79 +76,43 @@ class Uarch:
     source: str
 
 
-def _u(id: str, name: str, units: str, source: str, **per_cycle: float) -> Tuple[str, Uarch]:
-    return id, Uarch(id, name, dict(per_cycle), units, source)
+def _read_table() -> Dict[str, Any]:
+    """The packaged ``uarch.toml`` (its header documents the fields)."""
+    return tomllib.loads(resources.files("torch_roofline.devices").joinpath("uarch.toml").read_text("utf-8"))
 
 
-# fp32 FLOP/cycle/core = FMA units x fp32 lanes x 2. "avx"/"sse" (no FMA): one add + one
-# multiply pipe, 8 / 4 lanes each.
-UARCHES: Dict[str, Uarch] = dict([
-    # -- Intel Core (client) and Xeon --------------------------------------------------------
-    _u("haswell", "Intel Haswell", "2 x 256-bit FMA", _INTEL_OPT, avx2=32, avx=16, sse=8),
-    _u("broadwell", "Intel Broadwell", "2 x 256-bit FMA", _INTEL_OPT, avx2=32, avx=16, sse=8),
-    _u("skylake", "Intel Skylake client (Kaby/Coffee/Comet Lake)", "2 x 256-bit FMA", _INTEL_OPT,
-       avx2=32, avx=16, sse=8),
-    _u("skylake-avx512", "Intel Skylake-SP/X", "2 x 512-bit FMA (Silver, Bronze: 1)", _INTEL_OPT,
-       avx512=64, avx2=32, avx=16, sse=8),
-    _u("cascadelake", "Intel Cascade Lake", "2 x 512-bit FMA (Silver, Bronze: 1)", _INTEL_OPT,
-       avx512=64, avx2=32, avx=16, sse=8),
-    _u("cooperlake", "Intel Cooper Lake", "2 x 512-bit FMA", _INTEL_OPT, avx512=64, avx2=32, avx=16, sse=8),
-    _u("icelake-server", "Intel Ice Lake-SP", "2 x 512-bit FMA", _INTEL_OPT, avx512=64, avx2=32, avx=16, sse=8),
-    _u("sapphirerapids", "Intel Sapphire Rapids", "2 x 512-bit FMA + AMX", _INTEL_OPT,
-       avx512=64, avx2=32, avx=16, sse=8),
-    _u("emeraldrapids", "Intel Emerald Rapids", "2 x 512-bit FMA + AMX", _INTEL_OPT,
-       avx512=64, avx2=32, avx=16, sse=8),
-    _u("graniterapids", "Intel Granite Rapids", "2 x 512-bit FMA + AMX", _INTEL_OPT,
-       avx512=64, avx2=32, avx=16, sse=8),
-    _u("icelake-client", "Intel Ice Lake client", "1 x 512-bit FMA (ports 0+1) or 2 x 256-bit",
-       _INTEL_OPT, avx512=32, avx2=32, avx=16, sse=8),
-    _u("tigerlake", "Intel Tiger Lake", "1 x 512-bit FMA (ports 0+1) or 2 x 256-bit", _INTEL_OPT,
-       avx512=32, avx2=32, avx=16, sse=8),
-    _u("rocketlake", "Intel Rocket Lake", "1 x 512-bit FMA (ports 0+1) or 2 x 256-bit", _INTEL_OPT,
-       avx512=32, avx2=32, avx=16, sse=8),
-    _u("alderlake", "Intel Alder Lake (hybrid)", "P-core 2 x 256-bit FMA; E-cores counted alike",
-       _INTEL_OPT, avx2=32, avx=16, sse=8),
-    _u("raptorlake", "Intel Raptor Lake (hybrid)", "P-core 2 x 256-bit FMA; E-cores counted alike",
-       _INTEL_OPT, avx2=32, avx=16, sse=8),
-    _u("meteorlake", "Intel Meteor Lake (hybrid)", "P-core 2 x 256-bit FMA; E-cores counted alike",
-       _INTEL_OPT, avx2=32, avx=16, sse=8),
-    _u("arrowlake", "Intel Arrow Lake (hybrid)", "P-core 2 x 256-bit FMA; E-cores counted alike",
-       _INTEL_OPT, avx2=32, avx=16, sse=8),
-    _u("arrowlake-s", "Intel Arrow Lake-S (hybrid)", "P-core 2 x 256-bit FMA; E-cores counted alike",
-       _INTEL_OPT, avx2=32, avx=16, sse=8),
-    _u("lunarlake", "Intel Lunar Lake (hybrid)", "P-core 2 x 256-bit FMA; E-cores counted alike",
-       _INTEL_OPT, avx2=32, avx=16, sse=8),
-    # -- AMD Zen (EPYC, Ryzen, Threadripper) ------------------------------------------------
-    _u("znver1", "AMD Zen / Zen+", "2 x 128-bit FMA; 256-bit ops split", _AMD_SOG, avx2=16, avx=16, sse=8),
-    _u("znver2", "AMD Zen 2", "2 x 256-bit FMA", _AMD_SOG + "; Microway 'Rome': 16 FP64 FLOP/cycle",
-       avx2=32, avx=16, sse=8),
-    _u("znver3", "AMD Zen 3", "2 x 256-bit FMA", _AMD_SOG, avx2=32, avx=16, sse=8),
-    _u("znver4", "AMD Zen 4", "2 x 256-bit FMA; 512-bit ops double-pumped", _AMD_SOG,
-       avx512=32, avx2=32, avx=16, sse=8),
-    _u("znver5", "AMD Zen 5", "2 x 512-bit FMA (full 512-bit datapath)", _AMD_SOG,
-       avx512=64, avx2=32, avx=16, sse=8),
-    _u("znver5-mobile", "AMD Zen 5 mobile", "2 x 256-bit FMA; 512-bit ops double-pumped", _AMD_SOG,
-       avx512=32, avx2=32, avx=16, sse=8),
-    # -- Arm Neoverse (Graviton, Grace, Altra, Cobalt) --------------------------------------
-    _u("neoverse-n1", "Arm Neoverse N1 (Graviton2, Altra)", "2 x 128-bit FMA", _ARM_SOG, neon=16),
-    _u("neoverse-n2", "Arm Neoverse N2 (Cobalt 100)", "2 x 128-bit FMA (SVE2 128-bit)", _ARM_SOG,
-       sve=16, neon=16),
-    _u("neoverse-n3", "Arm Neoverse N3", "2 x 128-bit FMA (SVE2 128-bit)", _ARM_SOG, sve=16, neon=16),
-    _u("neoverse-v1", "Arm Neoverse V1 (Graviton3)", "2 x 256-bit SVE FMA (4 x 128-bit NEON)", _ARM_SOG,
-       sve=32, neon=32),
-    _u("neoverse-v2", "Arm Neoverse V2 (Graviton4, Grace)", "4 x 128-bit FMA (SVE2 128-bit)", _ARM_SOG,
-       sve=32, neon=32),
-    _u("neoverse-v3", "Arm Neoverse V3", "4 x 128-bit FMA (SVE2 128-bit)", _ARM_SOG, sve=32, neon=32),
-    # -- Apple M (P-cores; E-cores counted alike) -------------------------------------------
-    _u("apple-m1", "Apple M1 (Firestorm)", "P-core 4 x 128-bit FMA; E-cores counted alike",
-       "read-thirdparty: Dougall Johnson, Firestorm instruction tables (Apple publishes none)", neon=32),
-    _u("apple-m2", "Apple M2 (Avalanche)", "P-core 4 x 128-bit FMA; E-cores counted alike",
-       "read-thirdparty: Dougall Johnson's Firestorm tables, same FP back end (Apple publishes none)", neon=32),
-    _u("apple-m3", "Apple M3", "P-core 4 x 128-bit FMA; E-cores counted alike",
-       "read-thirdparty (Apple publishes none)", neon=32),
-    _u("apple-m4", "Apple M4", "P-core 4 x 128-bit FMA; E-cores counted alike",
-       "read-thirdparty (Apple publishes none)", neon=32),
-])
+def _ddr(channels: int, mts: int, what: str) -> Tuple[float, str]:
+    """Peak DRAM B/s of ``channels`` x ``mts`` MT/s x 8 bytes, and how it was derived."""
+    return channels * mts * 1e6 * 8, f"{what}: {channels} channels x DDR {mts} MT/s x 8 B"
+
+
+def _segment_key(key: str) -> str:
+    return "" if key == "any" else key
+
+
+_TABLE = _read_table()
+_SOURCES: Dict[str, str] = _TABLE.pop("sources")
+_CORES: Dict[str, Dict[str, Any]] = _TABLE
+
+UARCHES: Dict[str, Uarch] = {
+    uid: Uarch(uid, e["name"], dict(e["fp32_per_cycle"]), e["units"], _SOURCES.get(e["source"], e["source"]))
+    for uid, e in _CORES.items()
+}
+
+# (uarch id, segment) -> (Hz, source). The highest boost clock of the family: an upper bound
+# for any part of it, used only when neither cpufreq nor lscpu gives this machine's own.
+# Segment "" rows apply to any name (Arm and Apple parts).
+FAMILY_MAX_CLOCK_HZ: Dict[Tuple[str, str], Tuple[float, str]] = {
+    (uid, _segment_key(seg)): (float(c["hz"]), c["source"])
+    for uid, e in _CORES.items() for seg, c in e.get("max_clock", {}).items()
+}
+
+# (uarch id, segment) -> (B/s per socket, how). The platform's peak, a bound on any machine
+# built on it; a VM with a few cores of the socket reaches far less.
+PLATFORM_BANDWIDTH: Dict[Tuple[str, str], Tuple[float, str]] = {
+    (uid, _segment_key(seg)): _ddr(d["channels"], d["mts"], d["source"])
+    for uid, e in _CORES.items() for seg, d in e.get("dram", {}).items()
+}
 
 _INTEL_MODELS: Dict[int, str] = {
     0x3C: "haswell", 0x3F: "haswell", 0x45: "haswell", 0x46: "haswell",
@@ -298,23 +266,6 @@ def segment(model_name: str) -> str:
     return ""
 
 
-# (uarch id, segment) -> (Hz, source). The highest boost clock of the family: an upper bound
-# for any part of it, used only when neither cpufreq nor lscpu gives this machine's own.
-# Segment "" rows apply to any name (Arm and Apple parts).
-FAMILY_MAX_CLOCK_HZ: Dict[Tuple[str, str], Tuple[float, str]] = {
-    ("znver2", "server"): (3.4e9, "AMD EPYC 7002 boost clocks up to 3.4 GHz (Microway, 'Detailed Specifications of the AMD EPYC Rome CPUs')"),
-    ("znver3", "server"): (4.1e9, "AMD EPYC 72F3, the fastest EPYC 7003: max boost 4.1 GHz (amd.com product page)"),
-    ("znver4", "server"): (4.4e9, "AMD EPYC 9174F, the fastest EPYC 9004: max boost 4.4 GHz (amd.com product page)"),
-    ("znver5", "server"): (5.0e9, "AMD EPYC 9175F, the fastest EPYC 9005: max boost 5.0 GHz (amd.com product page)"),
-    ("znver2", "client"): (4.7e9, "AMD Ryzen 9 3950X max boost 4.7 GHz (amd.com product page)"),
-    ("znver3", "client"): (4.9e9, "AMD Ryzen 9 5950X max boost 4.9 GHz (amd.com product page)"),
-    ("znver4", "client"): (5.7e9, "AMD Ryzen 9 7950X max boost 5.7 GHz (amd.com product page)"),
-    ("znver5", "client"): (5.7e9, "AMD Ryzen 9 9950X max boost 5.7 GHz (amd.com product page)"),
-    ("neoverse-n1", ""): (3.3e9, "Ampere Altra Q80-33, the fastest N1 part: 3.3 GHz (amperecomputing.com)"),
-    ("neoverse-v1", ""): (2.6e9, "AWS Graviton3: 2.6 GHz (en.wikichip.org/wiki/AWS_Graviton3)"),
-    ("apple-m1", ""): (3.2e9, "Apple M1 P-cluster max 3.2 GHz (Wikipedia 'Apple M1')"),
-    ("apple-m2", ""): (3.49e9, "Apple M2 P-cores 3.49 GHz (MacRumors forum spec list)"),
-}
 
 
 def family_max_clock(uarch: Optional[Uarch], model_name: str) -> Optional[Tuple[float, str]]:
@@ -325,37 +276,6 @@ def family_max_clock(uarch: Optional[Uarch], model_name: str) -> Optional[Tuple[
     return FAMILY_MAX_CLOCK_HZ.get((uid, segment(model_name))) or FAMILY_MAX_CLOCK_HZ.get((uid, ""))
 
 
-def _ddr(channels: int, mts: int, what: str) -> Tuple[float, str]:
-    """Peak DRAM B/s of ``channels`` x ``mts`` MT/s x 8 bytes, and how it was derived."""
-    return channels * mts * 1e6 * 8, f"{what}: {channels} channels x DDR {mts} MT/s x 8 B"
-
-
-# (uarch id, segment) -> (B/s per socket, how). The platform's peak, a bound on any machine
-# built on it; a VM with a few cores of the socket reaches far less.
-PLATFORM_BANDWIDTH: Dict[Tuple[str, str], Tuple[float, str]] = {
-    ("znver2", "server"): _ddr(8, 3200, "AMD EPYC 7002 (amd.com)"),
-    ("znver3", "server"): _ddr(8, 3200, "AMD EPYC 7003 (amd.com)"),
-    ("znver4", "server"): _ddr(12, 4800, "AMD EPYC 9004 (hpctech.co.jp EPYC 9004 table; amd.com)"),
-    ("znver5", "server"): _ddr(12, 6400, "AMD EPYC 9005 (amd.com)"),
-    ("znver2", "client"): _ddr(2, 3200, "AMD Ryzen 3000 (amd.com)"),
-    ("znver3", "client"): _ddr(2, 3200, "AMD Ryzen 5000 (amd.com)"),
-    ("znver4", "client"): _ddr(2, 5200, "AMD Ryzen 7000 (amd.com)"),
-    ("znver5", "client"): _ddr(2, 5600, "AMD Ryzen 9000 (amd.com)"),
-    ("skylake-avx512", "server"): _ddr(6, 2666, "Intel Xeon Scalable 1st gen (ark.intel.com)"),
-    ("cascadelake", "server"): _ddr(6, 2933, "Intel Xeon Scalable 2nd gen (ark.intel.com)"),
-    ("cascadelake", "client"): _ddr(4, 2933, "Intel Core X 10000 series (ark.intel.com)"),
-    ("icelake-server", "server"): _ddr(8, 3200, "Intel Xeon Scalable 3rd gen (ark.intel.com)"),
-    ("sapphirerapids", "server"): _ddr(8, 4800, "Intel Xeon Scalable 4th gen (ark.intel.com)"),
-    ("emeraldrapids", "server"): _ddr(8, 5600, "Intel Xeon Scalable 5th gen (ark.intel.com)"),
-    ("graniterapids", "server"): _ddr(12, 8800, "Intel Xeon 6900P with MRDIMM (ark.intel.com)"),
-    ("skylake", "client"): _ddr(2, 2933, "Intel Core 10th gen (ark.intel.com)"),
-    ("rocketlake", "client"): _ddr(2, 3200, "Intel Core 11th gen (ark.intel.com)"),
-    ("alderlake", "client"): _ddr(2, 4800, "Intel Core 12th gen (ark.intel.com)"),
-    ("raptorlake", "client"): _ddr(2, 5600, "Intel Core 13th/14th gen (ark.intel.com)"),
-    ("neoverse-n1", ""): _ddr(8, 3200, "AWS Graviton2 / Ampere Altra"),
-    ("neoverse-v1", ""): _ddr(8, 4800, "AWS Graviton3 (en.wikichip.org/wiki/AWS_Graviton3)"),
-    ("neoverse-v2", ""): _ddr(12, 5600, "AWS Graviton4 (Grace: 500 GB/s LPDDR5X per CPU)"),
-}
 # Apple SoCs: unified memory bandwidth as Apple's tech specs state it (M1: LPDDR4X-4266 x
 # 128 bit / 8 = 68.25 GB/s, derived; Apple did not state it).
 APPLE_BANDWIDTH: Dict[str, float] = {

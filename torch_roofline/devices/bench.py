@@ -435,21 +435,14 @@ def result_to_device(result: BenchResult) -> Device:
     )
 
 
-def measure(
-    device: str = "cpu",
-    dtypes: Sequence[str] = ("fp32",),
-    *,
-    quick: bool = False,
-    refresh: bool = False,
-    progress: bool = True,
-) -> Device:
-    """Measured roofs of ``device`` as a ``source="measured"`` :class:`Device` (cached).
+def measure(device: str = "cpu", dtypes: Sequence[str] = ("fp32",), *, quick: bool = False, refresh: bool = False,
+            progress: bool = True) -> Device:
+    """Measured roofs of ``device`` as a ``source="measured"`` :class:`Device` (cached): the
+    GEMM rates and bandwidth of :func:`run_bench`, whose arguments these are.
 
     Example::
 
         >>> roofs = measure("cpu", ("fp32", "bf16"))      # seconds per dtype the first time
         >>> roofs.roof("fp32").peak_flops_per_s          # FLOP/s actually reached
     """
-    return result_to_device(
-        run_bench(device, dtypes, quick=quick, refresh=refresh, progress=progress)
-    )
+    return result_to_device(run_bench(device, dtypes, quick=quick, refresh=refresh, progress=progress))

@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 
 from torch_roofline.records.costs import DeviceInfo, Roof
 
-__all__ = ["BOUNDS", "RoofRef", "ModuleRow", "OpRow", "BoundShare", "Totals", "UncountedOp", "TimeLostItem", "Analysis"]
+__all__ = ["BOUNDS", "RoofRef", "WorkSums", "ModuleRow", "OpRow", "BoundShare", "Totals", "UncountedOp", "TimeLostItem", "Analysis"]
 
 #: The bound classes, in the order tables and plots list them.
 BOUNDS: Tuple[str, ...] = ("compute", "memory", "overhead")
@@ -42,20 +42,13 @@ class RoofRef:
         return (self.dtype, self.unit, self.source) == (roof.dtype, roof.unit, roof.source)
 
 
-
 @dataclass(frozen=True)
-class ModuleRow:
-    """One module in one phase (``"all"`` sums the phases); numbers per step, SI units.
+class WorkSums:
+    """The counted work of a module or of the step, per step: FLOPs (2 per multiply-add),
+    MACs, parameters and their bytes, bytes read and written under the report's memory
+    model, and compulsory bytes (each tensor once). Part of :class:`ModuleRow` and
+    :class:`Totals`; ``docs/report-schema.md`` documents each key."""
 
-    Sums (``flops``, ``bytes_*``, ``roofline_time_s``) cover the module's counted ops,
-    inclusively (every op whose scope holds the module). See ``docs/report-schema.md``.
-    """
-
-    name: str
-    type: str
-    phase: str
-    depth: int
-    calls: int
     flops: int
     macs: int
     params: int
@@ -63,6 +56,29 @@ class ModuleRow:
     bytes_read: int
     bytes_written: int
     compulsory_bytes: int
+
+
+@dataclass(frozen=True)
+class _ModuleKey:
+    """Which module row: name, type, phase, depth, calls (the first columns of a module row)."""
+
+    name: str
+    type: str
+    phase: str
+    depth: int
+    calls: int
+
+
+# The fields of a dataclass run base by base from the last base of the MRO: _ModuleKey's, then
+# WorkSums', then ModuleRow's own, the column order of the module CSV.
+@dataclass(frozen=True)
+class ModuleRow(WorkSums, _ModuleKey):
+    """One module in one phase (``"all"`` sums the phases); numbers per step, SI units.
+
+    Sums (``flops``, ``bytes_*``, ``roofline_time_s``) cover the module's counted ops,
+    inclusively (every op whose scope holds the module). See ``docs/report-schema.md``.
+    """
+
     intensity: Optional[float]
     time_s: Optional[float]
     self_time_s: Optional[float]
@@ -131,21 +147,14 @@ class BoundShare:
 
 
 @dataclass(frozen=True)
-class Totals:
-    """The step as a whole; see ``docs/report-schema.md`` for each key."""
+class Totals(WorkSums):
+    """The step as a whole (its work, then its times); see ``docs/report-schema.md`` for each key."""
 
     time_s: Optional[float]
     roofline_time_s: Optional[float]
     time_lost_s: Optional[float]
     efficiency: Optional[float]
     coverage: Optional[float]
-    flops: int
-    macs: int
-    params: int
-    param_bytes: int
-    bytes_read: int
-    bytes_written: int
-    compulsory_bytes: int
     peak_memory_bytes: Optional[int]
     bound_time_share: BoundShare = field(default_factory=BoundShare)
     op_time_s: Optional[float] = None

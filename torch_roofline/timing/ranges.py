@@ -67,6 +67,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from torch_roofline._installed import Installed
 from torch_roofline._depth import named_modules as _named_modules
 from torch_roofline.records import PHASES
 
@@ -274,7 +275,7 @@ def _lightning_compiled(module: nn.Module) -> bool:
     return isinstance(ctx, dict) and ctx.get("compiler") == "dynamo"
 
 
-class ModuleRanges:
+class ModuleRanges(Installed):
     """Context manager: a profiler range around every module call of ``models``.
 
     Args:
@@ -337,35 +338,30 @@ class ModuleRanges:
             self.labels[label] = fqn
         return label
 
-    def __enter__(self) -> "ModuleRanges":
+    def _begin(self) -> None:
         if self._active:
             raise RuntimeError(
                 "ModuleRanges is already active; use one instance per `with` block "
                 "(create a new ModuleRanges(model) for a nested block)."
             )
-        self._active = True
-        try:
-            if self.tree is not None:
-                compiled = self.compiled
-                # named_modules() yields a shared module once, under its first name; the
-                # synthetic ModuleDict of several models is never called: no range of its own.
-                for fqn, module in _named_modules(self.tree):
-                    if fqn == "" and self.root_type == "step":
-                        continue
-                    if any(_within(fqn, name) for name, _ in compiled):
-                        if not any(fqn == name for name, _ in compiled):
-                            self._wrap_inside_compiled(module, RANGE_PREFIX + self.label_of(fqn))
-                        continue  # compiled: one range around the compiled call, below
-                    self._wrap(module, RANGE_PREFIX + self.label_of(fqn))
-                for fqn, module in compiled:
-                    self._wrap_compiled(module, RANGE_PREFIX + self.label_of(fqn))
-        except BaseException:
-            self._remove()
-            raise
-        return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self._remove()
+    def _install(self) -> None:
+        self._active = True
+        if self.tree is None:
+            return
+        compiled = self.compiled
+        # named_modules() yields a shared module once, under its first name; the
+        # synthetic ModuleDict of several models is never called: no range of its own.
+        for fqn, module in _named_modules(self.tree):
+            if fqn == "" and self.root_type == "step":
+                continue
+            if any(_within(fqn, name) for name, _ in compiled):
+                if not any(fqn == name for name, _ in compiled):
+                    self._wrap_inside_compiled(module, RANGE_PREFIX + self.label_of(fqn))
+                continue  # compiled: one range around the compiled call, below
+            self._wrap(module, RANGE_PREFIX + self.label_of(fqn))
+        for fqn, module in compiled:
+            self._wrap_compiled(module, RANGE_PREFIX + self.label_of(fqn))
 
     def _wrap(self, module: nn.Module, name: str) -> None:
         if isinstance(module, torch.jit.ScriptModule):
