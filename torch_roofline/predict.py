@@ -19,15 +19,13 @@ from torch_roofline.count import Inputs
 from torch_roofline.count.replay import count_without_compute
 from torch_roofline.count.result import CountResult
 from torch_roofline.devices.placement import resolve_device
+from torch_roofline.records.dtypes import dtype_of, float_itemsize
 from torch_roofline.report import RooflineReport
 
 __all__ = ["predict", "retype", "WHAT_IF_DTYPES"]
 
 #: dtype what-if targets: bytes per element and the dtype name the roofs are looked up by.
-WHAT_IF_DTYPES = {"fp32": (4, "float32"), "bf16": (2, "bfloat16"), "fp16": (2, "float16"),
-                  "fp8": (1, "float8_e4m3fn"), "int8": (1, "int8")}
-
-_ITEMSIZE = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2, "float8_e4m3fn": 1, "float8_e5m2": 1}
+WHAT_IF_DTYPES = {k: (dtype_of(k).itemsize, dtype_of(k).storage) for k in ("fp32", "bf16", "fp16", "fp8", "int8")}
 
 
 def retype(costs: CountResult, dtype: str) -> CountResult:
@@ -43,7 +41,7 @@ def retype(costs: CountResult, dtype: str) -> CountResult:
     size, name = WHAT_IF_DTYPES[dtype]
     ops = []
     for op in costs.ops:
-        old = _ITEMSIZE.get(op.dtype or "")
+        old = float_itemsize(op.dtype or "")
         if old is None:
             ops.append(op)
             continue

@@ -23,6 +23,7 @@ from torch_roofline.report.build import analyse_on
 from torch_roofline.count.replay import count_without_compute
 from torch_roofline.count.result import CountResult
 from torch_roofline.records import OpCost
+from torch_roofline.records.dtypes import dtype_of
 from torch_roofline.report import RooflineReport
 from torch_roofline.timing.attribution import TraceTiming, attribute
 from torch_roofline.timing.compiled import CompiledCode, compiled_kernels_note, compiled_regions_note, scan_compiled
@@ -41,7 +42,6 @@ from torch_roofline.timing.trace import DeviceProperties, Trace, load_trace
 __all__ = ["read_trace", "trace_device", "counter_costs", "CounterComparison", "compare_counters",
            "PARTS_BYTES", "PARTS_MEMORY_BYTES"]
 
-_PRECISION_DTYPE = {"fp64": "float64", "fp32": "float32", "fp16": "float16"}
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def counter_costs(counters: Iterable[KernelCounters]) -> Tuple[OpCost, ...]:
             op=k.op or "unattributed", module=k.module, scope=k.scope or ("",), phase=k.phase,
             flops=int(total), macs=0, bytes_read=int(k.dram_bytes_read or 0),
             bytes_written=int(k.dram_bytes_written or 0), compulsory_bytes_read=int(k.dram_bytes_read or 0),
-            compulsory_bytes_written=int(k.dram_bytes_written or 0), dtype=_PRECISION_DTYPE[precision],
+            compulsory_bytes_written=int(k.dram_bytes_written or 0), dtype=dtype_of(precision).storage,
             unit="vector", counted=k.op is not None, index=i,
         ))
     return tuple(ops)

@@ -23,10 +23,13 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from torch_roofline.records.dtypes import DTYPE_TABLE
+
 __all__ = ["ModelSpec", "load_model", "parse_shape", "running", "DTYPES"]
 
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-          "fp16": torch.float16, "float16": torch.float16, "fp64": torch.float64, "float64": torch.float64}
+#: What ``--dtype`` builds a model in, by roof key or torch name.
+DTYPES = {name: getattr(torch, d.storage) for d in DTYPE_TABLE if d.key in ("fp32", "bf16", "fp16", "fp64")
+          for name in (d.key, d.storage)}
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from typing import Dict, List, Mapping, Optional, Tuple, Union
 import torch
 
 from torch_roofline.records import Roof
+from torch_roofline.records.dtypes import DTYPE_KEYS, key_of_name
 
 __all__ = [
     "DTYPES",
@@ -41,20 +42,10 @@ __all__ = [
     "tf32_allowed",
 ]
 
-DTYPES: Tuple[str, ...] = ("fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8")
+DTYPES: Tuple[str, ...] = DTYPE_KEYS  # the package's one dtype table: torch_roofline.records.dtypes
 UNITS: Tuple[str, ...] = ("matrix", "vector")
 SOURCES: Tuple[str, ...] = ("datasheet", "estimated", "measured", "user")
 
-# Names people and torch use for each dtype key (lower case, "torch." stripped).
-_DTYPE_ALIASES: Dict[str, str] = {
-    "fp64": "fp64", "float64": "fp64", "double": "fp64", "f64": "fp64",
-    "fp32": "fp32", "float32": "fp32", "float": "fp32", "f32": "fp32",
-    "tf32": "tf32", "tensorfloat32": "tf32",
-    "fp16": "fp16", "float16": "fp16", "half": "fp16", "f16": "fp16",
-    "bf16": "bf16", "bfloat16": "bf16",
-    "fp8": "fp8", "float8": "fp8",
-    "int8": "int8", "uint8": "int8", "i8": "int8", "u8": "int8",
-}
 # Vector work in these dtypes computes in fp32 in PyTorch's kernels (at::opmath_type).
 _OPMATH_FP32 = ("fp16", "bf16", "tf32", "fp8")
 
@@ -72,12 +63,7 @@ def dtype_key(dtype: Union[str, torch.dtype]) -> str:
     >>> dtype_key(torch.float8_e4m3fn)
     'fp8'
     """
-    text = str(dtype).lower().strip()
-    if text.startswith("torch."):
-        text = text[len("torch."):]
-    if text.startswith("float8"):
-        return "fp8"
-    key = _DTYPE_ALIASES.get(text)
+    key = key_of_name(str(dtype))
     if key is None:
         raise UnsupportedDtypeError(
             f"dtype {dtype!r} has no roof: expected one of {', '.join(DTYPES)} "

@@ -44,14 +44,13 @@ from torch_roofline._io import atomic_write
 from torch_roofline.devices._cpu import CpuInfo, read_cpu_info
 from torch_roofline.devices._device import Device, dtype_key
 from torch_roofline.devices._bench_records import BenchResult, BenchStats
+from torch_roofline.records.dtypes import DTYPE_TABLE
 
 __all__ = ["BenchStats", "BenchResult", "GEMM_LIBRARIES", "gemm_libraries", "cache_dir", "run_bench", "measure",
            "result_to_device"]
 
-_TORCH_DTYPES = {
-    "fp64": torch.float64, "fp32": torch.float32, "tf32": torch.float32,
-    "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.int8,
-}
+# fp8 GEMMs are built by _time_fp8 (scaled_mm), not from a plain tensor of the dtype.
+_TORCH_DTYPES = {d.key: getattr(torch, d.storage) for d in DTYPE_TABLE if d.key != "fp8"}
 _SIZES = {"quick": (128, 256), "cpu": (512, 1024, 2048), "cuda": (1024, 2048, 4096, 8192)}
 _REPEATS = {"quick": 3, "full": 7}
 #: Seconds each timed kernel is repeated for at least (full mode; quick mode: ``repeats`` only).

@@ -15,19 +15,9 @@ import torch
 from torch_roofline.count._onednn_formulas import CONV_OPS, STAND_INS
 from torch_roofline.timing.timeline import dotted_op_name
 from torch_roofline.timing.trace import TraceEvent
+from torch_roofline.timing.kineto_dtypes import KINETO_DTYPES as _DTYPES
 
 
-# Kineto writes a tensor's dtype as caffe2's TypeMeta name.
-_DTYPES: Mapping[str, torch.dtype] = {
-    "float": torch.float32, "double": torch.float64, "c10::Half": torch.float16,
-    "c10::BFloat16": torch.bfloat16, "long int": torch.int64, "long long": torch.int64,
-    "__int64": torch.int64, "int": torch.int32, "short int": torch.int16, "short": torch.int16,
-    "signed char": torch.int8, "unsigned char": torch.uint8, "bool": torch.bool,
-    "c10::complex<float>": torch.complex64, "c10::complex<double>": torch.complex128,
-    "c10::complex<c10::Half>": torch.complex32,
-    "c10::Float8_e5m2": torch.float8_e5m2, "c10::Float8_e4m3fn": torch.float8_e4m3fn,
-    "c10::Float8_e5m2fnuz": torch.float8_e5m2fnuz, "c10::Float8_e4m3fnuz": torch.float8_e4m3fnuz,
-}
 # c10::ScalarType enum values, as ``Concrete Inputs`` records a dtype argument.
 _SCALAR_TYPES: Mapping[int, torch.dtype] = {
     0: torch.uint8, 1: torch.int8, 2: torch.int16, 3: torch.int32, 4: torch.int64,

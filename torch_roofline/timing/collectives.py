@@ -63,6 +63,7 @@ from torch_roofline.timing.timeline import _BACKWARD_PREFIX, merged_spans
 from torch_roofline.timing.timeline import _OPTIMIZER_PREFIXES as _ATTRIBUTION_OPTIMIZER_PREFIXES
 from torch_roofline.timing.ranges import PHASE_PREFIX
 from torch_roofline.timing.steps import _outermost
+from torch_roofline.timing.kineto_dtypes import KINETO_DTYPES
 from torch_roofline.timing.trace import Trace, TraceEvent
 
 __all__ = ["Collective", "CommSummary", "bus_factor", "collectives", "summarize", "interconnect_roof",
@@ -76,11 +77,7 @@ _OPTIMIZER_PREFIXES = _ATTRIBUTION_OPTIMIZER_PREFIXES + (PHASE_PREFIX + "optimiz
 _FORWARD_RANGE = PHASE_PREFIX + "forward"
 
 # Element sizes (bytes) of the dtype names the profiler writes into "Input type".
-DTYPE_BYTES: Mapping[str, int] = {
-    "double": 8, "float": 4, "c10::Half": 2, "c10::BFloat16": 2, "half": 2, "bfloat16": 2,
-    "long int": 8, "int": 4, "short int": 2, "signed char": 1, "unsigned char": 1, "bool": 1,
-    "c10::complex<float>": 8, "c10::complex<double>": 16, "c10::Float8_e4m3fn": 1, "c10::Float8_e5m2": 1,
-}
+DTYPE_BYTES: Mapping[str, int] = {name: dtype.itemsize for name, dtype in KINETO_DTYPES.items()}
 
 # Collective name -> (message size as a multiple of the input bytes, needs n?)
 _GATHERED = frozenset({"all_gather", "allgather", "all_gather_into_tensor", "_allgather_base"})
