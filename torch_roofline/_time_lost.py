@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from torch_roofline._numbers import si_text
 from torch_roofline.records import BOUNDS, OpRow, Roof, RoofRef, TimeLostItem
 
 __all__ = ["_dominant", "_time_lost_items"]
@@ -147,10 +148,7 @@ def _is_matmul_like(module_type: str) -> bool:
 
 def _approx_time(seconds: float) -> str:
     """``6.1e-6`` -> ``"6.1 µs"``: two significant digits, for "about" figures."""
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
-        if seconds >= scale:
-            return f"{seconds / scale:.2g} {unit}"
-    return f"{seconds / 1e-9:.2g} ns"
+    return si_text(seconds, "s", significant=2)
 
 
 def _hint(cls: Optional[str], module_type: str, ops: Sequence[OpRow], roof_of,

@@ -39,7 +39,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 
-from torch_roofline._numbers import finite as _finite, json_safe
+from torch_roofline._numbers import finite as _finite, json_safe, percent_text, si_text
 from torch_roofline.report.scalars import BOUNDS as _BOUNDS, percent as _percent, totals_scalars
 from torch_roofline.report.tensorboard_metadata import MAX_STEP, create_summary_metadata
 from torch_roofline.report._tensorboard_events import _EventBackend, _WriterBackend, _backend, _image_summary
@@ -149,18 +149,11 @@ def _scalars(report_dict: Mapping[str, Any], *, tag: str, modules: Mapping[str, 
 
 
 def _fmt_seconds(value: Any) -> str:
-    seconds = _finite(value)
-    if seconds is None:
-        return "n/a"
-    for scale, unit in ((1.0, "s"), (1e-3, "ms"), (1e-6, "us")):
-        if abs(seconds) >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds / 1e-9:.3g} ns"
+    return si_text(value, "s")
 
 
 def _fmt_pct(value: Any) -> str:
-    share = _finite(value)
-    return "n/a" if share is None else f"{100.0 * share:.1f} %"
+    return percent_text(value)
 
 
 def _markdown(report_dict: Mapping[str, Any], table: str, *, step: int, top_n: int) -> str:

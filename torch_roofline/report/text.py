@@ -3,9 +3,12 @@
 Private to :mod:`torch_roofline.report`, whose ``table`` and ``__str__`` delegate here. Holds
 the one-paragraph summary (:func:`_summary`), the row filter and sort, the table itself
 (:func:`_format_table`, tabulate is imported when it runs), the "where the time goes",
-uncounted-ops and notes sections, and number formatting: unit picking (:func:`_pick_unit`
-over ``_TIME_UNITS``, ``_FLOP_UNITS``, ``_BYTE_UNITS``, ``_RATE_UNITS``) and
-:func:`human_time`, which ``torch_roofline.report`` re-exports. No torch import.
+uncounted-ops and notes sections, and the table's one choice of its own: a unit per column
+(:func:`_pick_unit` over ``_TIME_UNITS``, ``_FLOP_UNITS``, ``_BYTE_UNITS``, ``_RATE_UNITS``).
+Numbers are written by the package's one set of formatters (:mod:`torch_roofline._numbers`:
+figures, SI prefixes, percent, ``"-"`` for unknown), shared with the TensorBoard text and the
+Roofline tab; :func:`human_time` is its seconds, re-exported by ``torch_roofline.report``.
+No torch import.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Sequence, Tuple
 
 from torch_roofline._module_names import shown_name
+from torch_roofline._numbers import UNKNOWN, fixed_text, percent_text, si_text
 from torch_roofline.records import PHASES, OpRow
 
 if TYPE_CHECKING:
@@ -42,29 +46,19 @@ def _pick_unit(values: Iterable[Optional[float]], units) -> Tuple[str, float]:
 
 
 def _num(v: Optional[float], scale: float = 1.0) -> str:
-    if v is None:
-        return "-"
-    x = v / scale
-    a = abs(x)
-    if a == 0:
-        return "0"
-    if a >= 100:
-        return f"{x:,.0f}"
-    if a >= 10:
-        return f"{x:.1f}"
-    return f"{x:.2f}"
+    """A table cell: ``v`` in the column's unit (``scale``), :func:`fixed_text`'s figures."""
+    return UNKNOWN if v is None else fixed_text(v / scale)
 
 
 def human_time(seconds: Optional[float]) -> str:
-    """``seconds`` as text for people: ``"6.1 µs"``, ``"12.3 ms"``; ``"-"`` when unknown."""
-    if seconds is None:
-        return "-"
-    name, scale = _pick_unit([seconds], _TIME_UNITS)
-    return f"{_num(seconds, scale)} {name}"
+    """``seconds`` as text for people: ``"6.10 µs"``, ``"12.3 ms"``; ``"-"`` when unknown
+    (:func:`torch_roofline._numbers.si_text`)."""
+    return si_text(seconds, "s")
 
 
 def _pct(v: Optional[float]) -> str:
-    return "-" if v is None else f"{100 * v:.1f}"
+    """A cell of a column whose header says %."""
+    return percent_text(v, sign=False)
 
 
 def _summary(report: RooflineReport) -> str:
@@ -77,7 +71,7 @@ def _summary(report: RooflineReport) -> str:
     ]
     time_part = (
         f"step {human_time(t.time_s)}, roofline {human_time(t.roofline_time_s)}, "
-        f"lost {human_time(t.time_lost_s)}, efficiency {_pct(t.efficiency)}%, coverage {_pct(t.coverage)}% "
+        f"lost {human_time(t.time_lost_s)}, efficiency {percent_text(t.efficiency)}, coverage {percent_text(t.coverage)} "
         f"of op time; outside every op {human_time(None if t.op_time_s is None or t.time_s is None else t.time_s - t.op_time_s)}"
         if not report.predicted
         else f"roofline time {human_time(t.roofline_time_s)} (a lower bound, not a prediction of speed)"
@@ -96,7 +90,8 @@ def _summary(report: RooflineReport) -> str:
     if any(v is not None for v in (share.compute, share.memory, share.overhead)):
         lines.append(
             f"  {'roofline' if report.predicted else 'measured'} op time by bound: "
-            f"compute {_pct(share.compute)}%, memory {_pct(share.memory)}%, overhead {_pct(share.overhead)}%"
+            f"compute {percent_text(share.compute)}, memory {percent_text(share.memory)}, "
+            f"overhead {percent_text(share.overhead)}"
         )
     return "\n".join(lines)
 

@@ -52,39 +52,48 @@ function svgEl(tag, attrs = {}) {
   return node;
 }
 
+// Numbers for people: the rules of torch_roofline/_numbers.py (fixed_text, si_text,
+// percent_text, UNKNOWN), which the report's table and the TensorBoard text use; a test runs
+// both on the same numbers. Keep them in step.
+const UNKNOWN = '-';
 const PREFIXES = [[1e18, 'E'], [1e15, 'P'], [1e12, 'T'], [1e9, 'G'], [1e6, 'M'], [1e3, 'k'], [1, ''],
   [1e-3, 'm'], [1e-6, 'µ'], [1e-9, 'n'], [1e-12, 'p']];
+const TIME_PREFIXES = PREFIXES.filter(([scale]) => scale <= 1);  // 1,234 s, never 1.23 ks
 
+/** Three figures or more: "1,234", "12.3", "1.23"; "0" for zero. */
 function digits(x) {
   const a = Math.abs(x);
-  return a >= 100 ? x.toFixed(0) : a >= 10 ? x.toFixed(1) : x.toFixed(2);
+  if (a === 0) return '0';
+  if (a >= 100) return Number(x.toFixed(0)).toLocaleString('en-US');
+  return a >= 10 ? x.toFixed(1) : x.toFixed(2);
 }
 
-/** SI-prefixed decimal: si(1.5e12, 'FLOP/s') -> "1.50 TFLOP/s". */
+/** SI-prefixed decimal: si(1.5e12, 'FLOP/s') -> "1.50 TFLOP/s", si(6.1e-6, 's') -> "6.10 µs". */
 function si(value, unit) {
   const v = num(value);
-  if (v === null) return 'n/a';
+  if (v === null) return UNKNOWN;
   if (v === 0) return `0 ${unit}`;
-  for (const [scale, prefix] of PREFIXES) {
+  for (const [scale, prefix] of unit === 's' ? TIME_PREFIXES : PREFIXES) {
     if (Math.abs(v) >= scale * 0.9995) return `${digits(v / scale)} ${prefix}${unit}`;
   }
   return `${v.toExponential(2)} ${unit}`;
 }
 
+/** A 0-1 share as "12.3 %". */
 function pct(value) {
   const v = num(value);
-  return v === null ? 'n/a' : `${(100 * v).toFixed(1)} %`;
+  return v === null ? UNKNOWN : `${(100 * v).toFixed(1)} %`;
 }
 
 function plain(value) {
   const v = num(value);
-  if (v === null) return 'n/a';
+  if (v === null) return UNKNOWN;
   return Math.abs(v) >= 1e4 || (v !== 0 && Math.abs(v) < 1e-2) ? v.toExponential(2) : String(+v.toPrecision(3));
 }
 
 function count(value) {
   const v = num(value);
-  return v === null ? 'n/a' : String(v);
+  return v === null ? UNKNOWN : String(v);
 }
 
 function tickLabel(exponent, unit) {
@@ -153,7 +162,7 @@ function makeRow(r, level, model) {
     depth: num(r.depth), calls: num(r.calls), flops, bytes, intensity, time, timeMeasured: measured,
     achieved, attainable, efficiency: num(r.efficiency), bound: str(r.bound, 'unknown'),
     timeLost: num(r.time_lost_s), rooflineTime: num(r.roofline_time_s), suspect: r.suspect === true,
-    roof: r.roof && typeof r.roof === 'object' ? `${str(r.roof.dtype, '?')} ${str(r.roof.unit, '?')}` : 'n/a',
+    roof: r.roof && typeof r.roof === 'object' ? `${str(r.roof.dtype, '?')} ${str(r.roof.unit, '?')}` : UNKNOWN,
     key: `${level}\u0000${name}\u0000${phase}\u0000${op}`,
   };
   row.plottable = intensity !== null && intensity > 0 && achieved !== null && achieved > 0;
@@ -843,7 +852,7 @@ class RooflineTab {
     if (this.baseline) {
       cols.push({key: 'deltaTime', label: 'Δ time vs baseline', numeric: true,
         value: (r) => { const b = this.baseByKey.get(r.key); return b && r.time !== null && b.time !== null ? r.time - b.time : null; },
-        text: (r) => { const b = this.baseByKey.get(r.key); return b && r.time !== null && b.time !== null ? si(r.time - b.time, 's') : 'n/a'; }});
+        text: (r) => { const b = this.baseByKey.get(r.key); return b && r.time !== null && b.time !== null ? si(r.time - b.time, 's') : UNKNOWN; }});
     }
     return cols;
   }
