@@ -20,7 +20,7 @@ from typing import Dict, Iterable, Optional, Set, Tuple
 
 from torch_roofline.records import OpTiming
 
-__all__ = ["shown_name", "module_depth", "module_ancestry", "parent_names", "count_runs", "op_runs"]
+__all__ = ["shown_name", "module_depth", "module_ancestry", "parent_name", "parent_names", "count_runs", "op_runs"]
 
 
 def shown_name(name: str) -> str:
@@ -59,13 +59,19 @@ def module_ancestry(scope: Tuple[str, ...], module: str) -> Tuple[str, ...]:
     return tuple(dict.fromkeys(scope))
 
 
+def parent_name(name: str) -> str:
+    """The dotted module name's parent: ``"layer1.0"`` -> ``"layer1"``, ``"fc"`` -> ``""`` (the
+    root; the root's own parent is the root)."""
+    return name.rpartition(".")[0]
+
+
 def parent_names(names: Iterable[str]) -> Set[str]:
     """Every proper ancestor of the dotted module ``names`` (``"a.b"`` -> ``""``, ``"a"``):
     a name not in the set is a leaf among ``names``."""
     parents: Set[str] = set()
     for name in names:
         while name:  # up to the first ancestor already known: linear in the names, at any depth
-            name = name.rpartition(".")[0]
+            name = parent_name(name)
             if name in parents:
                 break
             parents.add(name)

@@ -269,10 +269,7 @@ def _join_key(groups: Mapping[Tuple[str, str, str], _Group], t: OpTiming) -> Tup
 
 
 def _call_facts(c: OpCost, roofs: Mapping[RoofKey, Roof], memory_model: str) -> _CallFacts:
-    if memory_model == "compulsory":
-        br, bw = c.compulsory_bytes_read, c.compulsory_bytes_written
-    else:
-        br, bw = c.bytes_read, c.bytes_written
+    br, bw = c.bytes_under(memory_model)
     roof = roofs.get((c.dtype, c.unit))
     if not c.counted:
         rt = None

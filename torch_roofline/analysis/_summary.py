@@ -15,7 +15,6 @@ from torch_roofline.analysis.roofline import RoofKey, efficiency, time_lost
 
 def _totals(ops, rows, info, costs, memory_model, step_time_s, steps, peak_memory_bytes, predicted) -> Totals:
     counted_costs = [c for c in costs if c.counted]
-    compulsory = memory_model == "compulsory"
     known_rt = [r.roofline_time_s for r in ops if r.roofline_time_s is not None]
     rt = sum(known_rt) if known_rt or not ops else None
     if predicted:
@@ -41,8 +40,8 @@ def _totals(ops, rows, info, costs, memory_model, step_time_s, steps, peak_memor
         macs=sum(c.macs for c in counted_costs),
         params=root_info.params if root_info else 0,
         param_bytes=root_info.param_bytes if root_info else 0,
-        bytes_read=sum(c.compulsory_bytes_read if compulsory else c.bytes_read for c in counted_costs),
-        bytes_written=sum(c.compulsory_bytes_written if compulsory else c.bytes_written for c in counted_costs),
+        bytes_read=sum(c.bytes_under(memory_model)[0] for c in counted_costs),
+        bytes_written=sum(c.bytes_under(memory_model)[1] for c in counted_costs),
         compulsory_bytes=sum(c.compulsory_bytes_read + c.compulsory_bytes_written for c in counted_costs),
         peak_memory_bytes=peak_memory_bytes,
         bound_time_share=_bound_share(ops, predicted),

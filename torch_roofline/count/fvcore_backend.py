@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Tuple
 import torch
 from torch import nn
 
+from torch_roofline._module_names import parent_name
 from torch_roofline.count.mode import module_infos
 from torch_roofline.count.result import CountResult
 from torch_roofline.records import OpCost
@@ -51,8 +52,7 @@ def count_fvcore(model: nn.Module, inputs: Any, *, memory_model: str = "op") -> 
     children: Dict[str, List[str]] = {n: [] for n in names}
     for n in names:
         if n:
-            parent = n.rsplit(".", 1)[0] if "." in n else ""
-            children.setdefault(parent, []).append(n)
+            children.setdefault(parent_name(n), []).append(n)
     ops: List[OpCost] = []
     for name in names:
         own = dict(inclusive.get(name, {}))

@@ -16,13 +16,13 @@ __all__ = ["CountResult"]
 
 def _sum(ops: Iterable[OpCost], memory_model: str) -> Cost:
     """The ops' :meth:`OpCost.cost` summed (one Cost at the end, not one per op)."""
-    compulsory = memory_model == "compulsory"
     flops = macs = read = written = calls = 0
     for op in ops:
+        r, w = op.bytes_under(memory_model)
         flops += op.flops
         macs += op.macs
-        read += op.compulsory_bytes_read if compulsory else op.bytes_read
-        written += op.compulsory_bytes_written if compulsory else op.bytes_written
+        read += r
+        written += w
         calls += 1
     return Cost(flops, macs, read, written, calls)
 

@@ -137,12 +137,17 @@ class OpCost:
     fused: bool = False
     eager_bytes: Optional[int] = None
 
+    def bytes_under(self, memory_model: str = "op") -> Tuple[int, int]:
+        """(bytes read, bytes written) of this call under ``memory_model``: ``"op"`` (the op's
+        own inputs and outputs) or ``"compulsory"`` (each storage once per step). The one place
+        the memory model picks bytes."""
+        if memory_model == "compulsory":
+            return self.compulsory_bytes_read, self.compulsory_bytes_written
+        return self.bytes_read, self.bytes_written
+
     def cost(self, memory_model: str = "op") -> Cost:
         """This call as a :class:`Cost` under ``memory_model`` (``"op"`` or ``"compulsory"``)."""
-        if memory_model == "compulsory":
-            r, w = self.compulsory_bytes_read, self.compulsory_bytes_written
-        else:
-            r, w = self.bytes_read, self.bytes_written
+        r, w = self.bytes_under(memory_model)
         return Cost(self.flops, self.macs, r, w, 1)
 
 

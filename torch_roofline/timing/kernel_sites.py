@@ -27,6 +27,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from torch_roofline._module_names import parent_name
 from torch_roofline.records import ModuleTiming, OpCost, OpTiming
 from torch_roofline.timing._stack_traces import ModuleTree, common_parent, join_name, resolve_module
 
@@ -161,7 +162,7 @@ def settle_calls(modules: Sequence[ModuleTiming], sites: Sequence[KernelSite]) -
         name = site.module
         while name != site.compiled and name:
             inner[(name, site.phase)] = site.compiled
-            name = name.rpartition(".")[0]
+            name = parent_name(name)
     if not inner:
         return tuple(modules)
     calls: Dict[Tuple[str, str], int] = defaultdict(int)
