@@ -14,6 +14,8 @@ from typing import Any, Callable, Dict, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from torch_roofline.analysis import AnalysisOptions
+from torch_roofline.records import StepRecords
 from torch_roofline.report.build import analyse_on
 from torch_roofline.count import Inputs
 from torch_roofline.count.replay import count_without_compute
@@ -101,10 +103,9 @@ def predict(
         costs = retype(costs, dtype)
     reports: Dict[str, RooflineReport] = {}
     for dev in devices:
-        reports[dev.id] = analyse_on(
-            dev, costs.ops, (), (), costs.modules,
-            predicted=True, memory_model=memory_model, model=type(model).__name__,
-        ).with_notes(*costs.uncounted_notes())
+        step = StepRecords(costs.ops, modules=costs.modules, predicted=True, model=type(model).__name__)
+        reports[dev.id] = analyse_on(dev, step, AnalysisOptions(memory_model=memory_model)).with_notes(
+            *costs.uncounted_notes())
     return reports
 
 

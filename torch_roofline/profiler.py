@@ -46,6 +46,8 @@ from torch import nn
 
 from torch_roofline._depth import hooked_call_headroom, named_modules
 from torch_roofline._gc import paused_gc
+from torch_roofline.analysis import AnalysisOptions
+from torch_roofline.records import StepRecords
 from torch_roofline.report.build import analyse_on
 from torch_roofline.count import check_devices, model_device
 from torch_roofline.count.mode import module_infos
@@ -344,25 +346,20 @@ class RooflineProfiler:
                 notes.append("profile_memory=False: no tensor identities, so compulsory bytes are per op "
                               "(each op's own first-touch traffic)")
         dev = self.device()
-        kwargs = {}
+        options = AnalysisOptions(memory_model=self.memory_model)
         if self.overhead_threshold_s is not None:
-            kwargs["overhead_threshold_s"] = self.overhead_threshold_s
+            options = dataclasses.replace(options, overhead_threshold_s=self.overhead_threshold_s)
         ranged_names = self._ranged_modules()
-        report = analyse_on(
-            dev,
-            costs,
-            op_timings,
-            module_timings,
-            self._module_infos({m.name for m in module_timings}, ranged_names),
+        step = StepRecords(
+            costs, op_timings, module_timings, self._module_infos({m.name for m in module_timings}, ranged_names),
             steps=timing.steps,
-            memory_model=self.memory_model,
             step_time_s=timing.step_time_s,
             peak_memory_bytes=timing.peak_memory_bytes,
             activation_bytes=shaped.activation_bytes or None if shaped is not None else None,
             model=self._ranges.root_type,
             predicted=False,
-            **kwargs,
         )
+        report = analyse_on(dev, step, options)
         faults = self._session.minor_faults_per_step
         if faults is not None and faults >= NOTE_THRESHOLD_FAULTS and getattr(dev, "kind", None) == "cpu":
             notes.append(page_fault_note(faults))

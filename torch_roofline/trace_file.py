@@ -19,6 +19,8 @@ from torch import nn
 from torch_roofline._gc import paused_gc
 from torch_roofline._lazy_dynamo import prepare_meta_replays
 from torch_roofline._progress import BIG_TRACE_BYTES, StageLine
+from torch_roofline.analysis import AnalysisOptions
+from torch_roofline.records import StepRecords
 from torch_roofline.report.build import analyse_on
 from torch_roofline.count.replay import count_without_compute
 from torch_roofline.count.result import CountResult
@@ -417,12 +419,10 @@ def _report(costs: Sequence[OpCost], timing: TraceTiming, modules: Sequence[Any]
     # Without our ranges the module rows would only hold the host's wall span: let the analysis
     # derive module times from the op times instead.
     module_timings = timing.modules if _has_module_ranges(timing) else ()
-    report = analyse_on(
-        dev, costs, timing.ops, module_timings, modules,
-        steps=steps, memory_model=memory_model, step_time_s=step_time,
-        peak_memory_bytes=timing.peak_memory_bytes, predicted=False, module_calls=module_calls,
-        model=type(model).__name__ if model is not None else "trace",
-    )
+    step = StepRecords(costs, timing.ops, module_timings, modules, steps=steps, step_time_s=step_time,
+                       peak_memory_bytes=timing.peak_memory_bytes, module_calls=module_calls, predicted=False,
+                       model=type(model).__name__ if model is not None else "trace")
+    report = analyse_on(dev, step, AnalysisOptions(memory_model=memory_model))
     if timing.unattributed:
         notes.append(f"{len(timing.unattributed)} device activities reached no op (unattributed, "
                      f"{timing.unattributed_time_s * 1e3:.3f} ms)")

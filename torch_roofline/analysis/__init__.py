@@ -43,9 +43,10 @@ leaves. Time outside every op (Python between ops, module and hook overhead, the
 between steps) is not an op without a formula, so it is not in coverage's denominator: it
 is ``time_s - op_time_s``, reported as such.
 
-Example (:func:`torch_roofline.report.analyse` is the same with a report's forms)::
+Example (:func:`torch_roofline.report.build.analyse` takes the same as loose arguments and
+returns a report)::
 
-    found = analyse_step(costs, op_timings, module_timings, modules, roofs, steps=5)
+    found = analyse_step(StepRecords(costs, op_timings, module_timings, modules, steps=5), roofs)
     print(found.totals.efficiency)
 """
 
@@ -54,12 +55,12 @@ from __future__ import annotations
 import datetime as _dt
 import math
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from dataclasses import dataclass, field, replace
+from typing import Dict, List, Mapping, Optional, Tuple
 
 from torch_roofline._module_names import module_ancestry, module_depth, op_runs
 from torch_roofline._time_lost import _dominant, _time_lost_items
-from torch_roofline.records import Analysis, DeviceInfo, ModuleInfo, ModuleTiming, OpCost, OpRow, OpTiming, Roof, RoofRef, check_memory_model, frozen_record
+from torch_roofline.records import Analysis, DeviceInfo, OpCost, OpRow, OpTiming, Roof, RoofRef, StepRecords, check_memory_model, frozen_record
 from torch_roofline.analysis._modules import _Acc, _module_calls, _module_rows, _module_times
 from torch_roofline.analysis._summary import (_complete_device, _device_from_roofs, _imported_torch_version, _notes,
                                               _totals, _uncounted)
@@ -77,7 +78,9 @@ __all__ = [
     "time_lost",
     "fusion_headroom",
     "analyse_step",
+    "AnalysisOptions",
     "Analysis",
+    "StepRecords",
     "op_runs",
 ]
 
@@ -109,59 +112,38 @@ class _CallFacts:
 # --------------------------------------------------------------------------------------------
 
 
-def analyse_step(
-    costs: Sequence[OpCost],
-    op_timings: Sequence[OpTiming] = (),
-    module_timings: Sequence[ModuleTiming] = (),
-    modules: Sequence[ModuleInfo] = (),
-    roofs: Optional[Mapping[RoofKey, Roof]] = None,
-    *,
-    device: Optional[DeviceInfo] = None,
-    steps: int = 1,
-    memory_model: str = "op",
-    step_time_s: Optional[float] = None,
-    peak_memory_bytes: Optional[int] = None,
-    activation_bytes: Optional[Mapping[str, int]] = None,
-    module_calls: Optional[Mapping[Tuple[str, str], int]] = None,
-    predicted: Optional[bool] = None,
-    model: Optional[str] = None,
-    torch_version: Optional[str] = None,
-    overhead_threshold_s: float = DEFAULT_OVERHEAD_THRESHOLD_S,
-    overhead_ratio: float = DEFAULT_OVERHEAD_RATIO,
-    time_lost_top: int = 10,
-) -> Analysis:
-    """Join one step's counts with the measured times and place everything on the roofline.
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """How a step is placed on the roofline: the choices, not the data.
+
+    Attributes:
+        memory_model: ``"op"`` or ``"compulsory"``: the bytes used for roofline times and
+            reported as ``bytes_read`` / ``bytes_written``.
+        overhead_threshold_s, overhead_ratio: the overhead rule (module docstring), seconds
+            per call and a ratio.
+        time_lost_top: how many "where the time goes" items to keep.
+    """
+
+    memory_model: str = "op"
+    overhead_threshold_s: float = DEFAULT_OVERHEAD_THRESHOLD_S
+    overhead_ratio: float = DEFAULT_OVERHEAD_RATIO
+    time_lost_top: int = 10
+
+
+def analyse_step(step: StepRecords, roofs: Optional[Mapping[RoofKey, Roof]] = None, *,
+                 device: Optional[DeviceInfo] = None, options: AnalysisOptions = AnalysisOptions()) -> Analysis:
+    """Join one step's counts with its measured times and place everything on the roofline.
 
     Args:
-        costs: every aten op call of ONE step (:class:`OpCost`).
-        op_timings: measured op calls summed over ``steps`` steps (empty when predicting).
-        module_timings: measured module ranges, per (name, phase), summed over ``steps``.
-            When empty but ``op_timings`` are given, module times are the sums of their ops.
-        modules: every module, ``named_modules()`` order, root ``""`` first.
+        step: the step's costs and timings (:class:`~torch_roofline.records.StepRecords`).
         roofs: ``(OpCost.dtype, OpCost.unit) -> Roof``; a missing key means no roof.
         device: the device section of the report; built from ``roofs`` when ``None``. Roofs
             in ``roofs`` that ``device.roofs`` lacks (a fallback roof) are added to it, so the
             report lists every roof it used with its numbers.
-        steps: profiled steps the timings are summed over (times are divided by it).
-        memory_model: ``"op"`` or ``"compulsory"``: the bytes used for roofline times and
-            reported as ``bytes_read`` / ``bytes_written``.
-        step_time_s: measured wall time of the ``steps`` profiled steps in seconds, summed
-            like the timings (``TraceTiming.step_time_s``) and divided by ``steps`` here;
-            default: the root module's time summed over phases (or the sum of op times when
-            there are no module timings).
-        peak_memory_bytes: the step's peak memory footprint in bytes, if known.
-        activation_bytes: module name -> bytes of the outputs it keeps, if known.
-        module_calls: (name, phase) -> calls per step; default: module timings' calls /
-            ``steps``, else runs of consecutive op calls inside the module (a module called
-            twice back to back, with no op in between, then counts once).
-        predicted: default: True when there are no timings at all.
-        model: class name of the root module; default: ``modules``' root type.
-        torch_version: recorded in the report; default: the imported torch's, if any.
-        overhead_threshold_s, overhead_ratio: the overhead rule (module docstring).
-        time_lost_top: how many "where the time goes" items to keep.
+        options: the memory model, the overhead rule and the time-lost list's length.
 
     Returns:
-        The :class:`~torch_roofline.records.Analysis` (:func:`torch_roofline.report.analyse`
+        The :class:`~torch_roofline.records.Analysis` (:func:`torch_roofline.report.build.analyse`
         returns it as a :class:`~torch_roofline.report.RooflineReport`).
 
     Raises:
@@ -169,60 +151,54 @@ def analyse_step(
             a non-positive peak or bandwidth.
     """
     roofs = dict(roofs or {})
-    _validate(costs, op_timings, module_timings, roofs, steps, memory_model, overhead_threshold_s, overhead_ratio)
-    measured = bool(op_timings or module_timings)
-    if predicted is None:
-        predicted = not measured
+    _validate(step, roofs, options)
+    measured = step.measured
+    predicted = not measured if step.predicted is None else step.predicted
     if predicted:
-        op_timings, module_timings, step_time_s = (), (), None
-    info = {m.name: m for m in modules}
-    notes: List[str] = []
+        step = replace(step, op_timings=(), module_timings=(), step_time_s=None)
+    info = {m.name: m for m in step.modules}
 
-    groups = _group(costs, op_timings, steps)
-    facts = {key: [_call_facts(c, roofs, memory_model) for c in g.calls] for key, g in groups.items()}
-    ops = [
-        _op_row(key, g, facts[key], info, steps, overhead_threshold_s, overhead_ratio, predicted)
-        for key, g in groups.items()
-    ]
+    groups = _group(step.costs, step.op_timings, step.steps)
+    facts = {key: [_call_facts(c, roofs, options.memory_model) for c in g.calls] for key, g in groups.items()}
+    ops = [_op_row(key, g, facts[key], info, step.steps, options, predicted) for key, g in groups.items()]
     op_by_key = {(r.name, r.phase, r.op): r for r in ops}
 
     ref_list: List[RoofRef] = []
     inclusive, self_ = _aggregate(groups, facts, op_by_key, ref_list)
-    times = _module_times(module_timings, op_timings, steps, predicted)
-    calls = _module_calls(costs, op_timings, module_timings, module_calls, steps)
-    rows = _module_rows(modules, inclusive, self_, times, calls, activation_bytes or {}, predicted, ref_list)
+    times = _module_times(step, predicted)
+    rows = _module_rows(step, inclusive, self_, times, _module_calls(step), predicted, ref_list)
 
-    totals = _totals(ops, rows, info, costs, memory_model, step_time_s, steps, peak_memory_bytes, predicted)
+    totals = _totals(ops, rows, info, step, options.memory_model, predicted)
     roof_of = {RoofRef.of(r): r for r in roofs.values()}
-    items = _time_lost_items(rows, ops, roof_of, time_lost_top, device_kind=device.kind if device is not None else None)
-    notes += _notes(costs, ops, roofs, predicted, measured)
-
+    items = _time_lost_items(rows, ops, roof_of, options.time_lost_top,
+                             device_kind=device.kind if device is not None else None)
     return Analysis(
-        model=model or (info[""].type if "" in info else "model"),
+        model=step.model or (info[""].type if "" in info else "model"),
         predicted=predicted,
-        memory_model=memory_model,
-        steps=steps,
+        memory_model=options.memory_model,
+        steps=step.steps,
         device=_complete_device(device, roofs) if device is not None else _device_from_roofs(roofs),
         totals=totals,
         modules=tuple(rows),
         ops=tuple(ops),
         uncounted=_uncounted(ops),
         time_lost=items,
-        notes=tuple(notes),
+        notes=tuple(_notes(step.costs, ops, roofs, predicted, measured)),
         created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        torch_version=torch_version if torch_version is not None else _imported_torch_version(),
+        torch_version=step.torch_version if step.torch_version is not None else _imported_torch_version(),
     )
 
 
-def _validate(costs, op_timings, module_timings, roofs, steps, memory_model, threshold, ratio) -> None:
-    if not costs and not op_timings:
+def _validate(step: StepRecords, roofs: Mapping[RoofKey, Roof], options: AnalysisOptions) -> None:
+    if not step.costs and not step.op_timings:
         raise ValueError(
             "analyse: no op was counted or timed (costs and op_timings are both empty); did the "
             "model run inside the profiler, on inputs that reach it?"
         )
+    steps, threshold, ratio = step.steps, options.overhead_threshold_s, options.overhead_ratio
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"analyse: steps must be an int >= 1 (the profiled steps), got {steps!r}")
-    check_memory_model(memory_model, "analyse")
+    check_memory_model(options.memory_model, "analyse")
     if not (threshold >= 0 and ratio >= 1):
         raise ValueError(
             f"analyse: overhead_threshold_s must be >= 0 and overhead_ratio >= 1, got "
@@ -282,7 +258,8 @@ def _call_facts(c: OpCost, roofs: Mapping[RoofKey, Roof], memory_model: str) -> 
     return _CallFacts(rt, roof, br, bw)
 
 
-def _op_row(key, g: _Group, facts: List[_CallFacts], info, steps, threshold, ratio, predicted) -> OpRow:
+def _op_row(key, g: _Group, facts: List[_CallFacts], info, steps: int, options: AnalysisOptions,
+            predicted: bool) -> OpRow:
     name, phase, op = key
     mod = info.get(name)
     calls = g.calls
@@ -353,7 +330,8 @@ def _op_row(key, g: _Group, facts: List[_CallFacts], info, steps, threshold, rat
             # a call with no work needs no roof: only the overhead rule can classify it
             bound(flops or 0, nbytes, roof.ridge if roof is not None else math.inf,
                   roofline_time_s=rt, time_s=time_s, calls=n_calls,
-                  overhead_threshold_s=threshold, overhead_ratio=ratio)
+                  overhead_threshold_s=options.overhead_threshold_s,
+                  overhead_ratio=options.overhead_ratio)
             if rt is not None and (roof is not None or rt == 0)
             else None
         ),

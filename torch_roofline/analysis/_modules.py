@@ -10,7 +10,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torch_roofline._module_names import count_runs, module_ancestry, module_depth, op_runs
 from torch_roofline._time_lost import _dominant
-from torch_roofline.records import BOUNDS, PHASES, ModuleRow, RoofRef, frozen_record
+from torch_roofline.records import BOUNDS, PHASES, ModuleRow, RoofRef, StepRecords, frozen_record
 from torch_roofline.analysis.roofline import efficiency, fusion_headroom, is_suspect, time_lost
 
 
@@ -62,11 +62,12 @@ class _Time:
     self_time_s: float = 0.0
 
 
-def _module_times(module_timings, op_timings, steps, predicted) -> Dict[Tuple[str, str], _Time]:
+def _module_times(step: StepRecords, predicted: bool) -> Dict[Tuple[str, str], _Time]:
     """Per-step inclusive and self time per (module, phase): module ranges, else op sums."""
     times: Dict[Tuple[str, str], _Time] = defaultdict(_Time)
     if predicted:
         return times
+    module_timings, op_timings, steps = step.module_timings, step.op_timings, step.steps
     if module_timings:
         for t in module_timings:
             acc = times[(t.name, t.phase)]
@@ -80,9 +81,11 @@ def _module_times(module_timings, op_timings, steps, predicted) -> Dict[Tuple[st
     return times
 
 
-def _module_calls(costs, op_timings, module_timings, module_calls, steps) -> Mapping[Tuple[str, str], int]:
-    if module_calls is not None:
-        return dict(module_calls)
+def _module_calls(step: StepRecords) -> Mapping[Tuple[str, str], int]:
+    """Calls per step of each (module, phase) (see :class:`~torch_roofline.records.StepRecords`)."""
+    costs, op_timings, module_timings, steps = step.costs, step.op_timings, step.module_timings, step.steps
+    if step.module_calls is not None:
+        return dict(step.module_calls)
     if module_timings:
         sums: Counter = Counter()
         for t in module_timings:
@@ -94,7 +97,8 @@ def _module_calls(costs, op_timings, module_timings, module_calls, steps) -> Map
     return {k: round(v / steps) for k, v in runs.items()}
 
 
-def _module_rows(modules, inclusive, self_, times, calls, activation, predicted, ref_list) -> List[ModuleRow]:
+def _module_rows(step: StepRecords, inclusive, self_, times, calls, predicted: bool, ref_list) -> List[ModuleRow]:
+    modules, activation = step.modules, step.activation_bytes or {}
     names = [m.name for m in modules]
     known = set(names)
     for key in list(inclusive) + list(times) + list(calls):

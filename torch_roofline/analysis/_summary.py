@@ -9,12 +9,13 @@ from collections import Counter
 from dataclasses import replace
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from torch_roofline.records import BOUNDS, BoundShare, DeviceInfo, OpCost, OpRow, Roof, Totals, UncountedOp
+from torch_roofline.records import BOUNDS, BoundShare, DeviceInfo, OpCost, OpRow, Roof, StepRecords, Totals, UncountedOp
 from torch_roofline.analysis.roofline import RoofKey, efficiency, time_lost
 
 
-def _totals(ops, rows, info, costs, memory_model, step_time_s, steps, peak_memory_bytes, predicted) -> Totals:
-    counted_costs = [c for c in costs if c.counted]
+def _totals(ops, rows, info, step: StepRecords, memory_model: str, predicted: bool) -> Totals:
+    counted_costs = [c for c in step.costs if c.counted]
+    step_time_s, steps = step.step_time_s, step.steps
     known_rt = [r.roofline_time_s for r in ops if r.roofline_time_s is not None]
     rt = sum(known_rt) if known_rt or not ops else None
     if predicted:
@@ -43,7 +44,7 @@ def _totals(ops, rows, info, costs, memory_model, step_time_s, steps, peak_memor
         bytes_read=sum(c.bytes_under(memory_model)[0] for c in counted_costs),
         bytes_written=sum(c.bytes_under(memory_model)[1] for c in counted_costs),
         compulsory_bytes=sum(c.compulsory_bytes_read + c.compulsory_bytes_written for c in counted_costs),
-        peak_memory_bytes=peak_memory_bytes,
+        peak_memory_bytes=step.peak_memory_bytes,
         bound_time_share=_bound_share(ops, predicted),
         op_time_s=op_time,
         eager_bytes=_eager_total(counted_costs),
