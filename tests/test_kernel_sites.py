@@ -22,7 +22,7 @@ from torch_roofline import RooflineProfiler
 from torch_roofline._depth import named_modules
 from torch_roofline.devices import Device
 from torch_roofline.records import ModuleTiming, OpCost, OpTiming
-from torch_roofline.timing._stack_traces import (CallChain, Frame, ModuleTree, call_chain, common_parent,
+from torch_roofline.timing.stack_traces import (CallChain, Frame, ModuleTree, call_chain, common_parent,
                                                  read_stack_traces, resolve_module)
 from torch_roofline.timing._inductor_sources import _module_path
 from torch_roofline.timing.inductor import KernelCost, kernel_name, read_compiled_graph

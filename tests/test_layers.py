@@ -28,7 +28,7 @@ LAYERS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
                  "torch_roofline._gc", "torch_roofline._io", "torch_roofline._progress", "torch_roofline._version",
                  "torch_roofline._lazy_dynamo", "torch_roofline._installed")),
     ("stages", ("torch_roofline.count", "torch_roofline.timing", "torch_roofline.devices")),
-    ("analysis", ("torch_roofline.analysis", "torch_roofline._time_lost")),
+    ("analysis", ("torch_roofline.analysis",)),
     ("report", ("torch_roofline.report", "torch_roofline.plot", "torch_roofline.scalars")),
     ("entry points", ("torch_roofline", "torch_roofline.profiler", "torch_roofline.offline", "torch_roofline.trace_file", "torch_roofline.predict",
                       "torch_roofline.traceset", "torch_roofline.ranks", "torch_roofline.cli",

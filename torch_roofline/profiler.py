@@ -59,7 +59,7 @@ from torch_roofline.timing.compiled import (compiled_kernels_note, compiled_regi
                                            recording_compiled_kernels, scan_compiled)
 from torch_roofline.timing.faults import NOTE_THRESHOLD_FAULTS, page_fault_note
 from torch_roofline.timing.identity import Identities
-from torch_roofline.timing._stack_traces import ModuleTree, plain_name
+from torch_roofline.timing.stack_traces import ModuleTree, plain_name
 from torch_roofline.timing.kernel_sites import IN_COMPILED_CODE, kernel_sites_note, place_kernels
 from torch_roofline.timing.ranges import (LABELS_KEY, PHASE_PREFIX, RANGE_PREFIX, Models, ModuleRanges,
                                           labels_metadata, original_module, parse_range_name)

@@ -59,7 +59,7 @@ from dataclasses import dataclass, field, replace
 from typing import Dict, List, Mapping, Optional, Tuple
 
 from torch_roofline._module_names import module_ancestry, module_depth, op_runs
-from torch_roofline._time_lost import _dominant, _time_lost_items
+from torch_roofline.analysis.time_lost import dominant, time_lost_items
 from torch_roofline.records import Analysis, DeviceInfo, OpCost, OpRow, OpTiming, Roof, RoofRef, StepRecords, check_memory_model, frozen_record
 from torch_roofline.analysis._modules import _Acc, _module_calls, _module_rows, _module_times
 from torch_roofline.analysis._summary import (_complete_device, _device_from_roofs, _imported_torch_version, _notes,
@@ -170,7 +170,7 @@ def analyse_step(step: StepRecords, roofs: Optional[Mapping[RoofKey, Roof]] = No
 
     totals = _totals(ops, rows, info, step, options.memory_model, predicted)
     roof_of = {RoofRef.of(r): r for r in roofs.values()}
-    items = _time_lost_items(rows, ops, roof_of, options.time_lost_top,
+    items = time_lost_items(rows, ops, roof_of, options.time_lost_top,
                              device_kind=device.kind if device is not None else None)
     return Analysis(
         model=step.model or (info[""].type if "" in info else "model"),
@@ -297,10 +297,10 @@ def _op_row(key, g: _Group, facts: List[_CallFacts], info, steps: int, options: 
     n_calls = len(calls) if calls else round(g.timed_events / steps)
     nbytes = br + bw
     time_s = None if predicted or not g.timed_events else g.time_sum_s / steps
-    best = (_dominant(roof_time) if len(roof_time) > 1 else next(iter(roof_time), None)) if rt is not None else None
+    best = (dominant(roof_time) if len(roof_time) > 1 else next(iter(roof_time), None)) if rt is not None else None
     roof = roof_by_id[best] if best is not None else None
     dtypes = {c.dtype for c in calls}
-    dtype = (next(iter(dtypes)) if len(dtypes) == 1 else _dominant(Counter(c.dtype for c in calls))) if calls else None
+    dtype = (next(iter(dtypes)) if len(dtypes) == 1 else dominant(Counter(c.dtype for c in calls))) if calls else None
 
     has_time = time_s is not None and time_s > 0
     return frozen_record(OpRow, {  # every field; the frozen __init__ is a hot-path cost

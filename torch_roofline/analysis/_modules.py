@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torch_roofline._module_names import count_runs, module_ancestry, module_depth, op_runs
-from torch_roofline._time_lost import _dominant
+from torch_roofline.analysis.time_lost import dominant
 from torch_roofline.records import BOUNDS, PHASES, ModuleRow, RoofRef, StepRecords, frozen_record
 from torch_roofline.analysis.roofline import efficiency, fusion_headroom, is_suspect, time_lost
 
@@ -145,7 +145,7 @@ def _module_row(
     has_time = time_s is not None and time_s > 0
     measured_share = inc.class_time if any(v > 0 for v in inc.class_time.values()) else None
     share = measured_share if measured_share is not None and not predicted else inc.class_roofline
-    cls = _dominant(share, BOUNDS) if any(v > 0 for v in share.values()) else None
+    cls = dominant(share, BOUNDS) if any(v > 0 for v in share.values()) else None
     return frozen_record(ModuleRow, {  # every field; the frozen __init__ is a hot-path cost
         "name": name,
         "type": mod.type if mod else "",
@@ -165,7 +165,7 @@ def _module_row(
         "achieved_flops_per_s": inc.flops / time_s if has_time else None,
         "achieved_bytes_per_s": nbytes / time_s if has_time else None,
         "attainable_flops_per_s": inc.flops / rt if rt else None,
-        "roof": ref_list[_dominant(inc.roof_time)] if inc.roof_time else None,
+        "roof": ref_list[dominant(inc.roof_time)] if inc.roof_time else None,
         "efficiency": efficiency(rt, time_s),
         "suspect": is_suspect(rt, time_s),
         "bound": cls,

@@ -35,7 +35,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from torch_roofline.count import formulas as _f
-from torch_roofline.count._tree import tensors as _tensors
+from torch_roofline.count.tree import tensors as _tensors
 from torch_roofline.count.traffic import is_view_op
 from torch_roofline.records import OpCost
 

@@ -15,7 +15,7 @@ Conventions (each formula below repeats the one it follows):
   ``_transformer_encoder_layer_fwd`` (the fused eval-mode paths of ``nn.MultiheadAttention``
   and ``nn.TransformerEncoderLayer``), ``mkldnn_linear`` (``torch.utils.mkldnn``), the
   fused RNN kernels (``_recurrent_formulas.py``), ``torchvision::deform_conv2d``, and the
-  oneDNN / MKL ops of a frozen ``torch.compile`` model (``_onednn_formulas.py``).
+  oneDNN / MKL ops of a frozen ``torch.compile`` model (``onednn_formulas.py``).
 * **Elementwise ops**: FLOPs per output element = the number of arithmetic operations in
   the op's definition (``add`` 1, ``addcmul`` 2, ``lerp`` 3, ...). A transcendental or an
   activation function (exp, tanh, sigmoid, gelu, ...) counts 1 per element: hardware
@@ -53,7 +53,7 @@ from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch.utils import flop_counter as _tfc
 from torch_roofline.count._registry import _BY_NAME, _REGISTRY, FlopCount, Formula, _Entry, op_key, op_name, register_formula
-from torch_roofline.count._tree import shapes as _tree_shapes, tensors as _tensors
+from torch_roofline.count.tree import shapes as _tree_shapes, tensors as _tensors
 
 __all__ = [
     "Formula",
@@ -639,4 +639,4 @@ if hasattr(aten, "mkldnn_linear"):
 # count/_registry.py: they do not import this module).
 from torch_roofline.count import _attention_formulas, _index_formulas  # noqa: E402,F401
 from torch_roofline.count import _recurrent_formulas, _vision_formulas  # noqa: E402,F401
-from torch_roofline.count import _onednn_formulas  # noqa: E402,F401
+from torch_roofline.count import onednn_formulas  # noqa: E402,F401

@@ -23,12 +23,12 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch_roofline._gc import import_off_stack
 from torch_roofline._installed import Installed
-from torch_roofline.count._tree import tensors as _tensors
+from torch_roofline.count.tree import tensors as _tensors
 
 from torch_roofline.count import decompose as _decompose
 from torch_roofline.count import formulas as _f
 from torch_roofline.count.formulas import op_name
-from torch_roofline.count.traffic import StepTraffic, _storage_key, is_view_op, tensor_bytes
+from torch_roofline.count.traffic import StepTraffic, storage_key, is_view_op, tensor_bytes
 from torch_roofline.count.result import CountResult
 from torch_roofline._depth import named_modules as _named_modules
 from torch_roofline.records import ModuleInfo, OpCost, frozen_record
@@ -288,7 +288,7 @@ class OpCounter(Installed):
         """Saved-tensor hook: charge a saved activation to the modules running (once each)."""
         base = t._base if t._base is not None else t
         if self.model is not None and not (base.is_leaf and base.requires_grad):  # parameters (and views of them) are not activations
-            key = _storage_key(t)
+            key = storage_key(t)
             if key not in self._saved and torch._C._current_autograd_node() is None:
                 self._saved.add(key)
                 size = tensor_bytes(t)

@@ -45,11 +45,11 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
-from torch_roofline.count._tree import tensors as _all_tensors
+from torch_roofline.count.tree import tensors as _all_tensors
 
 from torch_roofline.count.formulas import INPLACE_METADATA_OP_NAMES, METADATA_OP_NAMES, op_key
 
-__all__ = ["Traffic", "tensor_bytes", "is_view_op", "StepTraffic"]
+__all__ = ["Traffic", "tensor_bytes", "is_view_op", "storage_key", "StepTraffic"]
 
 aten = torch.ops.aten
 
@@ -128,7 +128,7 @@ def is_view_op(func: Any) -> bool:
 
 def _identity(t: torch.Tensor) -> Tuple[Any, ...]:
     """Same storage, same offset, same shape and strides: the same data."""
-    return _identity_of(t, _storage_key(t))
+    return _identity_of(t, storage_key(t))
 
 
 def _identity_of(t: torch.Tensor, storage_key: Any) -> Tuple[Any, ...]:
@@ -143,7 +143,7 @@ def _identity_of(t: torch.Tensor, storage_key: Any) -> Tuple[Any, ...]:
 _NO_STORAGE = (RuntimeError, NotImplementedError, AttributeError)
 
 
-def _storage_key(t: torch.Tensor) -> Any:
+def storage_key(t: torch.Tensor) -> Any:
     try:
         return t.untyped_storage()._cdata
     except _NO_STORAGE:
@@ -163,7 +163,7 @@ def _unique(ts: Sequence[torch.Tensor]) -> List[Tuple[torch.Tensor, Any]]:
     Tensors on different storages are distinct without comparing offsets, shapes and
     strides; the full identity is built only when two tensors share a storage.
     """
-    keyed = [(t, _storage_key(t)) for t in ts]
+    keyed = [(t, storage_key(t)) for t in ts]
     if len(keyed) < 2 or len({sk for _, sk in keyed}) == len(keyed):
         return keyed
     seen, out = set(), []
@@ -297,7 +297,7 @@ class StepTraffic:
                     log.append(("w", sk, b, whole))
         if partial is not None:  # the destination's written (and, accumulating, re-read) elements
             dest, (dest_read, dest_written) = args[0], partial
-            sk = _storage_key(dest)
+            sk = storage_key(dest)
             bytes_read += dest_read
             if sk not in read and sk not in produced:
                 comp_read += dest_read  # a partial read does not mark the storage read
@@ -328,8 +328,8 @@ class StepTraffic:
             return []
         # embedding(weight, indices); index_select(self, dim, index); index(self, indices)
         source, index_tensors = tensors[0], tensors[1:]
-        reads = [(source, _storage_key(source), min(gathered, tensor_bytes(source)))]
-        reads += [(t, _storage_key(t), tensor_bytes(t)) for t in index_tensors]
+        reads = [(source, storage_key(source), min(gathered, tensor_bytes(source)))]
+        reads += [(t, storage_key(t), tensor_bytes(t)) for t in index_tensors]
         return reads
 
 

@@ -36,7 +36,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 from torch_roofline._io import atomic_write
 from torch_roofline._numbers import json_safe
 from torch_roofline._module_names import parent_names, shown_name
-from torch_roofline.report.text import _format_table, _summary, human_time
+from torch_roofline.report.text import format_table, summary_text, human_time
 from torch_roofline.records import rows as _rows
 from torch_roofline.records import (BOUNDS, Analysis, BoundShare, DeviceInfo, ModuleRow, OpRow, Roof, RoofRef, TimeLostItem,
                                     Totals, UncountedOp)  # noqa: F401 (BOUNDS re-exported)
@@ -339,11 +339,11 @@ class RooflineReport(Analysis):
             level: ``"module"`` or ``"op"``.
             extras: append "where the time goes", the uncounted ops and the notes.
         """
-        return _format_table(self, depth=depth, top=top, sort=sort, phase=phase, level=level, extras=extras)
+        return format_table(self, depth=depth, top=top, sort=sort, phase=phase, level=level, extras=extras)
 
     def __str__(self) -> str:
         n = sum(1 for r in self.modules if r.phase == "all")
-        head = _summary(self)
+        head = summary_text(self)
         if n <= 60:
             return head + "\n\n" + self.table(sort="tree")
         return head + "\n\n" + self.table(sort="time", top=40)

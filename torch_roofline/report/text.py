@@ -1,8 +1,8 @@
 """The report as text for people: :meth:`RooflineReport.table` and ``str(report)``.
 
 Private to :mod:`torch_roofline.report`, whose ``table`` and ``__str__`` delegate here. Holds
-the one-paragraph summary (:func:`_summary`), the row filter and sort, the table itself
-(:func:`_format_table`, tabulate is imported when it runs), the "where the time goes",
+the one-paragraph summary (:func:`summary_text`), the row filter and sort, the table itself
+(:func:`format_table`, tabulate is imported when it runs), the "where the time goes",
 uncounted-ops and notes sections, and the table's one choice of its own: a unit per column
 (:func:`_pick_unit` over ``_TIME_UNITS``, ``_FLOP_UNITS``, ``_BYTE_UNITS``, ``_RATE_UNITS``).
 Numbers are written by the package's one set of formatters (:mod:`torch_roofline._numbers`:
@@ -22,7 +22,7 @@ from torch_roofline.records import PHASES, OpRow
 if TYPE_CHECKING:
     from torch_roofline.report import RooflineReport
 
-__all__ = ["human_time", "_format_table", "_summary"]
+__all__ = ["human_time", "format_table", "summary_text"]
 
 _LEVELS = ("module", "op")
 _SORTS = ("time", "self_time", "time_lost", "roofline_time", "flops", "bytes", "efficiency", "tree")
@@ -61,7 +61,7 @@ def _pct(v: Optional[float]) -> str:
     return percent_text(v, sign=False)
 
 
-def _summary(report: RooflineReport) -> str:
+def summary_text(report: RooflineReport) -> str:
     t = report.totals
     dev = report.device
     kind = "predicted" if report.predicted else f"measured, {report.steps} step(s) averaged"
@@ -138,7 +138,7 @@ def _filter_sort(report: RooflineReport, rows: Sequence[Any], depth, top, sort, 
     return out[:top] if top is not None else out
 
 
-def _format_table(report: RooflineReport, *, depth, top, sort, phase, level, extras) -> str:
+def format_table(report: RooflineReport, *, depth, top, sort, phase, level, extras) -> str:
     from tabulate import tabulate
 
     if level not in _LEVELS:

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from torch_roofline.count._onednn_formulas import CONV_OPS, STAND_INS
+from torch_roofline.count.onednn_formulas import CONV_OPS, STAND_INS
 from torch_roofline.timing.timeline import dotted_op_name
 from torch_roofline.timing.trace import TraceEvent
 from torch_roofline.timing.kineto_dtypes import KINETO_DTYPES as _DTYPES
@@ -50,7 +50,7 @@ _Slot = Tuple[str, int]  # ("in", storage class) or ("new", j): a storage the ca
 
 #: Required arguments torch.profiler does not record (strings, lists of optional scalars),
 #: with the value a replay takes, per op: the oneDNN convolutions of a frozen torch.compile
-#: model (``count/_onednn_formulas.py``): no unary post-op, a residual add.
+#: model (``count/onednn_formulas.py``): no unary post-op, a residual add.
 _STAND_INS: Mapping[str, Mapping[str, Any]] = {op: STAND_INS for op in CONV_OPS}
 
 
@@ -145,7 +145,7 @@ class _Builder:
         self.fresh: Optional[Sequence[bool]] = None
 
     def tensor(self, dims: Any, strides: Any, dtype: torch.dtype) -> torch.Tensor:
-        from torch_roofline.count.traffic import _storage_key
+        from torch_roofline.count.traffic import storage_key
 
         alias = self.aliases[self.position] if self.aliases and self.position < len(self.aliases) else None
         storage_class = alias[1] if alias is not None else self.position
@@ -155,7 +155,7 @@ class _Builder:
         t = _meta_tensor(dims, strides, dtype, larger=alias is not None and alias[2])
         if alias is not None:
             self.made[alias[0]] = t
-        self.slots.setdefault(_storage_key(t), ("in", storage_class))
+        self.slots.setdefault(storage_key(t), ("in", storage_class))
         return t
 
 

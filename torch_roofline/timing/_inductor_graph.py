@@ -15,7 +15,7 @@ import torch
 
 from torch_roofline.timing._fusion_traffic import eager_bytes_by_call, is_generated
 from torch_roofline.timing._inductor_wrapper import callee_name, distinct_elements
-from torch_roofline.timing._stack_traces import json_object
+from torch_roofline.timing.stack_traces import json_object
 
 
 #: A node's output annotation in the graph text: ``f32[8, 64][64, 1]cpu``.
@@ -45,9 +45,9 @@ def _event_op(name: str) -> str:
 def _extern_post_ops(body: Sequence[ast.stmt], tensors: Mapping[str, Any]) -> Dict[str, List[Optional[int]]]:
     """Extern op (``"mkldnn._convolution_pointwise"``) -> per call of it in ``call()``, in
     order, the FLOPs of the post-ops its code passes beyond those a replay of the recorded
-    shapes counts (its stand-ins: :data:`~torch_roofline.count._onednn_formulas.STAND_INS`);
+    shapes counts (its stand-ins: :data:`~torch_roofline.count.onednn_formulas.STAND_INS`);
     ``None`` for a call whose post-ops or sizes cannot be read."""
-    from torch_roofline.count._onednn_formulas import CONV_OPS, conv_call_flops, with_stand_ins
+    from torch_roofline.count.onednn_formulas import CONV_OPS, conv_call_flops, with_stand_ins
 
     out: Dict[str, List[Optional[int]]] = {}
     for stmt in body:

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import torch
 
-from torch_roofline.timing._stack_traces import MODULE_FRAME, ModuleTree
+from torch_roofline.timing.stack_traces import MODULE_FRAME, ModuleTree
 from torch_roofline.timing._inductor_graph import _Node, _graph_nodes, _sizes
 
 _FORMAT = "torch_roofline.inductor/1"

@@ -246,7 +246,7 @@ def _with_outputs(overload: Any, kwargs: Mapping[str, Any], slots: Mapping[Any, 
     from torch_roofline.count import formulas as _f
     from torch_roofline.count.mode import compute_dtype, op_name
     from torch_roofline.count.traffic import StepTraffic, is_view_op
-    from torch_roofline.count._tree import tensors as _tensors
+    from torch_roofline.count.tree import tensors as _tensors
 
     traffic = StepTraffic()
     traffic.log = log = []

@@ -59,7 +59,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from torch_roofline.timing._fusion_traffic import compulsory_by_call, is_generated
 from torch_roofline.timing._inductor_wrapper import kernel_traffic, read_wrapper, record_names
-from torch_roofline.timing._stack_traces import CallChain, read_stack_traces
+from torch_roofline.timing.stack_traces import CallChain, read_stack_traces
 from torch_roofline.timing._inductor_graph import (_call_flops, _eager_bytes, _event_op, _extern_op, _extern_post_ops,
                                                    _first_listed, _graph_nodes, _orphan_owners, _provenance, _split)
 from torch_roofline.timing._inductor_sources import (SIDECAR_SUFFIX, _NODE_ORIGINS, _UNKEYED, _live_texts, _load,
@@ -96,7 +96,7 @@ class KernelCost:
         ops: the aten ops it fused (``("aten.mul", "aten.erf", ...)``), empty when unknown.
         reason: why it is not (fully) counted, ``None`` when it is.
         chains: how each op it computes was reached from the compiled module's ``forward``
-            (:class:`~torch_roofline.timing._stack_traces.CallChain`, one per distinct stack
+            (:class:`~torch_roofline.timing.stack_traces.CallChain`, one per distinct stack
             trace): the modules whose ops it fused. Empty when torch kept no stack trace.
         split: ``(module, FLOPs)`` per module whose ops it fused, the module's name relative to
             the compiled module (``""`` its own code), FLOPs of those ops (``None`` when the

@@ -4,7 +4,7 @@ Compiled code runs no module ranges (they would make it compile again), so a fus
 event lies in the range of the compiled module only. Where its ops came from is known from the
 module Dynamo traced each op in, recorded while the profiler watched the compile
 (:attr:`~torch_roofline.timing.inductor.KernelCost.split`, or the frame it writes into each op's
-stack trace), else from the ops' stack traces (:mod:`torch_roofline.timing._stack_traces`): the
+stack trace), else from the ops' stack traces (:mod:`torch_roofline.timing.stack_traces`): the
 kernel row moves to the deepest module holding all of them (their common parent), and the
 modules inside compiled code that hold kernels get rows of their own, timed by their kernels.
 
@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torch_roofline._module_names import parent_name
 from torch_roofline.records import ModuleTiming, OpCost, OpTiming
-from torch_roofline.timing._stack_traces import ModuleTree, common_parent, join_name, resolve_module
+from torch_roofline.timing.stack_traces import ModuleTree, common_parent, join_name, resolve_module
 
 __all__ = ["KernelSite", "place_fused_kernels", "place_kernels", "settle_calls", "kernel_sites_note", "IN_COMPILED_CODE"]
 

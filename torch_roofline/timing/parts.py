@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set,
 
 from torch_roofline.records import OpCost
 from torch_roofline.timing.attribution import SliceCarry, TraceTiming, attribute, root_forward_floor
-from torch_roofline.timing._stack_traces import ModuleTree
+from torch_roofline.timing.stack_traces import ModuleTree
 from torch_roofline.timing.compiled import CompiledCode, scan_compiled
 from torch_roofline.timing.inductor import module_tree_beside
 from torch_roofline.timing.kernel_sites import KernelSite, place_kernels, settle_calls

@@ -1,9 +1,9 @@
 """Where the time goes: the "time lost" items of a report, with a reason and a hint each.
 
-Private to :mod:`torch_roofline.analysis`, which calls :func:`_time_lost_items` once its op and
+Part of :mod:`torch_roofline.analysis`, which calls :func:`time_lost_items` once its op and
 module rows are built. Pure functions, no torch import. Holds the ranking of modules by their
 own (self) time lost, the words for why their ops are slow (:func:`_reason`) and what usually
-helps (:func:`_hint`, from the ``_HINTS`` table), and :func:`_dominant`, the arg-max over
+helps (:func:`_hint`, from the ``_HINTS`` table), and :func:`dominant`, the arg-max over
 weights that analysis also uses to pick a row's roof and bound class.
 """
 
@@ -15,10 +15,10 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from torch_roofline._numbers import si_text
 from torch_roofline.records import BOUNDS, OpRow, Roof, RoofRef, TimeLostItem
 
-__all__ = ["_dominant", "_time_lost_items"]
+__all__ = ["dominant", "time_lost_items"]
 
 
-def _dominant(weights: Mapping, order: Sequence = ()) -> Optional[object]:
+def dominant(weights: Mapping, order: Sequence = ()) -> Optional[object]:
     """The key with the largest weight (ties: first in ``order``, then insertion order)."""
     best, best_w = None, -1.0
     keys = [k for k in order if k in weights] + [k for k in weights if k not in order]
@@ -64,7 +64,7 @@ _HINTS = {
 }
 
 
-def _time_lost_items(rows, ops, roof_of, top, device_kind: Optional[str] = None) -> Tuple[TimeLostItem, ...]:
+def time_lost_items(rows, ops, roof_of, top, device_kind: Optional[str] = None) -> Tuple[TimeLostItem, ...]:
     """The modules with the largest self time lost (per phase), so parents never repeat children.
 
     ``device_kind``: ``"cpu"``, ``"gpu"``, ... or None; some hints only apply to one kind.
@@ -82,7 +82,7 @@ def _time_lost_items(rows, ops, roof_of, top, device_kind: Optional[str] = None)
         weights: Dict[str, float] = {}
         for o in mine:
             weights[o.bound] = weights.get(o.bound, 0.0) + o.time_s
-        cls = _dominant(weights, BOUNDS) if weights else None
+        cls = dominant(weights, BOUNDS) if weights else None
         chosen = [o for o in mine if o.bound == cls]
         items.append(
             TimeLostItem(
@@ -104,7 +104,7 @@ def _main_roof(ops: Sequence[OpRow], roof_of) -> Optional[Roof]:
     for o in ops:
         if o.roof is not None:
             weights[o.roof] = weights.get(o.roof, 0.0) + (o.time_s or 0.0)
-    ref = _dominant(weights)
+    ref = dominant(weights)
     return roof_of.get(ref) if ref is not None else None
 
 
