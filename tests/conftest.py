@@ -3,9 +3,11 @@
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+TESTS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(TESTS)
+for _path in (ROOT, TESTS):  # the package, and the tests' shared helpers (_paths, _zoo, ...) for every folder
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 

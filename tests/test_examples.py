@@ -45,7 +45,7 @@ def test_compiled_vs_eager_writes_two_runs_the_roofline_tab_serves(tmp_path):
                 "--logdir", "tb"], tmp_path, timeout=400)
     assert "graph_0_cpp_fused_gelu_0" in out and "10,240 FLOPs" in out  # 5 ops x 8 x 256
 
-    from test_tensorboard_plugin import PREFIX, _json, make_client
+    from _tensorboard_helpers import PREFIX, _json, make_client
 
     client = make_client(str(tmp_path / "tb"))
     runs = _json(client.get(f"{PREFIX}/runs"))

@@ -450,7 +450,7 @@ def tb_client(tmp_path_factory):
     """The Roofline tab over a log directory holding one good report and hostile payloads."""
     pytest.importorskip("tensorboard")
     pytest.importorskip("werkzeug")
-    from test_tensorboard_plugin import _write_raw, make_client
+    from _tensorboard_helpers import _write_raw, make_client
 
     from torch_roofline.tensorboard import write_report
 

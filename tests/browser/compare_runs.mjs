@@ -1,7 +1,7 @@
 // The Roofline tab's compare mode across two runs, in headless Chromium (playwright-core):
 // shows run `config.run`, ticks "Compare with baseline", picks run `config.baselineRun`,
 // and prints what the chart drew at module and op level as one JSON line. It asserts
-// nothing itself: tests/test_tensorboard_browser.py compares it with the two reports.
+// nothing itself: tests/sinks/test_tensorboard_browser.py compares it with the two reports.
 //
 // Usage: node compare_runs.mjs '<json config>'
 //   config: {url, chromium, userDataDir, run, baselineRun, screenshot, timeoutMs}

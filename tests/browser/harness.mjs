@@ -1,4 +1,4 @@
-// What every browser script of tests/test_tensorboard_browser.py shares: headless Chromium
+// What every browser script of tests/sinks/test_tensorboard_browser.py shares: headless Chromium
 // (playwright-core, Debian's /usr/bin/chromium) on the Roofline tab, a watchdog, and one JSON
 // line of observations printed at the end (with `ok`, or `fatal` and what was seen before).
 //

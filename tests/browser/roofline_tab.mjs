@@ -1,6 +1,6 @@
 // Drives the Roofline tab of a running TensorBoard in headless Chromium (playwright-core,
 // Debian's /usr/bin/chromium) and prints what it saw as one JSON line. It asserts
-// nothing itself: tests/test_tensorboard_browser.py compares the observations with the
+// nothing itself: tests/sinks/test_tensorboard_browser.py compares the observations with the
 // numbers of the report it wrote.
 //
 // Usage: node roofline_tab.mjs '<json config>'

@@ -392,7 +392,7 @@ class ModuleRanges(Installed):
         ``training_step`` calling ``self.encoder(x)`` after ``self.compile()``), none inside
         compiled code: the wrapper goes in ``module._compiled_call_impl``, which ``nn.Module``
         calls instead of ``_call_impl`` when set and which Dynamo neither traces nor guards on
-        (no recompile: tests/test_compile.py), while ``forward`` stays untouched for Dynamo's
+        (no recompile: tests/timing/test_compile.py), while ``forward`` stays untouched for Dynamo's
         guards. A module compiled in place itself keeps its compiled call unranged."""
         attr = "_compiled_call_impl"
         if isinstance(module, torch.jit.ScriptModule) or getattr(module, attr, 0) is not None:

@@ -1,4 +1,4 @@
-"""Write the Inductor fixtures of tests/test_compile.py: the generated code of real compiles.
+"""Write the Inductor fixtures of tests/timing/test_compile.py: the generated code of real compiles.
 
 For each model, every compiled graph's wrapper source (``CompiledFxGraph.source_code``), its
 post-grad graph (``inductor_post_grad_graph_str``), its kernel provenance

@@ -8,6 +8,7 @@ test compares that with the reports it wrote. Screenshots go to tests/artifacts/
 
 from __future__ import annotations
 
+from _paths import REPO_ROOT
 import json
 import math
 import os
@@ -23,11 +24,11 @@ import pytest
 
 pytest.importorskip("tensorboard")
 
-from test_tensorboard_summary import XSS_NAME, StandInReport, make_report_dict  # noqa: E402
-from test_tensorboard_plugin import PREFIX, _json, _write_raw, make_client  # noqa: E402
+from _tensorboard_helpers import XSS_NAME, StandInReport, make_report_dict  # noqa: E402
+from _tensorboard_helpers import PREFIX, _json, _write_raw, make_client  # noqa: E402
 from torch_roofline.tensorboard import write_report  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO_ROOT
 BROWSER_DIR = os.path.join(ROOT, "tests", "browser")
 ARTIFACTS = os.path.join(ROOT, "tests", "artifacts")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"

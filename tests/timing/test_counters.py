@@ -1,12 +1,13 @@
 """Hardware-counter FLOPs: the Nsight Compute formula, checked by hand on real kernels."""
 
+from _paths import TESTS_DIR
 import logging
 import os
 
 from torch_roofline.timing.counters import kernel_counters, sass_flops
 from torch_roofline.timing.trace import load_trace
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
+DATA = os.path.join(TESTS_DIR, "data")
 COUNTERS = os.path.join(DATA, "alexnet_a100_forward_cupti_counters.kineto.json.gz")
 TINY = os.path.join(DATA, "tinyconv_cpu_train.kineto.json.gz")
 

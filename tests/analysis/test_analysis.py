@@ -5,6 +5,7 @@ Roofs used throughout (chosen so the hand arithmetic stays exact):
   fp32 vector: peak 2.5e11 FLOP/s, bandwidth 1e11 B/s -> ridge 2.5 FLOP/B
 """
 
+from _paths import REPO_ROOT
 import os
 import subprocess
 import sys
@@ -423,7 +424,7 @@ def test_bad_inputs_raise_clear_errors():
 def test_analysis_does_not_import_torch():
     # Load the package's modules without running torch_roofline/__init__.py (which may
     # import the profiler), then check that analysis.py and what it imports left torch out.
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = REPO_ROOT
     code = (
         "import sys, types\n"
         f"pkg = types.ModuleType('torch_roofline'); pkg.__path__ = [{os.path.join(root, 'torch_roofline')!r}]\n"

@@ -1,5 +1,6 @@
 """Roofline from saved traces (issue 8): the A100 fixtures and our own CPU traces."""
 
+from _paths import TESTS_DIR
 import gzip
 import json
 import os
@@ -14,7 +15,7 @@ from torch_roofline.devices import Device
 from torch_roofline.offline import compare_counters, from_trace
 from torch_roofline.count.replay import count_without_compute
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
+DATA = os.path.join(TESTS_DIR, "data")
 TRACE = os.path.join(DATA, "alexnet_a100_forward.kineto.json.gz")
 COUNTERS = os.path.join(DATA, "alexnet_a100_forward_cupti_counters.kineto.json.gz")
 FLAT = Device(name="flat-offline-test", peak_flops={"fp32": 1e11}, bandwidth=1e10)

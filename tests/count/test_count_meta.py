@@ -13,6 +13,7 @@ Forward matrix FLOPs for T tokens (batch 1):
     math path there), so this work shows up in ``aten._scaled_dot_product_flash_attention_for_cpu``.
 """
 
+from _paths import REPO_ROOT
 import json
 import os
 import subprocess
@@ -100,7 +101,7 @@ _SCRIPT = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def seven_b():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = REPO_ROOT
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

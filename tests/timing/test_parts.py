@@ -9,6 +9,7 @@ host events (Kineto's GPU layout), uneven steps, a worker process per part.
 
 from __future__ import annotations
 
+from _paths import TESTS_DIR
 import dataclasses
 import gzip
 import json
@@ -29,7 +30,7 @@ from torch_roofline.timing.shapes import per_step
 from torch_roofline.timing.trace import TraceError
 
 pytestmark = pytest.mark.filterwarnings("ignore:Profiler won't be using warmup")
-DATA = os.path.join(os.path.dirname(__file__), "data")
+DATA = os.path.join(TESTS_DIR, "data")
 FLAT = Device(name="parts-flat", peak_flops={"fp32": 1e12}, bandwidth=1e11)
 PARTS_NOTE = "read a few steps at a time"
 

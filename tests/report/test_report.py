@@ -1,5 +1,6 @@
 """RooflineReport: JSON contract, round trip, CSV/DataFrame columns, the table for people."""
 
+from _paths import REPO_ROOT
 import csv
 import dataclasses
 import io
@@ -20,7 +21,7 @@ VECTOR = Roof("fp32", "vector", 2.5e11, 1e11, "measured")
 SPARE = Roof("bf16", "matrix", 4e12, 1e11, "datasheet")  # on the device, never used
 ROOFS = {("float32", "matrix"): MATRIX, ("float32", "vector"): VECTOR}
 DEVICE = DeviceInfo("test-dev", "Test Device", "measured", 1e11, (MATRIX, VECTOR, SPARE))
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO_ROOT
 
 
 def cost(op, module, scope, flops, nbytes, unit="vector", index=0, counted=True):

@@ -1,5 +1,6 @@
 """The live path: ProfileSession -> exported trace -> load_trace -> attribute, quietly."""
 
+from _paths import REPO_ROOT
 import collections
 import os
 import subprocess
@@ -16,7 +17,7 @@ from torch_roofline.timing.ranges import ModuleRanges, phase_range
 from torch_roofline.timing.session import ProfileSession
 from torch_roofline.timing.trace import load_trace
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO_ROOT
 
 
 class TinyConv(nn.Module):

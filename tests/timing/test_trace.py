@@ -1,5 +1,6 @@
 """Reading Chrome/Kineto traces: kinds, units, header, memory events, errors."""
 
+from _paths import TESTS_DIR
 import collections
 import gzip
 import json
@@ -9,7 +10,7 @@ import pytest
 
 from torch_roofline.timing.trace import load_trace
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
+DATA = os.path.join(TESTS_DIR, "data")
 A100 = os.path.join(DATA, "alexnet_a100_forward.kineto.json.gz")
 COUNTERS = os.path.join(DATA, "alexnet_a100_forward_cupti_counters.kineto.json.gz")
 TINY = os.path.join(DATA, "tinyconv_cpu_train.kineto.json.gz")

@@ -2,12 +2,13 @@
 (compulsory bytes), per kernel, per module and per step (issue 15, build point 2).
 
 Oracles: the eager count of the same op on the same shapes (``torch_roofline.count``, whose op
-memory model is derived by hand in tests/test_count_exact.py), and the buffer sizes the
+memory model is derived by hand in tests/count/test_count_exact.py), and the buffer sizes the
 generated code allocates, added up by hand below.
 """
 
 from __future__ import annotations
 
+from _paths import TESTS_DIR
 import gzip
 import json
 import os
@@ -22,7 +23,7 @@ from torch_roofline.devices import Device
 from torch_roofline.timing._fusion_traffic import group_ops
 from torch_roofline.timing.inductor import read_compiled_graph
 
-INDUCTOR = os.path.join(os.path.dirname(__file__), "data", "inductor")
+INDUCTOR = os.path.join(TESTS_DIR, "data", "inductor")
 FLAT = Device(name="flat-fusion-traffic-test", peak_flops={"fp32": 1e11}, bandwidth=1e10)
 
 

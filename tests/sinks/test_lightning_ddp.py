@@ -6,6 +6,7 @@ with a timeout so a hang in a collective fails the test instead of the suite.
 
 from __future__ import annotations
 
+from _paths import REPO_ROOT
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 
 pytest.importorskip("lightning.pytorch")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO_ROOT
 
 SCRIPT = textwrap.dedent(
     '''

@@ -7,43 +7,22 @@ it, with our plugin's loader added explicitly (the package is not pip-installed 
 
 from __future__ import annotations
 
+from _paths import REPO_ROOT
 import configparser
 import json
 import os
-import time
 
 import pytest
 
 pytest.importorskip("tensorboard")
 pytest.importorskip("werkzeug")
 
-from tensorboard import default, program  # noqa: E402
-from tensorboard.backend import application  # noqa: E402
-from tensorboard.backend.event_processing import data_ingester  # noqa: E402
-from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2  # noqa: E402
-from tensorboard.summary.writer.event_file_writer import EventFileWriter  # noqa: E402
-from werkzeug.test import Client  # noqa: E402
 
-from test_tensorboard_summary import StandInReport, make_report_dict  # noqa: E402
+from _tensorboard_helpers import PREFIX, StandInReport, _json, _write_raw, make_client, make_report_dict  # noqa: E402
 from torch_roofline.tensorboard import write_report  # noqa: E402
-from torch_roofline.report.tensorboard_metadata import create_summary_metadata  # noqa: E402
 from torch_roofline.tensorboard.plugin import RooflinePlugin  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PREFIX = "/data/plugin/roofline"
-
-
-def _write_raw(logdir: str, payload: bytes, step: int) -> None:
-    """A roofline summary holding arbitrary bytes (corrupt and foreign payloads)."""
-    tensor = tensor_pb2.TensorProto(
-        dtype=types_pb2.DT_STRING, tensor_shape=tensor_shape_pb2.TensorShapeProto(), string_val=[payload]
-    )
-    value = summary_pb2.Summary.Value(tag="roofline", metadata=create_summary_metadata(), tensor=tensor)
-    writer = EventFileWriter(logdir)
-    writer.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary_pb2.Summary(value=[value])))
-    writer.close()
-
-
+ROOT = REPO_ROOT
 @pytest.fixture(scope="module")
 def logdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("tb")
@@ -59,29 +38,6 @@ def logdir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(logdir):
     return make_client(logdir)
-
-
-def make_client(logdir: str) -> Client:
-    """A werkzeug Client over TensorBoard's app for ``logdir``, built as ``tensorboard`` builds it."""
-    loaders = default.get_plugins()
-    if RooflinePlugin not in loaders:  # present already when the package is pip-installed
-        loaders = loaders + [RooflinePlugin]
-    tb = program.TensorBoard(plugins=loaders)
-    tb.configure(
-        argv=["", "--logdir", logdir, "--samples_per_plugin", "roofline=0", "--reload_interval", "0",
-              "--reload_task", "blocking", "--load_fast", "false"]
-    )
-    ingester = data_ingester.LocalDataIngester(tb.flags)
-    ingester.start()
-    app = application.TensorBoardWSGIApp(
-        tb.flags, tb.plugin_loaders, ingester.data_provider, tb.assets_zip_provider, ingester.deprecated_multiplexer
-    )
-    return Client(app)
-
-
-def _json(response):
-    assert response.headers["Content-Type"].startswith("application/json"), response.headers
-    return json.loads(response.get_data(as_text=True))
 
 
 def test_plugin_is_listed_and_enabled(client):

@@ -5,6 +5,7 @@ Oracles: LLVM's host detection (family/model -> core), vendors' per-cycle and to
 the kernels and budgets: the real run takes ~10 s and is checked by hand (docs/cpu-roofs.md).
 """
 
+from _paths import REPO_ROOT
 import argparse
 import json
 import re
@@ -18,7 +19,7 @@ from torch_roofline.devices import _auto, _cpu_bench, bench
 from torch_roofline.devices._cpu import CpuInfo, lscpu_max_mhz, parse_cpuinfo, pick_clock
 from torch_roofline.devices._uarch import identify, matrix_per_cycle, platform_bandwidth
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(REPO_ROOT)
 AVX2 = {"avx", "avx2", "fma"}
 
 

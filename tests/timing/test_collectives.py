@@ -4,7 +4,7 @@ Oracles: the factors of nccl-tests' doc/PERFORMANCE.md, hand-computed byte count
 next to each assertion, and the device catalog's datasheet interconnect figures. The
 traces are small hand-written Kineto event lists shaped like the ones torch.profiler
 writes for gloo (a 2-process gloo run with record_shapes=True) and for NCCL on a GPU;
-the real gloo path is covered end to end by tests/test_lightning_ddp.py.
+the real gloo path is covered end to end by tests/sinks/test_lightning_ddp.py.
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def test_fsdp_reduce_scatter_sends_the_gradient_shard():
     # FSDP on NCCL reduce-scatters each gradient: input = the unsharded gradient (S = U bytes),
     # each rank sends S x (n - 1)/n, which for n = 2 is U/2: the rank's shard. Linear(64, 64):
     # U = (64*64 + 64) x 4 = 16,640 bytes -> 8,320 per rank. (gloo has no reduce_scatter: FSDP
-    # all-reduces there, tests/test_fsdp.py.)
+    # all-reduces there, tests/entry/test_fsdp.py.)
     events = [
         _ev("FSDP::post_backward_reduce (2)", 0, 100, cat="user_annotation"),
         _ev("c10d::_reduce_scatter_base_", 10, 5),

@@ -13,6 +13,7 @@ convention (nccl-tests ``doc/PERFORMANCE.md``).
 
 from __future__ import annotations
 
+from _paths import REPO_ROOT, TESTS_DIR
 import json
 import os
 import subprocess
@@ -26,8 +27,8 @@ from torch_roofline import from_trace
 from torch_roofline.timing.collectives import collectives
 from torch_roofline.timing.trace import load_trace
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(TESTS_DIR, "data")
+ROOT = REPO_ROOT
 LINEARS = {"0": (32, 64), "2": (64, 64), "4": (64, 10)}  # module name -> (in, out)
 BATCH = 16
 

@@ -2,6 +2,7 @@
 TensorBoard text (Python, torch_roofline._numbers) and the Roofline tab's labels
 (JavaScript, tensorboard/static/index.js) write the same number the same way."""
 
+from _paths import REPO_ROOT
 import json
 import os
 import re
@@ -12,7 +13,7 @@ import pytest
 
 from torch_roofline._numbers import UNKNOWN, fixed_text, percent_text, si_text
 
-INDEX_JS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+INDEX_JS = os.path.join(REPO_ROOT,
                         "torch_roofline", "tensorboard", "static", "index.js")
 NODE = shutil.which("node")
 

@@ -4,6 +4,7 @@ Oracles: the raw JSON of the traces (read here with plain json, not our reader),
 hand-built trace whose expected numbers are written next to it.
 """
 
+from _paths import TESTS_DIR
 import collections
 import gzip
 import json
@@ -16,7 +17,7 @@ from torch_roofline.records import OUTSIDE
 from torch_roofline.timing.attribution import attribute, dotted_op_name
 from torch_roofline.timing.trace import load_trace
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
+DATA = os.path.join(TESTS_DIR, "data")
 A100 = os.path.join(DATA, "alexnet_a100_forward.kineto.json.gz")
 TINY = os.path.join(DATA, "tinyconv_cpu_train.kineto.json.gz")
 US = 1e-6

@@ -7,7 +7,7 @@ its FLOPs from the ops torch says it fused (provenance; for a backward graph onl
 compiled while the profiler recorded); the oracles are hand derivations from the Block's
 shapes. Kernels torch gives no provenance for (a backward graph compiled before) are uncounted
 rows with the reason, and still show their bytes. Which module each kernel is under:
-``tests/test_kernel_sites.py``. The matrix work a compiled
+``tests/timing/test_kernel_sites.py``. The matrix work a compiled
 CPU model runs outside the fused kernels (Inductor's extern ``mm``/``addmm`` calls) is counted
 as recorded, and checked against the hand derivation and ``FlopCounterMode`` around the
 eager step.
@@ -15,6 +15,7 @@ eager step.
 
 from __future__ import annotations
 
+from _paths import TESTS_DIR
 import atexit
 import gzip
 import os
@@ -227,7 +228,7 @@ def test_compiled_regions_list_graph_breaks_with_their_module_time_and_recompila
 # --------------------------------------------------------------------------- generated code, recorded
 
 
-INDUCTOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "inductor")
+INDUCTOR = os.path.join(TESTS_DIR, "data", "inductor")
 
 
 def _fixture(name):

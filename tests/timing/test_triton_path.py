@@ -16,11 +16,12 @@ Inductor's (torch 2.14) and a hand-built trace:
 Everything else (which ops a kernel fused, its bytes, eager and compulsory bytes, the graph
 lookup) is the CPU path's code. The Block of tests/data/inductor/record.py, batch 8: the graph
 and provenance are the recorded CPU ones with the kernels renamed as Inductor names Triton
-kernels; oracles by hand as in tests/test_fusion_traffic.py.
+kernels; oracles by hand as in tests/timing/test_fusion_traffic.py.
 """
 
 from __future__ import annotations
 
+from _paths import TESTS_DIR
 import gzip
 import json
 import os
@@ -32,7 +33,7 @@ from torch_roofline.offline import from_trace
 from torch_roofline.timing.compiled import is_fused_kernel
 from torch_roofline.timing.inductor import SIDECAR_SUFFIX, read_compiled_graph
 
-INDUCTOR = os.path.join(os.path.dirname(__file__), "data", "inductor")
+INDUCTOR = os.path.join(TESTS_DIR, "data", "inductor")
 FLAT = Device(name="flat-triton-test", peak_flops={"fp32": 1e12}, bandwidth=1e11)
 B, D, H = 8, 64, 256
 US = 1e-6
@@ -136,7 +137,7 @@ def test_a_triton_wrapper_is_costed_like_the_cpp_one():
     # statistics (in-out); writes the output [B, D] and the statistics
     assert (norm.bytes_read, norm.bytes_written) == (4 * (2 * B * D + 2 * D + 2 * B), 4 * (B * D + 2 * B))
     assert norm.reason is None and norm.flops > 0
-    # eager and compulsory bytes, by hand as for the C++ kernels (tests/test_fusion_traffic.py)
+    # eager and compulsory bytes, by hand as for the C++ kernels (tests/timing/test_fusion_traffic.py)
     assert gelu.eager_bytes == 2 * 4 * B * H
     assert norm.eager_bytes == 4 * 3 * B * D + 4 * (B * D + 2 * D + B * D + 2 * B)
     assert gelu.compulsory == (0, 4 * B * H) and norm.compulsory == (4 * 2 * D, 4 * (2 * B + B * D))

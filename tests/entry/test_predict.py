@@ -1,5 +1,6 @@
 """What-if predictions on catalog devices (issue 7)."""
 
+from _paths import REPO_ROOT
 import importlib.util
 import json
 import os
@@ -13,7 +14,7 @@ from torch import nn
 from torch_roofline import devices, predict
 from torch_roofline.cli import main as cli
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO_ROOT
 
 
 def _llm():

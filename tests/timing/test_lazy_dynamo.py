@@ -3,12 +3,13 @@
 Each check runs in a fresh process: ``torch._dynamo`` cannot be un-imported, and the test
 session imports it early."""
 
+from _paths import TESTS_DIR
 import json
 import os
 import subprocess
 import sys
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
+DATA = os.path.join(TESTS_DIR, "data")
 TRACE = os.path.join(DATA, "convrelulinear_cpu_train_shapes.kineto.json.gz")
 
 _TOTALS = r"""

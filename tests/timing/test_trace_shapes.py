@@ -5,6 +5,7 @@ x of shape (4, 3, 16, 16), recorded on the CPU with ``record_shapes=True``: a fo
 forward + ``sum().backward()``.
 """
 
+from _paths import TESTS_DIR
 import gzip
 import json
 import os
@@ -20,7 +21,7 @@ from torch_roofline.records import OpCost
 from torch_roofline.timing import attribute, load_trace
 from torch_roofline.timing.shapes import costs_from_shapes, has_recorded_shapes, per_step, shape_costs
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
+DATA = os.path.join(TESTS_DIR, "data")
 FORWARD = os.path.join(DATA, "convrelulinear_cpu_forward_shapes.kineto.json.gz")
 TRAIN = os.path.join(DATA, "convrelulinear_cpu_train_shapes.kineto.json.gz")
 NO_SHAPES = os.path.join(DATA, "alexnet_a100_forward.kineto.json.gz")

@@ -11,6 +11,7 @@ kernels written after all host events.
 
 from __future__ import annotations
 
+from _paths import REPO_ROOT, TESTS_DIR
 import gzip
 import json
 import math
@@ -224,7 +225,7 @@ def test_big_trace_writer_packs_copies_into_one_step(tmp_path):
     """benchmarks/big_trace.py --per-step: one ProfilerStep marker spans the copies it holds."""
     import sys
 
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
+    sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
     from big_trace import write_trace
 
     step = str(tmp_path / "step.json")
@@ -305,7 +306,7 @@ def test_call_share_gives_back_the_first_equal_call():
 def test_recorded_fixtures_as_one_step_in_slices(tmp_path, monkeypatch, slices, fixture):
     """Recorded traces of other engines (DDP, FSDP1, FSDP2 on 2 gloo ranks; an A100 forward),
     wrapped in one ProfilerStep marker: the slices' report is the whole read's."""
-    data = os.path.join(os.path.dirname(__file__), "data", f"{fixture}.kineto.json.gz")
+    data = os.path.join(TESTS_DIR, "data", f"{fixture}.kineto.json.gz")
     with gzip.open(data) as f:
         doc = json.load(f)
     host = [e for e in doc["traceEvents"] if isinstance(e, dict) and e.get("ph") == "X"

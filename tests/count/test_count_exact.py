@@ -5,6 +5,7 @@ The oracle is the arithmetic, written out in each test. Where torch's FlopCounte
 anchor our matrix formulas otherwise equal) disagrees, the test shows by how much and why.
 """
 
+from _paths import REPO_ROOT
 import importlib.util
 import os
 import sys
@@ -18,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from torch_roofline import count, devices, predict
 from torch_roofline.count._attention_formulas import attended_pairs
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO_ROOT
 
 
 def _flops(result, op, phase=None):

@@ -11,6 +11,7 @@ slowdown, and hand arithmetic.
 
 from __future__ import annotations
 
+from _paths import REPO_ROOT, TESTS_DIR
 import gzip
 import json
 import os
@@ -20,7 +21,7 @@ import pytest
 from torch_roofline import from_trace
 from torch_roofline.traceset import TraceSetReport, from_traces, spread, trace_files
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+DATA = os.path.join(TESTS_DIR, "data")
 SLOW_RANK, SLOWDOWN = 5, 1.5
 
 
@@ -177,7 +178,7 @@ def test_rank_from_the_file_name_and_bad_sets(tmp_path):
 
 def test_the_roofline_tab_shows_each_rank_as_a_run(job, tmp_path):
     pytest.importorskip("tensorboard")
-    from test_tensorboard_plugin import PREFIX, make_client
+    from _tensorboard_helpers import PREFIX, make_client
 
     runs = job.to_tensorboard(tmp_path / "tb")
     assert [os.path.basename(r) for r in runs] == [f"rank{r}" for r in range(8)]
@@ -204,7 +205,7 @@ def test_identical_ranks_have_no_straggler_and_workers_need_no_main_guard(tmp_pa
     script.write_text("from torch_roofline import from_traces\n"
                       f"job = from_traces({str(tmp_path)!r}, roof='i9-10980xe', processes=2)\n"
                       "print('RESULT', job.summary.straggler_rank, job.summary.straggler_reason)\n")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = REPO_ROOT
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, PYTHONPATH=root))
     assert done.returncode == 0, done.stderr[-2000:]

@@ -10,6 +10,7 @@ each op (written out by hand below), and the recorded fixtures of ``tests/data/i
 
 from __future__ import annotations
 
+from _paths import TESTS_DIR
 import gzip
 import os
 import shutil
@@ -28,7 +29,7 @@ from torch_roofline.timing._inductor_sources import _module_path
 from torch_roofline.timing.inductor import KernelCost, kernel_name, read_compiled_graph
 from torch_roofline.timing.kernel_sites import KernelSite, kernel_sites_note, place_fused_kernels
 
-INDUCTOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "inductor")
+INDUCTOR = os.path.join(TESTS_DIR, "data", "inductor")
 FLAT = Device(name="flat-kernel-sites-test", peak_flops={"fp32": 1e11}, bandwidth=1e10)
 needs_compiler = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                                     reason="torch.compile's CPU backend needs a C++ compiler")
@@ -380,7 +381,7 @@ def test_a_saved_trace_with_the_model_s_tree_beside_it_places_kernels_as_the_liv
     whole = offline.from_trace(path, roof=FLAT)
     assert sites(whole) == sites(live) and inner(whole) == inner(live) and inner(live)
     assert [n for n in whole.notes if "common parent" in n] == [n for n in live.notes if "common parent" in n]
-    # read in parts of one step, and that step in slices of ~4 KB (tests/test_slices.py)
+    # read in parts of one step, and that step in slices of ~4 KB (tests/timing/test_slices.py)
     monkeypatch.setattr(segments, "PART_BYTES", 1)
     monkeypatch.setattr(segments, "BLOCK_BYTES", 4096)
     monkeypatch.setattr(trace_module, "_CHUNK", 16384)
