@@ -56,7 +56,7 @@ import datetime as _dt
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from torch_roofline._module_names import module_ancestry, module_depth, op_runs
 from torch_roofline.analysis.time_lost import dominant, time_lost_items
@@ -402,3 +402,15 @@ def _add_call(acc: _Acc, c: OpCost, f: _CallFacts, ref, cls, share_s) -> None:
         acc.class_roofline[cls] = acc.class_roofline.get(cls, 0.0) + f.roofline
         if share_s is not None:
             acc.class_time[cls] = acc.class_time.get(cls, 0.0) + share_s
+
+
+_MOVED = {"analyse": "torch_roofline.analyse (torch_roofline.report.build.analyse)",
+          "analyse_on": "torch_roofline.report.build.analyse_on"}
+
+
+def __getattr__(name: str) -> Any:
+    """Say where the report-returning functions went (they return a report, built after this stage)."""
+    if name in _MOVED:
+        raise AttributeError(f"torch_roofline.analysis.{name} moved to {_MOVED[name]}: it returns a RooflineReport, "
+                             "built after the analysis; this stage's own function is analyse_step(StepRecords, roofs)")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
