@@ -168,9 +168,10 @@ class RooflineProfiler:
         self.model = self._ranges.tree
         self.torch_device = torch.device(device) if device is not None else _model_device(self.model)
         self.roof = roof
-        self.memory_model = memory_model
+        #: how :meth:`report` analyses the window (memory model, overhead rule)
+        self.options = AnalysisOptions(memory_model=memory_model) if overhead_threshold_s is None else AnalysisOptions(
+            memory_model=memory_model, overhead_threshold_s=overhead_threshold_s)
         self.formulas = formulas
-        self.overhead_threshold_s = overhead_threshold_s
         self.profile_memory = profile_memory
         self.record_shapes = record_shapes
         self._session = ProfileSession(
@@ -313,6 +314,11 @@ class RooflineProfiler:
                                       parameters=params)
         return self._costs
 
+    @property
+    def memory_model(self) -> str:
+        """``"op"`` or ``"compulsory"``: the bytes the report uses (``options.memory_model``)."""
+        return self.options.memory_model
+
     def device(self) -> Any:
         """The :class:`~torch_roofline.devices.Device` whose roofs the report uses."""
         if self._device_obj is None:
@@ -346,9 +352,6 @@ class RooflineProfiler:
                 notes.append("profile_memory=False: no tensor identities, so compulsory bytes are per op "
                               "(each op's own first-touch traffic)")
         dev = self.device()
-        options = AnalysisOptions(memory_model=self.memory_model)
-        if self.overhead_threshold_s is not None:
-            options = dataclasses.replace(options, overhead_threshold_s=self.overhead_threshold_s)
         ranged_names = self._ranged_modules()
         step = StepRecords(
             costs, op_timings, module_timings, self._module_infos({m.name for m in module_timings}, ranged_names),
@@ -359,7 +362,7 @@ class RooflineProfiler:
             model=self._ranges.root_type,
             predicted=False,
         )
-        report = analyse_on(dev, step, options)
+        report = analyse_on(dev, step, self.options)
         faults = self._session.minor_faults_per_step
         if faults is not None and faults >= NOTE_THRESHOLD_FAULTS and getattr(dev, "kind", None) == "cpu":
             notes.append(page_fault_note(faults))
