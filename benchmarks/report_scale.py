@@ -5,7 +5,7 @@ leaf modules plus the root (N = 1,000 by default). It is counted once on CPU (ba
 forward), then the report stages are timed, round after round (best-of; median alongside):
 
 * ``count()``: counting the forward again (not part of the report total);
-* ``analyse (predicted)``: :func:`torch_roofline.analysis.analyse` with roofs only;
+* ``analyse (predicted)``: :func:`torch_roofline.report.build.analyse` with roofs only;
 * ``analyse (timed)``: the same with synthetic timings, one :class:`OpTiming` per counted op
   call and one :class:`ModuleTiming` per module (what a profiled step feeds it);
 * ``table()``: the people's table of the timed report (every module row);
