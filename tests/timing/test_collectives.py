@@ -93,6 +93,9 @@ def test_nccl_time_is_the_kernel_launched_in_the_range():
     assert call.time_s == pytest.approx(75e-6)  # the kernel, not the 20 us host range
     assert call.message_bytes == 2048 and call.bus_bytes == 3584.0  # 1024*2; x 2*7/8
     assert call.phase == "backward"
+    assert call.bus_bandwidth == pytest.approx(3584.0 / 75e-6)  # busbw: bus bytes over the kernel's time
+    assert Collective("barrier", "gloo", "forward", 0.0, 0.0, 2, None, 0, 0.0).bus_bandwidth is None  # no time
+    assert Collective("all_reduce", "gloo", "forward", 0.0, 1e-3, 2, None, None, None).bus_bandwidth is None
 
 
 def test_summarize_per_step_and_against_the_roof():

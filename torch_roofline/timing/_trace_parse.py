@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import math
 from types import MappingProxyType
-from typing import Any, List, Mapping, Optional, Tuple, Union
+from typing import Any, List, Mapping, Optional, Tuple
 
 from torch_roofline.records import frozen_record
 from torch_roofline.timing._trace_records import (_US, EVENT_KINDS, DeviceProperties, FlowEvent, MemoryEvent, Trace,
-                                                  TraceError, TraceEvent)
+                                                  TraceError, TraceEvent, TraceId)
 
 
 # Older Kineto / TensorBoard-plugin spellings.
@@ -109,7 +109,7 @@ def _args(label: str, index: int, args: Any) -> Mapping[str, Any]:
                      index=index, field="args")
 
 
-def _thread_id(label: str, index: int, name: str, value: Any) -> Union[int, str]:
+def _thread_id(label: str, index: int, name: str, value: Any) -> TraceId:
     """``pid``/``tid`` of event ``index``: a number or a string; a TraceError for arrays and objects."""
     if value is _MISSING:
         return 0

@@ -84,6 +84,11 @@ def _empty() -> Mapping[str, Any]:
     return MappingProxyType({})
 
 
+#: A trace's ``pid`` or ``tid``: a number, or a string where the writer put a label there
+#: (Chrome traces allow either; a missing one reads as 0).
+TraceId = Union[int, str]
+
+
 @dataclass(frozen=True)
 class TraceEvent:
     """One duration (``"ph": "X"``) event.
@@ -114,8 +119,8 @@ class TraceEvent:
     name: str
     start_s: float
     dur_s: float
-    pid: Union[int, str]
-    tid: Union[int, str]
+    pid: TraceId
+    tid: TraceId
     index: int
     correlation: Optional[int] = None
     external_id: Optional[int] = None
@@ -156,8 +161,8 @@ class MemoryEvent:
     total_reserved_bytes: int
     device_type: int
     device_id: int
-    pid: Union[int, str]
-    tid: Union[int, str]
+    pid: TraceId
+    tid: TraceId
     address: Optional[int] = None
 
 
@@ -178,8 +183,8 @@ class FlowEvent:
     id: int
     phase: str
     time_s: float
-    pid: Union[int, str]
-    tid: Union[int, str]
+    pid: TraceId
+    tid: TraceId
 
 
 @dataclass(frozen=True)

@@ -141,6 +141,14 @@ class Collective:
     bus_bytes: Optional[float]
     overlap_s: Optional[float] = None
 
+    @property
+    def bus_bandwidth(self) -> Optional[float]:
+        """This call's achieved bus bandwidth, ``bus_bytes / time_s`` in B/s (what nccl-tests prints
+        as busbw); ``None`` when its bytes are unknown or it took no time."""
+        if self.bus_bytes is None or not self.time_s > 0:
+            return None
+        return self.bus_bytes / self.time_s
+
 
 @dataclass(frozen=True)
 class CommSummary:
