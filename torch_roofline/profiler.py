@@ -14,7 +14,7 @@ So whatever code ran in the profiled steps is counted, as it ran: a loss outside
 submodules called directly, the model called N times, several models, micro-batches,
 recomputed checkpoints, ``torch.no_grad`` / ``inference_mode``, keyword arguments. Nothing
 runs twice and nothing is replayed with the user's tensors. The rows are joined to the
-device's roofs and analysed by :func:`torch_roofline.analysis.analyse`.
+device's roofs and analysed by :func:`torch_roofline.report.build.analyse_on`.
 
 ``torch.compile``: pass what ``torch.compile`` returned (or a module after ``module.compile()``).
 The compiled call gets one module range and its submodules none inside it, and no hook is

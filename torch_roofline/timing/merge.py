@@ -6,7 +6,7 @@ summed, and the rest dropped before the next part is read:
 - :class:`TimingSum`: the parts' :class:`~torch_roofline.timing.attribution.TraceTiming`
   added up. Op calls of one (module, scope, phase, op) become one row whose ``calls``,
   times and kernels are the sums (the report groups them so anyway: see
-  :func:`~torch_roofline.analysis.analyse`), module rows are summed per (module, phase),
+  :func:`~torch_roofline.analysis.analyse_step`), module rows are summed per (module, phase),
   step times and steps added, the peak memory the largest part's. The device's busy time is
   the parts' busy times added (a part's kernels that still ran when the next part's began
   would count twice; the parts are cut between steps, where a training loop waits for its
