@@ -8,6 +8,7 @@ must undo whatever part of ``_install`` ran.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, TypeVar
 
 __all__ = ["Installed"]
@@ -15,7 +16,7 @@ __all__ = ["Installed"]
 _Self = TypeVar("_Self", bound="Installed")
 
 
-class Installed:
+class Installed(ABC):
     """Base of the package's context managers that install hooks (see the module docstring)."""
 
     def __enter__(self: _Self) -> _Self:
@@ -33,8 +34,10 @@ class Installed:
     def _begin(self) -> None:
         """Checks before anything is installed (nothing to undo when they raise)."""
 
+    @abstractmethod
     def _install(self) -> None:
-        raise NotImplementedError
+        """Install everything (hooks, wrappers, modes); may fail half-way."""
 
+    @abstractmethod
     def _remove(self) -> None:
-        raise NotImplementedError
+        """Undo whatever part of :meth:`_install` ran (also called after a failed install)."""

@@ -76,12 +76,21 @@ def ms_text(seconds: Optional[float]) -> str:
 
 
 _QUANTA = (Decimal("1"), Decimal("0.1"), Decimal("0.01"))
+_SCALES = (1.0, 10.0, 100.0)
 
 
-def _to_fixed(x: float, places: int) -> Decimal:
+def _to_fixed(x: float, places: int, grouped: bool = False) -> str:
     """``x`` rounded to ``places`` decimals as JavaScript's ``toFixed`` does (the float's exact
-    value, ties away from zero), so the tab's labels and these texts never differ by a digit."""
-    return Decimal(x).quantize(_QUANTA[places], rounding=ROUND_HALF_UP)
+    value, ties away from zero), so the tab's labels and these texts never differ by a digit;
+    ``grouped``: thousands separated.
+
+    Only an exact tie rounds differently from Python's formatting (ties to even). A tie at 0-2
+    places is a multiple of 1/8, whose product with 1, 10 or 100 is exact, so the test below
+    finds every one (a non-tie it flags merely takes the exact path too)."""
+    if (abs(x) * _SCALES[places]) % 1.0 != 0.5:
+        return format(x, f",.{places}f" if grouped else f".{places}f")
+    exact = Decimal(x).quantize(_QUANTA[places], rounding=ROUND_HALF_UP)
+    return f"{exact:,}" if grouped else str(exact)
 
 
 def fixed_text(x: float) -> str:
@@ -91,8 +100,8 @@ def fixed_text(x: float) -> str:
     if a == 0:
         return "0"
     if a >= 100:
-        return f"{_to_fixed(x, 0):,}"
-    return str(_to_fixed(x, 1 if a >= 10 else 2))
+        return _to_fixed(x, 0, grouped=True)
+    return _to_fixed(x, 1 if a >= 10 else 2)
 
 
 def si_text(value: Any, unit: str, significant: Optional[int] = None) -> str:
@@ -106,6 +115,8 @@ def si_text(value: Any, unit: str, significant: Optional[int] = None) -> str:
         return UNKNOWN
     if v == 0:
         return f"0 {unit}"
+    if significant:  # round first, so 999.4 µs at 2 digits reads "1 ms", not "1e+03 µs"
+        v = float(f"{v:.{significant}g}")
     for scale, prefix in _TIME_PREFIXES if unit == "s" else SI_PREFIXES:
         if abs(v) >= scale * 0.9995:
             x = v / scale
@@ -119,5 +130,5 @@ def percent_text(share: Any, sign: bool = True) -> str:
     v = finite(share)
     if v is None:
         return UNKNOWN
-    text = str(_to_fixed(100.0 * v, 1))
+    text = _to_fixed(100.0 * v, 1)
     return f"{text} %" if sign else text

@@ -16,6 +16,11 @@ from torch_roofline.analysis.roofline import RoofKey, efficiency, time_lost
 def _totals(ops, rows, info, step: StepRecords, memory_model: str, predicted: bool) -> Totals:
     counted_costs = [c for c in step.costs if c.counted]
     step_time_s, steps = step.step_time_s, step.steps
+    read = written = 0
+    for c in counted_costs:
+        r, w = c.bytes_under(memory_model)
+        read += r
+        written += w
     known_rt = [r.roofline_time_s for r in ops if r.roofline_time_s is not None]
     rt = sum(known_rt) if known_rt or not ops else None
     if predicted:
@@ -41,8 +46,8 @@ def _totals(ops, rows, info, step: StepRecords, memory_model: str, predicted: bo
         macs=sum(c.macs for c in counted_costs),
         params=root_info.params if root_info else 0,
         param_bytes=root_info.param_bytes if root_info else 0,
-        bytes_read=sum(c.bytes_under(memory_model)[0] for c in counted_costs),
-        bytes_written=sum(c.bytes_under(memory_model)[1] for c in counted_costs),
+        bytes_read=read,
+        bytes_written=written,
         compulsory_bytes=sum(c.compulsory_bytes_read + c.compulsory_bytes_written for c in counted_costs),
         peak_memory_bytes=step.peak_memory_bytes,
         bound_time_share=_bound_share(ops, predicted),

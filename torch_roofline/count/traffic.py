@@ -49,7 +49,7 @@ from torch_roofline.count.tree import tensors as _all_tensors
 
 from torch_roofline.count.formulas import INPLACE_METADATA_OP_NAMES, METADATA_OP_NAMES, op_key
 
-__all__ = ["Traffic", "tensor_bytes", "is_view_op", "storage_key", "StepTraffic"]
+__all__ = ["Traffic", "tensor_bytes", "is_view_op", "storage_key", "NO_STORAGE", "StepTraffic"]
 
 aten = torch.ops.aten
 
@@ -140,20 +140,20 @@ def _identity_of(t: torch.Tensor, storage_key: Any) -> Tuple[Any, ...]:
 
 #: What asking a tensor for its storage raises when it has none we can see: opaque tensors
 #: (oneDNN's ``to_mkldnn()``), some subclasses, tensors without a Python storage object.
-_NO_STORAGE = (RuntimeError, NotImplementedError, AttributeError)
+NO_STORAGE = (RuntimeError, NotImplementedError, AttributeError)
 
 
 def storage_key(t: torch.Tensor) -> Any:
     try:
         return t.untyped_storage()._cdata
-    except _NO_STORAGE:
+    except NO_STORAGE:
         return ("tensor", id(t))
 
 
 def _storage_nbytes(t: torch.Tensor) -> int:
     try:
         return t.untyped_storage().nbytes()
-    except _NO_STORAGE:
+    except NO_STORAGE:
         return 0
 
 
@@ -228,7 +228,7 @@ class StepTraffic:
         """Hold a weak reference to ``t``'s storage (key ``key``) for the rest of the step."""
         try:
             self._alive[key] = self._weakref(t.untyped_storage())
-        except _NO_STORAGE:
+        except NO_STORAGE:
             self._alive[key] = t
 
     def measure(self, func: Any, args: Sequence[Any], kwargs: Mapping[str, Any], out: Any,

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from torch_roofline.count.traffic import NO_STORAGE
 from torch_roofline.timing.identity import CallIdentity, TensorId
 from torch_roofline.timing.trace import TraceEvent
 from torch_roofline.timing._call_args import _Alias, _DTYPES, _WRAPPED_TYPES, _wrapped_numbers
@@ -34,7 +35,7 @@ def _activation_bytes(rows: Sequence[Tuple[Any, Optional[TraceEvent], Optional[C
     for p in parameters:
         try:
             params.add(p.untyped_storage().data_ptr())
-        except (RuntimeError, NotImplementedError, AttributeError):
+        except NO_STORAGE:
             continue
     first: Dict[Tuple[int, int], int] = {}  # (step, storage) -> position of its first forward use
     created: Dict[Tuple[int, int], int] = {}  # (step, sequence number) -> position of the forward op
